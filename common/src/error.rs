@@ -1,0 +1,41 @@
+//! The one error type of svs-common.
+
+/// Everything that can go wrong in shared code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid name {name:?}: {why}")]
+    InvalidName { name: String, why: String },
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+    #[error("malformed {what}: {detail}")]
+    Malformed { what: &'static str, detail: String },
+    #[error("the signature does not verify")]
+    BadSignature,
+    #[error("the message cannot be decrypted")]
+    Undecryptable,
+    #[error("invalid session token: {0}")]
+    InvalidToken(&'static str),
+    #[error("the session token expired; register again")]
+    ExpiredToken,
+    #[error("{path} is readable by others (mode {mode:o}); run `chmod 600 {path}`")]
+    InsecureFile { path: String, mode: u32 },
+    #[error("cryptographic failure: {0}")]
+    Crypto(String),
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! svs-common: what the services and the client share — protocol types, identity keys, the
+//! registration statement, session tokens, the sealed-message format, TLS setup, the accept
+//! loop and the token-checking tower layer.
+
+pub mod auth;
+pub mod error;
+pub mod identity;
+pub mod names;
+pub mod proto;
+pub mod registration;
+pub mod sealed;
+pub mod serve;
+pub mod time;
+pub mod tls;
+pub mod token;
+mod wire;
+
+pub use error::Error;
+pub use rsa;

@@ -1,0 +1,312 @@
+//! The sealed-message format: a fresh AES-256-GCM key per message, wrapped for each recipient
+//! with RSA-OAEP-SHA256, the whole envelope signed by the sender with RSA-PSS-SHA256.
+//! docs/protocol.md specifies every byte; `tests/protocol_vector.rs` checks the published vector.
+
+use crate::identity::{self, Fingerprint};
+use crate::names;
+use crate::proto::directory::{Envelope, WrappedKey};
+use crate::wire::{Reader, Writer};
+use crate::Error;
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::Aes256Gcm;
+use rand::TryCryptoRng;
+use rsa::sha2::{Digest, Sha256};
+use rsa::{Oaep, PrivateKey, PublicKey};
+
+/// Magic and version at the start of every header.
+pub const HEADER_MAGIC: &[u8] = b"SVSM\x01";
+/// Domain separator of the envelope signature.
+pub const SIGNATURE_CONTEXT: &[u8] = b"svs/v1/envelope-signature\0";
+/// Domain separator of the OAEP label.
+pub const WRAP_CONTEXT: &[u8] = b"svs/v1/wrap\0";
+/// Domain separator of the key commitment.
+pub const COMMITMENT_CONTEXT: &[u8] = b"svs/v1/key-commitment\0";
+/// Most recipients one header can name (the u16 count allows more; services set lower limits).
+pub const MAX_HEADER_RECIPIENTS: usize = 1024;
+
+/// A recipient as named in the header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderRecipient {
+    pub name: String,
+    pub fingerprint: Fingerprint,
+}
+
+/// The envelope header: AEAD associated data, covered by the signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub message_id: [u8; 16],
+    pub sender: String,
+    pub sender_fingerprint: Fingerprint,
+    /// Strictly increasing per sender.
+    pub counter: u64,
+    pub timestamp_ms: u64,
+    pub recipients: Vec<HeaderRecipient>,
+    pub nonce: [u8; 12],
+    /// SHA-256(COMMITMENT_CONTEXT | content key | message id).
+    pub key_commitment: [u8; 32],
+}
+
+impl Header {
+    /// `magic | message_id(16) | short(sender) | sender_fpr(32) | counter u64 | timestamp u64 |
+    /// u16 n | n × (short(name) | fpr(32)) | nonce(12) | key_commitment(32)`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.raw(HEADER_MAGIC)
+            .raw(&self.message_id)
+            .short(self.sender.as_bytes())
+            .raw(&self.sender_fingerprint)
+            .u64(self.counter)
+            .u64(self.timestamp_ms)
+            .u16(self.recipients.len() as u16);
+        for r in &self.recipients {
+            w.short(r.name.as_bytes()).raw(&r.fingerprint);
+        }
+        w.raw(&self.nonce).raw(&self.key_commitment).finish()
+    }
+
+    /// Parses and checks a header: names valid, recipients unique and non-empty.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        let malformed = |detail: &str| Error::Malformed {
+            what: "envelope header",
+            detail: detail.to_string(),
+        };
+        let mut r = Reader::new("envelope header", bytes);
+        r.expect(HEADER_MAGIC)?;
+        let message_id = r.array()?;
+        let sender = r.short_str()?.to_string();
+        names::validate(&sender)?;
+        let sender_fingerprint = r.array()?;
+        let counter = r.u64()?;
+        let timestamp_ms = r.u64()?;
+        let count = usize::from(r.u16()?);
+        if count == 0 {
+            return Err(malformed("no recipients"));
+        }
+        if count > MAX_HEADER_RECIPIENTS {
+            return Err(malformed("too many recipients"));
+        }
+        let mut recipients = Vec::with_capacity(count);
+        let mut seen = std::collections::HashSet::with_capacity(count);
+        for _ in 0..count {
+            let name = r.short_str()?.to_string();
+            names::validate(&name)?;
+            if !seen.insert(names::canonical(&name)) {
+                return Err(malformed("a recipient is named twice"));
+            }
+            recipients.push(HeaderRecipient {
+                name,
+                fingerprint: r.array()?,
+            });
+        }
+        let header = Header {
+            message_id,
+            sender,
+            sender_fingerprint,
+            counter,
+            timestamp_ms,
+            recipients,
+            nonce: r.array()?,
+            key_commitment: r.array()?,
+        };
+        r.finish()?;
+        Ok(header)
+    }
+}
+
+/// One recipient to seal for.
+pub struct SealRecipient<'a> {
+    pub name: &'a str,
+    pub key: &'a PublicKey,
+}
+
+/// What the sender puts into a message besides the plaintext.
+pub struct SealParams<'a> {
+    pub sender: &'a str,
+    pub sender_key: &'a PrivateKey,
+    pub counter: u64,
+    pub timestamp_ms: u64,
+    pub recipients: &'a [SealRecipient<'a>],
+}
+
+/// OAEP label: `WRAP_CONTEXT | message_id | short(sender) | short(recipient)`.
+pub fn wrap_label(message_id: &[u8; 16], sender: &str, recipient: &str) -> Vec<u8> {
+    Writer::new()
+        .raw(WRAP_CONTEXT)
+        .raw(message_id)
+        .short(sender.as_bytes())
+        .short(recipient.as_bytes())
+        .finish()
+}
+
+/// Key commitment: `SHA-256(COMMITMENT_CONTEXT | key | message_id)`.
+pub fn key_commitment(content_key: &[u8; 32], message_id: &[u8; 16]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(COMMITMENT_CONTEXT);
+    h.update(content_key);
+    h.update(message_id);
+    h.finalize().into()
+}
+
+/// Signature input: `SIGNATURE_CONTEXT | long(header) | u16 n | n × (short(name) |
+/// medium(wrapped)) | long(ciphertext)`.
+pub fn signature_input(envelope: &Envelope) -> Result<Vec<u8>, Error> {
+    let mut w = Writer::new();
+    w.raw(SIGNATURE_CONTEXT).long(&envelope.header);
+    let count = u16::try_from(envelope.wrapped_keys.len()).map_err(|_| Error::Malformed {
+        what: "envelope",
+        detail: "too many wrapped keys".into(),
+    })?;
+    w.u16(count);
+    for k in &envelope.wrapped_keys {
+        if k.recipient.len() > 255 || k.wrapped_key.len() > u16::MAX as usize {
+            return Err(Error::Malformed {
+                what: "envelope",
+                detail: "wrapped key entry too long".into(),
+            });
+        }
+        w.short(k.recipient.as_bytes()).medium(&k.wrapped_key);
+    }
+    w.long(&envelope.ciphertext);
+    Ok(w.finish())
+}
+
+fn fill<R: TryCryptoRng + ?Sized, const N: usize>(rng: &mut R) -> Result<[u8; N], Error> {
+    let mut buf = [0u8; N];
+    rng.try_fill_bytes(&mut buf)
+        .map_err(|_| Error::Crypto("the random number generator failed".into()))?;
+    Ok(buf)
+}
+
+/// Seals `plaintext` for the recipients and signs the envelope.
+pub fn seal<R: TryCryptoRng + ?Sized>(
+    rng: &mut R,
+    params: &SealParams<'_>,
+    plaintext: &[u8],
+) -> Result<Envelope, Error> {
+    let message_id: [u8; 16] = fill(rng)?;
+    let nonce: [u8; 12] = fill(rng)?;
+    let content_key: [u8; 32] = fill(rng)?;
+    let header = Header {
+        message_id,
+        sender: params.sender.to_string(),
+        sender_fingerprint: identity::fingerprint(&params.sender_key.to_public_key()),
+        counter: params.counter,
+        timestamp_ms: params.timestamp_ms,
+        recipients: params
+            .recipients
+            .iter()
+            .map(|r| HeaderRecipient {
+                name: r.name.to_string(),
+                fingerprint: identity::fingerprint(r.key),
+            })
+            .collect(),
+        nonce,
+        key_commitment: key_commitment(&content_key, &message_id),
+    };
+    let header_bytes = header.encode();
+    let cipher = Aes256Gcm::new_from_slice(&content_key).expect("32-byte key");
+    let ciphertext = cipher
+        .encrypt(
+            &nonce.into(),
+            Payload {
+                msg: plaintext,
+                aad: &header_bytes,
+            },
+        )
+        .map_err(|_| Error::Crypto("AES-GCM encryption failed".into()))?;
+    let mut wrapped_keys = Vec::with_capacity(params.recipients.len());
+    for r in params.recipients {
+        let label = wrap_label(&message_id, params.sender, r.name);
+        let wrapped = r
+            .key
+            .encrypt(rng, Oaep::<Sha256>::new_with_label(label), &content_key)
+            .map_err(|e| Error::Crypto(format!("wrapping the key for {}: {e}", r.name)))?;
+        wrapped_keys.push(WrappedKey {
+            recipient: r.name.to_string(),
+            wrapped_key: wrapped.into(),
+        });
+    }
+    let mut envelope = Envelope {
+        header: header_bytes.into(),
+        wrapped_keys,
+        ciphertext: ciphertext.into(),
+        signature: Default::default(),
+    };
+    let signature = params
+        .sender_key
+        .pss_sign_with_rng::<Sha256, _>(rng, &signature_input(&envelope)?)
+        .map_err(|e| Error::Crypto(e.to_string()))?;
+    envelope.signature = signature.into();
+    Ok(envelope)
+}
+
+/// Parses the header, checks that the wrapped keys match its recipients one for one, and verifies
+/// the signature under `sender_key`. Done by the relay and by every recipient before decrypting.
+pub fn verify(envelope: &Envelope, sender_key: &PublicKey) -> Result<Header, Error> {
+    let header = Header::decode(&envelope.header)?;
+    if header.recipients.len() != envelope.wrapped_keys.len()
+        || header
+            .recipients
+            .iter()
+            .zip(&envelope.wrapped_keys)
+            .any(|(h, k)| h.name != k.recipient)
+    {
+        return Err(Error::Malformed {
+            what: "envelope",
+            detail: "wrapped keys do not match the header's recipients".into(),
+        });
+    }
+    if header.sender_fingerprint != identity::fingerprint(sender_key) {
+        return Err(Error::BadSignature);
+    }
+    sender_key
+        .pss_verify::<Sha256>(&signature_input(envelope)?, &envelope.signature)
+        .map_err(|_| Error::BadSignature)?;
+    Ok(header)
+}
+
+/// Opens a verified envelope for `my_name`. Every failure after the signature check is the same
+/// `Error::Undecryptable`, so nothing tells an attacker which step failed.
+pub fn open<R: TryCryptoRng + ?Sized>(
+    rng: &mut R,
+    envelope: &Envelope,
+    header: &Header,
+    my_name: &str,
+    my_key: &PrivateKey,
+) -> Result<Vec<u8>, Error> {
+    let my_canonical = names::canonical(my_name);
+    let position = header
+        .recipients
+        .iter()
+        .position(|r| names::canonical(&r.name) == my_canonical)
+        .ok_or(Error::Undecryptable)?;
+    let me = &header.recipients[position];
+    if me.fingerprint != identity::fingerprint(&my_key.to_public_key()) {
+        return Err(Error::Undecryptable);
+    }
+    let label = wrap_label(&header.message_id, &header.sender, &me.name);
+    let key_bytes = my_key
+        .decrypt_blinded(
+            rng,
+            Oaep::<Sha256>::new_with_label(label),
+            &envelope.wrapped_keys[position].wrapped_key,
+        )
+        .map_err(|_| Error::Undecryptable)?;
+    let content_key: [u8; 32] = key_bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| Error::Undecryptable)?;
+    if key_commitment(&content_key, &header.message_id) != header.key_commitment {
+        return Err(Error::Undecryptable);
+    }
+    let cipher = Aes256Gcm::new_from_slice(&content_key).map_err(|_| Error::Undecryptable)?;
+    cipher
+        .decrypt(
+            &header.nonce.into(),
+            Payload {
+                msg: &envelope.ciphertext,
+                aad: &envelope.header,
+            },
+        )
+        .map_err(|_| Error::Undecryptable)
+}
