@@ -3,6 +3,7 @@
 //! loop and the token-checking tower layer.
 
 pub mod auth;
+pub mod client;
 pub mod error;
 pub mod identity;
 pub mod names;
@@ -10,6 +11,7 @@ pub mod proto;
 pub mod registration;
 pub mod sealed;
 pub mod serve;
+pub mod shutdown;
 pub mod time;
 pub mod tls;
 pub mod token;

@@ -167,3 +167,6 @@ async fn handshake(
         _slot: slot,
     })
 }
+
+/// The rustls server configuration type, re-exported for service crates.
+pub use rustls::ServerConfig as RustlsServerConfig;

@@ -1,0 +1,76 @@
+//! `svs listen`: print each received message as a line (text or JSON) for scripts.
+
+use crate::commands::display;
+use crate::commands::Global;
+use crate::error::CliError;
+use crate::inbox::Incoming;
+use clap::Args;
+use std::time::Duration;
+
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Stop after this many messages.
+    #[arg(long)]
+    pub count: Option<usize>,
+    /// Stop after this many seconds; fails if --count messages did not arrive by then.
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// One JSON object per message: from, to, id, text, time (ms since the epoch).
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(global: &Global, args: ListenArgs) -> Result<(), CliError> {
+    let mut session = global.register().await?;
+    let mut stream = session.subscribe().await?;
+    let mut inbox = session.inbox();
+    let deadline = args
+        .timeout
+        .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    let mut received = 0usize;
+    let outcome = loop {
+        if args.count.is_some_and(|c| received >= c) {
+            break Ok(());
+        }
+        let next = async {
+            match deadline {
+                Some(d) => tokio::time::timeout_at(d, session.next_incoming(&mut stream, &mut inbox))
+                    .await
+                    .ok(),
+                None => Some(session.next_incoming(&mut stream, &mut inbox).await),
+            }
+        };
+        let next = tokio::select! {
+            next = next => next,
+            _ = tokio::signal::ctrl_c() => break Ok(()),
+        };
+        let items = match next {
+            None => {
+                break match args.count {
+                    Some(c) if received < c => Err(CliError::Usage(format!(
+                        "timed out after receiving {received} of {c} messages"
+                    ))),
+                    _ => Ok(()),
+                };
+            }
+            Some(Err(e)) => break Err(e),
+            Some(Ok(None)) => break Err(CliError::Refused("the directory ended the stream".into())),
+            Some(Ok(Some(items))) => items,
+        };
+        for item in items {
+            match &item {
+                Incoming::Message(m) => {
+                    received += 1;
+                    if args.json {
+                        println!("{}", serde_json::to_string(m).expect("message serialises"));
+                    } else {
+                        println!("{}", display::message_line(m, &session.name));
+                    }
+                }
+                other => eprintln!("{}", display::render(other, &session.name)),
+            }
+        }
+    };
+    let _ = session.quit().await;
+    outcome
+}

@@ -1,0 +1,78 @@
+//! The `svs` commands and the options they share.
+
+pub mod chat;
+pub mod display;
+pub mod listen;
+pub mod peers;
+pub mod send;
+
+use crate::error::CliError;
+use crate::home::Home;
+use crate::session::{ConnectOptions, Session};
+use clap::Args;
+use std::path::PathBuf;
+
+/// Options every command takes.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Directory service URL.
+    #[arg(long, env = "SVS_DIRECTORY", default_value = "https://localhost:50051", global = true)]
+    pub directory: String,
+    /// CA certificate that signed the services' certificates [default: ./data/tls/ca.pem when present].
+    #[arg(long, env = "SVS_CA", global = true)]
+    pub ca: Option<PathBuf>,
+    /// Your name: 1-32 characters of A-Z a-z 0-9 . _ -
+    #[arg(long, env = "SVS_NAME", global = true)]
+    pub name: Option<String>,
+    /// Where keys and pinned peers live [default: ~/.config/svs].
+    #[arg(long, env = "SVS_HOME", global = true)]
+    pub home: Option<PathBuf>,
+    /// Size of a newly generated identity key in bits (2048 to 4096).
+    #[arg(long, env = "SVS_KEY_BITS", default_value_t = svs_common::identity::DEFAULT_KEY_BITS, global = true)]
+    pub key_bits: usize,
+}
+
+impl Global {
+    pub fn home(&self) -> Home {
+        Home::new(self.home.clone().unwrap_or_else(Home::default_root))
+    }
+
+    pub fn ca(&self) -> Option<PathBuf> {
+        self.ca.clone().or_else(|| {
+            let local = PathBuf::from("data/tls/ca.pem");
+            local.exists().then_some(local)
+        })
+    }
+
+    pub fn name(&self) -> Result<String, CliError> {
+        self.name.clone().ok_or_else(|| {
+            CliError::Usage("say who you are with --name NAME (or SVS_NAME)".into())
+        })
+    }
+
+    pub fn connect_options(&self) -> Result<ConnectOptions, CliError> {
+        Ok(ConnectOptions {
+            directory: self.directory.clone(),
+            ca: self.ca(),
+            name: self.name()?,
+            home: self.home(),
+            key_bits: self.key_bits,
+        })
+    }
+
+    /// Registers, telling the user on stderr when a new key was made.
+    pub async fn register(&self) -> Result<Session, CliError> {
+        let options = self.connect_options()?;
+        let session = Session::register(&options).await?;
+        if session.key_was_generated {
+            eprintln!(
+                "generated a new {}-bit identity key for {} in {} (fingerprint {})",
+                options.key_bits,
+                session.name,
+                options.home.key_path(&session.name).display(),
+                svs_common::identity::fingerprint_display(&session.fingerprint)
+            );
+        }
+        Ok(session)
+    }
+}

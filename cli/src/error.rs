@@ -1,0 +1,31 @@
+//! The client's error type: every variant reads as a sentence a user can act on.
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Common(#[from] svs_common::Error),
+    #[error("{0}")]
+    Usage(String),
+    #[error("the directory refused: {0}")]
+    Refused(String),
+    #[error(
+        "WARNING: the key of {name} has CHANGED since you first saw it (pinned {pinned}, now {now}). Messages to {name} are refused until you check the new fingerprint with them and run `svs trust {name}`"
+    )]
+    KeyChanged { name: String, pinned: String, now: String },
+    #[error("not reached: {}", .0.join("; "))]
+    NotReached(Vec<String>),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<tonic::Status> for CliError {
+    fn from(status: tonic::Status) -> Self {
+        let message = status.message();
+        let text = match status.code() {
+            tonic::Code::Unavailable => format!("the service is unavailable: {message}"),
+            _ => message.to_string(),
+        };
+        CliError::Refused(text)
+    }
+}

@@ -1,0 +1,40 @@
+//! The client's home directory ($SVS_HOME, default ~/.config/svs): identity keys and pinned peers.
+
+use std::path::{Path, PathBuf};
+
+/// Paths under the client's home.
+#[derive(Debug, Clone)]
+pub struct Home {
+    root: PathBuf,
+}
+
+impl Home {
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    /// `$SVS_HOME`, else `~/.config/svs`.
+    pub fn default_root() -> PathBuf {
+        if let Some(home) = std::env::var_os("HOME") {
+            PathBuf::from(home).join(".config/svs")
+        } else {
+            PathBuf::from(".svs")
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The identity key of `name` (one per name, PKCS#8 PEM, 0600).
+    pub fn key_path(&self, name: &str) -> PathBuf {
+        self.root
+            .join("keys")
+            .join(format!("{}.pem", svs_common::names::canonical(name)))
+    }
+
+    /// Pinned peer keys.
+    pub fn known_peers_path(&self) -> PathBuf {
+        self.root.join("known_peers")
+    }
+}

@@ -1,0 +1,202 @@
+//! The receiving side: keeps the roster in step with presence events, and turns envelopes into
+//! messages — signature verified against the sender's key before any decryption, replays and
+//! stale messages dropped, key changes flagged.
+
+use crate::known_peers::{KnownPeers, PinCheck};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use svs_common::identity;
+use svs_common::names;
+use svs_common::proto::directory::{event, Envelope, Event, ListPeersResponse, Peer};
+use svs_common::rsa::PrivateKey;
+use svs_common::sealed::{self, Header};
+use svs_common::time::now_ms;
+
+/// Messages older than this (by their signed timestamp) are dropped as possible replays.
+pub const MAX_MESSAGE_AGE_MS: u64 = 10 * 60 * 1000;
+
+/// A decrypted message.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Message {
+    pub from: String,
+    pub to: Vec<String>,
+    pub id: String,
+    pub text: String,
+    pub time: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+/// What the user should learn from one event.
+#[derive(Debug, Clone)]
+pub enum Incoming {
+    Roster(Vec<(Peer, PinCheck)>),
+    Joined(Peer, PinCheck),
+    Left { name: String, reason: String },
+    Message(Message),
+    Delivered { id: String, to: String },
+    Undelivered { id: String, to: String, reason: String },
+    Dropped { from: String, why: String },
+    ResyncNeeded,
+}
+
+#[derive(Default)]
+struct SenderHistory {
+    last_counter: u64,
+    ids: HashSet<[u8; 16]>,
+}
+
+/// Per-session receiving state.
+pub struct Inbox {
+    my_name: String,
+    key: Arc<PrivateKey>,
+    version: u64,
+    roster: BTreeMap<String, Peer>,
+    history: HashMap<String, SenderHistory>,
+}
+
+impl Inbox {
+    pub fn new(my_name: String, key: Arc<PrivateKey>) -> Self {
+        Self {
+            my_name,
+            key,
+            version: 0,
+            roster: BTreeMap::new(),
+            history: HashMap::new(),
+        }
+    }
+
+    /// Everyone online, by name.
+    pub fn online(&self) -> Vec<Peer> {
+        self.roster.values().cloned().collect()
+    }
+
+    /// Replaces the roster with a snapshot.
+    pub fn resync(&mut self, snapshot: ListPeersResponse, pins: &mut KnownPeers) -> Vec<Incoming> {
+        self.version = snapshot.version;
+        self.roster = snapshot
+            .peers
+            .iter()
+            .map(|p| (names::canonical(&p.name), p.clone()))
+            .collect();
+        let checked = snapshot
+            .peers
+            .into_iter()
+            .map(|p| {
+                let check = pin(pins, &p);
+                (p, check)
+            })
+            .collect();
+        vec![Incoming::Roster(checked)]
+    }
+
+    /// Interprets one event.
+    pub fn handle(&mut self, event: Event, pins: &mut KnownPeers) -> Vec<Incoming> {
+        let Some(kind) = event.kind else {
+            return vec![];
+        };
+        match kind {
+            event::Kind::Snapshot(s) => self.resync(s, pins),
+            event::Kind::Joined(j) => {
+                let gap = j.version != self.version + 1;
+                self.version = j.version;
+                let Some(peer) = j.peer else { return vec![] };
+                self.roster.insert(names::canonical(&peer.name), peer.clone());
+                let check = pin(pins, &peer);
+                let mut out = vec![Incoming::Joined(peer, check)];
+                if gap {
+                    out.push(Incoming::ResyncNeeded);
+                }
+                out
+            }
+            event::Kind::Left(l) => {
+                let gap = l.version != self.version + 1;
+                self.version = l.version;
+                self.roster.remove(&names::canonical(&l.name));
+                let mut out = vec![Incoming::Left {
+                    name: l.name,
+                    reason: l.reason,
+                }];
+                if gap {
+                    out.push(Incoming::ResyncNeeded);
+                }
+                out
+            }
+            event::Kind::Envelope(envelope) => vec![self.open(&envelope, pins)],
+            event::Kind::Delivered(d) => vec![Incoming::Delivered {
+                id: hex::encode(&d.message_id),
+                to: d.recipient,
+            }],
+            event::Kind::Undelivered(u) => vec![Incoming::Undelivered {
+                id: hex::encode(&u.message_id),
+                to: u.recipient,
+                reason: u.reason,
+            }],
+        }
+    }
+
+    fn open(&mut self, envelope: &Envelope, pins: &mut KnownPeers) -> Incoming {
+        let header = match Header::decode(&envelope.header) {
+            Ok(h) => h,
+            Err(e) => {
+                return Incoming::Dropped {
+                    from: "?".into(),
+                    why: e.to_string(),
+                };
+            }
+        };
+        let from = header.sender.clone();
+        let dropped = |why: String| Incoming::Dropped {
+            from: from.clone(),
+            why,
+        };
+        // The sender's key: the directory's current one if online, else the pinned one.
+        let canonical = names::canonical(&header.sender);
+        let spki = match self.roster.get(&canonical) {
+            Some(peer) => peer.public_key_der.to_vec(),
+            None => match pins.key(&header.sender) {
+                Some(k) => k.to_vec(),
+                None => return dropped("the sender's key is unknown".into()),
+            },
+        };
+        let warning = match pins.check(&header.sender, &spki) {
+            Ok(PinCheck::Changed { pinned }) => Some(format!(
+                "{}'s key CHANGED (pinned {pinned}); this message may not be from the {} you know — verify and run `svs trust {}`",
+                header.sender, header.sender, header.sender
+            )),
+            _ => None,
+        };
+        let Ok(sender_key) = identity::parse_public_key(&spki) else {
+            return dropped("the sender's key is invalid".into());
+        };
+        if let Err(e) = sealed::verify(envelope, &sender_key) {
+            return dropped(format!("rejected: {e}"));
+        }
+        let history = self.history.entry(canonical).or_default();
+        if history.ids.contains(&header.message_id) || header.counter <= history.last_counter {
+            return dropped("replayed message dropped".into());
+        }
+        if now_ms().saturating_sub(header.timestamp_ms) > MAX_MESSAGE_AGE_MS {
+            return dropped("message older than 10 minutes dropped".into());
+        }
+        let plaintext = match sealed::open(&mut identity::os_rng(), envelope, &header, &self.my_name, &self.key) {
+            Ok(p) => p,
+            Err(e) => return dropped(e.to_string()),
+        };
+        history.ids.insert(header.message_id);
+        history.last_counter = header.counter;
+        Incoming::Message(Message {
+            from: header.sender.clone(),
+            to: header.recipients.iter().map(|r| r.name.clone()).collect(),
+            id: hex::encode(header.message_id),
+            text: String::from_utf8_lossy(&plaintext).into_owned(),
+            time: header.timestamp_ms,
+            warning,
+        })
+    }
+}
+
+fn pin(pins: &mut KnownPeers, peer: &Peer) -> PinCheck {
+    pins.check(&peer.name, &peer.public_key_der)
+        .unwrap_or(PinCheck::Matches)
+}

@@ -1,0 +1,11 @@
+//! svs-cli: the client library behind the `svs` binary — sessions with the directory, the
+//! receiving side, pinned peer keys, and the commands.
+
+pub mod commands;
+pub mod error;
+pub mod home;
+pub mod inbox;
+pub mod known_peers;
+pub mod session;
+
+pub use error::CliError;

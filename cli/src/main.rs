@@ -1,0 +1,62 @@
+//! The `svs` binary: parses the command line and runs a command from the library.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+use svs_cli::commands::{chat, listen, peers, send, Global};
+
+#[derive(Parser)]
+#[command(
+    name = "svs",
+    version,
+    about = "svs: end-to-end encrypted chat and video streaming over gRPC",
+    long_about = "svs: end-to-end encrypted chat and video streaming over gRPC.\n\n\
+        Messages are sealed on your machine for each recipient's key (RSA-OAEP + AES-256-GCM) and \
+        signed with yours (RSA-PSS); the directory only relays ciphertext. Your key is created on \
+        first use under --home and each peer's key is pinned the first time you see it."
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Interactive chat: see who is online, send and receive messages.
+    Chat,
+    /// List who is online with key fingerprints.
+    Who(peers::WhoArgs),
+    /// Send one message; exits non-zero naming every recipient it did not reach.
+    Send(send::SendArgs),
+    /// Print received messages, one per line.
+    Listen(listen::ListenArgs),
+    /// Show your key's fingerprint, or the pinned one of a peer.
+    Fingerprint(peers::FingerprintArgs),
+    /// Trust a peer's current key (after a key change you verified).
+    Trust(peers::TrustArgs),
+    /// Register and print a session token (for grpcurl and other tools).
+    Token,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let global = &cli.global;
+    let result = match cli.command {
+        Command::Chat => chat::run(global).await,
+        Command::Who(args) => peers::who(global, args).await,
+        Command::Send(args) => send::run(global, args).await,
+        Command::Listen(args) => listen::run(global, args).await,
+        Command::Fingerprint(args) => peers::fingerprint(global, args),
+        Command::Trust(args) => peers::trust(global, args).await,
+        Command::Token => peers::token(global).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

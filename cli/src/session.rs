@@ -1,0 +1,290 @@
+//! A registered session with the directory: proves the key, holds the token, seals and sends
+//! messages, acknowledges arrivals and quits. This is the client code the tests drive.
+
+use crate::error::CliError;
+use crate::home::Home;
+use crate::inbox::{Inbox, Incoming};
+use crate::known_peers::{KnownPeers, PinCheck};
+use std::path::PathBuf;
+use std::sync::Arc;
+use svs_common::identity::{self, Fingerprint};
+use svs_common::proto::directory::directory_client::DirectoryClient;
+use svs_common::proto::directory::*;
+use svs_common::rsa::PrivateKey;
+use svs_common::sealed::{self, SealParams, SealRecipient};
+use svs_common::{names, registration, time::now_ms};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::Channel;
+use tonic::Streaming;
+
+/// Where and as whom to connect.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub directory: String,
+    pub ca: Option<PathBuf>,
+    pub name: String,
+    pub home: Home,
+    /// Size of a newly generated identity key.
+    pub key_bits: usize,
+}
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+pub struct Bearer(MetadataValue<Ascii>);
+
+impl Bearer {
+    pub fn new(token: &str) -> Result<Self, CliError> {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| CliError::Usage("the token contains characters not allowed in metadata".into()))?;
+        Ok(Self(value))
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// The directory API with the session's token attached.
+pub type Api = DirectoryClient<InterceptedService<Channel, Bearer>>;
+
+/// Loads the identity key of `name`, generating it on first use. Returns whether it is new.
+pub fn load_identity(home: &Home, name: &str, bits: usize) -> Result<(PrivateKey, bool), CliError> {
+    names::validate(name)?;
+    Ok(identity::load_or_generate(&home.key_path(name), bits)?)
+}
+
+/// One recipient's fate, as reported to the user.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Reach {
+    pub recipient: String,
+    pub queued: bool,
+    pub detail: String,
+}
+
+/// The result of sending one message.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub message_id: [u8; 16],
+    pub reaches: Vec<Reach>,
+}
+
+/// A live registration.
+pub struct Session {
+    pub name: String,
+    pub fingerprint: Fingerprint,
+    pub token: String,
+    pub token_expires_at_ms: u64,
+    pub key_was_generated: bool,
+    key: Arc<PrivateKey>,
+    api: Api,
+    counter: u64,
+    pub pins: KnownPeers,
+}
+
+impl Session {
+    /// Connects, proves possession of the name's key and starts a session.
+    pub async fn register(options: &ConnectOptions) -> Result<Session, CliError> {
+        let (key, key_was_generated) = {
+            let home = options.home.clone();
+            let name = options.name.clone();
+            let bits = options.key_bits;
+            tokio::task::spawn_blocking(move || load_identity(&home, &name, bits))
+                .await
+                .map_err(|e| CliError::Usage(e.to_string()))??
+        };
+        let channel = svs_common::client::connect(&options.directory, options.ca.as_deref()).await?;
+        let mut open = DirectoryClient::new(channel.clone());
+        let spki = identity::public_key_der(&key.to_public_key());
+        let challenge = open
+            .get_challenge(GetChallengeRequest {
+                name: options.name.clone(),
+                public_key_der: spki.clone().into(),
+            })
+            .await?
+            .into_inner();
+        let signature = registration::sign(
+            &key,
+            &challenge.service_id,
+            &options.name,
+            &spki,
+            &challenge.challenge,
+        )?;
+        let registered = open
+            .register(RegisterRequest {
+                name: options.name.clone(),
+                public_key_der: spki.clone().into(),
+                challenge: challenge.challenge,
+                signature: signature.into(),
+            })
+            .await?
+            .into_inner();
+        let api = DirectoryClient::with_interceptor(channel, Bearer::new(&registered.token)?)
+            .max_decoding_message_size(svs_common::client::CLIENT_MAX_DECODE);
+        let pins = KnownPeers::load(options.home.known_peers_path())?;
+        Ok(Session {
+            name: options.name.clone(),
+            fingerprint: identity::fingerprint_der(&spki),
+            token: registered.token,
+            token_expires_at_ms: registered.expires_at_ms,
+            key_was_generated,
+            key: Arc::new(key),
+            api,
+            counter: 0,
+            pins,
+        })
+    }
+
+    /// The authenticated API, for calls this type does not wrap.
+    pub fn api(&self) -> Api {
+        self.api.clone()
+    }
+
+    /// A receiving side for this session's identity.
+    pub fn inbox(&self) -> Inbox {
+        Inbox::new(self.name.clone(), self.key.clone())
+    }
+
+    pub async fn list_peers(&mut self) -> Result<ListPeersResponse, CliError> {
+        Ok(self.api.list_peers(ListPeersRequest {}).await?.into_inner())
+    }
+
+    pub async fn subscribe(&mut self) -> Result<Streaming<Event>, CliError> {
+        Ok(self.api.subscribe(SubscribeRequest {}).await?.into_inner())
+    }
+
+    /// Strictly increasing across runs: microseconds since the epoch, or last + 1.
+    fn next_counter(&mut self) -> u64 {
+        self.counter = (self.counter + 1).max(now_ms() * 1000);
+        self.counter
+    }
+
+    /// Seals `text` for `recipients` (peers as the directory lists them) and sends it.
+    /// Refuses recipients whose key differs from the pinned one.
+    pub async fn send_text(&mut self, recipients: &[Peer], text: &str) -> Result<Sent, CliError> {
+        let mut keys = Vec::with_capacity(recipients.len());
+        for peer in recipients {
+            if let PinCheck::Changed { pinned } = self.pins.check(&peer.name, &peer.public_key_der)? {
+                return Err(CliError::KeyChanged {
+                    name: peer.name.clone(),
+                    pinned,
+                    now: peer.fingerprint.clone(),
+                });
+            }
+            keys.push((peer.name.clone(), identity::parse_public_key(&peer.public_key_der)?));
+        }
+        let counter = self.next_counter();
+        let key = self.key.clone();
+        let name = self.name.clone();
+        let plaintext = text.as_bytes().to_vec();
+        let envelope = tokio::task::spawn_blocking(move || {
+            let recipients: Vec<SealRecipient<'_>> = keys
+                .iter()
+                .map(|(name, key)| SealRecipient { name, key })
+                .collect();
+            sealed::seal(
+                &mut identity::os_rng(),
+                &SealParams {
+                    sender: &name,
+                    sender_key: &key,
+                    counter,
+                    timestamp_ms: now_ms(),
+                    recipients: &recipients,
+                },
+                &plaintext,
+            )
+        })
+        .await
+        .map_err(|e| CliError::Usage(e.to_string()))??;
+        self.send_envelope(envelope).await
+    }
+
+    /// Sends an already sealed envelope (tests use this to send forged ones).
+    pub async fn send_envelope(&mut self, envelope: Envelope) -> Result<Sent, CliError> {
+        let response = self
+            .api
+            .send(SendRequest {
+                envelope: Some(envelope),
+            })
+            .await?
+            .into_inner();
+        let message_id = response
+            .message_id
+            .as_ref()
+            .try_into()
+            .map_err(|_| CliError::Refused("the directory returned a malformed message id".into()))?;
+        let reaches = response
+            .outcomes
+            .into_iter()
+            .map(|o| Reach {
+                queued: o.outcome() == Outcome::Queued,
+                recipient: o.recipient,
+                detail: o.detail,
+            })
+            .collect();
+        Ok(Sent { message_id, reaches })
+    }
+
+    /// Waits for the next event and processes it. `None` when the stream ended cleanly.
+    pub async fn next_incoming(
+        &mut self,
+        stream: &mut Streaming<Event>,
+        inbox: &mut Inbox,
+    ) -> Result<Option<Vec<Incoming>>, CliError> {
+        match stream.message().await? {
+            Some(event) => Ok(Some(self.process(event, inbox).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Acknowledges an envelope before opening it, interprets the event, and resyncs the roster
+    /// when presence events were missed.
+    pub async fn process(&mut self, event: Event, inbox: &mut Inbox) -> Result<Vec<Incoming>, CliError> {
+        if let Some(event::Kind::Envelope(envelope)) = &event.kind
+            && let Ok(header) = sealed::Header::decode(&envelope.header)
+        {
+            // Receipt first, independent of whether the content opens: no decryption oracle.
+            self.api
+                .ack(AckRequest {
+                    message_ids: vec![header.message_id.to_vec().into()],
+                })
+                .await?;
+        }
+        let mut items = inbox.handle(event, &mut self.pins);
+        if items.iter().any(|i| matches!(i, Incoming::ResyncNeeded)) {
+            let snapshot = self.list_peers().await?;
+            items.retain(|i| !matches!(i, Incoming::ResyncNeeded));
+            items.extend(inbox.resync(snapshot, &mut self.pins));
+        }
+        Ok(items)
+    }
+
+    /// Ends the session: the token is revoked and everyone sees the leave.
+    pub async fn quit(&mut self) -> Result<(), CliError> {
+        self.api.quit(QuitRequest {}).await?;
+        Ok(())
+    }
+}
+
+/// Picks recipients from the online roster by name; names not online are reported separately.
+pub fn resolve_recipients<'a>(
+    online: &'a [Peer],
+    wanted: &[String],
+) -> (Vec<Peer>, Vec<String>) {
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for name in wanted {
+        let canonical = names::canonical(name);
+        match online.iter().find(|p| names::canonical(&p.name) == canonical) {
+            Some(peer) if !found.iter().any(|f: &Peer| f.name == peer.name) => found.push(peer.clone()),
+            Some(_) => {}
+            None => missing.push(name.clone()),
+        }
+    }
+    (found, missing)
+}

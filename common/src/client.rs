@@ -1,0 +1,109 @@
+//! Client connections: TLS with a given CA (or the public web roots), HTTP/2 keepalive, and
+//! connection failures explained as sentences that name the fix.
+
+use crate::Error;
+use std::path::Path;
+use std::time::Duration;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+/// Largest message a client accepts (a 1440p frame fits with room).
+pub const CLIENT_MAX_DECODE: usize = 16 * 1024 * 1024;
+
+/// Opens a channel to `url` (`https://host:port`, or `http://` for --plaintext services).
+pub async fn connect(url: &str, ca: Option<&Path>) -> Result<Channel, Error> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|e| Error::Connect {
+            url: url.to_string(),
+            reason: format!("this is not a valid URL ({e}); expected https://HOST:PORT"),
+        })?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true);
+    let endpoint = if url.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new();
+        match ca {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| Error::Connect {
+                    url: url.to_string(),
+                    reason: format!("cannot read the CA certificate {}: {e}", path.display()),
+                })?;
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            None => tls = tls.with_webpki_roots(),
+        }
+        endpoint.tls_config(tls).map_err(|e| Error::Connect {
+            url: url.to_string(),
+            reason: format!("TLS setup failed: {e}"),
+        })?
+    } else {
+        endpoint
+    };
+    endpoint.connect().await.map_err(|e| Error::Connect {
+        url: url.to_string(),
+        reason: explain_connect_error(&e),
+    })
+}
+
+fn explain_connect_error(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut chain = String::new();
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        chain.push_str(&e.to_string());
+        chain.push_str(": ");
+        current = e.source();
+    }
+    if chain.contains("UnknownIssuer") || chain.contains("invalid peer certificate") {
+        "the server's certificate is not trusted; pass the CA that signed it with --ca FILE (for a local setup: --ca data/tls/ca.pem)".into()
+    } else if chain.contains("NotValidForName") {
+        "the server's certificate is not valid for this host name; connect by a name it lists (e.g. localhost) or regenerate it with --tls-san".into()
+    } else if chain.contains("refused") {
+        "nothing is listening there; is the service running?".into()
+    } else if chain.contains("timed out") || chain.contains("deadline") {
+        "the connection timed out".into()
+    } else if chain.contains("InvalidContentType") || chain.contains("corrupt message") {
+        "the server does not speak TLS there; for a --plaintext service use http://".into()
+    } else {
+        chain.trim_end_matches(": ").to_string()
+    }
+}
+
+/// Asks `grpc.health.v1.Health/Check` for `service` ("" = the whole server).
+pub async fn health_check(url: &str, ca: Option<&Path>, service: &str) -> Result<(), Error> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let channel = connect(url, ca).await?;
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let response = client
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.to_string(),
+        })
+        .await
+        .map_err(|s| Error::Connect {
+            url: url.to_string(),
+            reason: format!("health check failed: {}", s.message()),
+        })?;
+    let status = response.into_inner().status();
+    if status == ServingStatus::Serving {
+        Ok(())
+    } else {
+        Err(Error::Connect {
+            url: url.to_string(),
+            reason: format!("the service reports {}", status.as_str_name()),
+        })
+    }
+}
+
+/// Logs to stderr via tracing-subscriber, filtered by RUST_LOG (default `info`).
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,108 @@
+//! Configuration: flags with environment fallbacks, every limit named with its default.
+
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How the directory service runs.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "SVS_DIRECTORY_LISTEN", default_value = "0.0.0.0:50051")]
+    pub listen: SocketAddr,
+    /// Directory for TLS material, the token key and the name database.
+    #[arg(long, env = "SVS_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub tls: TlsOptions,
+    #[command(flatten)]
+    pub limits: Limits,
+    /// Emit logs as JSON lines (filter with RUST_LOG).
+    #[arg(long, env = "SVS_LOG_JSON")]
+    pub log_json: bool,
+}
+
+/// TLS settings. With neither --tls-cert nor --plaintext, a local CA and server certificate are
+/// created in <data-dir>/tls/.
+#[derive(Debug, Clone, Args)]
+pub struct TlsOptions {
+    /// Serve without TLS. For debugging only: tokens and metadata travel in the clear.
+    #[arg(long, env = "SVS_PLAINTEXT")]
+    pub plaintext: bool,
+    /// PEM certificate chain to serve instead of the generated one.
+    #[arg(long, env = "SVS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "SVS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Extra DNS names or IPs for a generated server certificate (repeatable).
+    #[arg(long = "tls-san", env = "SVS_TLS_SAN", value_delimiter = ',')]
+    pub tls_san: Vec<String>,
+}
+
+/// Limits against abuse and overload. Each has a flag and an environment variable.
+#[derive(Debug, Clone, Args)]
+pub struct Limits {
+    /// Largest message plaintext in bytes.
+    #[arg(long, env = "SVS_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_message_bytes: usize,
+    /// Most recipients of one message.
+    #[arg(long, env = "SVS_MAX_RECIPIENTS", default_value_t = 256)]
+    pub max_recipients: usize,
+    /// Largest gRPC request in bytes (an envelope to the most recipients with 4096-bit keys fits).
+    #[arg(long, env = "SVS_MAX_REQUEST_BYTES", default_value_t = 1024 * 1024)]
+    pub max_request_bytes: usize,
+    /// Messages waiting in one subscriber's queue before senders get "queue full".
+    #[arg(long, env = "SVS_QUEUE_MESSAGES", default_value_t = 1024)]
+    pub queue_messages: usize,
+    /// Bytes waiting in one subscriber's queue before senders get "queue full".
+    #[arg(long, env = "SVS_QUEUE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub queue_bytes: usize,
+    /// Seconds a subscriber may stay full before it is disconnected as too slow.
+    #[arg(long, env = "SVS_SLOW_SUBSCRIBER_SECS", default_value_t = 10)]
+    pub slow_subscriber_secs: u64,
+    /// Messages per second one session may send (sustained).
+    #[arg(long, env = "SVS_SEND_RATE", default_value_t = 50.0)]
+    pub send_rate: f64,
+    /// Messages one session may send in a burst.
+    #[arg(long, env = "SVS_SEND_BURST", default_value_t = 200.0)]
+    pub send_burst: f64,
+    /// Connections open at once.
+    #[arg(long, env = "SVS_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Registration challenges outstanding at once.
+    #[arg(long, env = "SVS_MAX_PENDING_CHALLENGES", default_value_t = 10_000)]
+    pub max_pending_challenges: usize,
+    /// Seconds a registration challenge stays valid.
+    #[arg(long, env = "SVS_CHALLENGE_SECS", default_value_t = 30)]
+    pub challenge_secs: u64,
+    /// Hours a session token stays valid.
+    #[arg(long, env = "SVS_TOKEN_HOURS", default_value_t = 12)]
+    pub token_hours: u64,
+    /// Seconds a session without a subscription stays online without any call.
+    #[arg(long, env = "SVS_IDLE_SESSION_SECS", default_value_t = 60)]
+    pub idle_session_secs: u64,
+    /// Seconds a unary call may take.
+    #[arg(long, env = "SVS_REQUEST_TIMEOUT_SECS", default_value_t = 10)]
+    pub request_timeout_secs: u64,
+    /// Seconds between HTTP/2 keepalive pings; a peer silent for this plus the keepalive timeout
+    /// is disconnected.
+    #[arg(long, env = "SVS_KEEPALIVE_SECS", default_value_t = 10)]
+    pub keepalive_secs: u64,
+    /// Seconds to wait for a keepalive answer.
+    #[arg(long, env = "SVS_KEEPALIVE_TIMEOUT_SECS", default_value_t = 20)]
+    pub keepalive_timeout_secs: u64,
+    /// Largest accepted difference between a message timestamp and the service clock, in seconds.
+    #[arg(long, env = "SVS_MAX_CLOCK_SKEW_SECS", default_value_t = 300)]
+    pub max_clock_skew_secs: u64,
+    /// Seconds to wait for open calls to finish on shutdown.
+    #[arg(long, env = "SVS_DRAIN_SECS", default_value_t = 5)]
+    pub drain_secs: u64,
+}
+
+impl Limits {
+    pub fn slow_subscriber(&self) -> Duration {
+        Duration::from_secs(self.slow_subscriber_secs)
+    }
+}

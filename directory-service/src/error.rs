@@ -1,0 +1,51 @@
+//! The directory's error type and its one mapping to gRPC status.
+
+use tonic::Status;
+
+/// Why a directory operation failed. Every variant carries a sentence for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("name database: {0}")]
+    Storage(String),
+    #[error(transparent)]
+    Common(#[from] svs_common::Error),
+    #[error("serving: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        use svs_common::Error as C;
+        match error {
+            Error::InvalidArgument(m) => Status::invalid_argument(m),
+            Error::AlreadyExists(m) => Status::already_exists(m),
+            Error::PermissionDenied(m) => Status::permission_denied(m),
+            Error::Unauthenticated(m) => Status::unauthenticated(m),
+            Error::ResourceExhausted(m) => Status::resource_exhausted(m),
+            Error::NotFound(m) => Status::not_found(m),
+            Error::Common(e @ (C::InvalidName { .. } | C::InvalidKey(_) | C::Malformed { .. })) => {
+                Status::invalid_argument(e.to_string())
+            }
+            Error::Common(e @ C::BadSignature) => Status::invalid_argument(e.to_string()),
+            Error::Common(e @ (C::InvalidToken(_) | C::ExpiredToken)) => {
+                Status::unauthenticated(e.to_string())
+            }
+            other => {
+                tracing::error!(error = %other, "internal error");
+                Status::internal("internal error in the directory service; its log has the details")
+            }
+        }
+    }
+}

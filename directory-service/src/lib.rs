@@ -1,0 +1,13 @@
+//! directory-service: registration of clients, the directory of who is online, and the relay of
+//! end-to-end encrypted envelopes. `main.rs` only parses flags and calls `server::run`.
+
+pub mod config;
+pub mod directory;
+pub mod error;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod subscriber;
+
+pub use config::Config;
+pub use error::Error;

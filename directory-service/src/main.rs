@@ -1,0 +1,92 @@
+//! directory-service binary: parses flags and runs the library. Subcommands for operators:
+//! `release NAME` and `health`.
+
+use clap::{Parser, Subcommand};
+use directory_service::{server, Config};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "directory-service",
+    version,
+    about = "svs directory: registration, who is online, and the end-to-end encrypted message relay",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Free a name so that another key can register it (stop the service first).
+    Release {
+        /// The name to free.
+        name: String,
+        #[arg(long, env = "SVS_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+    },
+    /// Check a running service over grpc.health.v1 (exit 0 when SERVING); for container healthchecks.
+    Health {
+        #[arg(long, default_value = "https://localhost:50051")]
+        url: String,
+        /// CA certificate that signed the service's certificate.
+        #[arg(long, env = "SVS_CA", default_value = "./data/tls/ca.pem")]
+        ca: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Release { name, data_dir }) => {
+            let paths = server::DataPaths::new(&data_dir);
+            let result = directory_service::store::NameStore::open(&paths.names_db)
+                .and_then(|store| store.release(&svs_common::names::canonical(&name)));
+            match result {
+                Ok(true) => println!("released {name}: any key may register it now"),
+                Ok(false) => println!("{name} was not bound to any key"),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Some(Command::Health { url, ca }) => {
+            let ca = ca.exists().then_some(ca);
+            match svs_common::client::health_check(&url, ca.as_deref(), "").await {
+                Ok(()) => {
+                    println!("SERVING");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        None => {
+            let config = cli.config;
+            svs_common::client::init_logging(config.log_json);
+            let listener = match tokio::net::TcpListener::bind(config.listen).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!("cannot listen on {}: {e}", config.listen);
+                    return ExitCode::FAILURE;
+                }
+            };
+            match server::run(config, listener, svs_common::shutdown::signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Starts the directory on a listener: TLS, health, reflection, the auth layer, the sweeper, and
+//! a shutdown that ends streams with a status and drains within a bound.
+
+use crate::config::Config;
+use crate::directory::Directory;
+use crate::service::DirectoryService;
+use crate::store::NameStore;
+use crate::Error;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use svs_common::auth::AuthLayer;
+use svs_common::proto::directory::directory_server::DirectoryServer;
+use svs_common::serve::{incoming, AcceptConfig};
+use svs_common::tls;
+use svs_common::token::TokenIssuer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+
+/// Methods callable without a token.
+pub const OPEN_METHODS: &[&str] = &[
+    "/svs.directory.v1.Directory/GetChallenge",
+    "/svs.directory.v1.Directory/Register",
+];
+
+/// Where the directory keeps its files under the data dir.
+pub struct DataPaths {
+    pub token_key: std::path::PathBuf,
+    pub token_public: std::path::PathBuf,
+    pub names_db: std::path::PathBuf,
+}
+
+impl DataPaths {
+    pub fn new(data_dir: &std::path::Path) -> Self {
+        Self {
+            token_key: data_dir.join("directory/token_key.pem"),
+            token_public: data_dir.join("token_public.pem"),
+            names_db: data_dir.join("directory/names.redb"),
+        }
+    }
+}
+
+/// Server TLS from flags: explicit files, generated ones, or none with --plaintext.
+pub fn server_tls(
+    data_dir: &std::path::Path,
+    options: &crate::config::TlsOptions,
+) -> Result<Option<Arc<rustls_config::ServerConfig>>, Error> {
+    if options.plaintext {
+        tracing::warn!("serving WITHOUT TLS (--plaintext): tokens and metadata travel in the clear; use only for debugging");
+        return Ok(None);
+    }
+    let (cert, key) = match (&options.tls_cert, &options.tls_key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        _ => {
+            let names = tls::default_server_names(&options.tls_san);
+            let (files, created) = tls::ensure_generated(data_dir, &names)?;
+            if created {
+                tracing::info!(ca = %files.ca_cert.display(), ?names, "created a local CA and server certificate; clients need --ca {}", files.ca_cert.display());
+            } else {
+                tracing::info!(ca = %files.ca_cert.display(), "using the local CA");
+            }
+            (files.server_cert, files.server_key)
+        }
+    };
+    Ok(Some(tls::server_config(&cert, &key)?))
+}
+
+/// Re-exported rustls types used in signatures.
+pub mod rustls_config {
+    pub use svs_common::serve::RustlsServerConfig as ServerConfig;
+}
+
+/// Runs the directory until `shutdown` resolves, then drains for at most `--drain-secs`.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let limits = config.limits.clone();
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        Error::Storage(format!("cannot create {}: {e}", config.data_dir.display()))
+    })?;
+    let tls_config = server_tls(&config.data_dir, &config.tls)?;
+    let paths = DataPaths::new(&config.data_dir);
+    let tokens = TokenIssuer::load_or_create(&paths.token_key, &paths.token_public)?;
+    let verifier = Arc::new(tokens.verifier().clone());
+    let store = NameStore::open(&paths.names_db)?;
+    let directory = Arc::new(Directory::new(store, tokens, limits.clone()));
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<DirectoryServer<DirectoryService>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(svs_common::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Storage(format!("reflection: {e}")))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(svs_common::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| Error::Storage(format!("reflection: {e}")))?;
+
+    let stop = CancellationToken::new();
+    let sweeper = {
+        let directory = directory.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => directory.sweep(),
+                }
+            }
+        })
+    };
+
+    let local = listener.local_addr().ok();
+    tracing::info!(address = ?local, tls = tls_config.is_some(), "directory-service listening");
+    let accept = AcceptConfig {
+        tls: tls_config,
+        max_connections: limits.max_connections,
+        handshake_timeout: Duration::from_secs(10),
+    };
+    let on_shutdown = {
+        let stop = stop.clone();
+        let directory = directory.clone();
+        let health_reporter = health_reporter.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: health NOT_SERVING, ending streams");
+            health_reporter
+                .set_not_serving::<DirectoryServer<DirectoryService>>()
+                .await;
+            health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            directory.shutdown();
+            stop.cancel();
+        }
+    };
+    let serve = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(limits.keepalive_secs)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(limits.keepalive_timeout_secs)))
+        .timeout(Duration::from_secs(limits.request_timeout_secs))
+        .layer(AuthLayer::new(verifier, OPEN_METHODS))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            DirectoryServer::new(DirectoryService::new(directory.clone()))
+                .max_decoding_message_size(limits.max_request_bytes),
+        )
+        .serve_with_incoming_shutdown(incoming(listener, accept, stop.clone()), on_shutdown);
+    let drain = Duration::from_secs(limits.drain_secs);
+    let result = tokio::select! {
+        result = serve => result.map_err(Error::from),
+        _ = async { stop.cancelled().await; tokio::time::sleep(drain).await } => {
+            tracing::warn!(seconds = limits.drain_secs, "drain time exceeded; closing remaining connections");
+            Ok(())
+        }
+    };
+    stop.cancel();
+    let _ = sweeper.await;
+    tracing::info!("directory-service stopped");
+    result
+}

@@ -1,0 +1,144 @@
+//! The gRPC face of the directory: unpacks requests, resolves the caller's session from the
+//! verified token, calls `Directory`, and maps errors to statuses (through `Error`).
+
+use crate::directory::Directory;
+use crate::Error;
+use std::pin::Pin;
+use std::sync::Arc;
+use svs_common::proto::directory::directory_server::Directory as DirectoryApi;
+use svs_common::proto::directory::*;
+use svs_common::token::Claims;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+/// Implements `svs.directory.v1.Directory`.
+pub struct DirectoryService {
+    directory: Arc<Directory>,
+}
+
+impl DirectoryService {
+    pub fn new(directory: Arc<Directory>) -> Self {
+        Self { directory }
+    }
+
+    fn session<T>(&self, request: &Request<T>) -> Result<crate::directory::SessionRef, Status> {
+        let claims = request.extensions().get::<Claims>().ok_or_else(|| {
+            Status::unauthenticated("missing `authorization: Bearer <token>` metadata")
+        })?;
+        Ok(self.directory.session(claims)?)
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
+
+/// Ends the session when its stream is dropped, whether the client left or the server closed it.
+struct StreamGuard {
+    directory: Arc<Directory>,
+    canonical: String,
+    session_id: [u8; 16],
+    subscriber: Arc<crate::subscriber::Subscriber>,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.directory
+            .subscription_ended(&self.canonical, self.session_id, &self.subscriber);
+    }
+}
+
+#[tonic::async_trait]
+impl DirectoryApi for DirectoryService {
+    async fn get_challenge(
+        &self,
+        request: Request<GetChallengeRequest>,
+    ) -> Result<Response<GetChallengeResponse>, Status> {
+        let r = request.into_inner();
+        let issued = self.directory.challenge(&r.name, &r.public_key_der)?;
+        Ok(Response::new(GetChallengeResponse {
+            challenge: issued.challenge.to_vec().into(),
+            service_id: issued.service_id,
+            expires_at_ms: issued.expires_at_ms,
+        }))
+    }
+
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
+        let r = request.into_inner();
+        let directory = self.directory.clone();
+        // RSA verification and token signing take milliseconds: keep them off the reactor.
+        let registered = tokio::task::spawn_blocking(move || {
+            directory.register(&r.name, &r.public_key_der, &r.challenge, &r.signature)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(RegisterResponse {
+            token: registered.token,
+            expires_at_ms: registered.expires_at_ms,
+            fingerprint: registered.fingerprint,
+        }))
+    }
+
+    async fn list_peers(
+        &self,
+        request: Request<ListPeersRequest>,
+    ) -> Result<Response<ListPeersResponse>, Status> {
+        self.session(&request)?;
+        Ok(Response::new(self.directory.snapshot()))
+    }
+
+    type SubscribeStream = EventStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let session = self.session(&request)?;
+        let (subscriber, mut outbox) = self.directory.subscribe(&session)?;
+        let guard = StreamGuard {
+            directory: self.directory.clone(),
+            canonical: session.canonical.clone(),
+            session_id: session.id,
+            subscriber: subscriber.clone(),
+        };
+        let stream = async_stream::stream! {
+            let _guard = guard;
+            while let Some(item) = outbox.next(&subscriber).await {
+                yield item;
+            }
+        };
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn send(&self, request: Request<SendRequest>) -> Result<Response<SendResponse>, Status> {
+        let session = self.session(&request)?;
+        let envelope = request
+            .into_inner()
+            .envelope
+            .ok_or_else(|| Error::InvalidArgument("the request carries no envelope".into()))?;
+        let directory = self.directory.clone();
+        let (header, outcomes) =
+            tokio::task::spawn_blocking(move || directory.relay(&session, envelope))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(SendResponse {
+            message_id: header.message_id.to_vec().into(),
+            outcomes,
+        }))
+    }
+
+    async fn ack(&self, request: Request<AckRequest>) -> Result<Response<AckResponse>, Status> {
+        let session = self.session(&request)?;
+        let acknowledged = self
+            .directory
+            .ack(&session, &request.into_inner().message_ids)?;
+        Ok(Response::new(AckResponse { acknowledged }))
+    }
+
+    async fn quit(&self, request: Request<QuitRequest>) -> Result<Response<QuitResponse>, Status> {
+        let session = self.session(&request)?;
+        self.directory.quit(&session);
+        Ok(Response::new(QuitResponse {}))
+    }
+}
