@@ -12,7 +12,11 @@ pub enum CliError {
     #[error(
         "WARNING: the key of {name} has CHANGED since you first saw it (pinned {pinned}, now {now}). Messages to {name} are refused until you check the new fingerprint with them and run `svs trust {name}`"
     )]
-    KeyChanged { name: String, pinned: String, now: String },
+    KeyChanged {
+        name: String,
+        pinned: String,
+        now: String,
+    },
     #[error("not reached: {}", .0.join("; "))]
     NotReached(Vec<String>),
     #[error("{0}")]

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use svs_common::identity;
 use svs_common::names;
-use svs_common::proto::directory::{event, Envelope, Event, ListPeersResponse, Peer};
+use svs_common::proto::directory::{Envelope, Event, ListPeersResponse, Peer, event};
 use svs_common::rsa::PrivateKey;
 use svs_common::sealed::{self, Header};
 use svs_common::time::now_ms;
@@ -32,11 +32,24 @@ pub struct Message {
 pub enum Incoming {
     Roster(Vec<(Peer, PinCheck)>),
     Joined(Peer, PinCheck),
-    Left { name: String, reason: String },
+    Left {
+        name: String,
+        reason: String,
+    },
     Message(Message),
-    Delivered { id: String, to: String },
-    Undelivered { id: String, to: String, reason: String },
-    Dropped { from: String, why: String },
+    Delivered {
+        id: String,
+        to: String,
+    },
+    Undelivered {
+        id: String,
+        to: String,
+        reason: String,
+    },
+    Dropped {
+        from: String,
+        why: String,
+    },
     ResyncNeeded,
 }
 
@@ -101,7 +114,8 @@ impl Inbox {
                 let gap = j.version != self.version + 1;
                 self.version = j.version;
                 let Some(peer) = j.peer else { return vec![] };
-                self.roster.insert(names::canonical(&peer.name), peer.clone());
+                self.roster
+                    .insert(names::canonical(&peer.name), peer.clone());
                 let check = pin(pins, &peer);
                 let mut out = vec![Incoming::Joined(peer, check)];
                 if gap {
@@ -179,7 +193,13 @@ impl Inbox {
         if now_ms().saturating_sub(header.timestamp_ms) > MAX_MESSAGE_AGE_MS {
             return dropped("message older than 10 minutes dropped".into());
         }
-        let plaintext = match sealed::open(&mut identity::os_rng(), envelope, &header, &self.my_name, &self.key) {
+        let plaintext = match sealed::open(
+            &mut identity::os_rng(),
+            envelope,
+            &header,
+            &self.my_name,
+            &self.key,
+        ) {
             Ok(p) => p,
             Err(e) => return dropped(e.to_string()),
         };

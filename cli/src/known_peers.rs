@@ -40,7 +40,8 @@ impl KnownPeers {
         if path.exists() {
             for line in std::fs::read_to_string(&path)?.lines() {
                 let mut parts = line.split_whitespace();
-                if let (Some(name), Some(fingerprint), Some(spki)) = (parts.next(), parts.next(), parts.next())
+                if let (Some(name), Some(fingerprint), Some(spki)) =
+                    (parts.next(), parts.next(), parts.next())
                     && let Ok(spki) = STANDARD.decode(spki)
                 {
                     pins.insert(
@@ -60,7 +61,12 @@ impl KnownPeers {
     fn save(&self) -> Result<(), CliError> {
         let mut text = String::new();
         for pin in self.pins.values() {
-            text.push_str(&format!("{} {} {}\n", pin.name, pin.fingerprint, STANDARD.encode(&pin.spki)));
+            text.push_str(&format!(
+                "{} {} {}\n",
+                pin.name,
+                pin.fingerprint,
+                STANDARD.encode(&pin.spki)
+            ));
         }
         identity::write_secret_file(&self.path, text.as_bytes())?;
         Ok(())
@@ -97,11 +103,15 @@ impl KnownPeers {
 
     /// The pinned fingerprint of `name`.
     pub fn fingerprint(&self, name: &str) -> Option<&str> {
-        self.pins.get(&names::canonical(name)).map(|p| p.fingerprint.as_str())
+        self.pins
+            .get(&names::canonical(name))
+            .map(|p| p.fingerprint.as_str())
     }
 
     /// The pinned key of `name`, DER SPKI.
     pub fn key(&self, name: &str) -> Option<&[u8]> {
-        self.pins.get(&names::canonical(name)).map(|p| p.spki.as_slice())
+        self.pins
+            .get(&names::canonical(name))
+            .map(|p| p.spki.as_slice())
     }
 }

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
-use svs_cli::commands::{chat, listen, peers, send, Global};
+use svs_cli::commands::{Global, chat, listen, peers, send};
 
 #[derive(Parser)]
 #[command(

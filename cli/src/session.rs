@@ -13,11 +13,11 @@ use svs_common::proto::directory::*;
 use svs_common::rsa::PrivateKey;
 use svs_common::sealed::{self, SealParams, SealRecipient};
 use svs_common::{names, registration, time::now_ms};
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::interceptor::InterceptedService;
-use tonic::service::Interceptor;
-use tonic::transport::Channel;
 use tonic::Streaming;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]
@@ -36,16 +36,21 @@ pub struct Bearer(MetadataValue<Ascii>);
 
 impl Bearer {
     pub fn new(token: &str) -> Result<Self, CliError> {
-        let value = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| CliError::Usage("the token contains characters not allowed in metadata".into()))?;
+        let value = format!("Bearer {token}").parse().map_err(|_| {
+            CliError::Usage("the token contains characters not allowed in metadata".into())
+        })?;
         Ok(Self(value))
     }
 }
 
 impl Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert("authorization", self.0.clone());
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
         Ok(request)
     }
 }
@@ -98,7 +103,8 @@ impl Session {
                 .await
                 .map_err(|e| CliError::Usage(e.to_string()))??
         };
-        let channel = svs_common::client::connect(&options.directory, options.ca.as_deref()).await?;
+        let channel =
+            svs_common::client::connect(&options.directory, options.ca.as_deref()).await?;
         let mut open = DirectoryClient::new(channel.clone());
         let spki = identity::public_key_der(&key.to_public_key());
         let challenge = open
@@ -169,14 +175,19 @@ impl Session {
     pub async fn send_text(&mut self, recipients: &[Peer], text: &str) -> Result<Sent, CliError> {
         let mut keys = Vec::with_capacity(recipients.len());
         for peer in recipients {
-            if let PinCheck::Changed { pinned } = self.pins.check(&peer.name, &peer.public_key_der)? {
+            if let PinCheck::Changed { pinned } =
+                self.pins.check(&peer.name, &peer.public_key_der)?
+            {
                 return Err(CliError::KeyChanged {
                     name: peer.name.clone(),
                     pinned,
                     now: peer.fingerprint.clone(),
                 });
             }
-            keys.push((peer.name.clone(), identity::parse_public_key(&peer.public_key_der)?));
+            keys.push((
+                peer.name.clone(),
+                identity::parse_public_key(&peer.public_key_der)?,
+            ));
         }
         let counter = self.next_counter();
         let key = self.key.clone();
@@ -213,11 +224,9 @@ impl Session {
             })
             .await?
             .into_inner();
-        let message_id = response
-            .message_id
-            .as_ref()
-            .try_into()
-            .map_err(|_| CliError::Refused("the directory returned a malformed message id".into()))?;
+        let message_id = response.message_id.as_ref().try_into().map_err(|_| {
+            CliError::Refused("the directory returned a malformed message id".into())
+        })?;
         let reaches = response
             .outcomes
             .into_iter()
@@ -227,7 +236,10 @@ impl Session {
                 detail: o.detail,
             })
             .collect();
-        Ok(Sent { message_id, reaches })
+        Ok(Sent {
+            message_id,
+            reaches,
+        })
     }
 
     /// Waits for the next event and processes it. `None` when the stream ended cleanly.
@@ -244,7 +256,11 @@ impl Session {
 
     /// Acknowledges an envelope before opening it, interprets the event, and resyncs the roster
     /// when presence events were missed.
-    pub async fn process(&mut self, event: Event, inbox: &mut Inbox) -> Result<Vec<Incoming>, CliError> {
+    pub async fn process(
+        &mut self,
+        event: Event,
+        inbox: &mut Inbox,
+    ) -> Result<Vec<Incoming>, CliError> {
         if let Some(event::Kind::Envelope(envelope)) = &event.kind
             && let Ok(header) = sealed::Header::decode(&envelope.header)
         {
@@ -272,16 +288,18 @@ impl Session {
 }
 
 /// Picks recipients from the online roster by name; names not online are reported separately.
-pub fn resolve_recipients<'a>(
-    online: &'a [Peer],
-    wanted: &[String],
-) -> (Vec<Peer>, Vec<String>) {
+pub fn resolve_recipients(online: &[Peer], wanted: &[String]) -> (Vec<Peer>, Vec<String>) {
     let mut found = Vec::new();
     let mut missing = Vec::new();
     for name in wanted {
         let canonical = names::canonical(name);
-        match online.iter().find(|p| names::canonical(&p.name) == canonical) {
-            Some(peer) if !found.iter().any(|f: &Peer| f.name == peer.name) => found.push(peer.clone()),
+        match online
+            .iter()
+            .find(|p| names::canonical(&p.name) == canonical)
+        {
+            Some(peer) if !found.iter().any(|f: &Peer| f.name == peer.name) => {
+                found.push(peer.clone())
+            }
             Some(_) => {}
             None => missing.push(name.clone()),
         }

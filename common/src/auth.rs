@@ -40,9 +40,13 @@ impl AuthLayer {
     }
 
     fn is_open(&self, path: &str) -> bool {
-        self.open
-            .iter()
-            .any(|p| if p.ends_with('/') { path.starts_with(p.as_str()) } else { path == p })
+        self.open.iter().any(|p| {
+            if p.ends_with('/') {
+                path.starts_with(p.as_str())
+            } else {
+                path == p
+            }
+        })
     }
 
     fn check(&self, headers: &http::HeaderMap) -> Result<Claims, Status> {
@@ -55,7 +59,9 @@ impl AuthLayer {
             .to_str()
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| Status::unauthenticated("the authorization metadata must be `Bearer <token>`"))?;
+            .ok_or_else(|| {
+                Status::unauthenticated("the authorization metadata must be `Bearer <token>`")
+            })?;
         self.verifier
             .verify(token.trim(), crate::time::now_ms())
             .map_err(|e| Status::unauthenticated(e.to_string()))

@@ -1,7 +1,9 @@
 //! RSA identity keys: generation, validation, fingerprints and 0600 PEM files.
 
 use crate::Error;
-use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use rsa::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
+};
 use rsa::traits::PublicKeyParts;
 use rsa::{PrivateKey, PublicKey};
 use sha2::{Digest, Sha256};
@@ -51,7 +53,11 @@ pub fn check_public_key(key: &PublicKey) -> Result<(), Error> {
         )));
     }
     let e = key.e_bytes();
-    let e = e.iter().skip_while(|b| **b == 0).copied().collect::<Vec<_>>();
+    let e = e
+        .iter()
+        .skip_while(|b| **b == 0)
+        .copied()
+        .collect::<Vec<_>>();
     if e != [1, 0, 1] {
         return Err(Error::InvalidKey(
             "the public exponent must be 65537".to_string(),
@@ -185,7 +191,10 @@ pub fn read_public_key(path: &Path) -> Result<PublicKey, Error> {
     let pem = std::fs::read_to_string(path)
         .map_err(|source| Error::io(format!("reading {}", path.display()), source))?;
     let key = PublicKey::from_public_key_pem(&pem).map_err(|e| {
-        Error::InvalidKey(format!("{} is not an RSA public key in PEM: {e}", path.display()))
+        Error::InvalidKey(format!(
+            "{} is not an RSA public key in PEM: {e}",
+            path.display()
+        ))
     })?;
     check_public_key(&key)?;
     Ok(key)
@@ -205,9 +214,15 @@ mod tests {
         assert_eq!(mode, 0o600);
         let (again, fresh) = load_or_generate(&path, 2048).unwrap();
         assert!(!fresh);
-        assert_eq!(fingerprint(&key.to_public_key()), fingerprint(&again.to_public_key()));
+        assert_eq!(
+            fingerprint(&key.to_public_key()),
+            fingerprint(&again.to_public_key())
+        );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(read_private_key(&path), Err(Error::InsecureFile { .. })));
+        assert!(matches!(
+            read_private_key(&path),
+            Err(Error::InsecureFile { .. })
+        ));
     }
 
     #[test]

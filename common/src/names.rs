@@ -21,7 +21,9 @@ pub fn validate(name: &str) -> Result<(), Error> {
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
     {
-        return Err(invalid("only letters, digits, '.', '_' and '-' are allowed"));
+        return Err(invalid(
+            "only letters, digits, '.', '_' and '-' are allowed",
+        ));
     }
     Ok(())
 }

@@ -6,4 +6,5 @@ pub mod directory {
 }
 
 /// Encoded `FileDescriptorSet` of every svs .proto file, for tonic-reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/svs_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/svs_descriptor.bin"));

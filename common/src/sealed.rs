@@ -2,13 +2,13 @@
 //! with RSA-OAEP-SHA256, the whole envelope signed by the sender with RSA-PSS-SHA256.
 //! docs/protocol.md specifies every byte; `tests/protocol_vector.rs` checks the published vector.
 
+use crate::Error;
 use crate::identity::{self, Fingerprint};
 use crate::names;
 use crate::proto::directory::{Envelope, WrappedKey};
 use crate::wire::{Reader, Writer};
-use crate::Error;
-use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::{Aead, KeyInit, Payload};
 use rand::TryCryptoRng;
 use rsa::sha2::{Digest, Sha256};
 use rsa::{Oaep, PrivateKey, PublicKey};

@@ -1,9 +1,11 @@
 //! TLS material: a local CA and server certificate created on first start (safely when several
 //! services start at once), the TLS 1.3-only server configuration, and the client configuration.
 
-use crate::identity::{create_private_dir, write_secret_file};
 use crate::Error;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+use crate::identity::{create_private_dir, write_secret_file};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::net::IpAddr;
@@ -32,7 +34,11 @@ impl TlsFiles {
 
 /// The names every generated server certificate is valid for, plus `extra`.
 pub fn default_server_names(extra: &[String]) -> Vec<String> {
-    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
     if let Ok(host) = std::fs::read_to_string("/etc/hostname") {
         let host = host.trim();
         if !host.is_empty() {
@@ -94,7 +100,11 @@ fn generate(dir: &Path, files: &TlsFiles, names: &[String]) -> Result<(), Error>
         .iter()
         .map(|n| match n.parse::<IpAddr>() {
             Ok(ip) => Ok(SanType::IpAddress(ip)),
-            Err(_) => n.clone().try_into().map(SanType::DnsName).map_err(rcgen_err),
+            Err(_) => n
+                .clone()
+                .try_into()
+                .map(SanType::DnsName)
+                .map_err(rcgen_err),
         })
         .collect::<Result<_, _>>()?;
     let server_cert = params.signed_by(&server_key, &issuer).map_err(rcgen_err)?;

@@ -1,9 +1,9 @@
 //! Session tokens: claims signed by the directory's token key, verifiable offline by any service
 //! that has the directory's public token key.
 
+use crate::Error;
 use crate::identity::{self, Fingerprint};
 use crate::wire::{Reader, Writer};
-use crate::Error;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rsa::sha2::Sha256;
@@ -142,7 +142,8 @@ impl TokenVerifier {
         self.key
             .pss_verify::<Sha256>(&signed_bytes(&claims), &signature)
             .map_err(|_| Error::InvalidToken("signature does not verify"))?;
-        let claims = Claims::decode(&claims).map_err(|_| Error::InvalidToken("malformed claims"))?;
+        let claims =
+            Claims::decode(&claims).map_err(|_| Error::InvalidToken("malformed claims"))?;
         if now_ms >= claims.expires_at_ms {
             return Err(Error::ExpiredToken);
         }

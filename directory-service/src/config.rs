@@ -59,6 +59,10 @@ pub struct Limits {
     /// Bytes waiting in one subscriber's queue before senders get "queue full".
     #[arg(long, env = "SVS_QUEUE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub queue_bytes: usize,
+    /// Presence events and receipts waiting in one subscriber's queue before it is disconnected
+    /// as too slow (they are small and are never dropped silently).
+    #[arg(long, env = "SVS_QUEUE_EVENTS", default_value_t = 16 * 1024)]
+    pub queue_events: usize,
     /// Seconds a subscriber may stay full before it is disconnected as too slow.
     #[arg(long, env = "SVS_SLOW_SUBSCRIBER_SECS", default_value_t = 10)]
     pub slow_subscriber_secs: u64,

@@ -2,26 +2,26 @@
 //! sealed envelopes out to subscribers and routes receipts back. Methods are synchronous and hold
 //! the state lock only for map operations; RSA and disk work happen outside it.
 
+use crate::Error;
 use crate::config::Limits;
 use crate::store::{Claim, NameStore};
 use crate::subscriber::{Outbox, Push, QueueLimits, Subscriber};
-use crate::Error;
 use bytes::Bytes;
 use rand::TryRng;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use svs_common::identity::{self, Fingerprint};
+use svs_common::names;
 use svs_common::proto::directory::{
-    event, DeliveryFailure, DeliveryReceipt, Envelope, Event, ListPeersResponse, Outcome, Peer,
-    PeerJoined, PeerLeft, RecipientOutcome,
+    DeliveryFailure, DeliveryReceipt, Envelope, Event, ListPeersResponse, Outcome, Peer,
+    PeerJoined, PeerLeft, RecipientOutcome, event,
 };
 use svs_common::registration::{self, CHALLENGE_LEN};
 use svs_common::rsa::PublicKey;
 use svs_common::sealed::{self, Header};
 use svs_common::time::now_ms;
 use svs_common::token::{Claims, TokenIssuer};
-use svs_common::names;
 use tonic::Status;
 
 /// Message ids a session remembers to refuse a resent envelope.
@@ -60,9 +60,7 @@ impl LeaveReason {
             LeaveReason::TooSlow => Status::resource_exhausted(
                 "disconnected: this client read its event stream too slowly",
             ),
-            LeaveReason::Expired => {
-                Status::unauthenticated("the session expired; register again")
-            }
+            LeaveReason::Expired => Status::unauthenticated("the session expired; register again"),
         }
     }
 }
@@ -225,21 +223,30 @@ impl Directory {
         })?;
         // Single use: the challenge is gone whatever happens next.
         let pending = self.state().challenges.remove(&challenge);
-        let pending = pending.filter(|c| c.expires > Instant::now()).ok_or_else(|| {
-            Error::PermissionDenied("unknown or expired challenge; ask for a new one".into())
-        })?;
+        let pending = pending
+            .filter(|c| c.expires > Instant::now())
+            .ok_or_else(|| {
+                Error::PermissionDenied("unknown or expired challenge; ask for a new one".into())
+            })?;
         if pending.canonical != canonical || pending.key_der != key_der {
             return Err(Error::PermissionDenied(
                 "the challenge was issued for another name or key".into(),
             ));
         }
         let key = identity::parse_public_key(key_der)?;
-        registration::verify(&key, self.service_id(), name, key_der, &challenge, signature)
-            .map_err(|_| {
-                Error::PermissionDenied(
-                    "the registration signature does not verify under the offered key".into(),
-                )
-            })?;
+        registration::verify(
+            &key,
+            self.service_id(),
+            name,
+            key_der,
+            &challenge,
+            signature,
+        )
+        .map_err(|_| {
+            Error::PermissionDenied(
+                "the registration signature does not verify under the offered key".into(),
+            )
+        })?;
         let fingerprint = identity::fingerprint_der(key_der);
         self.refuse_if_online_with_other_key(&canonical, name, &fingerprint)?;
         if self.store.claim(&canonical, key_der)? == Claim::OtherKey {
@@ -353,6 +360,7 @@ impl Directory {
         let (subscriber, outbox) = Subscriber::new(QueueLimits {
             messages: self.limits.queue_messages,
             bytes: self.limits.queue_bytes,
+            events: self.limits.queue_events,
         });
         let mut state = self.state();
         let snapshot = snapshot_locked(&state);
@@ -360,21 +368,32 @@ impl Directory {
             .sessions
             .get_mut(&session.canonical)
             .filter(|s| s.id == session.id)
-            .ok_or_else(|| Error::Unauthenticated("this session has ended; register again".into()))?;
+            .ok_or_else(|| {
+                Error::Unauthenticated("this session has ended; register again".into())
+            })?;
         if let Some(old) = live.subscriber.replace(subscriber.clone()) {
-            old.close(Status::aborted("replaced by a newer subscription of this session"));
+            old.close(Status::aborted(
+                "replaced by a newer subscription of this session",
+            ));
         }
         subscriber.push_control(event(event::Kind::Snapshot(snapshot)));
         Ok((subscriber, outbox))
     }
 
     /// Called when a session's event stream ends for any reason.
-    pub fn subscription_ended(&self, canonical: &str, session_id: [u8; 16], subscriber: &Arc<Subscriber>) {
+    pub fn subscription_ended(
+        &self,
+        canonical: &str,
+        session_id: [u8; 16],
+        subscriber: &Arc<Subscriber>,
+    ) {
         let mut state = self.state();
-        let current = state
-            .sessions
-            .get(canonical)
-            .is_some_and(|s| s.id == session_id && s.subscriber.as_ref().is_some_and(|x| Arc::ptr_eq(x, subscriber)));
+        let current = state.sessions.get(canonical).is_some_and(|s| {
+            s.id == session_id
+                && s.subscriber
+                    .as_ref()
+                    .is_some_and(|x| Arc::ptr_eq(x, subscriber))
+        });
         if current {
             self.end_session_locked(&mut state, canonical, session_id, LeaveReason::Disconnected);
         }
@@ -383,10 +402,21 @@ impl Directory {
     /// Ends a session at the client's request.
     pub fn quit(&self, session: &SessionRef) {
         let mut state = self.state();
-        self.end_session_locked(&mut state, &session.canonical, session.id, LeaveReason::Quit);
+        self.end_session_locked(
+            &mut state,
+            &session.canonical,
+            session.id,
+            LeaveReason::Quit,
+        );
     }
 
-    fn end_session_locked(&self, state: &mut State, canonical: &str, session_id: [u8; 16], reason: LeaveReason) {
+    fn end_session_locked(
+        &self,
+        state: &mut State,
+        canonical: &str,
+        session_id: [u8; 16],
+        reason: LeaveReason,
+    ) {
         let Some(session) = state.sessions.get(canonical).filter(|s| s.id == session_id) else {
             return;
         };
@@ -425,7 +455,8 @@ impl Directory {
 
     fn take_send_token(&self, session: &mut Session) -> bool {
         let now = Instant::now();
-        let refill = now.duration_since(session.send_refilled).as_secs_f64() * self.limits.send_rate;
+        let refill =
+            now.duration_since(session.send_refilled).as_secs_f64() * self.limits.send_rate;
         session.send_tokens = (session.send_tokens + refill).min(self.limits.send_burst);
         session.send_refilled = now;
         if session.send_tokens >= 1.0 {
@@ -438,7 +469,11 @@ impl Directory {
 
     /// Checks an envelope against the sender's session and key, then queues it for each
     /// recipient. The outcome list follows the header's recipient order.
-    pub fn relay(&self, session: &SessionRef, envelope: Envelope) -> Result<(Header, Vec<RecipientOutcome>), Error> {
+    pub fn relay(
+        &self,
+        session: &SessionRef,
+        envelope: Envelope,
+    ) -> Result<(Header, Vec<RecipientOutcome>), Error> {
         let limits = &self.limits;
         if envelope.wrapped_keys.len() > limits.max_recipients {
             return Err(Error::InvalidArgument(format!(
@@ -506,7 +541,9 @@ impl Directory {
             .sessions
             .get_mut(&session.canonical)
             .filter(|s| s.id == session.id)
-            .ok_or_else(|| Error::Unauthenticated("this session has ended; register again".into()))?;
+            .ok_or_else(|| {
+                Error::Unauthenticated("this session has ended; register again".into())
+            })?;
         if !self.take_send_token(sender) {
             return Err(Error::ResourceExhausted(format!(
                 "sending too fast: the limit is {} messages per second (bursts of {})",
@@ -538,17 +575,30 @@ impl Directory {
                     None if known_offline.contains(&canonical) => {
                         (Outcome::Offline, format!("{} is offline", r.name))
                     }
-                    None => (Outcome::UnknownName, format!("nobody is registered as {}", r.name)),
+                    None => (
+                        Outcome::UnknownName,
+                        format!("nobody is registered as {}", r.name),
+                    ),
                     Some(s) if s.fingerprint != r.fingerprint => (
                         Outcome::KeyMismatch,
-                        format!("{} is online with a different key than the one you sealed for", r.name),
+                        format!(
+                            "{} is online with a different key than the one you sealed for",
+                            r.name
+                        ),
                     ),
                     Some(s) => match &s.subscriber {
-                        None => (Outcome::Offline, format!("{} is registered but not listening", r.name)),
-                        Some(_) if s.awaiting_ack.len() >= max_awaiting => (
-                            Outcome::QueueFull,
-                            format!("{} has too many unacknowledged messages", r.name),
+                        None => (
+                            Outcome::Offline,
+                            format!("{} is registered but not listening", r.name),
                         ),
+                        Some(sub) if s.awaiting_ack.len() >= max_awaiting => {
+                            // Not acknowledging is as stuck as not reading.
+                            sub.note_full();
+                            (
+                                Outcome::QueueFull,
+                                format!("{} has too many unacknowledged messages", r.name),
+                            )
+                        }
                         Some(sub) => match sub.push_message(shared.clone(), event_size) {
                             Push::Queued => {
                                 s.awaiting_ack.insert(header.message_id, sender_ref.clone());
@@ -584,7 +634,9 @@ impl Directory {
             .get_mut(&session.canonical)
             .filter(|s| s.id == session.id)
         else {
-            return Err(Error::Unauthenticated("this session has ended; register again".into()));
+            return Err(Error::Unauthenticated(
+                "this session has ended; register again".into(),
+            ));
         };
         let my_name = me.peer.name.clone();
         let senders: Vec<([u8; 16], SenderRef)> = message_ids
@@ -640,7 +692,9 @@ impl Directory {
         let state = self.state();
         for session in state.sessions.values() {
             if let Some(sub) = &session.subscriber {
-                sub.close(Status::unavailable("the directory service is shutting down"));
+                sub.close(Status::unavailable(
+                    "the directory service is shutting down",
+                ));
             }
         }
     }
@@ -649,7 +703,11 @@ impl Directory {
         let state = self.state();
         Stats {
             sessions: state.sessions.len(),
-            subscribers: state.sessions.values().filter(|s| s.subscriber.is_some()).count(),
+            subscribers: state
+                .sessions
+                .values()
+                .filter(|s| s.subscriber.is_some())
+                .count(),
         }
     }
 }
@@ -670,7 +728,11 @@ fn snapshot_locked(state: &State) -> ListPeersResponse {
 }
 
 fn broadcast(state: &State, ev: Event) {
-    for sub in state.sessions.values().filter_map(|s| s.subscriber.as_ref()) {
+    for sub in state
+        .sessions
+        .values()
+        .filter_map(|s| s.subscriber.as_ref())
+    {
         sub.push_control(ev.clone());
     }
 }

@@ -2,7 +2,7 @@
 //! `release NAME` and `health`.
 
 use clap::{Parser, Subcommand};
-use directory_service::{server, Config};
+use directory_service::{Config, server};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -1,17 +1,17 @@
 //! Starts the directory on a listener: TLS, health, reflection, the auth layer, the sweeper, and
 //! a shutdown that ends streams with a status and drains within a bound.
 
+use crate::Error;
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::service::DirectoryService;
 use crate::store::NameStore;
-use crate::Error;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use svs_common::auth::AuthLayer;
 use svs_common::proto::directory::directory_server::DirectoryServer;
-use svs_common::serve::{incoming, AcceptConfig};
+use svs_common::serve::{AcceptConfig, incoming};
 use svs_common::tls;
 use svs_common::token::TokenIssuer;
 use tokio::net::TcpListener;
@@ -47,7 +47,9 @@ pub fn server_tls(
     options: &crate::config::TlsOptions,
 ) -> Result<Option<Arc<rustls_config::ServerConfig>>, Error> {
     if options.plaintext {
-        tracing::warn!("serving WITHOUT TLS (--plaintext): tokens and metadata travel in the clear; use only for debugging");
+        tracing::warn!(
+            "serving WITHOUT TLS (--plaintext): tokens and metadata travel in the clear; use only for debugging"
+        );
         return Ok(None);
     }
     let (cert, key) = match (&options.tls_cert, &options.tls_key) {
@@ -78,9 +80,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let limits = config.limits.clone();
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-        Error::Storage(format!("cannot create {}: {e}", config.data_dir.display()))
-    })?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| Error::Storage(format!("cannot create {}: {e}", config.data_dir.display())))?;
     let tls_config = server_tls(&config.data_dir, &config.tls)?;
     let paths = DataPaths::new(&config.data_dir);
     let tokens = TokenIssuer::load_or_create(&paths.token_key, &paths.token_public)?;
@@ -135,7 +136,9 @@ pub async fn run(
             health_reporter
                 .set_not_serving::<DirectoryServer<DirectoryService>>()
                 .await;
-            health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            health_reporter
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
             directory.shutdown();
             stop.cancel();
         }

@@ -1,8 +1,8 @@
 //! The gRPC face of the directory: unpacks requests, resolves the caller's session from the
 //! verified token, calls `Directory`, and maps errors to statuses (through `Error`).
 
-use crate::directory::Directory;
 use crate::Error;
+use crate::directory::Directory;
 use std::pin::Pin;
 use std::sync::Arc;
 use svs_common::proto::directory::directory_server::Directory as DirectoryApi;

@@ -71,7 +71,10 @@ impl NameStore {
     pub fn owner(&self, canonical: &str) -> Result<Option<Vec<u8>>, Error> {
         let txn = self.db.begin_read().map_err(storage)?;
         let table = txn.open_table(NAMES).map_err(storage)?;
-        Ok(table.get(canonical).map_err(storage)?.map(|v| v.value().to_vec()))
+        Ok(table
+            .get(canonical)
+            .map_err(storage)?
+            .map(|v| v.value().to_vec()))
     }
 
     /// Frees a name. Returns whether it was bound.

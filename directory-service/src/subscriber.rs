@@ -14,6 +14,8 @@ use tonic::Status;
 pub struct QueueLimits {
     pub messages: usize,
     pub bytes: usize,
+    /// Presence events and receipts.
+    pub events: usize,
 }
 
 /// What travels through the queue: the event and what it counts against the limits.
@@ -69,10 +71,7 @@ impl Subscriber {
         let has_room = self.messages.load(Ordering::Acquire) < self.limits.messages
             && self.bytes.load(Ordering::Acquire) + bytes <= self.limits.bytes;
         if !has_room {
-            self.full_since
-                .lock()
-                .expect("queue lock")
-                .get_or_insert_with(Instant::now);
+            self.note_full();
             return Push::Full;
         }
         self.messages.fetch_add(1, Ordering::AcqRel);
@@ -89,10 +88,10 @@ impl Subscriber {
     }
 
     /// Queues a presence event or receipt. These are small and must not be lost: a subscriber
-    /// with more than `messages` of them waiting is disconnected as too slow instead.
+    /// with more than `events` of them waiting is disconnected as too slow instead.
     /// Returns false when the subscriber is (now) closed.
     pub fn push_control(&self, event: Event) -> bool {
-        if self.control.fetch_add(1, Ordering::AcqRel) >= self.limits.messages {
+        if self.control.fetch_add(1, Ordering::AcqRel) >= self.limits.events {
             self.close(Status::resource_exhausted(
                 "disconnected: this client read its event stream too slowly",
             ));
@@ -104,6 +103,14 @@ impl Subscriber {
             is_message: false,
         };
         self.tx.send(queued).is_ok()
+    }
+
+    /// Starts the stall clock unless it runs already: the subscriber refused a message.
+    pub fn note_full(&self) {
+        self.full_since
+            .lock()
+            .expect("queue lock")
+            .get_or_insert_with(Instant::now);
     }
 
     /// Whether the queue has been full for longer than `deadline`.

@@ -1,10 +1,10 @@
 //! `svs chat`: the interactive client. Incoming events print as they arrive; typed lines are
 //! commands or messages.
 
-use crate::commands::{display, Global};
+use crate::commands::{Global, display};
 use crate::error::CliError;
 use crate::inbox::Inbox;
-use crate::session::{resolve_recipients, Session};
+use crate::session::{Session, resolve_recipients};
 use svs_common::identity;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -37,7 +37,10 @@ pub fn parse(line: &str) -> Input {
     let line = line.trim();
     let split = |rest: &str| {
         let mut parts = rest.splitn(2, char::is_whitespace);
-        (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").trim().to_string())
+        (
+            parts.next().unwrap_or("").to_string(),
+            parts.next().unwrap_or("").trim().to_string(),
+        )
     };
     if line.is_empty() {
         return Input::Empty;
@@ -112,7 +115,9 @@ pub async fn run(global: &Global) -> Result<(), CliError> {
                 Ok(false) => break Ok(()),
                 Err(e) => println!("! {e}"),
             },
-            Step::Event(None) => break Err(CliError::Refused("the directory ended the session".into())),
+            Step::Event(None) => {
+                break Err(CliError::Refused("the directory ended the session".into()));
+            }
             Step::Event(Some(event)) => match session.process(event, &mut inbox).await {
                 Ok(items) => {
                     for item in items {
@@ -141,7 +146,10 @@ async fn handle_line(session: &mut Session, inbox: &Inbox, line: &str) -> Result
             }
         }
         Input::Fingerprint(None) => {
-            println!("your key: {}", identity::fingerprint_display(&session.fingerprint))
+            println!(
+                "your key: {}",
+                identity::fingerprint_display(&session.fingerprint)
+            )
         }
         Input::Fingerprint(Some(name)) => match session.pins.fingerprint(&name) {
             Some(hex) => println!("{name}: {hex}"),
@@ -149,7 +157,11 @@ async fn handle_line(session: &mut Session, inbox: &Inbox, line: &str) -> Result
         },
         Input::Trust(name) => {
             let canonical = svs_common::names::canonical(&name);
-            match inbox.online().into_iter().find(|p| svs_common::names::canonical(&p.name) == canonical) {
+            match inbox
+                .online()
+                .into_iter()
+                .find(|p| svs_common::names::canonical(&p.name) == canonical)
+            {
                 Some(peer) => {
                     session.pins.pin(&peer.name, &peer.public_key_der)?;
                     println!("now trusting {}'s key {}", peer.name, peer.fingerprint);
@@ -176,7 +188,12 @@ async fn handle_line(session: &mut Session, inbox: &Inbox, line: &str) -> Result
     Ok(true)
 }
 
-async fn send(session: &mut Session, inbox: &Inbox, to: &[String], text: &str) -> Result<(), CliError> {
+async fn send(
+    session: &mut Session,
+    inbox: &Inbox,
+    to: &[String],
+    text: &str,
+) -> Result<(), CliError> {
     crate::commands::send::check_text(text)?;
     let (peers, missing) = resolve_recipients(&inbox.online(), to);
     for name in missing {
@@ -200,11 +217,17 @@ mod tests {
     fn parses_commands() {
         assert_eq!(
             parse("@bob hi there"),
-            Input::Message { to: vec!["bob".into()], text: "hi there".into() }
+            Input::Message {
+                to: vec!["bob".into()],
+                text: "hi there".into()
+            }
         );
         assert_eq!(
             parse("/msg bob,carol yo"),
-            Input::Message { to: vec!["bob".into(), "carol".into()], text: "yo".into() }
+            Input::Message {
+                to: vec!["bob".into(), "carol".into()],
+                text: "yo".into()
+            }
         );
         assert_eq!(parse("/all hello"), Input::All("hello".into()));
         assert_eq!(parse("/quit"), Input::Quit);

@@ -34,17 +34,28 @@ pub fn peer_line(peer: &Peer, me: &str) -> String {
     } else {
         ""
     };
-    format!("{}{you}  key {}…", peer.name, short_fingerprint(&peer.fingerprint))
+    format!(
+        "{}{you}  key {}…",
+        peer.name,
+        short_fingerprint(&peer.fingerprint)
+    )
 }
 
 fn clock(ms: u64) -> String {
     let secs = ms / 1000;
-    format!("{:02}:{:02}:{:02}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60)
+    format!(
+        "{:02}:{:02}:{:02}",
+        (secs / 3600) % 24,
+        (secs / 60) % 60,
+        secs % 60
+    )
 }
 
 /// A message as one line (plus a warning line if its key changed).
 pub fn message_line(m: &Message, me: &str) -> String {
-    let to = if m.to.len() == 1 && svs_common::names::canonical(&m.to[0]) == svs_common::names::canonical(me) {
+    let to = if m.to.len() == 1
+        && svs_common::names::canonical(&m.to[0]) == svs_common::names::canonical(me)
+    {
         "you".to_string()
     } else {
         m.to.join(", ")
@@ -62,16 +73,27 @@ pub fn render(item: &Incoming, me: &str) -> String {
         Incoming::Roster(peers) => {
             let mut out = format!("online now ({}):", peers.len());
             for (peer, check) in peers {
-                out.push_str(&format!("\n  {}{}", peer_line(peer, me), pin_note(peer, check)));
+                out.push_str(&format!(
+                    "\n  {}{}",
+                    peer_line(peer, me),
+                    pin_note(peer, check)
+                ));
             }
             out
         }
-        Incoming::Joined(peer, check) => format!("* {} joined{}", peer_line(peer, me), pin_note(peer, check)),
+        Incoming::Joined(peer, check) => {
+            format!("* {} joined{}", peer_line(peer, me), pin_note(peer, check))
+        }
         Incoming::Left { name, reason } => format!("* {name} left ({reason})"),
         Incoming::Message(m) => message_line(m, me),
-        Incoming::Delivered { id, to } => format!("  ✓ delivered to {to} ({})", &id[..8.min(id.len())]),
+        Incoming::Delivered { id, to } => {
+            format!("  ✓ delivered to {to} ({})", &id[..8.min(id.len())])
+        }
         Incoming::Undelivered { id, to, reason } => {
-            format!("  ✗ not delivered to {to} ({}): {reason}", &id[..8.min(id.len())])
+            format!(
+                "  ✗ not delivered to {to} ({}): {reason}",
+                &id[..8.min(id.len())]
+            )
         }
         Incoming::Dropped { from, why } => format!("! dropped a message from {from}: {why}"),
         Incoming::ResyncNeeded => "* resynchronising the directory".into(),

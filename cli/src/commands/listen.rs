@@ -1,7 +1,7 @@
 //! `svs listen`: print each received message as a line (text or JSON) for scripts.
 
-use crate::commands::display;
 use crate::commands::Global;
+use crate::commands::display;
 use crate::error::CliError;
 use crate::inbox::Incoming;
 use clap::Args;
@@ -34,9 +34,11 @@ pub async fn run(global: &Global, args: ListenArgs) -> Result<(), CliError> {
         }
         let next = async {
             match deadline {
-                Some(d) => tokio::time::timeout_at(d, session.next_incoming(&mut stream, &mut inbox))
-                    .await
-                    .ok(),
+                Some(d) => {
+                    tokio::time::timeout_at(d, session.next_incoming(&mut stream, &mut inbox))
+                        .await
+                        .ok()
+                }
                 None => Some(session.next_incoming(&mut stream, &mut inbox).await),
             }
         };
@@ -54,7 +56,9 @@ pub async fn run(global: &Global, args: ListenArgs) -> Result<(), CliError> {
                 };
             }
             Some(Err(e)) => break Err(e),
-            Some(Ok(None)) => break Err(CliError::Refused("the directory ended the stream".into())),
+            Some(Ok(None)) => {
+                break Err(CliError::Refused("the directory ended the stream".into()));
+            }
             Some(Ok(Some(items))) => items,
         };
         for item in items {

@@ -16,7 +16,12 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Args)]
 pub struct Global {
     /// Directory service URL.
-    #[arg(long, env = "SVS_DIRECTORY", default_value = "https://localhost:50051", global = true)]
+    #[arg(
+        long,
+        env = "SVS_DIRECTORY",
+        default_value = "https://localhost:50051",
+        global = true
+    )]
     pub directory: String,
     /// CA certificate that signed the services' certificates [default: ./data/tls/ca.pem when present].
     #[arg(long, env = "SVS_CA", global = true)]
@@ -45,9 +50,9 @@ impl Global {
     }
 
     pub fn name(&self) -> Result<String, CliError> {
-        self.name.clone().ok_or_else(|| {
-            CliError::Usage("say who you are with --name NAME (or SVS_NAME)".into())
-        })
+        self.name
+            .clone()
+            .ok_or_else(|| CliError::Usage("say who you are with --name NAME (or SVS_NAME)".into()))
     }
 
     pub fn connect_options(&self) -> Result<ConnectOptions, CliError> {

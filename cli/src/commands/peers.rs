@@ -1,6 +1,6 @@
 //! `svs who`, `svs fingerprint`, `svs trust`, `svs token`: the directory and the keys in it.
 
-use crate::commands::{display, Global};
+use crate::commands::{Global, display};
 use crate::error::CliError;
 use crate::known_peers::KnownPeers;
 use crate::session::load_identity;
@@ -86,11 +86,20 @@ pub async fn trust(global: &Global, args: TrustArgs) -> Result<(), CliError> {
         .peers
         .into_iter()
         .find(|p| svs_common::names::canonical(&p.name) == canonical)
-        .ok_or_else(|| CliError::Usage(format!("{} is not online; trust needs their current key", args.peer)))?;
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "{} is not online; trust needs their current key",
+                args.peer
+            ))
+        })?;
     let previous = session.pins.fingerprint(&peer.name).map(str::to_string);
     session.pins.pin(&peer.name, &peer.public_key_der)?;
     let fpr = identity::fingerprint_der(&peer.public_key_der);
-    println!("now trusting {}'s key {}", peer.name, identity::fingerprint_display(&fpr));
+    println!(
+        "now trusting {}'s key {}",
+        peer.name,
+        identity::fingerprint_display(&fpr)
+    );
     if let Some(previous) = previous.filter(|p| *p != peer.fingerprint) {
         println!("(replaces {previous})");
     }

@@ -3,7 +3,7 @@
 use crate::commands::Global;
 use crate::error::CliError;
 use crate::inbox::Incoming;
-use crate::session::{resolve_recipients, Session};
+use crate::session::{Session, resolve_recipients};
 use clap::Args;
 use std::collections::HashSet;
 use std::io::Read;
@@ -92,7 +92,10 @@ pub async fn send_and_wait(
         return Err(CliError::Usage("nobody else is online".into()));
     }
     let (peers, missing) = resolve_recipients(&online, &wanted);
-    let mut failed: Vec<String> = missing.iter().map(|n| format!("{n} is not online")).collect();
+    let mut failed: Vec<String> = missing
+        .iter()
+        .map(|n| format!("{n} is not online"))
+        .collect();
     if !peers.is_empty() {
         let sent = session.send_text(&peers, text).await?;
         let id = hex::encode(sent.message_id);
@@ -111,7 +114,9 @@ pub async fn send_and_wait(
         } else {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(args.wait);
             while !waiting.is_empty() {
-                let next = tokio::time::timeout_at(deadline, session.next_incoming(stream, &mut inbox)).await;
+                let next =
+                    tokio::time::timeout_at(deadline, session.next_incoming(stream, &mut inbox))
+                        .await;
                 let Ok(next) = next else { break };
                 let Some(items) = next? else { break };
                 for item in items {
@@ -120,7 +125,11 @@ pub async fn send_and_wait(
                             waiting.remove(&to);
                             println!("delivered to {to}");
                         }
-                        Incoming::Undelivered { id: got, to, reason } if got == id => {
+                        Incoming::Undelivered {
+                            id: got,
+                            to,
+                            reason,
+                        } if got == id => {
                             waiting.remove(&to);
                             failed.push(reason);
                         }
@@ -129,7 +138,10 @@ pub async fn send_and_wait(
                 }
             }
             for name in waiting {
-                failed.push(format!("{name} sent no delivery receipt within {} s", args.wait));
+                failed.push(format!(
+                    "{name} sent no delivery receipt within {} s",
+                    args.wait
+                ));
             }
         }
     }

@@ -1,0 +1,523 @@
+//! End-to-end tests of the directory and the client: real service, TLS, real client code.
+
+mod support;
+
+use std::time::Duration;
+use support::TestDirectory;
+use svs_cli::CliError;
+use svs_cli::inbox::{Inbox, Incoming, Message};
+use svs_cli::session::Session;
+use svs_common::proto::directory::{Envelope, Event, Outcome, Peer, event};
+use svs_common::{identity, sealed};
+use tonic::Streaming;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A registered, subscribed client.
+struct Client {
+    session: Session,
+    stream: Streaming<Event>,
+    inbox: Inbox,
+}
+
+impl Client {
+    async fn join(dir: &TestDirectory, name: &str, home: &std::path::Path) -> Client {
+        let mut session = dir.register(name, home).await;
+        let mut stream = session.subscribe().await.unwrap();
+        let mut inbox = session.inbox();
+        let first = session
+            .next_incoming(&mut stream, &mut inbox)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(first[0], Incoming::Roster(_)),
+            "snapshot comes first"
+        );
+        Client {
+            session,
+            stream,
+            inbox,
+        }
+    }
+
+    /// Processes events until `pick` returns something.
+    async fn until<T>(&mut self, mut pick: impl FnMut(&Incoming) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let items = tokio::time::timeout_at(
+                deadline,
+                self.session
+                    .next_incoming(&mut self.stream, &mut self.inbox),
+            )
+            .await
+            .expect("expected event did not arrive in time")
+            .unwrap()
+            .expect("stream ended");
+            if let Some(found) = items.iter().find_map(&mut pick) {
+                return found;
+            }
+        }
+    }
+
+    async fn message(&mut self) -> Message {
+        self.until(|i| match i {
+            Incoming::Message(m) => Some(m.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Raw next event (no processing), for tests that inspect envelopes.
+    async fn raw_envelope(&mut self) -> Envelope {
+        loop {
+            let event = tokio::time::timeout(WAIT, self.stream.message())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            if let Some(event::Kind::Envelope(e)) = event.kind {
+                return e;
+            }
+        }
+    }
+
+    fn peer(&self, name: &str) -> Peer {
+        self.inbox
+            .online()
+            .into_iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("{name} is online"))
+    }
+
+    async fn wait_for_peer(&mut self, name: &str) -> Peer {
+        if let Some(p) = self.inbox.online().into_iter().find(|p| p.name == name) {
+            return p;
+        }
+        self.until(|i| match i {
+            Incoming::Joined(p, _) if p.name == name => Some(p.clone()),
+            _ => None,
+        })
+        .await
+    }
+}
+
+fn code(e: CliError) -> String {
+    e.to_string()
+}
+
+#[tokio::test]
+async fn two_clients_exchange_messages_and_receipts_a_third_cannot_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TestDirectory::start(&tmp.path().join("data"), &[]).await;
+    let mut alice = Client::join(&dir, "alice", &tmp.path().join("alice")).await;
+    let mut bob = Client::join(&dir, "bob", &tmp.path().join("bob")).await;
+    let mut carol = Client::join(&dir, "carol", &tmp.path().join("carol")).await;
+    let bob_peer = alice.wait_for_peer("bob").await;
+    alice.wait_for_peer("carol").await;
+    bob.wait_for_peer("alice").await;
+
+    let sent = alice
+        .session
+        .send_text(&[bob_peer], "hello bob, only you can read this")
+        .await
+        .unwrap();
+    assert_eq!(sent.reaches.len(), 1);
+    assert!(sent.reaches[0].queued, "{:?}", sent.reaches);
+    let got = bob.message().await;
+    assert_eq!(got.from, "alice");
+    assert_eq!(got.text, "hello bob, only you can read this");
+    assert_eq!(got.id, hex::encode(sent.message_id));
+    let receipt = alice
+        .until(|i| match i {
+            Incoming::Delivered { id, to } => Some((id.clone(), to.clone())),
+            _ => None,
+        })
+        .await;
+    assert_eq!(receipt, (hex::encode(sent.message_id), "bob".to_string()));
+
+    // Bob answers; alice reads it.
+    let alice_peer = bob.peer("alice");
+    bob.session
+        .send_text(&[alice_peer], "hi alice")
+        .await
+        .unwrap();
+    assert_eq!(alice.message().await.text, "hi alice");
+
+    // Carol was online throughout: nothing reached her, and the envelope does not open for her.
+    let carol_peer = alice.peer("carol");
+    let bob_peer = alice.peer("bob");
+    alice
+        .session
+        .send_text(&[bob_peer, carol_peer], "to both")
+        .await
+        .unwrap();
+    let envelope = carol.raw_envelope().await;
+    let header = sealed::verify(
+        &envelope,
+        &identity::parse_public_key(&alice.peer("alice").public_key_der).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header.recipients.len(), 2);
+    // Carol's key opens only her own wrapped key; swap in bob's name and it fails.
+    let carol_key = identity::read_private_key(&tmp.path().join("carol/keys/carol.pem")).unwrap();
+    assert!(
+        sealed::open(
+            &mut identity::os_rng(),
+            &envelope,
+            &header,
+            "bob",
+            &carol_key
+        )
+        .is_err()
+    );
+    // The earlier message to bob alone never reached carol's stream (the first envelope she saw
+    // is the one addressed to her).
+    assert!(header.recipients.iter().any(|r| r.name == "carol"));
+    dir.stop().await;
+}
+
+#[tokio::test]
+async fn duplicate_name_is_refused_and_the_first_client_keeps_working() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TestDirectory::start(&tmp.path().join("data"), &[]).await;
+    let mut alice = Client::join(&dir, "alice", &tmp.path().join("alice")).await;
+    let mut bob = Client::join(&dir, "bob", &tmp.path().join("bob")).await;
+    let err = Session::register(&dir.options("ALICE", &tmp.path().join("impostor")))
+        .await
+        .err()
+        .expect("a second alice is refused");
+    let text = code(err);
+    assert!(text.contains("taken by someone online"), "{text}");
+    // The first alice still sends and receives.
+    let bob_peer = alice.wait_for_peer("bob").await;
+    alice
+        .session
+        .send_text(&[bob_peer], "still here")
+        .await
+        .unwrap();
+    assert_eq!(bob.message().await.text, "still here");
+    dir.stop().await;
+}
+
+#[tokio::test]
+async fn another_key_cannot_take_an_offline_name_and_bindings_survive_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let dir = TestDirectory::start(&data, &[]).await;
+    let mut alice = dir.register("alice", &tmp.path().join("alice")).await;
+    alice.quit().await.unwrap();
+    let err = Session::register(&dir.options("alice", &tmp.path().join("other")))
+        .await
+        .err()
+        .unwrap();
+    assert!(code(err).contains("belongs to another key"));
+    dir.stop().await;
+
+    let dir = TestDirectory::start(&data, &[]).await;
+    let err = Session::register(&dir.options("alice", &tmp.path().join("other")))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        code(err).contains("belongs to another key"),
+        "binding survived the restart"
+    );
+    // The owner's key still works after the restart.
+    dir.register("alice", &tmp.path().join("alice")).await;
+    dir.stop().await;
+}
+
+#[tokio::test]
+async fn forged_sender_bad_signature_replay_and_oversize_are_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TestDirectory::start(&tmp.path().join("data"), &[]).await;
+    let mut alice = Client::join(&dir, "alice", &tmp.path().join("alice")).await;
+    let mut bob = Client::join(&dir, "bob", &tmp.path().join("bob")).await;
+    let bob_peer = alice.wait_for_peer("bob").await;
+    let bob_key = identity::parse_public_key(&bob_peer.public_key_der).unwrap();
+    let alice_key = identity::read_private_key(&tmp.path().join("alice/keys/alice.pem")).unwrap();
+    let seal = |sender: &str, plaintext: &[u8]| {
+        sealed::seal(
+            &mut identity::os_rng(),
+            &sealed::SealParams {
+                sender,
+                sender_key: &alice_key,
+                counter: svs_common::time::now_ms() * 1000,
+                timestamp_ms: svs_common::time::now_ms(),
+                recipients: &[sealed::SealRecipient {
+                    name: "bob",
+                    key: &bob_key,
+                }],
+            },
+            plaintext,
+        )
+        .unwrap()
+    };
+
+    // Alice's session claims to be carol.
+    let forged = seal("carol", b"I am carol");
+    let err = alice.session.send_envelope(forged).await.err().unwrap();
+    assert!(code(err).contains("claims to be from carol"));
+
+    // A tampered ciphertext breaks the signature.
+    let mut tampered = seal("alice", b"original");
+    let mut ct = tampered.ciphertext.to_vec();
+    ct[0] ^= 1;
+    tampered.ciphertext = ct.into();
+    let err = alice.session.send_envelope(tampered).await.err().unwrap();
+    assert!(code(err).contains("signature does not verify"));
+
+    // The relay refuses a resent envelope...
+    let once = seal("alice", b"once");
+    alice.session.send_envelope(once.clone()).await.unwrap();
+    let err = alice
+        .session
+        .send_envelope(once.clone())
+        .await
+        .err()
+        .unwrap();
+    assert!(code(err).contains("already sent"));
+    // ...and a recipient drops a replay that reaches it anyway.
+    assert_eq!(bob.message().await.text, "once");
+    let mut pins =
+        svs_cli::known_peers::KnownPeers::load(tmp.path().join("bob/known_peers")).unwrap();
+    let replayed = bob.inbox.handle(
+        Event {
+            kind: Some(event::Kind::Envelope(once)),
+        },
+        &mut pins,
+    );
+    assert!(
+        matches!(&replayed[..], [Incoming::Dropped { why, .. }] if why.contains("replayed")),
+        "{replayed:?}"
+    );
+
+    // 64 KiB + 1 byte of plaintext is over the default limit.
+    let big = seal("alice", &vec![b'x'; 64 * 1024 + 1]);
+    let err = alice.session.send_envelope(big).await.err().unwrap();
+    assert!(
+        code(err).contains("the limit is 65536 bytes"),
+        "oversize refused"
+    );
+    assert!(svs_cli::commands::send::check_text(&"x".repeat(64 * 1024 + 1)).is_err());
+    assert!(svs_cli::commands::send::check_text(&"x".repeat(64 * 1024)).is_ok());
+    dir.stop().await;
+}
+
+#[tokio::test]
+async fn calls_without_a_valid_token_and_bad_keys_are_refused() {
+    use svs_common::proto::directory::directory_client::DirectoryClient;
+    use svs_common::proto::directory::{GetChallengeRequest, ListPeersRequest};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TestDirectory::start(&tmp.path().join("data"), &[]).await;
+    let channel = svs_common::client::connect(&dir.url, Some(&dir.ca))
+        .await
+        .unwrap();
+    let mut bare = DirectoryClient::new(channel.clone());
+    let status = bare.list_peers(ListPeersRequest {}).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    let mut forged = DirectoryClient::with_interceptor(
+        channel.clone(),
+        svs_cli::session::Bearer::new("svs1.AAAA.BBBB").unwrap(),
+    );
+    let status = forged.list_peers(ListPeersRequest {}).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+
+    // A quit session's token stops working.
+    let mut alice = dir.register("alice", &tmp.path().join("alice")).await;
+    let token = alice.token.clone();
+    alice.quit().await.unwrap();
+    let mut revoked = DirectoryClient::with_interceptor(
+        channel.clone(),
+        svs_cli::session::Bearer::new(&token).unwrap(),
+    );
+    let status = revoked.list_peers(ListPeersRequest {}).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+
+    // 1024-bit keys and bad names are refused with a reason.
+    let weak = svs_common::rsa::PrivateKey::new(&mut identity::os_rng(), 1024).unwrap();
+    let status = bare
+        .get_challenge(GetChallengeRequest {
+            name: "weak".into(),
+            public_key_der: identity::public_key_der(&weak.to_public_key()).into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("1024 bits"),
+        "{}",
+        status.message()
+    );
+    let status = bare
+        .get_challenge(GetChallengeRequest {
+            name: "no spaces".into(),
+            public_key_der: Default::default(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    dir.stop().await;
+}
+
+#[tokio::test]
+async fn quit_and_dropped_connections_announce_leave() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TestDirectory::start(&tmp.path().join("data"), &[]).await;
+    let mut alice = Client::join(&dir, "alice", &tmp.path().join("alice")).await;
+    let mut bob = Client::join(&dir, "bob", &tmp.path().join("bob")).await;
+    let carol = Client::join(&dir, "carol", &tmp.path().join("carol")).await;
+    alice.wait_for_peer("carol").await;
+    bob.session.quit().await.unwrap();
+    let left = alice
+        .until(|i| match i {
+            Incoming::Left { name, reason } if name == "bob" => Some(reason.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(left, "quit");
+    drop(carol);
+    let left = alice
+        .until(|i| match i {
+            Incoming::Left { name, reason } if name == "carol" => Some(reason.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(left, "disconnected");
+    assert!(alice.inbox.online().iter().all(|p| p.name == "alice"));
+    dir.stop().await;
+}
+
+#[tokio::test]
+async fn a_stalled_subscriber_is_bounded_does_not_delay_others_and_is_cut_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TestDirectory::start(
+        &tmp.path().join("data"),
+        &[
+            "--queue-messages",
+            "8",
+            "--slow-subscriber-secs",
+            "1",
+            "--send-rate",
+            "100000",
+            "--send-burst",
+            "100000",
+        ],
+    )
+    .await;
+    let mut alice = Client::join(&dir, "alice", &tmp.path().join("alice")).await;
+    let mut bob = Client::join(&dir, "bob", &tmp.path().join("bob")).await;
+    // Carol subscribes and then never reads her stream.
+    let mut carol = Client::join(&dir, "carol", &tmp.path().join("carol")).await;
+    let bob_peer = alice.wait_for_peer("bob").await;
+    let carol_peer = alice.wait_for_peer("carol").await;
+    bob.wait_for_peer("carol").await;
+
+    const MESSAGES: usize = 120;
+    let text = "y".repeat(32 * 1024);
+    let mut queued_for_carol = 0;
+    let mut full_for_carol = 0;
+    for _ in 0..MESSAGES {
+        let sent = alice
+            .session
+            .send_text(&[bob_peer.clone(), carol_peer.clone()], &text)
+            .await
+            .unwrap();
+        for reach in &sent.reaches {
+            match (reach.recipient.as_str(), reach.queued) {
+                ("bob", queued) => assert!(queued, "bob's queue never fills: {}", reach.detail),
+                ("carol", true) => queued_for_carol += 1,
+                ("carol", false) => full_for_carol += 1,
+                _ => unreachable!(),
+            }
+        }
+        // Bob reads as messages arrive.
+        assert_eq!(bob.message().await.text.len(), text.len());
+    }
+    println!("carol: {queued_for_carol} queued, {full_for_carol} refused as queue full");
+    assert!(full_for_carol > 0, "carol's queue filled");
+    // What was accepted for carol is bounded by the queue plus what HTTP/2 flow control lets
+    // through (a 2 MiB stream window = 64 messages of 32 KiB), not by how much alice sent.
+    assert!(
+        queued_for_carol <= 8 + 72,
+        "carol's backlog is bounded: {queued_for_carol}"
+    );
+    // Carol stays full past the deadline and is cut off; bob sees her leave as too slow.
+    let reason = bob
+        .until(|i| match i {
+            Incoming::Left { name, reason } if name == "carol" => Some(reason.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(reason, "too slow");
+    // Alice learns which of her messages carol never acknowledged.
+    alice
+        .until(|i| match i {
+            Incoming::Undelivered { to, .. } if to == "carol" => Some(()),
+            _ => None,
+        })
+        .await;
+    // Carol's stream ends with a status that says why (after whatever was already in flight).
+    let status = loop {
+        match tokio::time::timeout(WAIT, carol.stream.message())
+            .await
+            .unwrap()
+        {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert!(status.message().contains("too slowly"));
+    let _ = &mut carol.inbox;
+    dir.stop().await;
+}
+
+#[tokio::test]
+async fn a_changed_key_is_flagged_and_blocks_sending_until_trusted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let dir = TestDirectory::start(&data, &[]).await;
+    let mut alice = Client::join(&dir, "alice", &tmp.path().join("alice")).await;
+    let mut bob = dir.register("bob", &tmp.path().join("bob")).await;
+    alice.wait_for_peer("bob").await;
+    bob.quit().await.unwrap();
+    drop(alice);
+    dir.stop().await;
+    // An operator frees "bob"; someone registers it with a new key.
+    directory_service::store::NameStore::open(
+        &directory_service::server::DataPaths::new(&data).names_db,
+    )
+    .unwrap()
+    .release("bob")
+    .unwrap();
+    let dir = TestDirectory::start(&data, &[]).await;
+    let mut alice = Client::join(&dir, "alice", &tmp.path().join("alice")).await;
+    let _new_bob = Client::join(&dir, "bob", &tmp.path().join("new-bob")).await;
+    let bob_peer = alice.wait_for_peer("bob").await;
+    let err = alice
+        .session
+        .send_text(std::slice::from_ref(&bob_peer), "are you bob?")
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, CliError::KeyChanged { .. }), "{err}");
+    alice
+        .session
+        .pins
+        .pin("bob", &bob_peer.public_key_der)
+        .unwrap();
+    alice
+        .session
+        .send_text(&[bob_peer], "trusted now")
+        .await
+        .unwrap();
+    dir.stop().await;
+}
+
+#[test]
+fn outcome_names_are_stable() {
+    assert_eq!(Outcome::QueueFull.as_str_name(), "OUTCOME_QUEUE_FULL");
+}
