@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what building and testing svs needs on Debian or Ubuntu, skipping what is present.
+# System packages: a C toolchain, pkg-config, clang/libclang (for the opencv crate's bindings),
+# the OpenCV development libraries, and python3-pip (for grpcurl from PyPI in the tests).
+set -euo pipefail
+
+packages=(build-essential pkg-config clang libclang-dev libopencv-dev python3-pip)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo is missing: install Rust 1.89 or later (https://rustup.rs), then run this again" >&2
+  exit 1
+fi
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy 2>/dev/null || true
