@@ -29,12 +29,23 @@ fn compute() -> BTreeMap<&'static str, String> {
     let alice_spki = identity::public_key_der(&alice.to_public_key());
     let bob_pub = bob.to_public_key();
     let mut out = BTreeMap::new();
-    out.insert("alice_fingerprint", hex::encode(identity::fingerprint(&alice.to_public_key())));
-    out.insert("bob_fingerprint", hex::encode(identity::fingerprint(&bob_pub)));
+    out.insert(
+        "alice_fingerprint",
+        hex::encode(identity::fingerprint(&alice.to_public_key())),
+    );
+    out.insert(
+        "bob_fingerprint",
+        hex::encode(identity::fingerprint(&bob_pub)),
+    );
     let challenge = [0x11u8; 32];
     out.insert(
         "registration_statement",
-        hex::encode(svs_common::registration::statement("svs-test-directory", "alice", &alice_spki, &challenge)),
+        hex::encode(svs_common::registration::statement(
+            "svs-test-directory",
+            "alice",
+            &alice_spki,
+            &challenge,
+        )),
     );
     let claims = Claims {
         session_id: [0x22; 16],
@@ -53,18 +64,26 @@ fn compute() -> BTreeMap<&'static str, String> {
             sender_key: &alice,
             counter: 1,
             timestamp_ms: 1_767_225_600_000,
-            recipients: &[SealRecipient { name: "bob", key: &bob_pub }],
+            recipients: &[SealRecipient {
+                name: "bob",
+                key: &bob_pub,
+            }],
         },
         b"hello bob",
     )
     .unwrap();
     out.insert("envelope_header", hex::encode(&envelope.header));
-    out.insert("envelope_wrapped_key_bob", hex::encode(&envelope.wrapped_keys[0].wrapped_key));
+    out.insert(
+        "envelope_wrapped_key_bob",
+        hex::encode(&envelope.wrapped_keys[0].wrapped_key),
+    );
     out.insert("envelope_ciphertext", hex::encode(&envelope.ciphertext));
     out.insert("envelope_signature", hex::encode(&envelope.signature));
     out.insert("signature_input_sha256", {
         use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(sealed::signature_input(&envelope).unwrap()))
+        hex::encode(sha2::Sha256::digest(
+            sealed::signature_input(&envelope).unwrap(),
+        ))
     });
     out
 }
