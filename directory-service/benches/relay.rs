@@ -1,0 +1,357 @@
+//! Relay benchmark: runs the real directory-service binary over TLS on loopback and reports, for
+//! 100 and 1,000 subscribed clients (each on its own connection), delivered messages per second,
+//! p50/p99 send-to-receive latency, and the service's resident memory per idle subscriber.
+//! Prints figures; asserts nothing about speed. Run: `cargo bench -p directory-service`.
+//! Envelopes are sealed before the timed phase (signing is the client's cost, not the relay's).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use svs_common::identity;
+use svs_common::proto::directory::directory_client::DirectoryClient;
+use svs_common::proto::directory::*;
+use svs_common::rsa::PrivateKey;
+use svs_common::sealed::{self, SealParams, SealRecipient};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+#[derive(Clone)]
+struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        r.metadata_mut().insert("authorization", self.0.clone());
+        Ok(r)
+    }
+}
+type Api = DirectoryClient<InterceptedService<Channel, Bearer>>;
+
+struct Service {
+    child: Child,
+    url: String,
+    ca: std::path::PathBuf,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|v| v.parse().unwrap_or(0)))
+        })
+        .unwrap_or(0)
+}
+
+async fn start_service(data: &Path) -> Service {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_directory-service"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(data)
+        .args([
+            "--send-rate",
+            "1000000000",
+            "--send-burst",
+            "1000000000",
+            "--queue-messages",
+            "100000",
+        ])
+        .args([
+            "--queue-bytes",
+            "1000000000",
+            "--max-pending-challenges",
+            "100000",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start directory-service");
+    let url = format!("https://localhost:{port}");
+    let ca = data.join("tls/ca.pem");
+    for _ in 0..400 {
+        if ca.exists()
+            && svs_common::client::health_check(&url, Some(&ca), "")
+                .await
+                .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Service { child, url, ca }
+}
+
+#[derive(Clone)]
+struct Identity {
+    url: String,
+    ca: std::path::PathBuf,
+    key: Arc<PrivateKey>,
+    spki: Arc<Vec<u8>>,
+}
+
+async fn register(id: Identity, name: String) -> Api {
+    let (key, spki, name) = (&*id.key, id.spki.as_slice(), name.as_str());
+    let channel = svs_common::client::connect(&id.url, Some(&id.ca))
+        .await
+        .unwrap();
+    let mut open = DirectoryClient::new(channel.clone());
+    let ch = open
+        .get_challenge(GetChallengeRequest {
+            name: name.into(),
+            public_key_der: spki.to_vec().into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let sig =
+        svs_common::registration::sign(key, &ch.service_id, name, spki, &ch.challenge).unwrap();
+    let token = open
+        .register(RegisterRequest {
+            name: name.into(),
+            public_key_der: spki.to_vec().into(),
+            challenge: ch.challenge,
+            signature: sig.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    DirectoryClient::with_interceptor(channel, Bearer(format!("Bearer {token}").parse().unwrap()))
+}
+
+type SentAt = Arc<Mutex<HashMap<[u8; 16], Instant>>>;
+
+/// Subscribes and counts envelopes, recording latency and acknowledging in batches.
+async fn subscriber(mut api: Api, sent_at: SentAt, latencies: Arc<Mutex<Vec<Duration>>>) {
+    let mut stream = api
+        .subscribe(SubscribeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut pending_ack = Vec::new();
+    loop {
+        let next = tokio::time::timeout(Duration::from_millis(50), stream.message()).await;
+        let idle = next.is_err();
+        match next {
+            Ok(Ok(Some(Event {
+                kind: Some(event::Kind::Envelope(e)),
+            }))) => {
+                let id: [u8; 16] = e.header[5..21].try_into().unwrap();
+                if let Some(t) = sent_at.lock().unwrap().get(&id) {
+                    latencies.lock().unwrap().push(t.elapsed());
+                }
+                pending_ack.push(bytes::Bytes::copy_from_slice(&id));
+            }
+            Ok(Ok(Some(_))) => {}
+            Ok(_) => return,
+            Err(_) => {}
+        }
+        if pending_ack.len() >= 64 || (!pending_ack.is_empty() && idle) {
+            let ids = std::mem::take(&mut pending_ack);
+            let _ = api.ack(AckRequest { message_ids: ids }).await;
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn run(subscribers: usize, fanout: usize, messages: usize, key: &PrivateKey, spki: &[u8]) {
+    let data = tempfile::tempdir().unwrap();
+    let service = start_service(data.path()).await;
+    let pid = service.child.id();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let base_rss = rss_kib(pid);
+
+    let sent_at: SentAt = Arc::default();
+    let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let identity = Identity {
+        url: service.url.clone(),
+        ca: service.ca.clone(),
+        key: Arc::new(key.clone()),
+        spki: Arc::new(spki.to_vec()),
+    };
+    let mut apis = Vec::new();
+    for chunk in (0..subscribers).collect::<Vec<_>>().chunks(50) {
+        let mut set = tokio::task::JoinSet::new();
+        for i in chunk {
+            let identity = identity.clone();
+            let i = *i;
+            set.spawn(async move { (i, register(identity, format!("sub{i}")).await) });
+        }
+        let mut got = set.join_all().await;
+        got.sort_by_key(|(i, _)| *i);
+        apis.extend(got.into_iter().map(|(_, a)| a));
+    }
+    for api in &apis {
+        tokio::spawn(subscriber(api.clone(), sent_at.clone(), latencies.clone()));
+    }
+    // Let every subscription settle, then read the idle footprint.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_rss = rss_kib(pid);
+    let per_sub_kib = (idle_rss.saturating_sub(base_rss)) as f64 / subscribers as f64;
+
+    // Senders: 4 sessions, envelopes sealed up front.
+    let senders = 4;
+    let pub_key = key.to_public_key();
+    let mut sender_apis = Vec::new();
+    for s in 0..senders {
+        sender_apis.push(register(identity.clone(), format!("sender{s}")).await);
+    }
+    let names: Vec<String> = (0..subscribers).map(|i| format!("sub{i}")).collect();
+    let sealed: Vec<Vec<Envelope>> = {
+        let per_sender = messages / senders;
+        let mut handles = Vec::new();
+        for s in 0..senders {
+            let key = key.clone();
+            let pub_key = pub_key.clone();
+            let names = names.clone();
+            handles.push(tokio::task::spawn_blocking(move || {
+                (0..per_sender)
+                    .map(|m| {
+                        let first = (s * per_sender + m) * fanout;
+                        let recipients: Vec<SealRecipient<'_>> = (0..fanout)
+                            .map(|k| SealRecipient {
+                                name: &names[(first + k) % names.len()],
+                                key: &pub_key,
+                            })
+                            .collect();
+                        sealed::seal(
+                            &mut identity::os_rng(),
+                            &SealParams {
+                                sender: Box::leak(format!("sender{s}").into_boxed_str()),
+                                sender_key: &key,
+                                counter: m as u64 + 1,
+                                timestamp_ms: svs_common::time::now_ms(),
+                                recipients: &recipients,
+                            },
+                            &[b'm'; 600],
+                        )
+                        .unwrap()
+                    })
+                    .collect()
+            }));
+        }
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await.unwrap());
+        }
+        out
+    };
+    let envelope_bytes = {
+        let e = &sealed[0][0];
+        e.header.len()
+            + e.ciphertext.len()
+            + e.signature.len()
+            + e.wrapped_keys
+                .iter()
+                .map(|k| k.wrapped_key.len())
+                .sum::<usize>()
+    };
+    let total_deliveries = sealed.iter().map(|v| v.len()).sum::<usize>() * fanout;
+
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (api, envelopes) in sender_apis.into_iter().zip(sealed) {
+        let sent_at = sent_at.clone();
+        tasks.push(tokio::spawn(async move {
+            use tokio_stream::StreamExt;
+            let stream = tokio_stream::iter(envelopes.into_iter().map(|e| {
+                let mut api = api.clone();
+                let sent_at = sent_at.clone();
+                async move {
+                    let id: [u8; 16] = e.header[5..21].try_into().unwrap();
+                    sent_at.lock().unwrap().insert(id, Instant::now());
+                    api.send(SendRequest { envelope: Some(e) }).await.is_ok()
+                }
+            }));
+            let mut ok = 0usize;
+            let mut buffered = Box::pin(futures_buffered(stream, 32));
+            while let Some(sent) = buffered.next().await {
+                ok += sent as usize;
+            }
+            ok
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Wait until every delivery arrived (or 60 s pass).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while latencies.lock().unwrap().len() < total_deliveries && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = start.elapsed();
+    let mut lat = latencies.lock().unwrap().clone();
+    lat.sort();
+    let busy_rss = rss_kib(pid);
+    println!(
+        "subscribers {subscribers:>5}  fan-out {fanout:>3}  envelope {envelope_bytes:>6} B  delivered {:>6}/{total_deliveries:<6} in {:>6.2} s = {:>8.0} deliveries/s  p50 {:>7.2} ms  p99 {:>7.2} ms  idle RSS/subscriber {:>5.1} KiB  RSS idle {} KiB busy {} KiB",
+        lat.len(),
+        elapsed.as_secs_f64(),
+        lat.len() as f64 / elapsed.as_secs_f64(),
+        percentile(&lat, 0.50).as_secs_f64() * 1e3,
+        percentile(&lat, 0.99).as_secs_f64() * 1e3,
+        per_sub_kib,
+        idle_rss,
+        busy_rss,
+    );
+}
+
+fn futures_buffered<S, F>(stream: S, n: usize) -> impl tokio_stream::Stream<Item = F::Output>
+where
+    S: tokio_stream::Stream<Item = F> + Unpin,
+    F: std::future::Future,
+{
+    async_stream::stream! {
+        use tokio_stream::StreamExt;
+        let mut stream = stream;
+        let mut inflight = std::collections::VecDeque::new();
+        loop {
+            while inflight.len() < n {
+                match stream.next().await {
+                    Some(f) => inflight.push_back(Box::pin(f)),
+                    None => break,
+                }
+            }
+            match inflight.pop_front() {
+                Some(f) => yield f.await,
+                None => break,
+            }
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    // One 2048-bit key for every load-generator identity keeps set-up short; the relay's work
+    // per message (parse, verify, fan out) does not depend on whose key it is.
+    let key = PrivateKey::new(&mut identity::os_rng(), 2048).unwrap();
+    let spki = identity::public_key_der(&key.to_public_key());
+    let quick = std::env::args().any(|a| a == "--quick");
+    let scale = if quick { 4 } else { 1 };
+    println!(
+        "directory relay benchmark (2-core machine, load generator on the same machine, TLS on loopback)"
+    );
+    for subscribers in [100, 1000] {
+        run(subscribers, 1, 8000 / scale, &key, &spki).await;
+        run(subscribers, 16, 2000 / scale, &key, &spki).await;
+    }
+}
