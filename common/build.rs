@@ -3,7 +3,10 @@
 use prost::Message;
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &["svs/directory/v1/directory.proto"];
+const PROTOS: &[&str] = &[
+    "svs/directory/v1/directory.proto",
+    "svs/stream/v1/stream.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../proto");

@@ -176,5 +176,44 @@ async fn handshake(
     })
 }
 
-/// The rustls server configuration type, re-exported for service crates.
-pub use rustls::ServerConfig as RustlsServerConfig;
+/// gRPC reflection for every svs proto and grpc.health.v1, in both protocol versions (grpcurl
+/// 1.8.7 and older speak only v1alpha).
+pub fn reflection() -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    crate::Error,
+> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let v1 = builder()
+        .build_v1()
+        .map_err(|e| crate::Error::Tls(format!("reflection: {e}")))?;
+    let v1alpha = builder()
+        .build_v1alpha()
+        .map_err(|e| crate::Error::Tls(format!("reflection: {e}")))?;
+    Ok((v1, v1alpha))
+}
+
+/// Runs `serve` until it finishes or, once `stop` fires, at most `drain` longer.
+pub async fn with_bounded_drain(
+    serve: impl std::future::Future<Output = Result<(), tonic::transport::Error>>,
+    stop: CancellationToken,
+    drain: Duration,
+) -> Result<(), tonic::transport::Error> {
+    tokio::select! {
+        result = serve => result,
+        _ = async { stop.cancelled().await; tokio::time::sleep(drain).await } => {
+            tracing::warn!(seconds = drain.as_secs(), "drain time exceeded; closing remaining connections");
+            Ok(())
+        }
+    }
+}

@@ -138,3 +138,48 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
+
+/// TLS flags shared by both services. With neither --tls-cert nor --plaintext, a local CA and
+/// server certificate are created in <data-dir>/tls/.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TlsOptions {
+    /// Serve without TLS. For debugging only: tokens and metadata travel in the clear.
+    #[arg(long, env = "SVS_PLAINTEXT")]
+    pub plaintext: bool,
+    /// PEM certificate chain to serve instead of the generated one.
+    #[arg(long, env = "SVS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "SVS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Extra DNS names or IPs for a generated server certificate (repeatable, or comma-separated).
+    #[arg(long = "tls-san", env = "SVS_TLS_SAN", value_delimiter = ',')]
+    pub tls_san: Vec<String>,
+}
+
+/// The server TLS configuration the flags ask for: explicit files, generated ones, or none.
+pub fn server_tls(
+    data_dir: &Path,
+    options: &TlsOptions,
+) -> Result<Option<Arc<rustls::ServerConfig>>, Error> {
+    if options.plaintext {
+        tracing::warn!(
+            "serving WITHOUT TLS (--plaintext): tokens and metadata travel in the clear; use only for debugging"
+        );
+        return Ok(None);
+    }
+    let (cert, key) = match (&options.tls_cert, &options.tls_key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        _ => {
+            let names = default_server_names(&options.tls_san);
+            let (files, created) = ensure_generated(data_dir, &names)?;
+            if created {
+                tracing::info!(ca = %files.ca_cert.display(), ?names, "created a local CA and server certificate; clients need --ca {}", files.ca_cert.display());
+            } else {
+                tracing::info!(ca = %files.ca_cert.display(), "using the local CA");
+            }
+            (files.server_cert, files.server_key)
+        }
+    };
+    Ok(Some(server_config(&cert, &key)?))
+}

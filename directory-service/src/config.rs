@@ -15,30 +15,12 @@ pub struct Config {
     #[arg(long, env = "SVS_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
     #[command(flatten)]
-    pub tls: TlsOptions,
+    pub tls: svs_common::tls::TlsOptions,
     #[command(flatten)]
     pub limits: Limits,
     /// Emit logs as JSON lines (filter with RUST_LOG).
     #[arg(long, env = "SVS_LOG_JSON")]
     pub log_json: bool,
-}
-
-/// TLS settings. With neither --tls-cert nor --plaintext, a local CA and server certificate are
-/// created in <data-dir>/tls/.
-#[derive(Debug, Clone, Args)]
-pub struct TlsOptions {
-    /// Serve without TLS. For debugging only: tokens and metadata travel in the clear.
-    #[arg(long, env = "SVS_PLAINTEXT")]
-    pub plaintext: bool,
-    /// PEM certificate chain to serve instead of the generated one.
-    #[arg(long, env = "SVS_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for --tls-cert.
-    #[arg(long, env = "SVS_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// Extra DNS names or IPs for a generated server certificate (repeatable).
-    #[arg(long = "tls-san", env = "SVS_TLS_SAN", value_delimiter = ',')]
-    pub tls_san: Vec<String>,
 }
 
 /// Limits against abuse and overload. Each has a flag and an environment variable.

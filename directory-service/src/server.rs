@@ -41,38 +41,6 @@ impl DataPaths {
     }
 }
 
-/// Server TLS from flags: explicit files, generated ones, or none with --plaintext.
-pub fn server_tls(
-    data_dir: &std::path::Path,
-    options: &crate::config::TlsOptions,
-) -> Result<Option<Arc<rustls_config::ServerConfig>>, Error> {
-    if options.plaintext {
-        tracing::warn!(
-            "serving WITHOUT TLS (--plaintext): tokens and metadata travel in the clear; use only for debugging"
-        );
-        return Ok(None);
-    }
-    let (cert, key) = match (&options.tls_cert, &options.tls_key) {
-        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
-        _ => {
-            let names = tls::default_server_names(&options.tls_san);
-            let (files, created) = tls::ensure_generated(data_dir, &names)?;
-            if created {
-                tracing::info!(ca = %files.ca_cert.display(), ?names, "created a local CA and server certificate; clients need --ca {}", files.ca_cert.display());
-            } else {
-                tracing::info!(ca = %files.ca_cert.display(), "using the local CA");
-            }
-            (files.server_cert, files.server_key)
-        }
-    };
-    Ok(Some(tls::server_config(&cert, &key)?))
-}
-
-/// Re-exported rustls types used in signatures.
-pub mod rustls_config {
-    pub use svs_common::serve::RustlsServerConfig as ServerConfig;
-}
-
 /// Runs the directory until `shutdown` resolves, then drains for at most `--drain-secs`.
 pub async fn run(
     config: Config,
@@ -82,7 +50,7 @@ pub async fn run(
     let limits = config.limits.clone();
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| Error::Storage(format!("cannot create {}: {e}", config.data_dir.display())))?;
-    let tls_config = server_tls(&config.data_dir, &config.tls)?;
+    let tls_config = tls::server_tls(&config.data_dir, &config.tls)?;
     let paths = DataPaths::new(&config.data_dir);
     let tokens = TokenIssuer::load_or_create(&paths.token_key, &paths.token_public)?;
     let verifier = Arc::new(tokens.verifier().clone());
@@ -93,16 +61,7 @@ pub async fn run(
     health_reporter
         .set_serving::<DirectoryServer<DirectoryService>>()
         .await;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(svs_common::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| Error::Storage(format!("reflection: {e}")))?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(svs_common::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .map_err(|e| Error::Storage(format!("reflection: {e}")))?;
+    let (reflection_v1, reflection_v1alpha) = svs_common::serve::reflection()?;
 
     let stop = CancellationToken::new();
     let sweeper = {
@@ -156,14 +115,13 @@ pub async fn run(
                 .max_decoding_message_size(limits.max_request_bytes),
         )
         .serve_with_incoming_shutdown(incoming(listener, accept, stop.clone()), on_shutdown);
-    let drain = Duration::from_secs(limits.drain_secs);
-    let result = tokio::select! {
-        result = serve => result.map_err(Error::from),
-        _ = async { stop.cancelled().await; tokio::time::sleep(drain).await } => {
-            tracing::warn!(seconds = limits.drain_secs, "drain time exceeded; closing remaining connections");
-            Ok(())
-        }
-    };
+    let result = svs_common::serve::with_bounded_drain(
+        serve,
+        stop.clone(),
+        Duration::from_secs(limits.drain_secs),
+    )
+    .await
+    .map_err(Error::from);
     stop.cancel();
     let _ = sweeper.await;
     tracing::info!("directory-service stopped");

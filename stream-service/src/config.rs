@@ -1,0 +1,87 @@
+//! Configuration: flags with environment fallbacks, every limit named with its default.
+
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// How the stream service runs.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "SVS_STREAM_LISTEN", default_value = "0.0.0.0:50052")]
+    pub listen: SocketAddr,
+    /// Directory shared with directory-service: TLS material and the public token key.
+    #[arg(long, env = "SVS_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// The video library: <name>_240p.mp4, <name>_720p.mp4, <name>_1440p.mp4.
+    #[arg(long, env = "SVS_VIDEOS", default_value = "./videos")]
+    pub videos: PathBuf,
+    /// Where encoded frames are cached [default: <data-dir>/cache].
+    #[arg(long, env = "SVS_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// The directory's public token key [default: <data-dir>/token_public.pem].
+    #[arg(long, env = "SVS_TOKEN_PUBLIC_KEY")]
+    pub token_public_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: svs_common::tls::TlsOptions,
+    #[command(flatten)]
+    pub limits: Limits,
+    /// Emit logs as JSON lines (filter with RUST_LOG).
+    #[arg(long, env = "SVS_LOG_JSON")]
+    pub log_json: bool,
+}
+
+impl Config {
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("cache"))
+    }
+
+    pub fn token_public_key(&self) -> PathBuf {
+        self.token_public_key
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("token_public.pem"))
+    }
+}
+
+/// Limits and tunables.
+#[derive(Debug, Clone, Args)]
+pub struct Limits {
+    /// JPEG quality of encoded frames (1-100).
+    #[arg(long, env = "SVS_JPEG_QUALITY", default_value_t = 80, value_parser = clap::value_parser!(i32).range(1..=100))]
+    pub jpeg_quality: i32,
+    /// Frame cache size cap in bytes; least recently used renditions are evicted beyond it.
+    #[arg(long, env = "SVS_CACHE_MAX_BYTES", default_value_t = 20 * 1024 * 1024 * 1024)]
+    pub cache_max_bytes: u64,
+    /// Playbacks open at once, in total.
+    #[arg(long, env = "SVS_MAX_STREAMS", default_value_t = 1000)]
+    pub max_streams: usize,
+    /// Playbacks open at once per session.
+    #[arg(long, env = "SVS_MAX_STREAMS_PER_SESSION", default_value_t = 8)]
+    pub max_streams_per_session: usize,
+    /// Largest message sent (a 1440p JPEG frame is typically 0.2-1 MB).
+    #[arg(long, env = "SVS_MAX_FRAME_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_frame_bytes: usize,
+    /// Connections open at once.
+    #[arg(long, env = "SVS_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Seconds between rescans of the videos directory.
+    #[arg(long, env = "SVS_RESCAN_SECS", default_value_t = 2)]
+    pub rescan_secs: u64,
+    /// Seconds a unary call may take.
+    #[arg(long, env = "SVS_REQUEST_TIMEOUT_SECS", default_value_t = 10)]
+    pub request_timeout_secs: u64,
+    /// Seconds between HTTP/2 keepalive pings.
+    #[arg(long, env = "SVS_KEEPALIVE_SECS", default_value_t = 10)]
+    pub keepalive_secs: u64,
+    /// Seconds to wait for a keepalive answer.
+    #[arg(long, env = "SVS_KEEPALIVE_TIMEOUT_SECS", default_value_t = 20)]
+    pub keepalive_timeout_secs: u64,
+    /// Seconds to wait at start for directory-service to write its public token key.
+    #[arg(long, env = "SVS_TOKEN_KEY_WAIT_SECS", default_value_t = 30)]
+    pub token_key_wait_secs: u64,
+    /// Seconds to wait for open calls to finish on shutdown.
+    #[arg(long, env = "SVS_DRAIN_SECS", default_value_t = 5)]
+    pub drain_secs: u64,
+}

@@ -1,0 +1,44 @@
+//! The stream service's error type and its one mapping to gRPC status.
+
+use tonic::Status;
+
+/// Why a stream-service operation failed; each variant carries a sentence for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    OutOfRange(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+    #[error("video: {0}")]
+    Media(String),
+    #[error("frame cache: {0}")]
+    Cache(String),
+    #[error("{0}")]
+    Startup(String),
+    #[error(transparent)]
+    Common(#[from] svs_common::Error),
+    #[error("serving: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::NotFound(m) => Status::not_found(m),
+            Error::InvalidArgument(m) => Status::invalid_argument(m),
+            Error::OutOfRange(m) => Status::out_of_range(m),
+            Error::PermissionDenied(m) => Status::permission_denied(m),
+            Error::ResourceExhausted(m) => Status::resource_exhausted(m),
+            other => {
+                tracing::error!(error = %other, "internal error");
+                Status::internal("internal error in the stream service; its log has the details")
+            }
+        }
+    }
+}

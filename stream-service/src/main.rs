@@ -1,0 +1,131 @@
+//! stream-service binary: parses flags and runs the library. Subcommands: `make-demo`, `ingest`,
+//! `health`.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use stream_service::{Config, media, server};
+
+#[derive(Parser)]
+#[command(
+    name = "stream-service",
+    version,
+    about = "svs stream service: videos served as paced JPEG frames at 240p, 720p and 1440p",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a demo video (moving test pattern, frame number and rendition drawn on it) in all
+    /// three renditions.
+    MakeDemo {
+        #[arg(long, env = "SVS_VIDEOS", default_value = "./videos")]
+        videos: PathBuf,
+        #[arg(long, default_value = "demo")]
+        name: String,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 30.0)]
+        fps: f64,
+    },
+    /// Make the three renditions of one source file (same frame rate and frame count).
+    Ingest {
+        /// Any video file OpenCV can read.
+        file: PathBuf,
+        /// Name of the video in the library.
+        #[arg(long)]
+        name: String,
+        #[arg(long, env = "SVS_VIDEOS", default_value = "./videos")]
+        videos: PathBuf,
+    },
+    /// Check a running service over grpc.health.v1 (exit 0 when SERVING).
+    Health {
+        #[arg(long, default_value = "https://localhost:50052")]
+        url: String,
+        #[arg(long, env = "SVS_CA", default_value = "./data/tls/ca.pem")]
+        ca: PathBuf,
+    },
+}
+
+fn finish(result: Result<String, String>) -> ExitCode {
+    match result {
+        Ok(message) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::MakeDemo {
+            videos,
+            name,
+            seconds,
+            fps,
+        }) => finish(
+            media::make_demo(&videos, &name, seconds, fps)
+                .map(|()| {
+                    format!(
+                        "wrote {name}_240p.mp4, {name}_720p.mp4 and {name}_1440p.mp4 to {}",
+                        videos.display()
+                    )
+                })
+                .map_err(|e| e.to_string()),
+        ),
+        Some(Command::Ingest { file, name, videos }) => {
+            if let Err(e) = svs_common::names::validate(&name) {
+                return finish(Err(e.to_string()));
+            }
+            finish(
+                media::ingest(&file, &videos, &name)
+                    .map(|n| {
+                        format!(
+                            "wrote three renditions of {n} frames as {name}_*.mp4 in {}",
+                            videos.display()
+                        )
+                    })
+                    .map_err(|e| e.to_string()),
+            )
+        }
+        Some(Command::Health { url, ca }) => {
+            let ca = ca.exists().then_some(ca);
+            finish(
+                svs_common::client::health_check(&url, ca.as_deref(), "")
+                    .await
+                    .map(|()| "SERVING".to_string())
+                    .map_err(|e| e.to_string()),
+            )
+        }
+        None => {
+            let config = cli.config;
+            svs_common::client::init_logging(config.log_json);
+            let listener = match tokio::net::TcpListener::bind(config.listen).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!("cannot listen on {}: {e}", config.listen);
+                    return ExitCode::FAILURE;
+                }
+            };
+            match server::run(config, listener, svs_common::shutdown::signal(), None).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! The gRPC face of the stream service: validates requests against the library, enforces stream
+//! limits with permits held for the life of each playback, and routes Control to its playback.
+
+use crate::Error;
+use crate::cache::FrameCache;
+use crate::config::Limits;
+use crate::library::{Library, Video};
+use crate::playback::{Action, Playback, PlaybackStart, VIEWER_QUEUE};
+use crate::resolution::Rendition;
+use rand::TryRng;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use svs_common::proto::stream::stream_server::Stream as StreamApi;
+use svs_common::proto::stream::*;
+use svs_common::token::Claims;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+struct Running {
+    owner: String,
+    control: mpsc::Sender<Action>,
+    video: Video,
+}
+
+/// State shared by all calls.
+pub struct Shared {
+    pub library: Arc<Library>,
+    pub cache: Arc<FrameCache>,
+    limits: Limits,
+    running: Mutex<HashMap<String, Running>>,
+    total: Arc<Semaphore>,
+    per_session: Mutex<HashMap<String, Arc<Semaphore>>>,
+    stop: CancellationToken,
+}
+
+impl Shared {
+    pub fn new(
+        library: Arc<Library>,
+        cache: Arc<FrameCache>,
+        limits: Limits,
+        stop: CancellationToken,
+    ) -> Self {
+        Self {
+            library,
+            cache,
+            total: Arc::new(Semaphore::new(limits.max_streams)),
+            limits,
+            running: Mutex::new(HashMap::new()),
+            per_session: Mutex::new(HashMap::new()),
+            stop,
+        }
+    }
+
+    /// Playbacks running now.
+    pub fn running(&self) -> usize {
+        self.running.lock().expect("running lock").len()
+    }
+}
+
+/// Implements `svs.stream.v1.Stream`.
+pub struct StreamService {
+    shared: Arc<Shared>,
+}
+
+impl StreamService {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+fn caller<T>(request: &Request<T>) -> Result<String, Status> {
+    request
+        .extensions()
+        .get::<Claims>()
+        .map(|c| svs_common::names::canonical(&c.name))
+        .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <token>` metadata"))
+}
+
+/// Removes a playback from the registry when its task ends.
+struct Unregister {
+    shared: Arc<Shared>,
+    id: String,
+}
+
+impl Drop for Unregister {
+    fn drop(&mut self) {
+        self.shared
+            .running
+            .lock()
+            .expect("running lock")
+            .remove(&self.id);
+    }
+}
+
+fn missing_rendition(name: &str, wanted: Rendition, video: &Video) -> Error {
+    Error::NotFound(format!(
+        "{name} has no {} rendition; available: {}",
+        wanted.label(),
+        video.available()
+    ))
+}
+
+/// AUTO starts at 720p when present, else the nearest lower, else the lowest there is.
+fn auto_start(video: &Video) -> Rendition {
+    [Rendition::P720, Rendition::P240, Rendition::P1440]
+        .into_iter()
+        .find(|r| video.renditions.contains_key(r))
+        .expect("a listed video has at least one rendition")
+}
+
+impl StreamService {
+    fn start(
+        &self,
+        owner: String,
+        request: PlayRequest,
+    ) -> Result<ReceiverStream<Result<PlayResponse, Status>>, Error> {
+        let shared = &self.shared;
+        let video = shared.library.get(&request.video).ok_or_else(|| {
+            let names: Vec<String> = shared.library.list().into_iter().map(|v| v.name).collect();
+            Error::NotFound(format!(
+                "no video named {:?}; available: {}",
+                request.video,
+                if names.is_empty() {
+                    "none (run `stream-service make-demo`)".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ))
+        })?;
+        let requested = Resolution::try_from(request.resolution).map_err(|_| {
+            Error::InvalidArgument(format!("unknown resolution value {}", request.resolution))
+        })?;
+        let (rendition, adaptive) = match Rendition::from_wire(requested) {
+            Some(r) if video.renditions.contains_key(&r) => (r, false),
+            Some(r) => return Err(missing_rendition(&request.video, r, &video)),
+            None => (auto_start(&video), true),
+        };
+        let probe = video.renditions[&rendition].probe;
+        let duration = probe.frame_count as f64 / probe.fps;
+        if !request.start_seconds.is_finite() || request.start_seconds < 0.0 {
+            return Err(Error::InvalidArgument(
+                "start_seconds must be a number >= 0".into(),
+            ));
+        }
+        if request.start_seconds >= duration {
+            return Err(Error::OutOfRange(format!(
+                "start at {:.2} s is past the end of {} ({duration:.2} s)",
+                request.start_seconds, request.video
+            )));
+        }
+        let pacing = Pacing::try_from(request.pacing).unwrap_or(Pacing::Realtime);
+
+        let total = shared.total.clone().try_acquire_owned().map_err(|_| {
+            Error::ResourceExhausted(format!(
+                "the stream service is at its limit of {} playbacks; try again later",
+                shared.limits.max_streams
+            ))
+        })?;
+        let session_limit = shared
+            .per_session
+            .lock()
+            .expect("session limits lock")
+            .entry(owner.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(shared.limits.max_streams_per_session)))
+            .clone();
+        let per_session = session_limit.try_acquire_owned().map_err(|_| {
+            Error::ResourceExhausted(format!(
+                "you already have {} playbacks open (the per-session limit)",
+                shared.limits.max_streams_per_session
+            ))
+        })?;
+
+        let mut id = [0u8; 16];
+        svs_common::identity::os_rng()
+            .try_fill_bytes(&mut id)
+            .map_err(|_| Error::Startup("the operating system RNG failed".into()))?;
+        let id = hex::encode(id);
+        let (sink, frames) = mpsc::channel(VIEWER_QUEUE);
+        let (control, actions) = mpsc::channel(16);
+        shared.running.lock().expect("running lock").insert(
+            id.clone(),
+            Running {
+                owner,
+                control,
+                video: video.clone(),
+            },
+        );
+        let start = PlaybackStart {
+            id: id.clone(),
+            video_name: request.video,
+            start_index: (request.start_seconds * probe.fps) as u64,
+            video,
+            rendition,
+            adaptive,
+            pacing,
+        };
+        let playback = Playback::new(start, shared.cache.clone());
+        let guard = Unregister {
+            shared: shared.clone(),
+            id,
+        };
+        let stop = shared.stop.clone();
+        tokio::spawn(async move {
+            // The permits live exactly as long as the playback.
+            let _permits = (total, per_session, guard);
+            playback.run(sink, actions, stop).await;
+        });
+        Ok(ReceiverStream::new(frames))
+    }
+
+    fn control(&self, owner: &str, request: ControlRequest) -> Result<(), Error> {
+        let running = self.shared.running.lock().expect("running lock");
+        let playback = running.get(&request.playback_id).ok_or_else(|| {
+            Error::NotFound(format!(
+                "no running playback with id {:?}",
+                request.playback_id
+            ))
+        })?;
+        if playback.owner != owner {
+            return Err(Error::PermissionDenied(
+                "this playback belongs to another session".into(),
+            ));
+        }
+        let action = match request.action {
+            Some(control_request::Action::SwitchTo(value)) => {
+                let wanted = Resolution::try_from(value).map_err(|_| {
+                    Error::InvalidArgument(format!("unknown resolution value {value}"))
+                })?;
+                match Rendition::from_wire(wanted) {
+                    Some(r) if playback.video.renditions.contains_key(&r) => {
+                        Action::Switch(Some(r))
+                    }
+                    Some(r) => {
+                        return Err(Error::NotFound(format!(
+                            "this video has no {} rendition; available: {}",
+                            r.label(),
+                            playback.video.available()
+                        )));
+                    }
+                    None => Action::Switch(None),
+                }
+            }
+            Some(control_request::Action::Pause(_)) => Action::Pause,
+            Some(control_request::Action::Resume(_)) => Action::Resume,
+            Some(control_request::Action::SeekSeconds(s)) if s.is_finite() && s >= 0.0 => {
+                Action::Seek(s)
+            }
+            Some(control_request::Action::SeekSeconds(_)) => {
+                return Err(Error::InvalidArgument(
+                    "seek_seconds must be a number >= 0".into(),
+                ));
+            }
+            None => return Err(Error::InvalidArgument("the request names no action".into())),
+        };
+        playback.control.try_send(action).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Error::ResourceExhausted(
+                "too many control requests are waiting for this playback".into(),
+            ),
+            mpsc::error::TrySendError::Closed(_) => {
+                Error::NotFound("the playback has ended".into())
+            }
+        })
+    }
+}
+
+type FrameStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<PlayResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl StreamApi for StreamService {
+    async fn list_videos(
+        &self,
+        request: Request<ListVideosRequest>,
+    ) -> Result<Response<ListVideosResponse>, Status> {
+        caller(&request)?;
+        Ok(Response::new(ListVideosResponse {
+            videos: self.shared.library.list(),
+        }))
+    }
+
+    type PlayStream = FrameStream;
+
+    async fn play(
+        &self,
+        request: Request<PlayRequest>,
+    ) -> Result<Response<Self::PlayStream>, Status> {
+        let owner = caller(&request)?;
+        let stream = self.start(owner, request.into_inner())?;
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn control(
+        &self,
+        request: Request<ControlRequest>,
+    ) -> Result<Response<ControlResponse>, Status> {
+        let owner = caller(&request)?;
+        StreamService::control(self, &owner, request.into_inner())?;
+        Ok(Response::new(ControlResponse {}))
+    }
+}
