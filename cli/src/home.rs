@@ -33,6 +33,13 @@ impl Home {
             .join(format!("{}.pem", svs_common::names::canonical(name)))
     }
 
+    /// The cached stream token of `name` (0600).
+    pub fn token_path(&self, name: &str) -> PathBuf {
+        self.root
+            .join("tokens")
+            .join(format!("{}.token", svs_common::names::canonical(name)))
+    }
+
     /// Pinned peer keys.
     pub fn known_peers_path(&self) -> PathBuf {
         self.root.join("known_peers")

@@ -6,6 +6,8 @@ pub mod error;
 pub mod home;
 pub mod inbox;
 pub mod known_peers;
+pub mod player;
 pub mod session;
+pub mod stream_client;
 
 pub use error::CliError;

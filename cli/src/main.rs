@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
-use svs_cli::commands::{Global, chat, listen, peers, send};
+use svs_cli::commands::{Global, chat, listen, peers, play, send};
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +37,10 @@ enum Command {
     Trust(peers::TrustArgs),
     /// Register and print a session token (for grpcurl and other tools).
     Token,
+    /// List the videos and their renditions.
+    Videos(play::VideosArgs),
+    /// Play a video in a window (keys: 1 2 3 a to switch, space pause, arrows seek, q quit).
+    Play(play::PlayArgs),
 }
 
 #[tokio::main]
@@ -51,6 +55,8 @@ async fn main() -> ExitCode {
         Command::Fingerprint(args) => peers::fingerprint(global, args),
         Command::Trust(args) => peers::trust(global, args).await,
         Command::Token => peers::token(global).await,
+        Command::Videos(args) => play::videos(global, args).await,
+        Command::Play(args) => play::play(global, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

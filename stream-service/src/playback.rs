@@ -190,6 +190,7 @@ impl Playback {
                 }
             }
             let index = self.next_index;
+            let asked = Instant::now();
             let jpeg = match self.frames.frame(index).await {
                 Ok(Some(jpeg)) => jpeg,
                 Ok(None) => break,
@@ -200,6 +201,11 @@ impl Playback {
                     return;
                 }
             };
+            // Waiting for our own encoder (a cold rendition) is not the viewer falling behind:
+            // restart the clock here rather than skip what was late because of it.
+            if realtime && asked.elapsed() > self.interval() {
+                self.restart_clock();
+            }
             let probe = self.frames.probe;
             let frame = Frame {
                 index,

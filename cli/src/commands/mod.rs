@@ -4,6 +4,7 @@ pub mod chat;
 pub mod display;
 pub mod listen;
 pub mod peers;
+pub mod play;
 pub mod send;
 
 use crate::error::CliError;
@@ -23,6 +24,14 @@ pub struct Global {
         global = true
     )]
     pub directory: String,
+    /// Stream service URL.
+    #[arg(
+        long,
+        env = "SVS_STREAM",
+        default_value = "https://localhost:50052",
+        global = true
+    )]
+    pub stream: String,
     /// CA certificate that signed the services' certificates [default: ./data/tls/ca.pem when present].
     #[arg(long, env = "SVS_CA", global = true)]
     pub ca: Option<PathBuf>,

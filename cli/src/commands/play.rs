@@ -1,0 +1,163 @@
+//! `svs videos` and `svs play`, and the session token they present to stream-service.
+
+use crate::commands::Global;
+use crate::error::CliError;
+use crate::player::{self, PlayOptions};
+use crate::stream_client::{StreamClient, parse_resolution, resolution_label};
+use clap::Args;
+use svs_common::proto::stream::{Pacing, PlayRequest, Resolution};
+use svs_common::time::now_ms;
+use svs_common::token::Claims;
+
+/// A token for stream-service: the cached one while it has a minute left, else a fresh one.
+/// The registration is ended at once (stream-service verifies tokens offline, so the token stays
+/// valid there until it expires), which keeps playing from showing up as chat presence.
+pub async fn stream_token(global: &Global) -> Result<String, CliError> {
+    let name = global.name()?;
+    let path = global.home().token_path(&name);
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        let token = token.trim().to_string();
+        if token_expiry(&token).is_some_and(|exp| exp > now_ms() + 60_000) {
+            return Ok(token);
+        }
+    }
+    let mut session = global.register().await?;
+    let token = session.token.clone();
+    let _ = session.quit().await;
+    svs_common::identity::write_secret_file(&path, token.as_bytes())?;
+    Ok(token)
+}
+
+/// The expiry a token claims (not verified: only to decide whether to reuse it).
+fn token_expiry(token: &str) -> Option<u64> {
+    use base64::Engine;
+    let claims = token.strip_prefix("svs1.")?.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(claims)
+        .ok()?;
+    Claims::decode(&bytes).ok().map(|c| c.expires_at_ms)
+}
+
+async fn client(global: &Global) -> Result<StreamClient, CliError> {
+    let token = stream_token(global).await?;
+    StreamClient::connect(&global.stream, global.ca().as_deref(), &token).await
+}
+
+#[derive(Debug, Args)]
+pub struct VideosArgs {
+    /// One JSON array of videos with their renditions.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn videos(global: &Global, args: VideosArgs) -> Result<(), CliError> {
+    let videos = client(global).await?.list_videos().await?;
+    if args.json {
+        let rows: Vec<_> = videos
+            .iter()
+            .map(|v| {
+                serde_json::json!({
+                    "name": v.name,
+                    "renditions": v.renditions.iter().map(|r| serde_json::json!({
+                        "resolution": resolution_label(r.resolution),
+                        "width": r.width, "height": r.height, "fps": r.fps,
+                        "frames": r.frame_count, "seconds": r.duration_seconds,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(());
+    }
+    if videos.is_empty() {
+        println!("no videos (the service makes a demo with `stream-service make-demo`)");
+    }
+    for v in &videos {
+        let duration = v.renditions.first().map_or(0.0, |r| r.duration_seconds);
+        let fps = v.renditions.first().map_or(0.0, |r| r.fps);
+        let renditions: Vec<_> = v
+            .renditions
+            .iter()
+            .map(|r| resolution_label(r.resolution))
+            .collect();
+        println!(
+            "{:<20} {:>7.1} s  {:>5.1} fps  {}",
+            v.name,
+            duration,
+            fps,
+            renditions.join(" ")
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct PlayArgs {
+    /// The video's name (see `svs videos`).
+    pub video: String,
+    /// 240p, 720p, 1440p or auto. Keys 1, 2, 3 and a switch while playing.
+    #[arg(long, default_value = "auto", value_parser = parse_resolution)]
+    pub resolution: Resolution,
+    /// Start this many seconds in.
+    #[arg(long, default_value_t = 0.0)]
+    pub start: f64,
+    /// Decode and count frames without a window (automatic when there is no display).
+    #[arg(long)]
+    pub headless: bool,
+    /// Also write what arrived to an MJPEG AVI file.
+    #[arg(long, value_name = "FILE.avi")]
+    pub record: Option<std::path::PathBuf>,
+    /// As fast as possible instead of real time (downloads, benchmarks).
+    #[arg(long)]
+    pub fast: bool,
+    /// Print a JSON summary as the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn play(global: &Global, args: PlayArgs) -> Result<(), CliError> {
+    let mut client = client(global).await?;
+    let request = PlayRequest {
+        video: args.video.clone(),
+        resolution: args.resolution as i32,
+        start_seconds: args.start,
+        pacing: if args.fast {
+            Pacing::AsFastAsPossible
+        } else {
+            Pacing::Realtime
+        } as i32,
+    };
+    let options = PlayOptions {
+        headless: args.headless,
+        record: args.record.clone(),
+        live_stats: !args.json,
+    };
+    if !args.headless && !player::has_display() && !args.json {
+        eprintln!("no display (DISPLAY/WAYLAND_DISPLAY unset): playing headless");
+    }
+    let summary = player::play(&mut client, request, &options).await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&summary).expect("summary serialises")
+        );
+    } else {
+        println!(
+            "{}: {} frames received, {} decoded, {} skipped, last {} {}x{}, first frame after {:.0} ms, {:.1} fps, {:.0} kbit/s",
+            summary.video,
+            summary.frames_received,
+            summary.frames_decoded,
+            summary.frames_skipped,
+            summary.rendition,
+            summary.width,
+            summary.height,
+            summary.time_to_first_frame_ms,
+            summary.mean_fps,
+            summary.kbits_per_second
+        );
+    }
+    if let Some(path) = &args.record {
+        eprintln!("recorded to {}", path.display());
+    }
+    Ok(())
+}

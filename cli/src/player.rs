@@ -1,0 +1,309 @@
+//! The player: receives frames, decodes every one with OpenCV on its own thread, shows them in a
+//! window (only when a display exists: Qt's highgui aborts the process without one) or counts
+//! them headless, records to MJPEG AVI on request, turns keys into Control calls, and sums up.
+
+use crate::error::CliError;
+use crate::stream_client::{Playing, StreamClient, resolution_label};
+use bytes::Bytes;
+use opencv::core::{Mat, Size, Vector};
+use opencv::prelude::*;
+use opencv::{highgui, imgcodecs, imgproc, videoio};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use svs_common::proto::stream::{PlayRequest, Resolution, control_request, notice, play_response};
+use tokio::sync::mpsc;
+
+/// How to play.
+#[derive(Debug, Clone, Default)]
+pub struct PlayOptions {
+    /// Never open a window, even with a display.
+    pub headless: bool,
+    /// Write what arrived to this MJPEG AVI file.
+    pub record: Option<PathBuf>,
+    /// Print live statistics lines to stderr.
+    pub live_stats: bool,
+}
+
+/// One frame as received and decoded.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FrameRecord {
+    pub index: u64,
+    pub pts_seconds: f64,
+    pub rendition: &'static str,
+    /// Size the service announced.
+    pub width: u32,
+    pub height: u32,
+    /// Size OpenCV decoded; (0, 0) if the JPEG did not decode.
+    pub decoded_width: u32,
+    pub decoded_height: u32,
+}
+
+/// What `svs play --json` prints on its last line.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Summary {
+    pub video: String,
+    pub playback_id: String,
+    pub frames_received: u64,
+    pub frames_decoded: u64,
+    pub frames_skipped: u64,
+    pub rendition: String,
+    pub width: u32,
+    pub height: u32,
+    pub time_to_first_frame_ms: f64,
+    pub mean_fps: f64,
+    pub kbits_per_second: f64,
+    pub switches: u32,
+    pub p99_lateness_ms: f64,
+    #[serde(skip)]
+    pub frames: Vec<FrameRecord>,
+}
+
+/// Whether a window can be opened (X11 or Wayland).
+pub fn has_display() -> bool {
+    ["DISPLAY", "WAYLAND_DISPLAY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+}
+
+/// Keys the window understands.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Key {
+    Switch(Resolution),
+    TogglePause,
+    SeekBy(f64),
+    Quit,
+}
+
+fn key_for(code: i32) -> Option<Key> {
+    match code {
+        c if c == '1' as i32 => Some(Key::Switch(Resolution::Resolution240p)),
+        c if c == '2' as i32 => Some(Key::Switch(Resolution::Resolution720p)),
+        c if c == '3' as i32 => Some(Key::Switch(Resolution::Resolution1440p)),
+        c if c == 'a' as i32 => Some(Key::Switch(Resolution::Auto)),
+        c if c == ' ' as i32 => Some(Key::TogglePause),
+        c if c == 'q' as i32 || c == 27 => Some(Key::Quit),
+        81 | 65361 | 2424832 => Some(Key::SeekBy(-5.0)),
+        83 | 65363 | 2555904 => Some(Key::SeekBy(5.0)),
+        _ => None,
+    }
+}
+
+struct ViewItem {
+    jpeg: Bytes,
+    fps: f64,
+}
+
+fn cv(e: opencv::Error) -> String {
+    e.to_string()
+}
+
+/// Decodes (and shows, and records) frames until the channel closes. Runs on its own thread;
+/// no OpenCV object leaves it. Returns the decoded size of each frame in order.
+fn view_loop(
+    mut frames: mpsc::Receiver<ViewItem>,
+    window: bool,
+    record: Option<PathBuf>,
+    keys: mpsc::UnboundedSender<Key>,
+) -> Result<Vec<(u32, u32)>, String> {
+    let mut sizes = Vec::new();
+    let mut writer: Option<(videoio::VideoWriter, Size)> = None;
+    let mut resized = Mat::default();
+    if window {
+        highgui::named_window("svs", highgui::WINDOW_AUTOSIZE).map_err(cv)?;
+    }
+    while let Some(item) = frames.blocking_recv() {
+        let mat = imgcodecs::imdecode(
+            &Vector::<u8>::from_slice(&item.jpeg),
+            imgcodecs::IMREAD_COLOR,
+        )
+        .map_err(cv)?;
+        if mat.empty() {
+            sizes.push((0, 0));
+            continue;
+        }
+        sizes.push((mat.cols() as u32, mat.rows() as u32));
+        if let Some(path) = &record {
+            if writer.is_none() {
+                let size = mat.size().map_err(cv)?;
+                let fourcc = videoio::VideoWriter::fourcc('M', 'J', 'P', 'G').map_err(cv)?;
+                let w =
+                    videoio::VideoWriter::new(path, fourcc, item.fps, size, true).map_err(cv)?;
+                if !w.is_opened().map_err(cv)? {
+                    return Err(format!("cannot write {}", path.display()));
+                }
+                writer = Some((w, size));
+            }
+            if let Some((w, size)) = writer.as_mut() {
+                // A recording keeps the first frame's size across rendition switches.
+                if mat.size().map_err(cv)? == *size {
+                    w.write(&mat).map_err(cv)?;
+                } else {
+                    imgproc::resize(&mat, &mut resized, *size, 0.0, 0.0, imgproc::INTER_AREA)
+                        .map_err(cv)?;
+                    w.write(&resized).map_err(cv)?;
+                }
+            }
+        }
+        if window {
+            highgui::imshow("svs", &mat).map_err(cv)?;
+            if let Some(key) = key_for(highgui::wait_key(1).map_err(cv)?) {
+                let _ = keys.send(key);
+            }
+        }
+    }
+    if let Some((mut w, _)) = writer {
+        w.release().map_err(cv)?;
+    }
+    if window {
+        let _ = highgui::destroy_all_windows();
+    }
+    Ok(sizes)
+}
+
+fn percentile(mut values: Vec<f64>, p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[((values.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Plays one video to the end (or until q, Esc, Ctrl-C), returning the summary.
+pub async fn play(
+    client: &mut StreamClient,
+    request: PlayRequest,
+    options: &PlayOptions,
+) -> Result<Summary, CliError> {
+    let asked = Instant::now();
+    let video = request.video.clone();
+    let Playing { header, mut stream } = client.play(request).await?;
+    let window = !options.headless && has_display();
+    let (view_tx, view_rx) = mpsc::channel::<ViewItem>(4);
+    let (key_tx, mut key_rx) = mpsc::unbounded_channel();
+    let record = options.record.clone();
+    let viewer = std::thread::spawn(move || view_loop(view_rx, window, record, key_tx));
+
+    let mut summary = Summary {
+        video,
+        playback_id: header.playback_id.clone(),
+        rendition: resolution_label(header.resolution).to_string(),
+        ..Summary::default()
+    };
+    let mut bytes = 0u64;
+    let mut first_frame: Option<Instant> = None;
+    let mut last_frame = Instant::now();
+    let mut anchor: Option<(Instant, f64)> = None;
+    let mut lateness = Vec::new();
+    let mut paused = false;
+    let mut position = 0.0f64;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut window_frames = 0u64;
+    let mut window_bytes = 0u64;
+    let outcome: Result<(), CliError> = loop {
+        tokio::select! {
+            message = stream.message() => {
+                let message = match message {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break Ok(()),
+                    Err(status) => break Err(status.into()),
+                };
+                match message.kind {
+                    Some(play_response::Kind::Frame(frame)) => {
+                        let now = Instant::now();
+                        first_frame.get_or_insert(now);
+                        last_frame = now;
+                        let (t0, pts0) = *anchor.get_or_insert((now, frame.pts_seconds));
+                        lateness.push(((now - t0).as_secs_f64() - (frame.pts_seconds - pts0)) * 1000.0);
+                        position = frame.pts_seconds;
+                        summary.frames_received += 1;
+                        summary.frames_skipped = frame.skipped_total;
+                        summary.rendition = resolution_label(frame.resolution).to_string();
+                        bytes += frame.jpeg.len() as u64;
+                        window_frames += 1;
+                        window_bytes += frame.jpeg.len() as u64;
+                        summary.frames.push(FrameRecord {
+                            index: frame.index,
+                            pts_seconds: frame.pts_seconds,
+                            rendition: resolution_label(frame.resolution),
+                            width: frame.width,
+                            height: frame.height,
+                            decoded_width: 0,
+                            decoded_height: 0,
+                        });
+                        if view_tx.send(ViewItem { jpeg: frame.jpeg, fps: header.fps }).await.is_err() {
+                            break Ok(());
+                        }
+                    }
+                    Some(play_response::Kind::Notice(n)) => {
+                        // The clock restarts after a switch, pause, resume or seek.
+                        anchor = None;
+                        match n.kind {
+                            Some(notice::Kind::Switched(s)) => {
+                                summary.switches += 1;
+                                if options.live_stats {
+                                    eprintln!("switched {} → {} ({})", resolution_label(s.from), resolution_label(s.to), s.reason);
+                                }
+                            }
+                            Some(notice::Kind::State(state)) if options.live_stats => eprintln!("{state}"),
+                            _ => {}
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Some(key) = key_rx.recv() => {
+                let action = match key {
+                    Key::Quit => break Ok(()),
+                    Key::Switch(r) => control_request::Action::SwitchTo(r as i32),
+                    Key::TogglePause => {
+                        paused = !paused;
+                        if paused { control_request::Action::Pause(true) } else { control_request::Action::Resume(true) }
+                    }
+                    Key::SeekBy(delta) => control_request::Action::SeekSeconds((position + delta).max(0.0)),
+                };
+                if let Err(e) = client.control(&header.playback_id, action).await {
+                    eprintln!("! {e}");
+                }
+            }
+            _ = tick.tick() => {
+                if options.live_stats && first_frame.is_some() {
+                    let late = lateness.last().copied().unwrap_or(0.0);
+                    eprintln!(
+                        "{:>5.1} fps  {:>7.0} kbit/s  {} {}x{}  skipped {}  late {:.0} ms",
+                        window_frames as f64, window_bytes as f64 * 8.0 / 1000.0, summary.rendition,
+                        summary.frames.last().map_or(0, |f| f.width), summary.frames.last().map_or(0, |f| f.height),
+                        summary.frames_skipped, late
+                    );
+                }
+                window_frames = 0;
+                window_bytes = 0;
+            }
+            _ = tokio::signal::ctrl_c() => break Ok(()),
+        }
+    };
+    drop(view_tx);
+    let sizes = tokio::task::spawn_blocking(move || viewer.join())
+        .await
+        .map_err(|e| CliError::Usage(e.to_string()))?
+        .map_err(|_| CliError::Usage("the video window thread failed".into()))?
+        .map_err(|e| CliError::Usage(format!("decoding frames: {e}")))?;
+    for (record, (w, h)) in summary.frames.iter_mut().zip(&sizes) {
+        record.decoded_width = *w;
+        record.decoded_height = *h;
+    }
+    summary.frames_decoded = sizes.iter().filter(|(w, _)| *w > 0).count() as u64;
+    if let Some(last) = summary.frames.last() {
+        summary.width = last.decoded_width;
+        summary.height = last.decoded_height;
+    }
+    if let Some(first) = first_frame {
+        summary.time_to_first_frame_ms = (first - asked).as_secs_f64() * 1000.0;
+        let span = (last_frame - first).as_secs_f64();
+        if summary.frames_received > 1 && span > 0.0 {
+            summary.mean_fps = (summary.frames_received - 1) as f64 / span;
+            summary.kbits_per_second = bytes as f64 * 8.0 / 1000.0 / span;
+        }
+    }
+    summary.p99_lateness_ms = percentile(lateness, 0.99);
+    outcome.map(|()| summary)
+}

@@ -1,0 +1,90 @@
+//! The stream service API as the client uses it: list videos, start a playback, control it.
+
+use crate::error::CliError;
+use crate::session::Bearer;
+use std::path::Path;
+use svs_common::proto::stream::stream_client::StreamClient as Raw;
+use svs_common::proto::stream::*;
+use tonic::Streaming;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+/// An authenticated connection to stream-service.
+#[derive(Clone)]
+pub struct StreamClient {
+    api: Raw<InterceptedService<Channel, Bearer>>,
+}
+
+/// A started playback: its header and the rest of the stream.
+pub struct Playing {
+    pub header: PlayHeader,
+    pub stream: Streaming<PlayResponse>,
+}
+
+impl StreamClient {
+    pub async fn connect(url: &str, ca: Option<&Path>, token: &str) -> Result<Self, CliError> {
+        let channel = svs_common::client::connect(url, ca).await?;
+        let api = Raw::with_interceptor(channel, Bearer::new(token)?)
+            .max_decoding_message_size(svs_common::client::CLIENT_MAX_DECODE);
+        Ok(Self { api })
+    }
+
+    pub async fn list_videos(&mut self) -> Result<Vec<Video>, CliError> {
+        Ok(self
+            .api
+            .list_videos(ListVideosRequest {})
+            .await?
+            .into_inner()
+            .videos)
+    }
+
+    /// Starts a playback and reads its header.
+    pub async fn play(&mut self, request: PlayRequest) -> Result<Playing, CliError> {
+        let mut stream = self.api.play(request).await?.into_inner();
+        match stream.message().await? {
+            Some(PlayResponse {
+                kind: Some(play_response::Kind::Header(header)),
+            }) => Ok(Playing { header, stream }),
+            _ => Err(CliError::Refused(
+                "the stream service sent no playback header".into(),
+            )),
+        }
+    }
+
+    pub async fn control(
+        &mut self,
+        playback_id: &str,
+        action: control_request::Action,
+    ) -> Result<(), CliError> {
+        self.api
+            .control(ControlRequest {
+                playback_id: playback_id.to_string(),
+                action: Some(action),
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// Parses `240p`, `720p`, `1440p` or `auto`.
+pub fn parse_resolution(text: &str) -> Result<Resolution, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "240p" | "240" => Ok(Resolution::Resolution240p),
+        "720p" | "720" => Ok(Resolution::Resolution720p),
+        "1440p" | "1440" => Ok(Resolution::Resolution1440p),
+        "auto" => Ok(Resolution::Auto),
+        other => Err(format!(
+            "{other:?} is not a resolution; use 240p, 720p, 1440p or auto"
+        )),
+    }
+}
+
+/// `240p`, `720p`, `1440p`, `auto`.
+pub fn resolution_label(value: i32) -> &'static str {
+    match Resolution::try_from(value) {
+        Ok(Resolution::Resolution240p) => "240p",
+        Ok(Resolution::Resolution720p) => "720p",
+        Ok(Resolution::Resolution1440p) => "1440p",
+        _ => "auto",
+    }
+}
