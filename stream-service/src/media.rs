@@ -44,7 +44,12 @@ pub fn probe(path: &Path) -> Result<Probe, Error> {
         fps: get(videoio::CAP_PROP_FPS)?,
         frame_count: get(videoio::CAP_PROP_FRAME_COUNT)?.max(0.0) as u64,
     };
-    if probe.width == 0 || probe.height == 0 || probe.frame_count == 0 || !(probe.fps > 0.0) {
+    if probe.width == 0
+        || probe.height == 0
+        || probe.frame_count == 0
+        || !probe.fps.is_finite()
+        || probe.fps <= 0.0
+    {
         return Err(Error::Media(format!(
             "{} has no readable video stream",
             path.display()

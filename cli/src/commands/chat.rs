@@ -15,6 +15,7 @@ commands:
   /who                who is online, with key fingerprints
   /fingerprint [NAME] your key's fingerprint, or NAME's pinned one
   /trust NAME         accept NAME's current key after checking it with them
+  /play VIDEO         play a video in a window (headless without a display) while chatting
   /quit               leave (Ctrl-D and Ctrl-C work too)
   /help               this text";
 
@@ -26,6 +27,7 @@ pub enum Input {
     Who,
     Fingerprint(Option<String>),
     Trust(String),
+    Play(String),
     Quit,
     Help,
     Empty,
@@ -64,6 +66,8 @@ pub fn parse(line: &str) -> Input {
         "fingerprint" => Input::Fingerprint((!rest.is_empty()).then_some(rest)),
         "trust" if !rest.is_empty() => Input::Trust(rest),
         "trust" => Input::Invalid("usage: /trust NAME".into()),
+        "play" if !rest.is_empty() => Input::Play(rest),
+        "play" => Input::Invalid("usage: /play VIDEO".into()),
         "quit" | "exit" => Input::Quit,
         "help" => Input::Help,
         other => Input::Invalid(format!("unknown command /{other}; /help lists commands")),
@@ -110,11 +114,13 @@ pub async fn run(global: &Global) -> Result<(), CliError> {
         };
         match step {
             Step::Line(None) | Step::Interrupted => break Ok(()),
-            Step::Line(Some(line)) => match handle_line(&mut session, &inbox, &line).await {
-                Ok(true) => {}
-                Ok(false) => break Ok(()),
-                Err(e) => println!("! {e}"),
-            },
+            Step::Line(Some(line)) => {
+                match handle_line(global, &mut session, &inbox, &line).await {
+                    Ok(true) => {}
+                    Ok(false) => break Ok(()),
+                    Err(e) => println!("! {e}"),
+                }
+            }
             Step::Event(None) => {
                 break Err(CliError::Refused("the directory ended the session".into()));
             }
@@ -134,8 +140,50 @@ pub async fn run(global: &Global) -> Result<(), CliError> {
 }
 
 /// Acts on one typed line. Returns false to leave.
-async fn handle_line(session: &mut Session, inbox: &Inbox, line: &str) -> Result<bool, CliError> {
+async fn handle_line(
+    global: &Global,
+    session: &mut Session,
+    inbox: &Inbox,
+    line: &str,
+) -> Result<bool, CliError> {
     match parse(line) {
+        Input::Play(video) => {
+            // The playback runs beside the chat: messages keep arriving while it plays.
+            let (url, ca, token) = (global.stream.clone(), global.ca(), session.token.clone());
+            println!("* playing {video}");
+            tokio::spawn(async move {
+                let result = async {
+                    let mut client =
+                        crate::stream_client::StreamClient::connect(&url, ca.as_deref(), &token)
+                            .await?;
+                    let request = svs_common::proto::stream::PlayRequest {
+                        video: video.clone(),
+                        resolution: svs_common::proto::stream::Resolution::Auto as i32,
+                        start_seconds: 0.0,
+                        pacing: svs_common::proto::stream::Pacing::Realtime as i32,
+                    };
+                    crate::player::play(
+                        &mut client,
+                        request,
+                        &crate::player::PlayOptions::default(),
+                    )
+                    .await
+                }
+                .await;
+                match result {
+                    Ok(s) => println!(
+                        "* played {}: {} frames, {} skipped, last {} {}x{}",
+                        s.video,
+                        s.frames_received,
+                        s.frames_skipped,
+                        s.rendition,
+                        s.width,
+                        s.height
+                    ),
+                    Err(e) => println!("! cannot play {video}: {e}"),
+                }
+            });
+        }
         Input::Empty => {}
         Input::Quit => return Ok(false),
         Input::Help => println!("{HELP}"),
@@ -231,6 +279,7 @@ mod tests {
         );
         assert_eq!(parse("/all hello"), Input::All("hello".into()));
         assert_eq!(parse("/quit"), Input::Quit);
+        assert_eq!(parse("/play demo"), Input::Play("demo".into()));
         assert_eq!(parse("/fingerprint"), Input::Fingerprint(None));
         assert!(matches!(parse("hello"), Input::Invalid(_)));
         assert!(matches!(parse("@bob"), Input::Invalid(_)));

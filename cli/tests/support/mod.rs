@@ -98,3 +98,110 @@ impl TestDirectory {
             .unwrap();
     }
 }
+
+#[derive(Parser)]
+struct StreamFlags {
+    #[command(flatten)]
+    config: stream_service::Config,
+}
+
+/// A real stream-service on 127.0.0.1:0 with generated TLS.
+pub struct TestStream {
+    pub url: String,
+    pub ca: PathBuf,
+    pub handle: stream_service::server::Handle,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), stream_service::Error>>,
+}
+
+impl TestStream {
+    /// Needs `<data_dir>/token_public.pem` (a TestDirectory or `test_issuer` writes it).
+    pub async fn start(data_dir: &Path, videos: &Path, extra: &[&str]) -> Self {
+        let mut args = vec![
+            "stream-service".to_string(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--videos".into(),
+            videos.display().to_string(),
+            "--rescan-secs".into(),
+            "1".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let config = StreamFlags::parse_from(args).config;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let task = tokio::spawn(stream_service::server::run(
+            config,
+            listener,
+            async move {
+                let _ = stopped.await;
+            },
+            Some(ready_tx),
+        ));
+        let handle = ready_rx.await.expect("stream-service started");
+        let url = format!("https://localhost:{port}");
+        let ca = data_dir.join("tls/ca.pem");
+        svs_common::client::health_check(&url, Some(&ca), "")
+            .await
+            .expect("stream-service healthy");
+        Self {
+            url,
+            ca,
+            handle,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub async fn client(&self, token: &str) -> svs_cli::stream_client::StreamClient {
+        svs_cli::stream_client::StreamClient::connect(&self.url, Some(&self.ca), token)
+            .await
+            .unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(15), &mut self.task)
+            .await
+            .expect("stream-service stops within the drain bound")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Acts as the directory's token issuer: writes `<data_dir>/token_public.pem` and signs tokens.
+pub fn test_issuer(data_dir: &Path) -> svs_common::token::TokenIssuer {
+    svs_common::token::TokenIssuer::load_or_create(
+        &data_dir.join("directory/token_key.pem"),
+        &data_dir.join("token_public.pem"),
+    )
+    .unwrap()
+}
+
+/// A token for `name` valid for `valid_ms` from now (negative: already expired).
+pub fn token(issuer: &svs_common::token::TokenIssuer, name: &str, valid_ms: i64) -> String {
+    let now = svs_common::time::now_ms();
+    issuer
+        .issue(&svs_common::token::Claims {
+            session_id: [7; 16],
+            name: name.into(),
+            fingerprint: [0; 32],
+            issued_at_ms: now,
+            expires_at_ms: (now as i64 + valid_ms) as u64,
+        })
+        .unwrap()
+}
+
+/// Seconds and frame rate of the test video (4 s at 15 fps = 60 frames per rendition).
+pub const DEMO_SECONDS: f64 = 4.0;
+pub const DEMO_FPS: f64 = 15.0;
+pub const DEMO_FRAMES: u64 = 60;
+
+/// Writes the demo video (all three renditions) into `dir`, once per test binary run.
+pub fn demo_videos(dir: &Path) {
+    stream_service::media::make_demo(dir, "demo", DEMO_SECONDS, DEMO_FPS).unwrap();
+}

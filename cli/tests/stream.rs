@@ -1,0 +1,525 @@
+//! End-to-end tests of stream-service and the player: real service over TLS, real video made and
+//! decoded by OpenCV, real client code. Headless: no test touches highgui.
+
+mod support;
+
+use std::time::Duration;
+use support::*;
+use svs_cli::player::{self, PlayOptions};
+use svs_cli::stream_client::StreamClient;
+use svs_common::proto::stream::{
+    Pacing, PlayRequest, PlayResponse, Resolution, control_request, notice, play_response,
+};
+use tonic::Streaming;
+
+const HEADLESS: PlayOptions = PlayOptions {
+    headless: true,
+    record: None,
+    live_stats: false,
+};
+
+fn request(resolution: Resolution, pacing: Pacing) -> PlayRequest {
+    PlayRequest {
+        video: "demo".into(),
+        resolution: resolution as i32,
+        start_seconds: 0.0,
+        pacing: pacing as i32,
+    }
+}
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    videos: std::path::PathBuf,
+    issuer: svs_common::token::TokenIssuer,
+    stream: TestStream,
+}
+
+async fn setup(extra: &[&str]) -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let videos = tmp.path().join("videos");
+    demo_videos(&videos);
+    let issuer = test_issuer(&data);
+    let stream = TestStream::start(&data, &videos, extra).await;
+    Setup {
+        _tmp: tmp,
+        videos,
+        issuer,
+        stream,
+    }
+}
+
+impl Setup {
+    async fn client(&self, name: &str) -> StreamClient {
+        self.stream
+            .client(&token(&self.issuer, name, 3_600_000))
+            .await
+    }
+}
+
+async fn next(stream: &mut Streaming<PlayResponse>) -> play_response::Kind {
+    tokio::time::timeout(Duration::from_secs(20), stream.message())
+        .await
+        .expect("a message in time")
+        .expect("no error")
+        .expect("stream still open")
+        .kind
+        .expect("a kind")
+}
+
+#[tokio::test]
+async fn every_rendition_plays_in_order_at_its_size_and_shares_one_encode() {
+    let s = setup(&[]).await;
+    let videos = s.client("viewer").await.list_videos().await.unwrap();
+    assert_eq!(videos.len(), 1);
+    assert_eq!(videos[0].renditions.len(), 3);
+    assert_eq!(videos[0].renditions[0].frame_count, DEMO_FRAMES);
+
+    // Three playbacks at once, one per rendition, in real time, decoded by OpenCV.
+    let play = |r| {
+        let s = &s;
+        async move {
+            let mut client = s.client("viewer").await;
+            player::play(&mut client, request(r, Pacing::Realtime), &HEADLESS)
+                .await
+                .unwrap()
+        }
+    };
+    let (p240, p720, p1440) = tokio::join!(
+        play(Resolution::Resolution240p),
+        play(Resolution::Resolution720p),
+        play(Resolution::Resolution1440p)
+    );
+    for (summary, (w, h)) in [
+        (&p240, (426, 240)),
+        (&p720, (1280, 720)),
+        (&p1440, (2560, 1440)),
+    ] {
+        assert_eq!(
+            summary.frames_received + summary.frames_skipped,
+            DEMO_FRAMES,
+            "{}",
+            summary.rendition
+        );
+        assert_eq!(summary.frames_decoded, summary.frames_received);
+        assert!(
+            summary
+                .frames
+                .iter()
+                .all(|f| (f.decoded_width, f.decoded_height) == (w, h)),
+            "{} decodes at {w}x{h}",
+            summary.rendition
+        );
+        assert!(
+            summary
+                .frames
+                .windows(2)
+                .all(|p| p[1].index > p[0].index && p[1].pts_seconds > p[0].pts_seconds)
+        );
+        // Paced on the video's clock: 60 frames at 15 fps.
+        assert!(
+            (summary.mean_fps - DEMO_FPS).abs() < 3.0,
+            "{} fps {}",
+            summary.rendition,
+            summary.mean_fps
+        );
+    }
+    assert_eq!(
+        p240.frames_skipped, 0,
+        "an idle loopback viewer at 240p keeps up"
+    );
+    assert_eq!(s.stream.handle.cache.encodes(), 3);
+
+    // A second viewer of a rendition is served from the cache: no new encode.
+    let mut client = s.client("second").await;
+    let again = player::play(
+        &mut client,
+        request(Resolution::Resolution720p, Pacing::AsFastAsPossible),
+        &HEADLESS,
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.frames_received, DEMO_FRAMES);
+    assert_eq!(s.stream.handle.cache.encodes(), 3, "no second encode");
+    s.stream.stop().await;
+}
+
+#[tokio::test]
+async fn missing_rendition_and_video_name_what_exists() {
+    let s = setup(&[]).await;
+    std::fs::copy(
+        s.videos.join("demo_240p.mp4"),
+        s.videos.join("partial_240p.mp4"),
+    )
+    .unwrap();
+    let mut client = s.client("viewer").await;
+    // The rescan (every second) picks the new file up.
+    for _ in 0..50 {
+        if client
+            .list_videos()
+            .await
+            .unwrap()
+            .iter()
+            .any(|v| v.name == "partial")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let listed = client.list_videos().await.unwrap();
+    let partial = listed
+        .iter()
+        .find(|v| v.name == "partial")
+        .expect("partial listed");
+    assert_eq!(partial.renditions.len(), 1);
+    let mut req = request(Resolution::Resolution1440p, Pacing::Realtime);
+    req.video = "partial".into();
+    let err = client
+        .play(req)
+        .await
+        .err()
+        .expect("missing rendition refused")
+        .to_string();
+    assert!(
+        err.contains("no 1440p rendition") && err.contains("available: 240p"),
+        "{err}"
+    );
+    let mut req = request(Resolution::Resolution720p, Pacing::Realtime);
+    req.video = "nope".into();
+    let err = client.play(req).await.err().unwrap().to_string();
+    assert!(
+        err.contains("no video named") && err.contains("demo"),
+        "{err}"
+    );
+    // A file OpenCV cannot open is skipped, not fatal.
+    std::fs::write(s.videos.join("broken_720p.mp4"), b"not a video").unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let listed = client.list_videos().await.unwrap();
+    assert!(listed.iter().all(|v| v.name != "broken"));
+    s.stream.stop().await;
+}
+
+#[tokio::test]
+async fn missing_expired_and_forged_tokens_are_rejected() {
+    let s = setup(&[]).await;
+    let expired = s.stream.client(&token(&s.issuer, "viewer", -1000)).await;
+    let other_issuer =
+        svs_common::token::TokenIssuer::new(svs_common::identity::generate(2048).unwrap());
+    let forged = s
+        .stream
+        .client(&token(&other_issuer, "viewer", 3_600_000))
+        .await;
+    for (mut client, why) in [(expired, "expired"), (forged, "signature")] {
+        let err = client.list_videos().await.expect_err("refused").to_string();
+        assert!(err.contains(why), "{err}");
+    }
+    let channel = svs_common::client::connect(&s.stream.url, Some(&s.stream.ca))
+        .await
+        .unwrap();
+    let mut bare = svs_common::proto::stream::stream_client::StreamClient::new(channel);
+    let status = bare
+        .play(request(Resolution::Resolution240p, Pacing::Realtime))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    s.stream.stop().await;
+}
+
+#[tokio::test]
+async fn switch_shows_on_the_next_frame_and_seek_lands_where_asked() {
+    let s = setup(&[]).await;
+    let mut client = s.client("viewer").await;
+    let mut playing = client
+        .play(request(Resolution::Resolution240p, Pacing::Realtime))
+        .await
+        .unwrap();
+    let id = playing.header.playback_id.clone();
+    assert_eq!((playing.header.width, playing.header.height), (426, 240));
+    for _ in 0..3 {
+        assert!(matches!(
+            next(&mut playing.stream).await,
+            play_response::Kind::Frame(_)
+        ));
+    }
+    client
+        .control(
+            &id,
+            control_request::Action::SwitchTo(Resolution::Resolution720p as i32),
+        )
+        .await
+        .unwrap();
+    // Frames already queued (at most two) may still be 240p; the notice marks the switch and the
+    // very next frame is 720p.
+    let mut before_notice = 0;
+    loop {
+        match next(&mut playing.stream).await {
+            play_response::Kind::Frame(f) => {
+                assert_eq!(f.height, 240);
+                before_notice += 1;
+            }
+            play_response::Kind::Notice(n) => {
+                assert!(matches!(n.kind, Some(notice::Kind::Switched(_))));
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        before_notice <= 3,
+        "{before_notice} old frames after the switch"
+    );
+    let play_response::Kind::Frame(f) = next(&mut playing.stream).await else {
+        panic!("frame expected")
+    };
+    let decoded = opencv_size(&f.jpeg);
+    assert_eq!(
+        decoded,
+        (1280, 720),
+        "the frame after the switch decodes at 720p"
+    );
+
+    client
+        .control(&id, control_request::Action::SeekSeconds(3.0))
+        .await
+        .unwrap();
+    loop {
+        match next(&mut playing.stream).await {
+            play_response::Kind::Notice(n) if matches!(&n.kind, Some(notice::Kind::State(s)) if s.starts_with("seeked")) =>
+            {
+                break;
+            }
+            _ => {}
+        }
+    }
+    let play_response::Kind::Frame(f) = next(&mut playing.stream).await else {
+        panic!("frame expected")
+    };
+    assert_eq!(
+        f.index,
+        (3.0 * DEMO_FPS) as u64,
+        "the seek lands on frame 45"
+    );
+    s.stream.stop().await;
+}
+
+fn opencv_size(jpeg: &[u8]) -> (i32, i32) {
+    use opencv::prelude::*;
+    let mat = opencv::imgcodecs::imdecode(
+        &opencv::core::Vector::<u8>::from_slice(jpeg),
+        opencv::imgcodecs::IMREAD_COLOR,
+    )
+    .unwrap();
+    (mat.cols(), mat.rows())
+}
+
+#[tokio::test]
+async fn a_stalled_viewer_skips_instead_of_lagging_and_does_not_slow_another() {
+    let s = setup(&[]).await;
+    // Warm the cache so both viewers are served the same way.
+    let mut warm = s.client("warm").await;
+    player::play(
+        &mut warm,
+        request(Resolution::Resolution1440p, Pacing::AsFastAsPossible),
+        &HEADLESS,
+    )
+    .await
+    .unwrap();
+
+    let mut stalled = s.client("stalled").await;
+    let mut playing = stalled
+        .play(request(Resolution::Resolution1440p, Pacing::Realtime))
+        .await
+        .unwrap();
+    let mut steady = s.client("steady").await;
+    let steady_play = tokio::spawn(async move {
+        player::play(
+            &mut steady,
+            request(Resolution::Resolution1440p, Pacing::Realtime),
+            &HEADLESS,
+        )
+        .await
+        .unwrap()
+    });
+    // The stalled viewer reads nothing for 3 of the 4 seconds.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut frames = Vec::new();
+    while let Some(message) =
+        tokio::time::timeout(Duration::from_secs(10), playing.stream.message())
+            .await
+            .unwrap()
+            .unwrap()
+    {
+        if let Some(play_response::Kind::Frame(f)) = message.kind {
+            frames.push((f.index, f.skipped_total));
+        }
+    }
+    let steady = steady_play.await.unwrap();
+    let (last_index, skipped) = *frames.last().unwrap();
+    println!(
+        "stalled viewer: {} frames, {skipped} skipped; steady viewer: {} frames, {} skipped",
+        frames.len(),
+        steady.frames_received,
+        steady.frames_skipped
+    );
+    assert!(skipped > 0, "the stalled viewer skipped frames");
+    assert_eq!(
+        last_index,
+        DEMO_FRAMES - 1,
+        "and still ended on time at the last frame"
+    );
+    assert!(
+        steady.frames_skipped * 10 <= DEMO_FRAMES,
+        "the steady viewer was not slowed: {} skipped",
+        steady.frames_skipped
+    );
+    s.stream.stop().await;
+}
+
+#[tokio::test]
+async fn a_changed_source_file_rebuilds_its_cache() {
+    let s = setup(&[]).await;
+    let mut client = s.client("viewer").await;
+    let first = player::play(
+        &mut client,
+        request(Resolution::Resolution240p, Pacing::AsFastAsPossible),
+        &HEADLESS,
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.frames_received, DEMO_FRAMES);
+    assert_eq!(s.stream.handle.cache.encodes(), 1);
+    // Replace the 240p file with a shorter one (2 s instead of 4).
+    let other = s._tmp.path().join("other");
+    stream_service::media::make_demo(&other, "demo", 2.0, DEMO_FPS).unwrap();
+    std::fs::copy(other.join("demo_240p.mp4"), s.videos.join("demo_240p.mp4")).unwrap();
+    for _ in 0..50 {
+        let listed = client.list_videos().await.unwrap();
+        if listed[0].renditions[0].frame_count == 30 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second = player::play(
+        &mut client,
+        request(Resolution::Resolution240p, Pacing::AsFastAsPossible),
+        &HEADLESS,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        second.frames_received, 30,
+        "the new file's frames are served"
+    );
+    assert_eq!(
+        s.stream.handle.cache.encodes(),
+        2,
+        "the changed source was encoded again"
+    );
+    s.stream.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_a_running_playback_with_a_status() {
+    let s = setup(&["--drain-secs", "2"]).await;
+    let mut client = s.client("viewer").await;
+    let mut playing = client
+        .play(request(Resolution::Resolution240p, Pacing::Realtime))
+        .await
+        .unwrap();
+    next(&mut playing.stream).await;
+    let stopping = tokio::spawn(s.stream.stop());
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(10), playing.stream.message())
+            .await
+            .unwrap()
+        {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    stopping.await.unwrap();
+}
+
+#[tokio::test]
+async fn two_playbacks_and_a_chat_exchange_run_side_by_side() {
+    use svs_cli::inbox::Incoming;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let videos = tmp.path().join("videos");
+    demo_videos(&videos);
+    // The real directory issues the tokens stream-service verifies.
+    let dir = TestDirectory::start(&data, &[]).await;
+    let stream = TestStream::start(&data, &videos, &[]).await;
+    let mut alice = dir.register("alice", &tmp.path().join("alice")).await;
+    let mut bob = dir.register("bob", &tmp.path().join("bob")).await;
+    let mut bob_events = bob.subscribe().await.unwrap();
+    let mut bob_inbox = bob.inbox();
+    bob.next_incoming(&mut bob_events, &mut bob_inbox)
+        .await
+        .unwrap();
+    let bob_peer = alice
+        .list_peers()
+        .await
+        .unwrap()
+        .peers
+        .into_iter()
+        .find(|p| p.name == "bob")
+        .unwrap();
+
+    let (alice_token, bob_token) = (alice.token.clone(), bob.token.clone());
+    let play = |token: String| {
+        let stream = &stream;
+        async move {
+            let mut client = stream.client(&token).await;
+            let summary = player::play(
+                &mut client,
+                request(Resolution::Resolution720p, Pacing::Realtime),
+                &HEADLESS,
+            )
+            .await
+            .unwrap();
+            (summary, std::time::Instant::now())
+        }
+    };
+    let chat = async {
+        let mut arrived = Vec::new();
+        for i in 0..5 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            alice
+                .send_text(std::slice::from_ref(&bob_peer), &format!("message {i}"))
+                .await
+                .unwrap();
+            loop {
+                let items = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    bob.next_incoming(&mut bob_events, &mut bob_inbox),
+                )
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+                if let Some(m) = items.iter().find_map(|i| match i {
+                    Incoming::Message(m) => Some(m.clone()),
+                    _ => None,
+                }) {
+                    assert_eq!(m.text, format!("message {i}"));
+                    arrived.push(std::time::Instant::now());
+                    break;
+                }
+            }
+        }
+        arrived
+    };
+    let ((one, one_end), (two, two_end), arrived) =
+        tokio::join!(play(alice_token), play(bob_token), chat);
+    assert_eq!(one.frames_received + one.frames_skipped, DEMO_FRAMES);
+    assert_eq!(two.frames_received + two.frames_skipped, DEMO_FRAMES);
+    assert_eq!(arrived.len(), 5);
+    // Every message arrived while both videos were still playing: nothing waited for playback.
+    assert!(arrived.iter().all(|t| *t < one_end && *t < two_end));
+    stream.stop().await;
+    dir.stop().await;
+}
