@@ -1,0 +1,302 @@
+//! Stream benchmark: runs the real stream-service binary over TLS on loopback with a generated
+//! 10 s, 30 fps demo video and reports time to first frame (cold and cached), cache build speed,
+//! pacing jitter, how many concurrent real-time viewers (one connection each) stay under one
+//! frame interval of p99 lateness without skips, aggregate throughput as fast as possible, and
+//! bytes per frame against raw BGR. Prints figures; asserts nothing about speed.
+//! Viewers here count bytes without decoding (decoding hundreds of streams would measure the
+//! load generator); `svs play` decodes every frame. Run: `cargo bench -p stream-service`.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use svs_cli::stream_client::StreamClient;
+use svs_common::proto::stream::{Pacing, PlayRequest, Resolution, play_response};
+
+struct Service {
+    child: Child,
+    url: String,
+    ca: std::path::PathBuf,
+    token: String,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start(data: &Path, videos: &Path) -> Service {
+    let issuer = svs_common::token::TokenIssuer::load_or_create(
+        &data.join("directory/token_key.pem"),
+        &data.join("token_public.pem"),
+    )
+    .unwrap();
+    let now = svs_common::time::now_ms();
+    let token = issuer
+        .issue(&svs_common::token::Claims {
+            session_id: [1; 16],
+            name: "bench".into(),
+            fingerprint: [0; 32],
+            issued_at_ms: now,
+            expires_at_ms: now + 3_600_000,
+        })
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_stream-service"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(data)
+        .arg("--videos")
+        .arg(videos)
+        .args([
+            "--max-streams",
+            "100000",
+            "--max-streams-per-session",
+            "100000",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start stream-service");
+    let url = format!("https://localhost:{port}");
+    let ca = data.join("tls/ca.pem");
+    for _ in 0..400 {
+        if ca.exists()
+            && svs_common::client::health_check(&url, Some(&ca), "")
+                .await
+                .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Service {
+        child,
+        url,
+        ca,
+        token,
+    }
+}
+
+impl Service {
+    async fn client(&self) -> StreamClient {
+        StreamClient::connect(&self.url, Some(&self.ca), &self.token)
+            .await
+            .unwrap()
+    }
+}
+
+/// What one playback saw.
+#[derive(Default)]
+struct Seen {
+    first_frame: Duration,
+    frames: u64,
+    skipped: u64,
+    bytes: u64,
+    lateness_ms: Vec<f64>,
+    width: u32,
+    height: u32,
+}
+
+async fn watch(
+    client: &mut StreamClient,
+    resolution: Resolution,
+    pacing: Pacing,
+    start_seconds: f64,
+) -> Seen {
+    let asked = Instant::now();
+    let request = PlayRequest {
+        video: "demo".into(),
+        resolution: resolution as i32,
+        start_seconds,
+        pacing: pacing as i32,
+    };
+    let mut playing = client.play(request).await.unwrap();
+    let mut seen = Seen::default();
+    let mut anchor: Option<(Instant, f64)> = None;
+    while let Ok(Some(message)) = playing.stream.message().await {
+        if let Some(play_response::Kind::Frame(f)) = message.kind {
+            let now = Instant::now();
+            if seen.frames == 0 {
+                seen.first_frame = now - asked;
+            }
+            let (t0, pts0) = *anchor.get_or_insert((now, f.pts_seconds));
+            seen.lateness_ms
+                .push(((now - t0).as_secs_f64() - (f.pts_seconds - pts0)) * 1000.0);
+            seen.frames += 1;
+            seen.skipped = f.skipped_total;
+            seen.bytes += f.jpeg.len() as u64;
+            seen.width = f.width;
+            seen.height = f.height;
+        }
+    }
+    seen
+}
+
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[((values.len() - 1) as f64 * p).round() as usize]
+}
+
+const RENDITIONS: [(Resolution, &str); 3] = [
+    (Resolution::Resolution240p, "240p"),
+    (Resolution::Resolution720p, "720p"),
+    (Resolution::Resolution1440p, "1440p"),
+];
+
+#[tokio::main]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let tmp = tempfile::tempdir().unwrap();
+    let videos = tmp.path().join("videos");
+    stream_service::media::make_demo(&videos, "demo", 10.0, 30.0).unwrap();
+    let service = start(&tmp.path().join("data"), &videos).await;
+    println!(
+        "stream benchmark (2-core machine, viewers on the same machine, TLS on loopback, 10 s 30 fps demo)"
+    );
+
+    // Cold: the first viewer of each rendition triggers the one encode; fast pacing measures the
+    // cache build speed.
+    for (resolution, label) in RENDITIONS {
+        let mut client = service.client().await;
+        let started = Instant::now();
+        let seen = watch(&mut client, resolution, Pacing::AsFastAsPossible, 0.0).await;
+        let secs = started.elapsed().as_secs_f64();
+        let raw = seen.width as f64 * seen.height as f64 * 3.0;
+        let per_frame = seen.bytes as f64 / seen.frames as f64;
+        println!(
+            "{label:>5}: first frame cold {:>6.1} ms; cache build {:>6.1} frames/s; {:>8.0} B/frame vs raw BGR {:>9.0} B = {:>5.1}x fewer",
+            seen.first_frame.as_secs_f64() * 1e3,
+            seen.frames as f64 / secs,
+            per_frame,
+            raw,
+            raw / per_frame
+        );
+    }
+    // Cached: time to first frame over repeated plays (new connection each).
+    for (resolution, label) in RENDITIONS {
+        let mut firsts = Vec::new();
+        for _ in 0..if quick { 5 } else { 20 } {
+            let mut client = service.client().await;
+            let request = PlayRequest {
+                video: "demo".into(),
+                resolution: resolution as i32,
+                start_seconds: 9.0,
+                pacing: Pacing::AsFastAsPossible as i32,
+            };
+            let asked = Instant::now();
+            let mut playing = client.play(request).await.unwrap();
+            while let Ok(Some(m)) = playing.stream.message().await {
+                if matches!(m.kind, Some(play_response::Kind::Frame(_))) {
+                    firsts.push(asked.elapsed().as_secs_f64() * 1e3);
+                    break;
+                }
+            }
+        }
+        println!(
+            "{label:>5}: first frame from cache (connected client) median {:.2} ms, p99 {:.2} ms over {} plays",
+            percentile(&mut firsts.clone(), 0.5),
+            percentile(&mut firsts, 0.99),
+            firsts.len()
+        );
+    }
+    // Pacing jitter of one real-time viewer.
+    {
+        let mut client = service.client().await;
+        let mut seen = watch(
+            &mut client,
+            Resolution::Resolution720p,
+            Pacing::Realtime,
+            5.0,
+        )
+        .await;
+        let mut jitter: Vec<f64> = seen.lateness_ms.iter().map(|v| v.abs()).collect();
+        println!(
+            "pacing, one 720p viewer: {} frames, p50 |offset| {:.2} ms, p99 {:.2} ms, skipped {}",
+            seen.frames,
+            percentile(&mut jitter.clone(), 0.5),
+            percentile(&mut jitter, 0.99),
+            seen.skipped
+        );
+        seen.lateness_ms.clear();
+    }
+    // Aggregate throughput, as fast as possible, 8 viewers of 720p.
+    {
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let mut client = service.client().await;
+            tasks.push(tokio::spawn(async move {
+                watch(
+                    &mut client,
+                    Resolution::Resolution720p,
+                    Pacing::AsFastAsPossible,
+                    0.0,
+                )
+                .await
+                .bytes
+            }));
+        }
+        let mut total = 0u64;
+        for t in tasks {
+            total += t.await.unwrap();
+        }
+        println!(
+            "as fast as possible, 8 viewers of 720p: {:.0} MB/s aggregate",
+            total as f64 / 1e6 / started.elapsed().as_secs_f64()
+        );
+    }
+    // Concurrent real-time viewers, 5 s each, one connection each.
+    let steps: [(Resolution, &str, &[usize]); 3] = [
+        (Resolution::Resolution240p, "240p", &[100, 250, 500, 1000]),
+        (
+            Resolution::Resolution720p,
+            "720p",
+            &[50, 100, 200, 400, 600],
+        ),
+        (Resolution::Resolution1440p, "1440p", &[25, 50, 100, 200]),
+    ];
+    for (resolution, label, counts) in steps {
+        for &n in counts.iter().take(if quick { 2 } else { counts.len() }) {
+            let mut clients = Vec::with_capacity(n);
+            for _ in 0..n {
+                clients.push(service.client().await);
+            }
+            let mut tasks = Vec::new();
+            for mut client in clients {
+                tasks.push(tokio::spawn(async move {
+                    watch(&mut client, resolution, Pacing::Realtime, 5.0).await
+                }));
+            }
+            let mut lateness = Vec::new();
+            let (mut frames, mut skipped) = (0u64, 0u64);
+            for t in tasks {
+                let seen = t.await.unwrap();
+                frames += seen.frames;
+                skipped += seen.skipped;
+                lateness.extend(seen.lateness_ms);
+            }
+            let p99 = percentile(&mut lateness, 0.99);
+            let ok = p99 < 1000.0 / 30.0 && skipped == 0;
+            println!(
+                "{label:>5} x {n:>4} real-time viewers: {frames:>6} frames, {skipped:>5} skipped, p99 lateness {p99:>7.1} ms ({})",
+                if ok {
+                    "within one frame"
+                } else {
+                    "NOT within one frame"
+                }
+            );
+            if !ok {
+                break;
+            }
+        }
+    }
+}
