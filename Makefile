@@ -1,8 +1,9 @@
 # svs: the two commands of the quick start, and helpers.
 #   make run   installs what is missing, builds, and starts both services on their defaults
 #   make test  installs what is missing, then fmt, clippy and the whole test suite
+#   make compose-test  the container setup end to end (needs Docker with Compose)
 
-.PHONY: run test deps build bench
+.PHONY: run test compose-test deps build bench
 
 deps:
 	./scripts/install-deps.sh
@@ -17,6 +18,10 @@ test: deps
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --workspace
+
+# Builds the images, runs docker compose, chats and plays through it, cleans up.
+compose-test:
+	./scripts/compose-test.sh
 
 bench: deps
 	cargo bench --workspace

@@ -523,3 +523,79 @@ async fn two_playbacks_and_a_chat_exchange_run_side_by_side() {
     stream.stop().await;
     dir.stop().await;
 }
+
+#[tokio::test]
+async fn ingest_makes_three_renditions_with_the_source_frame_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let videos = tmp.path().join("videos");
+    demo_videos(&videos);
+    let out = tmp.path().join("library");
+    let frames =
+        stream_service::media::ingest(&videos.join("demo_720p.mp4"), &out, "talk").unwrap();
+    assert_eq!(frames, DEMO_FRAMES);
+    for (label, width, height) in [
+        ("240p", 426, 240),
+        ("720p", 1280, 720),
+        ("1440p", 2560, 1440),
+    ] {
+        let probe = stream_service::media::probe(&out.join(format!("talk_{label}.mp4"))).unwrap();
+        assert_eq!(probe.frame_count, DEMO_FRAMES, "{label}");
+        assert_eq!(
+            (probe.width, probe.height),
+            (width, height),
+            "{label} keeps 16:9"
+        );
+        assert!((probe.fps - DEMO_FPS).abs() < 0.01);
+    }
+}
+
+#[tokio::test]
+async fn the_cache_evicts_least_recently_used_renditions_past_its_cap() {
+    // A cap of one byte: every finished rendition not in use is evicted when the next one is built.
+    let s = setup(&["--cache-max-bytes", "1"]).await;
+    let mut client = s.client("viewer").await;
+    for resolution in [Resolution::Resolution240p, Resolution::Resolution720p] {
+        let seen = player::play(
+            &mut client,
+            request(resolution, Pacing::AsFastAsPossible),
+            &HEADLESS,
+        )
+        .await
+        .unwrap();
+        assert_eq!(seen.frames_received, DEMO_FRAMES);
+    }
+    // Eviction runs on the build thread just after the last frame is served: give it a moment.
+    let cache_dir = s._tmp.path().join("data/cache");
+    let cached = || -> Vec<String> {
+        std::fs::read_dir(&cache_dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".frames"))
+            .collect()
+    };
+    for _ in 0..100 {
+        if cached().iter().all(|n| !n.starts_with("demo_240p")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let now = cached();
+    assert!(
+        now.iter().all(|n| !n.starts_with("demo_240p")),
+        "240p was evicted: {now:?}"
+    );
+    assert!(
+        now.iter().any(|n| n.starts_with("demo_720p")),
+        "720p, just built, stays: {now:?}"
+    );
+    // Playing 240p again needs a new encode.
+    player::play(
+        &mut client,
+        request(Resolution::Resolution240p, Pacing::AsFastAsPossible),
+        &HEADLESS,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.stream.handle.cache.encodes(), 3);
+    s.stream.stop().await;
+}

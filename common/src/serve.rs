@@ -217,3 +217,25 @@ pub async fn with_bounded_drain(
         }
     }
 }
+
+/// A tonic server builder with the keepalive and unary-timeout settings both services use.
+pub fn server_builder(
+    keepalive: Duration,
+    keepalive_timeout: Duration,
+    request_timeout: Duration,
+) -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(keepalive))
+        .http2_keepalive_timeout(Some(keepalive_timeout))
+        .timeout(request_timeout)
+}
+
+/// Marks the whole server and `S` NOT_SERVING (first step of shutdown).
+pub async fn mark_not_serving<S: tonic::server::NamedService>(
+    reporter: &tonic_health::server::HealthReporter,
+) {
+    reporter.set_not_serving::<S>().await;
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+}

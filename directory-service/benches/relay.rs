@@ -81,16 +81,9 @@ async fn start_service(data: &Path) -> Service {
         .expect("start directory-service");
     let url = format!("https://localhost:{port}");
     let ca = data.join("tls/ca.pem");
-    for _ in 0..400 {
-        if ca.exists()
-            && svs_common::client::health_check(&url, Some(&ca), "")
-                .await
-                .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    svs_common::client::wait_healthy(&url, Some(&ca), Duration::from_secs(10))
+        .await
+        .expect("service became healthy");
     Service { child, url, ca }
 }
 

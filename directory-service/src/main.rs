@@ -30,13 +30,7 @@ enum Command {
         data_dir: PathBuf,
     },
     /// Check a running service over grpc.health.v1 (exit 0 when SERVING); for container healthchecks.
-    Health {
-        #[arg(long, default_value = "https://localhost:50051")]
-        url: String,
-        /// CA certificate that signed the service's certificate.
-        #[arg(long, env = "SVS_CA", default_value = "./data/tls/ca.pem")]
-        ca: PathBuf,
-    },
+    Health(svs_common::client::HealthArgs),
 }
 
 #[tokio::main]
@@ -57,19 +51,7 @@ async fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Some(Command::Health { url, ca }) => {
-            let ca = ca.exists().then_some(ca);
-            match svs_common::client::health_check(&url, ca.as_deref(), "").await {
-                Ok(()) => {
-                    println!("SERVING");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Some(Command::Health(args)) => args.run("https://localhost:50051").await,
         None => {
             let config = cli.config;
             svs_common::client::init_logging(config.log_json);

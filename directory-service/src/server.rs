@@ -16,7 +16,6 @@ use svs_common::tls;
 use svs_common::token::TokenIssuer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
 
 /// Methods callable without a token.
 pub const OPEN_METHODS: &[&str] = &[
@@ -92,29 +91,28 @@ pub async fn run(
         async move {
             shutdown.await;
             tracing::info!("shutting down: health NOT_SERVING, ending streams");
-            health_reporter
-                .set_not_serving::<DirectoryServer<DirectoryService>>()
-                .await;
-            health_reporter
-                .set_service_status("", tonic_health::ServingStatus::NotServing)
-                .await;
+            svs_common::serve::mark_not_serving::<DirectoryServer<DirectoryService>>(
+                &health_reporter,
+            )
+            .await;
             directory.shutdown();
             stop.cancel();
         }
     };
-    let serve = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(limits.keepalive_secs)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(limits.keepalive_timeout_secs)))
-        .timeout(Duration::from_secs(limits.request_timeout_secs))
-        .layer(AuthLayer::new(verifier, OPEN_METHODS))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(
-            DirectoryServer::new(DirectoryService::new(directory.clone()))
-                .max_decoding_message_size(limits.max_request_bytes),
-        )
-        .serve_with_incoming_shutdown(incoming(listener, accept, stop.clone()), on_shutdown);
+    let serve = svs_common::serve::server_builder(
+        Duration::from_secs(limits.keepalive_secs),
+        Duration::from_secs(limits.keepalive_timeout_secs),
+        Duration::from_secs(limits.request_timeout_secs),
+    )
+    .layer(AuthLayer::new(verifier, OPEN_METHODS))
+    .add_service(health_service)
+    .add_service(reflection_v1)
+    .add_service(reflection_v1alpha)
+    .add_service(
+        DirectoryServer::new(DirectoryService::new(directory.clone()))
+            .max_decoding_message_size(limits.max_request_bytes),
+    )
+    .serve_with_incoming_shutdown(incoming(listener, accept, stop.clone()), on_shutdown);
     let result = svs_common::serve::with_bounded_drain(
         serve,
         stop.clone(),

@@ -65,16 +65,9 @@ async fn start(data: &Path, videos: &Path) -> Service {
         .expect("start stream-service");
     let url = format!("https://localhost:{port}");
     let ca = data.join("tls/ca.pem");
-    for _ in 0..400 {
-        if ca.exists()
-            && svs_common::client::health_check(&url, Some(&ca), "")
-                .await
-                .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    svs_common::client::wait_healthy(&url, Some(&ca), Duration::from_secs(10))
+        .await
+        .expect("service became healthy");
     Service {
         child,
         url,

@@ -237,9 +237,13 @@ impl FrameCache {
     }
 
     fn build(self: &Arc<Self>, stem: String, source: Source) -> Arc<Frames> {
-        self.encodes.fetch_add(1, Ordering::Relaxed);
+        let build_number = self.encodes.fetch_add(1, Ordering::Relaxed);
         let (frames_path, index_path) = self.paths(&stem);
-        let tmp_path = self.dir.join(format!(".{stem}.frames.tmp"));
+        // Each build writes its own temporary file: a rebuild never touches another's.
+        let tmp_path = self.dir.join(format!(
+            ".{stem}.{}.{build_number}.frames.tmp",
+            std::process::id()
+        ));
         let created = File::create(&tmp_path).and_then(|w| Ok((w, File::open(&tmp_path)?)));
         let (writer, reader) = match created {
             Ok(pair) => pair,
@@ -280,7 +284,7 @@ impl FrameCache {
                     let secs = started.elapsed().as_secs_f64();
                     tracing::info!(%stem, frames = count, fps = count as f64 / secs.max(1e-9), "frame cache built");
                     cache.remove_stale_versions(&stem);
-                    cache.evict();
+                    cache.evict(Some(&stem));
                 }
                 Err(e) => {
                     tracing::warn!(%stem, error = %e, "frame cache build failed");
@@ -335,8 +339,8 @@ impl FrameCache {
     }
 
     /// Removes least recently used renditions until the cache fits its cap. Renditions being
-    /// played or built stay.
-    pub fn evict(&self) {
+    /// played or built stay, and so does `keep` (the one just built).
+    pub fn evict(&self, keep: Option<&str>) {
         let mut files = self.cached_files();
         let mut total: u64 = files.iter().map(|(_, m)| m.len()).sum();
         if total <= self.max_bytes {
@@ -358,9 +362,10 @@ impl FrameCache {
             if total <= self.max_bytes {
                 break;
             }
-            let busy = entries
-                .get(&stem)
-                .is_some_and(|f| Arc::strong_count(f) > 1 || f.is_building());
+            let busy = keep == Some(stem.as_str())
+                || entries
+                    .get(&stem)
+                    .is_some_and(|f| Arc::strong_count(f) > 1 || f.is_building());
             if busy {
                 continue;
             }

@@ -44,13 +44,8 @@ enum Command {
         #[arg(long, env = "SVS_VIDEOS", default_value = "./videos")]
         videos: PathBuf,
     },
-    /// Check a running service over grpc.health.v1 (exit 0 when SERVING).
-    Health {
-        #[arg(long, default_value = "https://localhost:50052")]
-        url: String,
-        #[arg(long, env = "SVS_CA", default_value = "./data/tls/ca.pem")]
-        ca: PathBuf,
-    },
+    /// Check a running service over grpc.health.v1 (exit 0 when SERVING); for container healthchecks.
+    Health(svs_common::client::HealthArgs),
 }
 
 fn finish(result: Result<String, String>) -> ExitCode {
@@ -100,15 +95,7 @@ async fn main() -> ExitCode {
                     .map_err(|e| e.to_string()),
             )
         }
-        Some(Command::Health { url, ca }) => {
-            let ca = ca.exists().then_some(ca);
-            finish(
-                svs_common::client::health_check(&url, ca.as_deref(), "")
-                    .await
-                    .map(|()| "SERVING".to_string())
-                    .map_err(|e| e.to_string()),
-            )
-        }
+        Some(Command::Health(args)) => args.run("https://localhost:50052").await,
         None => {
             let config = cli.config;
             svs_common::client::init_logging(config.log_json);

@@ -16,7 +16,6 @@ use svs_common::serve::{AcceptConfig, incoming};
 use svs_common::token::TokenVerifier;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
 
 /// Waits for directory-service to write its public token key, then loads it.
 async fn token_verifier(config: &Config) -> Result<TokenVerifier, Error> {
@@ -112,11 +111,7 @@ pub async fn run(
         async move {
             shutdown.await;
             tracing::info!("shutting down: health NOT_SERVING, ending playbacks");
-            health_reporter
-                .set_not_serving::<StreamServer<StreamService>>()
-                .await;
-            health_reporter
-                .set_service_status("", tonic_health::ServingStatus::NotServing)
+            svs_common::serve::mark_not_serving::<StreamServer<StreamService>>(&health_reporter)
                 .await;
             stop.cancel();
         }
@@ -124,20 +119,21 @@ pub async fn run(
     if let Some(ready) = ready {
         let _ = ready.send(shared.clone());
     }
-    let serve = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(limits.keepalive_secs)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(limits.keepalive_timeout_secs)))
-        .timeout(Duration::from_secs(limits.request_timeout_secs))
-        .layer(AuthLayer::new(verifier, &[]))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(
-            StreamServer::new(StreamService::new(shared))
-                .max_encoding_message_size(limits.max_frame_bytes)
-                .max_decoding_message_size(64 * 1024),
-        )
-        .serve_with_incoming_shutdown(incoming(listener, accept, stop.clone()), on_shutdown);
+    let serve = svs_common::serve::server_builder(
+        Duration::from_secs(limits.keepalive_secs),
+        Duration::from_secs(limits.keepalive_timeout_secs),
+        Duration::from_secs(limits.request_timeout_secs),
+    )
+    .layer(AuthLayer::new(verifier, &[]))
+    .add_service(health_service)
+    .add_service(reflection_v1)
+    .add_service(reflection_v1alpha)
+    .add_service(
+        StreamServer::new(StreamService::new(shared))
+            .max_encoding_message_size(limits.max_frame_bytes)
+            .max_decoding_message_size(64 * 1024),
+    )
+    .serve_with_incoming_shutdown(incoming(listener, accept, stop.clone()), on_shutdown);
     let result = svs_common::serve::with_bounded_drain(
         serve,
         stop.clone(),

@@ -49,17 +49,7 @@ impl TestDirectory {
         }));
         let url = format!("https://localhost:{port}");
         let ca = data_dir.join("tls/ca.pem");
-        for _ in 0..200 {
-            if ca.exists()
-                && svs_common::client::health_check(&url, Some(&ca), "")
-                    .await
-                    .is_ok()
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        svs_common::client::health_check(&url, Some(&ca), "")
+        svs_common::client::wait_healthy(&url, Some(&ca), Duration::from_secs(10))
             .await
             .expect("directory became healthy");
         Self {
@@ -143,7 +133,7 @@ impl TestStream {
         let handle = ready_rx.await.expect("stream-service started");
         let url = format!("https://localhost:{port}");
         let ca = data_dir.join("tls/ca.pem");
-        svs_common::client::health_check(&url, Some(&ca), "")
+        svs_common::client::wait_healthy(&url, Some(&ca), Duration::from_secs(10))
             .await
             .expect("stream-service healthy");
         Self {

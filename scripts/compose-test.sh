@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# End-to-end test of the container setup: builds the images (building local base images first
+# where they cannot be pulled), runs `docker compose up -d`, waits for both healthchecks,
+# registers two clients over the compose network, exchanges a message, plays the demo headless,
+# and removes every container and volume it made.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+compose() {
+  if docker compose version >/dev/null 2>&1; then docker compose "$@"; else docker-compose "$@"; fi
+}
+export COMPOSE_PROJECT_NAME="svs-compose-test"
+work="$(mktemp -d)"
+cleanup() {
+  status=$?
+  if [ "$status" -ne 0 ]; then
+    echo "--- compose logs (failure) ---"
+    compose logs --no-color --tail=80 2>/dev/null || true
+  fi
+  compose --profile cli down --volumes --remove-orphans >/dev/null 2>&1 || true
+  rm -rf "$work"
+  exit "$status"
+}
+trap cleanup EXIT
+
+for image in rust:1-bookworm debian:bookworm-slim; do
+  if ! docker image inspect "$image" >/dev/null 2>&1 && ! docker pull -q "$image" >/dev/null 2>&1; then
+    echo "cannot pull $image: building local base images from Debian packages"
+    ./scripts/build-local-base-images.sh
+    break
+  fi
+done
+
+echo "building images"
+compose --profile cli build -q
+echo "starting"
+compose up -d
+
+healthy() { [ "$(docker inspect --format '{{.State.Health.Status}}' "$(compose ps -q "$1")" 2>/dev/null)" = healthy ]; }
+for _ in $(seq 1 120); do
+  if healthy directory-service && healthy stream-service; then break; fi
+  sleep 1
+done
+healthy directory-service && healthy stream-service || { echo "services did not become healthy"; exit 1; }
+echo "both services healthy"
+
+cli() { compose --profile cli run --rm -T -e SVS_HOME="/home/svs/$1" cli --name "$@"; }
+cli bob listen --count 1 --timeout 90 --json >"$work/bob.out" 2>"$work/bob.err" &
+listener=$!
+for _ in $(seq 1 60); do
+  if cli alice who --json 2>/dev/null | grep -q '"bob"'; then break; fi
+  sleep 1
+done
+cli alice send --to bob "hello over compose"
+wait "$listener"
+grep -q '"text":"hello over compose"' "$work/bob.out" || { echo "bob did not receive the message"; cat "$work/bob.out" "$work/bob.err"; exit 1; }
+echo "message delivered"
+
+summary="$(cli alice play demo --headless --json --resolution 240p | tail -n 1)"
+echo "$summary"
+echo "$summary" | grep -q '"frames_decoded":[1-9]' || { echo "no frames decoded"; exit 1; }
+echo "compose test passed"
