@@ -23,6 +23,8 @@ pub enum Error {
     Crypto(String),
     #[error("TLS setup: {0}")]
     Tls(String),
+    #[error("gRPC reflection setup: {0}")]
+    Reflection(String),
     #[error("cannot reach {url}: {reason}")]
     Connect { url: String, reason: String },
     #[error("{context}: {source}")]

@@ -178,7 +178,7 @@ async fn handshake(
 
 /// gRPC reflection for every svs proto and grpc.health.v1, in both protocol versions (grpcurl
 /// 1.8.7 and older speak only v1alpha).
-pub fn reflection() -> Result<
+fn reflection() -> Result<
     (
         tonic_reflection::server::v1::ServerReflectionServer<
             impl tonic_reflection::server::v1::ServerReflection,
@@ -218,16 +218,65 @@ pub async fn with_bounded_drain(
     }
 }
 
-/// A tonic server builder with the keepalive and unary-timeout settings both services use.
-pub fn server_builder(
-    keepalive: Duration,
-    keepalive_timeout: Duration,
-    request_timeout: Duration,
-) -> tonic::transport::Server {
-    tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(keepalive))
-        .http2_keepalive_timeout(Some(keepalive_timeout))
-        .timeout(request_timeout)
+/// Connection settings both services take, as flags with environment fallbacks.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectionOptions {
+    /// Connections open at once; more are closed on accept.
+    #[arg(long, env = "SVS_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Seconds a unary call may take.
+    #[arg(long, env = "SVS_REQUEST_TIMEOUT_SECS", default_value_t = 10)]
+    pub request_timeout_secs: u64,
+    /// Seconds between HTTP/2 keepalive pings; a peer silent for this plus the keepalive timeout
+    /// is disconnected.
+    #[arg(long, env = "SVS_KEEPALIVE_SECS", default_value_t = 10)]
+    pub keepalive_secs: u64,
+    /// Seconds to wait for a keepalive answer.
+    #[arg(long, env = "SVS_KEEPALIVE_TIMEOUT_SECS", default_value_t = 20)]
+    pub keepalive_timeout_secs: u64,
+    /// Seconds to wait for open calls to finish on shutdown.
+    #[arg(long, env = "SVS_DRAIN_SECS", default_value_t = 5)]
+    pub drain_secs: u64,
+}
+
+/// What every svs server has before its own service: keepalive and unary timeout, the token
+/// layer, grpc.health.v1 and reflection (v1 and v1alpha). Returns the router and the health
+/// reporter (the caller marks its service SERVING).
+pub fn base_router(
+    options: &ConnectionOptions,
+    auth: crate::auth::AuthLayer,
+) -> Result<
+    (
+        tonic::transport::server::Router<
+            tower::layer::util::Stack<crate::auth::AuthLayer, tower::layer::util::Identity>,
+        >,
+        tonic_health::server::HealthReporter,
+    ),
+    crate::Error,
+> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let (reflection_v1, reflection_v1alpha) = reflection()?;
+    let router = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(options.keepalive_secs)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(options.keepalive_timeout_secs)))
+        .timeout(Duration::from_secs(options.request_timeout_secs))
+        .layer(auth)
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    Ok((router, reporter))
+}
+
+/// Accept settings for `incoming` from the connection options.
+pub fn accept_config(
+    options: &ConnectionOptions,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> AcceptConfig {
+    AcceptConfig {
+        tls,
+        max_connections: options.max_connections,
+        handshake_timeout: Duration::from_secs(10),
+    }
 }
 
 /// Marks the whole server and `S` NOT_SERVING (first step of shutdown).

@@ -18,6 +18,8 @@ pub struct Config {
     pub tls: svs_common::tls::TlsOptions,
     #[command(flatten)]
     pub limits: Limits,
+    #[command(flatten)]
+    pub connections: svs_common::serve::ConnectionOptions,
     /// Emit logs as JSON lines (filter with RUST_LOG).
     #[arg(long, env = "SVS_LOG_JSON")]
     pub log_json: bool,
@@ -54,9 +56,6 @@ pub struct Limits {
     /// Messages one session may send in a burst.
     #[arg(long, env = "SVS_SEND_BURST", default_value_t = 200.0)]
     pub send_burst: f64,
-    /// Connections open at once.
-    #[arg(long, env = "SVS_MAX_CONNECTIONS", default_value_t = 10_000)]
-    pub max_connections: usize,
     /// Registration challenges outstanding at once.
     #[arg(long, env = "SVS_MAX_PENDING_CHALLENGES", default_value_t = 10_000)]
     pub max_pending_challenges: usize,
@@ -69,22 +68,9 @@ pub struct Limits {
     /// Seconds a session without a subscription stays online without any call.
     #[arg(long, env = "SVS_IDLE_SESSION_SECS", default_value_t = 60)]
     pub idle_session_secs: u64,
-    /// Seconds a unary call may take.
-    #[arg(long, env = "SVS_REQUEST_TIMEOUT_SECS", default_value_t = 10)]
-    pub request_timeout_secs: u64,
-    /// Seconds between HTTP/2 keepalive pings; a peer silent for this plus the keepalive timeout
-    /// is disconnected.
-    #[arg(long, env = "SVS_KEEPALIVE_SECS", default_value_t = 10)]
-    pub keepalive_secs: u64,
-    /// Seconds to wait for a keepalive answer.
-    #[arg(long, env = "SVS_KEEPALIVE_TIMEOUT_SECS", default_value_t = 20)]
-    pub keepalive_timeout_secs: u64,
     /// Largest accepted difference between a message timestamp and the service clock, in seconds.
     #[arg(long, env = "SVS_MAX_CLOCK_SKEW_SECS", default_value_t = 300)]
     pub max_clock_skew_secs: u64,
-    /// Seconds to wait for open calls to finish on shutdown.
-    #[arg(long, env = "SVS_DRAIN_SECS", default_value_t = 5)]
-    pub drain_secs: u64,
 }
 
 impl Limits {

@@ -100,6 +100,16 @@ struct State {
     challenges: HashMap<[u8; CHALLENGE_LEN], Challenge>,
 }
 
+impl State {
+    /// The session a call belongs to, if it is still the live one for its name.
+    fn live(&mut self, session: &SessionRef) -> Result<&mut Session, Error> {
+        self.sessions
+            .get_mut(&session.canonical)
+            .filter(|s| s.id == session.id)
+            .ok_or_else(|| Error::Unauthenticated("this session has ended; register again".into()))
+    }
+}
+
 /// A fresh challenge for the client to sign.
 pub struct IssuedChallenge {
     pub challenge: [u8; CHALLENGE_LEN],
@@ -364,13 +374,7 @@ impl Directory {
         });
         let mut state = self.state();
         let snapshot = snapshot_locked(&state);
-        let live = state
-            .sessions
-            .get_mut(&session.canonical)
-            .filter(|s| s.id == session.id)
-            .ok_or_else(|| {
-                Error::Unauthenticated("this session has ended; register again".into())
-            })?;
+        let live = state.live(session)?;
         if let Some(old) = live.subscriber.replace(subscriber.clone()) {
             old.close(Status::aborted(
                 "replaced by a newer subscription of this session",
@@ -417,10 +421,13 @@ impl Directory {
         session_id: [u8; 16],
         reason: LeaveReason,
     ) {
-        let Some(session) = state.sessions.get(canonical).filter(|s| s.id == session_id) else {
+        if state
+            .sessions
+            .get(canonical)
+            .is_none_or(|s| s.id != session_id)
+        {
             return;
-        };
-        let _ = session;
+        }
         let session = state.sessions.remove(canonical).expect("checked above");
         if let Some(sub) = &session.subscriber {
             sub.close(reason.final_status());
@@ -516,19 +523,19 @@ impl Directory {
             ),
             other => other.into(),
         })?;
-        // Owners of offline recipients, looked up before taking the lock.
-        let mut owners = HashMap::new();
+        // Recipients not online: whether anyone owns the name is read from disk outside the lock.
+        let mut not_online = HashSet::new();
         {
             let state = self.state();
             for r in &header.recipients {
                 let canonical = names::canonical(&r.name);
                 if !state.sessions.contains_key(&canonical) {
-                    owners.insert(canonical, ());
+                    not_online.insert(canonical);
                 }
             }
         }
         let mut known_offline = HashSet::new();
-        for canonical in owners.keys() {
+        for canonical in &not_online {
             if self.store.owner(canonical)?.is_some() {
                 known_offline.insert(canonical.clone());
             }
@@ -537,13 +544,7 @@ impl Directory {
         let event_size = envelope_bytes(&envelope);
         let shared = event(event::Kind::Envelope(envelope));
         let mut state = self.state();
-        let sender = state
-            .sessions
-            .get_mut(&session.canonical)
-            .filter(|s| s.id == session.id)
-            .ok_or_else(|| {
-                Error::Unauthenticated("this session has ended; register again".into())
-            })?;
+        let sender = state.live(session)?;
         if !self.take_send_token(sender) {
             return Err(Error::ResourceExhausted(format!(
                 "sending too fast: the limit is {} messages per second (bursts of {})",
@@ -629,15 +630,7 @@ impl Directory {
             )));
         }
         let mut state = self.state();
-        let Some(me) = state
-            .sessions
-            .get_mut(&session.canonical)
-            .filter(|s| s.id == session.id)
-        else {
-            return Err(Error::Unauthenticated(
-                "this session has ended; register again".into(),
-            ));
-        };
+        let me = state.live(session)?;
         let my_name = me.peer.name.clone();
         let senders: Vec<([u8; 16], SenderRef)> = message_ids
             .iter()

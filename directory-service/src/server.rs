@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use svs_common::auth::AuthLayer;
 use svs_common::proto::directory::directory_server::DirectoryServer;
-use svs_common::serve::{AcceptConfig, incoming};
+use svs_common::serve::incoming;
 use svs_common::tls;
 use svs_common::token::TokenIssuer;
 use tokio::net::TcpListener;
@@ -56,11 +56,12 @@ pub async fn run(
     let store = NameStore::open(&paths.names_db)?;
     let directory = Arc::new(Directory::new(store, tokens, limits.clone()));
 
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let connections = &config.connections;
+    let (router, health_reporter) =
+        svs_common::serve::base_router(connections, AuthLayer::new(verifier, OPEN_METHODS))?;
     health_reporter
         .set_serving::<DirectoryServer<DirectoryService>>()
         .await;
-    let (reflection_v1, reflection_v1alpha) = svs_common::serve::reflection()?;
 
     let stop = CancellationToken::new();
     let sweeper = {
@@ -79,11 +80,7 @@ pub async fn run(
 
     let local = listener.local_addr().ok();
     tracing::info!(address = ?local, tls = tls_config.is_some(), "directory-service listening");
-    let accept = AcceptConfig {
-        tls: tls_config,
-        max_connections: limits.max_connections,
-        handshake_timeout: Duration::from_secs(10),
-    };
+    let accept = svs_common::serve::accept_config(connections, tls_config);
     let on_shutdown = {
         let stop = stop.clone();
         let directory = directory.clone();
@@ -99,24 +96,16 @@ pub async fn run(
             stop.cancel();
         }
     };
-    let serve = svs_common::serve::server_builder(
-        Duration::from_secs(limits.keepalive_secs),
-        Duration::from_secs(limits.keepalive_timeout_secs),
-        Duration::from_secs(limits.request_timeout_secs),
-    )
-    .layer(AuthLayer::new(verifier, OPEN_METHODS))
-    .add_service(health_service)
-    .add_service(reflection_v1)
-    .add_service(reflection_v1alpha)
-    .add_service(
-        DirectoryServer::new(DirectoryService::new(directory.clone()))
-            .max_decoding_message_size(limits.max_request_bytes),
-    )
-    .serve_with_incoming_shutdown(incoming(listener, accept, stop.clone()), on_shutdown);
+    let serve = router
+        .add_service(
+            DirectoryServer::new(DirectoryService::new(directory.clone()))
+                .max_decoding_message_size(limits.max_request_bytes),
+        )
+        .serve_with_incoming_shutdown(incoming(listener, accept, stop.clone()), on_shutdown);
     let result = svs_common::serve::with_bounded_drain(
         serve,
         stop.clone(),
-        Duration::from_secs(limits.drain_secs),
+        Duration::from_secs(connections.drain_secs),
     )
     .await
     .map_err(Error::from);

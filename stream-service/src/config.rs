@@ -26,6 +26,8 @@ pub struct Config {
     pub tls: svs_common::tls::TlsOptions,
     #[command(flatten)]
     pub limits: Limits,
+    #[command(flatten)]
+    pub connections: svs_common::serve::ConnectionOptions,
     /// Emit logs as JSON lines (filter with RUST_LOG).
     #[arg(long, env = "SVS_LOG_JSON")]
     pub log_json: bool,
@@ -63,25 +65,10 @@ pub struct Limits {
     /// Largest message sent (a 1440p JPEG frame is typically 0.2-1 MB).
     #[arg(long, env = "SVS_MAX_FRAME_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_frame_bytes: usize,
-    /// Connections open at once.
-    #[arg(long, env = "SVS_MAX_CONNECTIONS", default_value_t = 10_000)]
-    pub max_connections: usize,
     /// Seconds between rescans of the videos directory.
     #[arg(long, env = "SVS_RESCAN_SECS", default_value_t = 2)]
     pub rescan_secs: u64,
-    /// Seconds a unary call may take.
-    #[arg(long, env = "SVS_REQUEST_TIMEOUT_SECS", default_value_t = 10)]
-    pub request_timeout_secs: u64,
-    /// Seconds between HTTP/2 keepalive pings.
-    #[arg(long, env = "SVS_KEEPALIVE_SECS", default_value_t = 10)]
-    pub keepalive_secs: u64,
-    /// Seconds to wait for a keepalive answer.
-    #[arg(long, env = "SVS_KEEPALIVE_TIMEOUT_SECS", default_value_t = 20)]
-    pub keepalive_timeout_secs: u64,
     /// Seconds to wait at start for directory-service to write its public token key.
     #[arg(long, env = "SVS_TOKEN_KEY_WAIT_SECS", default_value_t = 30)]
     pub token_key_wait_secs: u64,
-    /// Seconds to wait for open calls to finish on shutdown.
-    #[arg(long, env = "SVS_DRAIN_SECS", default_value_t = 5)]
-    pub drain_secs: u64,
 }

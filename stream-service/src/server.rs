@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use svs_common::auth::AuthLayer;
 use svs_common::proto::stream::stream_server::StreamServer;
-use svs_common::serve::{AcceptConfig, incoming};
+use svs_common::serve::incoming;
 use svs_common::token::TokenVerifier;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -94,17 +94,14 @@ pub async fn run(
         })
     };
 
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let connections = &config.connections;
+    let (router, health_reporter) =
+        svs_common::serve::base_router(connections, AuthLayer::new(verifier, &[]))?;
     health_reporter
         .set_serving::<StreamServer<StreamService>>()
         .await;
-    let (reflection_v1, reflection_v1alpha) = svs_common::serve::reflection()?;
     tracing::info!(address = ?listener.local_addr().ok(), tls = tls_config.is_some(), "stream-service listening");
-    let accept = AcceptConfig {
-        tls: tls_config,
-        max_connections: limits.max_connections,
-        handshake_timeout: Duration::from_secs(10),
-    };
+    let accept = svs_common::serve::accept_config(connections, tls_config);
     let on_shutdown = {
         let stop = stop.clone();
         let health_reporter = health_reporter.clone();
@@ -119,25 +116,17 @@ pub async fn run(
     if let Some(ready) = ready {
         let _ = ready.send(shared.clone());
     }
-    let serve = svs_common::serve::server_builder(
-        Duration::from_secs(limits.keepalive_secs),
-        Duration::from_secs(limits.keepalive_timeout_secs),
-        Duration::from_secs(limits.request_timeout_secs),
-    )
-    .layer(AuthLayer::new(verifier, &[]))
-    .add_service(health_service)
-    .add_service(reflection_v1)
-    .add_service(reflection_v1alpha)
-    .add_service(
-        StreamServer::new(StreamService::new(shared))
-            .max_encoding_message_size(limits.max_frame_bytes)
-            .max_decoding_message_size(64 * 1024),
-    )
-    .serve_with_incoming_shutdown(incoming(listener, accept, stop.clone()), on_shutdown);
+    let serve = router
+        .add_service(
+            StreamServer::new(StreamService::new(shared))
+                .max_encoding_message_size(limits.max_frame_bytes)
+                .max_decoding_message_size(64 * 1024),
+        )
+        .serve_with_incoming_shutdown(incoming(listener, accept, stop.clone()), on_shutdown);
     let result = svs_common::serve::with_bounded_drain(
         serve,
         stop.clone(),
-        Duration::from_secs(limits.drain_secs),
+        Duration::from_secs(connections.drain_secs),
     )
     .await
     .map_err(Error::from);
