@@ -96,7 +96,7 @@ impl Inbox {
             .peers
             .into_iter()
             .map(|p| {
-                let check = pin(pins, &p);
+                let check = self.pin(pins, &p);
                 (p, check)
             })
             .collect();
@@ -116,7 +116,7 @@ impl Inbox {
                 let Some(peer) = j.peer else { return vec![] };
                 self.roster
                     .insert(names::canonical(&peer.name), peer.clone());
-                let check = pin(pins, &peer);
+                let check = self.pin(pins, &peer);
                 let mut out = vec![Incoming::Joined(peer, check)];
                 if gap {
                     out.push(Incoming::ResyncNeeded);
@@ -147,6 +147,18 @@ impl Inbox {
                 reason: u.reason,
             }],
         }
+    }
+
+    /// Checks a peer's key against its pin (pinning on first sight). Your own key is not pinned:
+    /// it is yours. A pin file that cannot be written is reported as a changed key, the safe side.
+    fn pin(&self, pins: &mut KnownPeers, peer: &Peer) -> PinCheck {
+        if names::canonical(&peer.name) == names::canonical(&self.my_name) {
+            return PinCheck::Matches;
+        }
+        pins.check(&peer.name, &peer.public_key_der)
+            .unwrap_or_else(|e| PinCheck::Changed {
+                pinned: format!("unknown ({e})"),
+            })
     }
 
     fn open(&mut self, envelope: &Envelope, pins: &mut KnownPeers) -> Incoming {
@@ -214,9 +226,4 @@ impl Inbox {
             warning,
         })
     }
-}
-
-fn pin(pins: &mut KnownPeers, peer: &Peer) -> PinCheck {
-    pins.check(&peer.name, &peer.public_key_der)
-        .unwrap_or(PinCheck::Matches)
 }
