@@ -111,7 +111,25 @@ fn view_loop(
     if window {
         highgui::named_window("svs", highgui::WINDOW_AUTOSIZE).map_err(cv)?;
     }
-    while let Some(item) = frames.blocking_recv() {
+    loop {
+        let item = if window {
+            // Keep the window responsive (and its keys read) while no frames come, e.g. paused.
+            match frames.try_recv() {
+                Ok(item) => item,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if let Some(key) = key_for(highgui::wait_key(15).map_err(cv)?) {
+                        let _ = keys.send(key);
+                    }
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            }
+        } else {
+            match frames.blocking_recv() {
+                Some(item) => item,
+                None => break,
+            }
+        };
         let mat = imgcodecs::imdecode(
             &Vector::<u8>::from_slice(&item.jpeg),
             imgcodecs::IMREAD_COLOR,
