@@ -66,6 +66,8 @@ pub struct Inbox {
     version: u64,
     roster: BTreeMap<String, Peer>,
     history: HashMap<String, SenderHistory>,
+    /// Pages of a snapshot still being received.
+    snapshot_pages: Vec<Peer>,
 }
 
 impl Inbox {
@@ -76,6 +78,7 @@ impl Inbox {
             version: 0,
             roster: BTreeMap::new(),
             history: HashMap::new(),
+            snapshot_pages: Vec::new(),
         }
     }
 
@@ -109,7 +112,15 @@ impl Inbox {
             return vec![];
         };
         match kind {
-            event::Kind::Snapshot(s) => self.resync(s, pins),
+            event::Kind::Snapshot(mut page) => {
+                // A subscription's snapshot arrives in pages; apply it once complete.
+                self.snapshot_pages.append(&mut page.peers);
+                if page.more {
+                    return vec![];
+                }
+                page.peers = std::mem::take(&mut self.snapshot_pages);
+                self.resync(page, pins)
+            }
             event::Kind::Joined(j) => {
                 let gap = j.version != self.version + 1;
                 self.version = j.version;
@@ -225,5 +236,47 @@ impl Inbox {
             time: header.timestamp_ms,
             warning,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use svs_common::proto::directory::ListPeersResponse;
+
+    fn page(names: &[&str], more: bool) -> Event {
+        let peers = names
+            .iter()
+            .map(|n| Peer {
+                name: n.to_string(),
+                public_key_der: bytes::Bytes::from(n.as_bytes().to_vec()),
+                fingerprint: String::new(),
+                online_since_ms: 0,
+            })
+            .collect();
+        Event {
+            kind: Some(event::Kind::Snapshot(ListPeersResponse {
+                version: 7,
+                peers,
+                more,
+            })),
+        }
+    }
+
+    #[test]
+    fn a_paged_snapshot_is_applied_once_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pins = KnownPeers::load(dir.path().join("known_peers")).unwrap();
+        let key = svs_common::identity::generate(2048).unwrap();
+        let mut inbox = Inbox::new("me".into(), Arc::new(key));
+        assert!(inbox.handle(page(&["a", "b"], true), &mut pins).is_empty());
+        assert!(
+            inbox.online().is_empty(),
+            "nothing applied before the last page"
+        );
+        let done = inbox.handle(page(&["c"], false), &mut pins);
+        assert!(matches!(&done[..], [Incoming::Roster(peers)] if peers.len() == 3));
+        let names: Vec<String> = inbox.online().into_iter().map(|p| p.name).collect();
+        assert_eq!(names, ["a", "b", "c"]);
     }
 }

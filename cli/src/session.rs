@@ -254,6 +254,27 @@ impl Session {
         }
     }
 
+    /// Processes events until the subscription's snapshot (possibly several pages) is complete;
+    /// returns what arrived meanwhile, the roster included.
+    pub async fn await_roster(
+        &mut self,
+        stream: &mut Streaming<Event>,
+        inbox: &mut Inbox,
+    ) -> Result<Vec<Incoming>, CliError> {
+        let mut seen = Vec::new();
+        loop {
+            let items = self
+                .next_incoming(stream, inbox)
+                .await?
+                .ok_or_else(|| CliError::Refused("the directory ended the stream".into()))?;
+            let done = items.iter().any(|i| matches!(i, Incoming::Roster(_)));
+            seen.extend(items);
+            if done {
+                return Ok(seen);
+            }
+        }
+    }
+
     /// Acknowledges an envelope before opening it, interprets the event, and resyncs the roster
     /// when presence events were missed.
     pub async fn process(

@@ -25,11 +25,7 @@ impl Client {
         let mut session = dir.register(name, home).await;
         let mut stream = session.subscribe().await.unwrap();
         let mut inbox = session.inbox();
-        let first = session
-            .next_incoming(&mut stream, &mut inbox)
-            .await
-            .unwrap()
-            .unwrap();
+        let first = session.await_roster(&mut stream, &mut inbox).await.unwrap();
         assert!(
             matches!(first[0], Incoming::Roster(_)),
             "snapshot comes first"

@@ -343,7 +343,13 @@ async fn main() {
     println!(
         "directory relay benchmark (2-core machine, load generator on the same machine, TLS on loopback)"
     );
-    for subscribers in [100, 1000] {
+    let only: Option<usize> = std::env::var("SVS_BENCH_SUBSCRIBERS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    for subscribers in [100, 1000]
+        .into_iter()
+        .filter(|n| only.is_none_or(|o| o == *n))
+    {
         run(subscribers, 1, 8000 / scale, &key, &spki).await;
         run(subscribers, 16, 2000 / scale, &key, &spki).await;
     }

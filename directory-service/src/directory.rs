@@ -28,6 +28,10 @@ use tonic::Status;
 const RECENT_IDS: usize = 4096;
 /// Most ids in one Ack call.
 pub const MAX_ACK_IDS: usize = 4096;
+/// Peers per snapshot page in a subscription. Each stream keeps an encode buffer as large as the
+/// largest message it sent, so one 1,000-peer snapshot would cost every subscriber ~400 KB for
+/// the life of its stream; pages keep that to ~25 KB.
+pub const SNAPSHOT_PAGE: usize = 64;
 
 /// Why a session ended, as announced to everyone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -380,7 +384,20 @@ impl Directory {
                 "replaced by a newer subscription of this session",
             ));
         }
-        subscriber.push_control(event(event::Kind::Snapshot(snapshot)));
+        // Pages of at most SNAPSHOT_PAGE peers; an empty directory is one empty page.
+        let pages: Vec<&[Peer]> = if snapshot.peers.is_empty() {
+            vec![&[]]
+        } else {
+            snapshot.peers.chunks(SNAPSHOT_PAGE).collect()
+        };
+        let last = pages.len() - 1;
+        for (n, page) in pages.into_iter().enumerate() {
+            subscriber.push_control(event(event::Kind::Snapshot(ListPeersResponse {
+                version: snapshot.version,
+                peers: page.to_vec(),
+                more: n < last,
+            })));
+        }
         Ok((subscriber, outbox))
     }
 
@@ -717,6 +734,7 @@ fn snapshot_locked(state: &State) -> ListPeersResponse {
     ListPeersResponse {
         version: state.version,
         peers,
+        more: false,
     }
 }
 

@@ -75,8 +75,8 @@ pub async fn send_and_wait(
     text: &str,
 ) -> Result<(), CliError> {
     let mut inbox = session.inbox();
-    // The first event is the snapshot of who is online.
-    session.next_incoming(stream, &mut inbox).await?;
+    // The subscription starts with the snapshot of who is online.
+    session.await_roster(stream, &mut inbox).await?;
     let online = inbox.online();
     let me = svs_common::names::canonical(&session.name);
     let wanted: Vec<String> = if args.all {
