@@ -517,3 +517,62 @@ async fn a_changed_key_is_flagged_and_blocks_sending_until_trusted() {
 fn outcome_names_are_stable() {
     assert_eq!(Outcome::QueueFull.as_str_name(), "OUTCOME_QUEUE_FULL");
 }
+
+/// Forwards TCP to `target` until frozen; then it stops moving bytes without closing anything,
+/// like a peer whose network vanished.
+async fn freezable_proxy(target: u16) -> (u16, tokio_util::sync::CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let freeze = tokio_util::sync::CancellationToken::new();
+    let frozen = freeze.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let frozen = frozen.clone();
+            tokio::spawn(async move {
+                let mut outbound = tokio::net::TcpStream::connect(("127.0.0.1", target))
+                    .await
+                    .unwrap();
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = frozen.cancelled() => {
+                        // Hold both sockets open and silent.
+                        std::future::pending::<()>().await;
+                    }
+                }
+            });
+        }
+    });
+    (port, freeze)
+}
+
+#[tokio::test]
+async fn a_silently_vanished_client_is_detected_by_keepalive_and_announced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TestDirectory::start(
+        &tmp.path().join("data"),
+        &["--keepalive-secs", "1", "--keepalive-timeout-secs", "2"],
+    )
+    .await;
+    let mut alice = Client::join(&dir, "alice", &tmp.path().join("alice")).await;
+    let port: u16 = dir.url.rsplit(':').next().unwrap().parse().unwrap();
+    let (proxy_port, freeze) = freezable_proxy(port).await;
+    let mut via_proxy = dir.options("bob", &tmp.path().join("bob"));
+    via_proxy.directory = format!("https://localhost:{proxy_port}");
+    let mut bob = Session::register(&via_proxy).await.unwrap();
+    let _bob_stream = bob.subscribe().await.unwrap();
+    alice.wait_for_peer("bob").await;
+    let frozen_at = std::time::Instant::now();
+    freeze.cancel();
+    let reason = alice
+        .until(|i| match i {
+            Incoming::Left { name, reason } if name == "bob" => Some(reason.clone()),
+            _ => None,
+        })
+        .await;
+    println!(
+        "bob's silence noticed after {:.1} s",
+        frozen_at.elapsed().as_secs_f64()
+    );
+    assert_eq!(reason, "disconnected");
+    dir.stop().await;
+}
