@@ -576,3 +576,34 @@ async fn a_silently_vanished_client_is_detected_by_keepalive_and_announced() {
     assert_eq!(reason, "disconnected");
     dir.stop().await;
 }
+
+#[tokio::test]
+async fn sending_faster_than_the_rate_limit_is_refused_with_a_sentence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TestDirectory::start(
+        &tmp.path().join("data"),
+        &["--send-rate", "0.5", "--send-burst", "2"],
+    )
+    .await;
+    let mut alice = Client::join(&dir, "alice", &tmp.path().join("alice")).await;
+    let _bob = Client::join(&dir, "bob", &tmp.path().join("bob")).await;
+    let bob = alice.wait_for_peer("bob").await;
+    for _ in 0..2 {
+        alice
+            .session
+            .send_text(std::slice::from_ref(&bob), "within the burst")
+            .await
+            .unwrap();
+    }
+    let err = alice
+        .session
+        .send_text(std::slice::from_ref(&bob), "one too many")
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        code(err).contains("sending too fast"),
+        "the third message is refused"
+    );
+    dir.stop().await;
+}
