@@ -66,11 +66,7 @@ fn args(ca: &Path, url: &str, rest: &[&str]) -> Vec<String> {
 #[tokio::test]
 async fn grpcurl_lists_describes_checks_health_and_calls_with_a_token() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let videos = tmp.path().join("videos");
-    demo_videos(&videos);
-    let dir = TestDirectory::start(&data, &[]).await;
-    let stream = TestStream::start(&data, &videos, &[]).await;
+    let (dir, stream) = start_both(tmp.path()).await;
     let ca = dir.ca.clone();
 
     let (ok, out) = run(args(&ca, &dir.url, &["list"])).await;

@@ -447,12 +447,8 @@ async fn shutdown_ends_a_running_playback_with_a_status() {
 async fn two_playbacks_and_a_chat_exchange_run_side_by_side() {
     use svs_cli::inbox::Incoming;
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let videos = tmp.path().join("videos");
-    demo_videos(&videos);
     // The real directory issues the tokens stream-service verifies.
-    let dir = TestDirectory::start(&data, &[]).await;
-    let stream = TestStream::start(&data, &videos, &[]).await;
+    let (dir, stream) = start_both(tmp.path()).await;
     let mut alice = dir.register("alice", &tmp.path().join("alice")).await;
     let mut bob = dir.register("bob", &tmp.path().join("bob")).await;
     let mut bob_events = bob.subscribe().await.unwrap();

@@ -195,3 +195,14 @@ pub const DEMO_FRAMES: u64 = 60;
 pub fn demo_videos(dir: &Path) {
     stream_service::media::make_demo(dir, "demo", DEMO_SECONDS, DEMO_FPS).unwrap();
 }
+
+/// A directory and a stream service sharing `<root>/data` (the directory issues the tokens the
+/// stream service verifies), with the demo video in `<root>/videos`.
+pub async fn start_both(root: &Path) -> (TestDirectory, TestStream) {
+    let data = root.join("data");
+    let videos = root.join("videos");
+    demo_videos(&videos);
+    let dir = TestDirectory::start(&data, &[]).await;
+    let stream = TestStream::start(&data, &videos, &[]).await;
+    (dir, stream)
+}
