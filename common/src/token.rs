@@ -62,6 +62,33 @@ fn signed_bytes(claims: &[u8]) -> Vec<u8> {
     Writer::new().raw(TOKEN_CONTEXT).raw(claims).finish()
 }
 
+/// The encoded claims and the signature of a token string, both still unverified.
+fn split(token: &str) -> Result<(Vec<u8>, Vec<u8>), Error> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(Error::InvalidToken("too long"));
+    }
+    let body = token
+        .strip_prefix(TOKEN_PREFIX)
+        .ok_or(Error::InvalidToken("not an svs1 token"))?;
+    let (claims_b64, sig_b64) = body
+        .split_once('.')
+        .ok_or(Error::InvalidToken("missing signature"))?;
+    let claims = URL_SAFE_NO_PAD
+        .decode(claims_b64)
+        .map_err(|_| Error::InvalidToken("claims are not base64url"))?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(sig_b64)
+        .map_err(|_| Error::InvalidToken("signature is not base64url"))?;
+    Ok((claims, signature))
+}
+
+/// The claims of a token WITHOUT checking its signature: only for a client deciding whether its
+/// own cached token is still worth presenting. Never use this to authorise anything.
+pub fn unverified_claims(token: &str) -> Result<Claims, Error> {
+    let (claims, _) = split(token)?;
+    Claims::decode(&claims).map_err(|_| Error::InvalidToken("malformed claims"))
+}
+
 /// Issues tokens (held by directory-service only).
 pub struct TokenIssuer {
     key: PrivateKey,
@@ -124,21 +151,7 @@ impl TokenVerifier {
 
     /// Checks format, signature and expiry.
     pub fn verify(&self, token: &str, now_ms: u64) -> Result<Claims, Error> {
-        if token.len() > MAX_TOKEN_LEN {
-            return Err(Error::InvalidToken("too long"));
-        }
-        let body = token
-            .strip_prefix(TOKEN_PREFIX)
-            .ok_or(Error::InvalidToken("not an svs1 token"))?;
-        let (claims_b64, sig_b64) = body
-            .split_once('.')
-            .ok_or(Error::InvalidToken("missing signature"))?;
-        let claims = URL_SAFE_NO_PAD
-            .decode(claims_b64)
-            .map_err(|_| Error::InvalidToken("claims are not base64url"))?;
-        let signature = URL_SAFE_NO_PAD
-            .decode(sig_b64)
-            .map_err(|_| Error::InvalidToken("signature is not base64url"))?;
+        let (claims, signature) = split(token)?;
         self.key
             .pss_verify::<Sha256>(&signed_bytes(&claims), &signature)
             .map_err(|_| Error::InvalidToken("signature does not verify"))?;
@@ -148,5 +161,32 @@ impl TokenVerifier {
             return Err(Error::ExpiredToken);
         }
         Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verified_and_unverified_claims_agree_and_forgery_is_caught() {
+        let issuer = TokenIssuer::new(identity::generate(2048).unwrap());
+        let claims = Claims {
+            session_id: [3; 16],
+            name: "alice".into(),
+            fingerprint: [4; 32],
+            issued_at_ms: 1_000,
+            expires_at_ms: 2_000,
+        };
+        let token = issuer.issue(&claims).unwrap();
+        assert_eq!(issuer.verifier().verify(&token, 1_500).unwrap(), claims);
+        assert_eq!(unverified_claims(&token).unwrap(), claims);
+        assert!(matches!(
+            issuer.verifier().verify(&token, 2_000),
+            Err(Error::ExpiredToken)
+        ));
+        let other = TokenIssuer::new(identity::generate(2048).unwrap());
+        assert!(other.verifier().verify(&token, 1_500).is_err());
+        assert!(unverified_claims("svs1.not-base64!.x").is_err());
     }
 }

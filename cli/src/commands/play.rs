@@ -7,7 +7,6 @@ use crate::stream_client::{StreamClient, parse_resolution, resolution_label};
 use clap::Args;
 use svs_common::proto::stream::{Pacing, PlayRequest, Resolution};
 use svs_common::time::now_ms;
-use svs_common::token::Claims;
 
 /// A token for stream-service: the cached one while it has a minute left, else a fresh one.
 /// The registration is ended at once (stream-service verifies tokens offline, so the token stays
@@ -17,7 +16,8 @@ pub async fn stream_token(global: &Global) -> Result<String, CliError> {
     let path = global.home().token_path(&name);
     if let Ok(token) = std::fs::read_to_string(&path) {
         let token = token.trim().to_string();
-        if token_expiry(&token).is_some_and(|exp| exp > now_ms() + 60_000) {
+        let expires = svs_common::token::unverified_claims(&token).map(|c| c.expires_at_ms);
+        if expires.is_ok_and(|exp| exp > now_ms() + 60_000) {
             return Ok(token);
         }
     }
@@ -26,16 +26,6 @@ pub async fn stream_token(global: &Global) -> Result<String, CliError> {
     let _ = session.quit().await;
     svs_common::identity::write_secret_file(&path, token.as_bytes())?;
     Ok(token)
-}
-
-/// The expiry a token claims (not verified: only to decide whether to reuse it).
-fn token_expiry(token: &str) -> Option<u64> {
-    use base64::Engine;
-    let claims = token.strip_prefix("svs1.")?.split('.').next()?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(claims)
-        .ok()?;
-    Claims::decode(&bytes).ok().map(|c| c.expires_at_ms)
 }
 
 async fn client(global: &Global) -> Result<StreamClient, CliError> {
