@@ -146,11 +146,6 @@ impl Session {
         })
     }
 
-    /// The authenticated API, for calls this type does not wrap.
-    pub fn api(&self) -> Api {
-        self.api.clone()
-    }
-
     /// A receiving side for this session's identity.
     pub fn inbox(&self) -> Inbox {
         Inbox::new(self.name.clone(), self.key.clone())

@@ -136,13 +136,6 @@ pub struct SessionRef {
     fingerprint: Fingerprint,
 }
 
-/// Counts for the benchmark and logs.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Stats {
-    pub sessions: usize,
-    pub subscribers: usize,
-}
-
 /// Registration, presence and relay.
 pub struct Directory {
     state: Mutex<State>,
@@ -706,18 +699,6 @@ impl Directory {
                     "the directory service is shutting down",
                 ));
             }
-        }
-    }
-
-    pub fn stats(&self) -> Stats {
-        let state = self.state();
-        Stats {
-            sessions: state.sessions.len(),
-            subscribers: state
-                .sessions
-                .values()
-                .filter(|s| s.subscriber.is_some())
-                .count(),
         }
     }
 }

@@ -143,14 +143,6 @@ impl Subscriber {
             self.control.fetch_sub(1, Ordering::AcqRel);
         }
     }
-
-    /// Messages and bytes waiting now.
-    pub fn backlog(&self) -> (usize, usize) {
-        (
-            self.messages.load(Ordering::Acquire),
-            self.bytes.load(Ordering::Acquire),
-        )
-    }
 }
 
 impl Outbox {

@@ -69,10 +69,6 @@ impl Library {
         }
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Rescans the directory (blocking: probes new or changed files with OpenCV). Files OpenCV
     /// cannot open are logged and skipped. Returns whether anything changed.
     pub fn rescan(&self) -> bool {

@@ -53,11 +53,6 @@ impl Shared {
             stop,
         }
     }
-
-    /// Playbacks running now.
-    pub fn running(&self) -> usize {
-        self.running.lock().expect("running lock").len()
-    }
 }
 
 /// Implements `svs.stream.v1.Stream`.
