@@ -23,6 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Envelope fields are shared between many subscribers: Bytes makes each copy a refcount.
         .bytes(".svs")
+        // Undecodable requests are INVALID_ARGUMENT, not INTERNAL (common/src/codec.rs).
+        .codec_path("crate::codec::ProtoCodec")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -1,7 +1,11 @@
-//! The tower layer that checks `authorization: Bearer <token>` on every call except the open
-//! paths (health, reflection, registration) and hands the verified claims to handlers through
-//! request extensions.
+//! Admission of calls: every call needs a verified `authorization: Bearer <token>` except the
+//! open paths (health, reflection, registration), which instead draw on a per-address budget so
+//! one address cannot flood what anyone may call. Verified claims reach handlers as a request
+//! extension.
 
+use crate::serve::ConnectionInfo;
+use crate::serve::address::PerAddressRate;
+use crate::serve::log_throttle::LogThrottle;
 use crate::token::{Claims, TokenVerifier};
 use std::future::Future;
 use std::pin::Pin;
@@ -22,12 +26,19 @@ pub const ALWAYS_OPEN: &[&str] = &[
 pub struct AuthLayer {
     verifier: Arc<TokenVerifier>,
     open: Arc<Vec<String>>,
+    open_budget: Arc<PerAddressRate>,
 }
+
+static OVER_BUDGET: LogThrottle = LogThrottle::new(std::time::Duration::from_secs(10));
 
 impl AuthLayer {
     /// `open_paths` are exact method paths or prefixes ending in '/' that need no token,
-    /// in addition to `ALWAYS_OPEN`.
-    pub fn new(verifier: Arc<TokenVerifier>, open_paths: &[&str]) -> Self {
+    /// in addition to `ALWAYS_OPEN`; each address may call them at `open_budget`'s rate.
+    pub fn new(
+        verifier: Arc<TokenVerifier>,
+        open_paths: &[&str],
+        open_budget: PerAddressRate,
+    ) -> Self {
         let open = ALWAYS_OPEN
             .iter()
             .chain(open_paths)
@@ -36,6 +47,7 @@ impl AuthLayer {
         Self {
             verifier,
             open: Arc::new(open),
+            open_budget: Arc::new(open_budget),
         }
     }
 
@@ -47,6 +59,23 @@ impl AuthLayer {
                 path == p
             }
         })
+    }
+
+    /// Open calls draw on their address's budget; a call with no known address (not served
+    /// through `serve::incoming`) is not limited here.
+    fn within_budget(&self, connection: Option<&ConnectionInfo>) -> Result<(), Status> {
+        let Some(address) = connection.and_then(ConnectionInfo::address) else {
+            return Ok(());
+        };
+        if self.open_budget.allow(address) {
+            return Ok(());
+        }
+        if let Some(skipped) = OVER_BUDGET.check() {
+            tracing::warn!(%address, more_refused = skipped, "calls without a token over the per-address rate; refusing");
+        }
+        Err(Status::resource_exhausted(
+            "too many calls without a session token from your address; wait a few seconds and try again",
+        ))
     }
 
     fn check(&self, headers: &http::HeaderMap) -> Result<Claims, Status> {
@@ -102,13 +131,16 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        if !self.auth.is_open(request.uri().path()) {
-            match self.auth.check(request.headers()) {
-                Ok(claims) => {
-                    request.extensions_mut().insert(claims);
-                }
-                Err(status) => return Box::pin(std::future::ready(Ok(status.into_http()))),
-            }
+        let admitted = if self.auth.is_open(request.uri().path()) {
+            self.auth
+                .within_budget(request.extensions().get::<ConnectionInfo>())
+        } else {
+            self.auth
+                .check(request.headers())
+                .map(|claims| drop(request.extensions_mut().insert(claims)))
+        };
+        if let Err(status) = admitted {
+            return Box::pin(std::future::ready(Ok(status.into_http())));
         }
         Box::pin(self.inner.call(request))
     }

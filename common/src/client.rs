@@ -125,7 +125,7 @@ pub async fn wait_healthy(url: &str, ca: Option<&Path>, limit: Duration) -> Resu
         if result.is_ok() || tokio::time::Instant::now() >= deadline {
             return result;
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod codec;
 pub mod error;
 pub mod identity;
 pub mod names;

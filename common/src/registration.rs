@@ -11,8 +11,13 @@ pub const REGISTRATION_CONTEXT: &[u8] = b"svs/v1/register\0";
 pub const CHALLENGE_LEN: usize = 32;
 
 /// `context | short(service_id) | short(name) | medium(spki_der) | challenge`.
-pub fn statement(service_id: &str, name: &str, spki_der: &[u8], challenge: &[u8]) -> Vec<u8> {
-    Writer::new()
+pub fn statement(
+    service_id: &str,
+    name: &str,
+    spki_der: &[u8],
+    challenge: &[u8],
+) -> Result<Vec<u8>, Error> {
+    Writer::new("registration statement")
         .raw(REGISTRATION_CONTEXT)
         .short(service_id.as_bytes())
         .short(name.as_bytes())
@@ -31,7 +36,7 @@ pub fn sign(
 ) -> Result<Vec<u8>, Error> {
     key.pss_sign_with_rng::<Sha256, _>(
         &mut crate::identity::os_rng(),
-        &statement(service_id, name, spki_der, challenge),
+        &statement(service_id, name, spki_der, challenge)?,
     )
     .map_err(|e| Error::Crypto(e.to_string()))
 }
@@ -45,6 +50,9 @@ pub fn verify(
     challenge: &[u8],
     signature: &[u8],
 ) -> Result<(), Error> {
-    key.pss_verify::<Sha256>(&statement(service_id, name, spki_der, challenge), signature)
-        .map_err(|_| Error::BadSignature)
+    key.pss_verify::<Sha256>(
+        &statement(service_id, name, spki_der, challenge)?,
+        signature,
+    )
+    .map_err(|_| Error::BadSignature)
 }

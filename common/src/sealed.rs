@@ -12,6 +12,7 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use rand::TryCryptoRng;
 use rsa::sha2::{Digest, Sha256};
 use rsa::{Oaep, PrivateKey, PublicKey};
+use zeroize::Zeroizing;
 
 /// Magic and version at the start of every header.
 pub const HEADER_MAGIC: &[u8] = b"SVSM\x01";
@@ -49,15 +50,16 @@ pub struct Header {
 impl Header {
     /// `magic | message_id(16) | short(sender) | sender_fpr(32) | counter u64 | timestamp u64 |
     /// u16 n | n × (short(name) | fpr(32)) | nonce(12) | key_commitment(32)`.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::new();
+    /// Fails on a name over 255 bytes or more than 65535 recipients, never truncating.
+    pub fn encode(&self) -> Result<Vec<u8>, Error> {
+        let mut w = Writer::new("envelope header");
         w.raw(HEADER_MAGIC)
             .raw(&self.message_id)
             .short(self.sender.as_bytes())
             .raw(&self.sender_fingerprint)
             .u64(self.counter)
             .u64(self.timestamp_ms)
-            .u16(self.recipients.len() as u16);
+            .count16(self.recipients.len());
         for r in &self.recipients {
             w.short(r.name.as_bytes()).raw(&r.fingerprint);
         }
@@ -129,8 +131,8 @@ pub struct SealParams<'a> {
 }
 
 /// OAEP label: `WRAP_CONTEXT | message_id | short(sender) | short(recipient)`.
-pub fn wrap_label(message_id: &[u8; 16], sender: &str, recipient: &str) -> Vec<u8> {
-    Writer::new()
+pub fn wrap_label(message_id: &[u8; 16], sender: &str, recipient: &str) -> Result<Vec<u8>, Error> {
+    Writer::new("wrap label")
         .raw(WRAP_CONTEXT)
         .raw(message_id)
         .short(sender.as_bytes())
@@ -150,24 +152,14 @@ pub fn key_commitment(content_key: &[u8; 32], message_id: &[u8; 16]) -> [u8; 32]
 /// Signature input: `SIGNATURE_CONTEXT | long(header) | u16 n | n × (short(name) |
 /// medium(wrapped)) | long(ciphertext)`.
 pub fn signature_input(envelope: &Envelope) -> Result<Vec<u8>, Error> {
-    let mut w = Writer::new();
-    w.raw(SIGNATURE_CONTEXT).long(&envelope.header);
-    let count = u16::try_from(envelope.wrapped_keys.len()).map_err(|_| Error::Malformed {
-        what: "envelope",
-        detail: "too many wrapped keys".into(),
-    })?;
-    w.u16(count);
+    let mut w = Writer::new("envelope");
+    w.raw(SIGNATURE_CONTEXT)
+        .long(&envelope.header)
+        .count16(envelope.wrapped_keys.len());
     for k in &envelope.wrapped_keys {
-        if k.recipient.len() > 255 || k.wrapped_key.len() > u16::MAX as usize {
-            return Err(Error::Malformed {
-                what: "envelope",
-                detail: "wrapped key entry too long".into(),
-            });
-        }
         w.short(k.recipient.as_bytes()).medium(&k.wrapped_key);
     }
-    w.long(&envelope.ciphertext);
-    Ok(w.finish())
+    w.long(&envelope.ciphertext).finish()
 }
 
 fn fill<R: TryCryptoRng + ?Sized, const N: usize>(rng: &mut R) -> Result<[u8; N], Error> {
@@ -183,9 +175,30 @@ pub fn seal<R: TryCryptoRng + ?Sized>(
     params: &SealParams<'_>,
     plaintext: &[u8],
 ) -> Result<Envelope, Error> {
+    // Everything a recipient's decoder would refuse is refused here first, as an error.
+    names::validate(params.sender)?;
+    if params.recipients.is_empty() || params.recipients.len() > MAX_HEADER_RECIPIENTS {
+        return Err(Error::Malformed {
+            what: "envelope",
+            detail: format!(
+                "a message needs 1 to {MAX_HEADER_RECIPIENTS} recipients, not {}",
+                params.recipients.len()
+            ),
+        });
+    }
+    let mut seen = std::collections::HashSet::with_capacity(params.recipients.len());
+    for r in params.recipients {
+        names::validate(r.name)?;
+        if !seen.insert(names::canonical(r.name)) {
+            return Err(Error::Malformed {
+                what: "envelope",
+                detail: format!("{} is named twice among the recipients", r.name),
+            });
+        }
+    }
     let message_id: [u8; 16] = fill(rng)?;
     let nonce: [u8; 12] = fill(rng)?;
-    let content_key: [u8; 32] = fill(rng)?;
+    let content_key = Zeroizing::new(fill::<_, 32>(rng)?);
     let header = Header {
         message_id,
         sender: params.sender.to_string(),
@@ -203,8 +216,9 @@ pub fn seal<R: TryCryptoRng + ?Sized>(
         nonce,
         key_commitment: key_commitment(&content_key, &message_id),
     };
-    let header_bytes = header.encode();
-    let cipher = Aes256Gcm::new_from_slice(&content_key).expect("32-byte key");
+    let header_bytes = header.encode()?;
+    let cipher = Aes256Gcm::new_from_slice(content_key.as_slice())
+        .map_err(|_| Error::Crypto("AES-GCM key setup failed".into()))?;
     let ciphertext = cipher
         .encrypt(
             &nonce.into(),
@@ -216,10 +230,14 @@ pub fn seal<R: TryCryptoRng + ?Sized>(
         .map_err(|_| Error::Crypto("AES-GCM encryption failed".into()))?;
     let mut wrapped_keys = Vec::with_capacity(params.recipients.len());
     for r in params.recipients {
-        let label = wrap_label(&message_id, params.sender, r.name);
+        let label = wrap_label(&message_id, params.sender, r.name)?;
         let wrapped = r
             .key
-            .encrypt(rng, Oaep::<Sha256>::new_with_label(label), &content_key)
+            .encrypt(
+                rng,
+                Oaep::<Sha256>::new_with_label(label),
+                content_key.as_slice(),
+            )
             .map_err(|e| Error::Crypto(format!("wrapping the key for {}: {e}", r.name)))?;
         wrapped_keys.push(WrappedKey {
             recipient: r.name.to_string(),
@@ -284,22 +302,34 @@ pub fn open<R: TryCryptoRng + ?Sized>(
     if me.fingerprint != identity::fingerprint(&my_key.to_public_key()) {
         return Err(Error::Undecryptable);
     }
-    let label = wrap_label(&header.message_id, &header.sender, &me.name);
-    let key_bytes = my_key
-        .decrypt_blinded(
-            rng,
-            Oaep::<Sha256>::new_with_label(label),
-            &envelope.wrapped_keys[position].wrapped_key,
-        )
+    let label = wrap_label(&header.message_id, &header.sender, &me.name)
         .map_err(|_| Error::Undecryptable)?;
-    let content_key: [u8; 32] = key_bytes
-        .as_slice()
-        .try_into()
-        .map_err(|_| Error::Undecryptable)?;
+    // Open also refuses an envelope that was never verified and does not match its header.
+    let wrapped = envelope
+        .wrapped_keys
+        .get(position)
+        .filter(|k| k.recipient == me.name)
+        .ok_or(Error::Undecryptable)?;
+    let key_bytes = Zeroizing::new(
+        my_key
+            .decrypt_blinded(
+                rng,
+                Oaep::<Sha256>::new_with_label(label),
+                &wrapped.wrapped_key,
+            )
+            .map_err(|_| Error::Undecryptable)?,
+    );
+    let content_key: Zeroizing<[u8; 32]> = Zeroizing::new(
+        key_bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::Undecryptable)?,
+    );
     if key_commitment(&content_key, &header.message_id) != header.key_commitment {
         return Err(Error::Undecryptable);
     }
-    let cipher = Aes256Gcm::new_from_slice(&content_key).map_err(|_| Error::Undecryptable)?;
+    let cipher =
+        Aes256Gcm::new_from_slice(content_key.as_slice()).map_err(|_| Error::Undecryptable)?;
     cipher
         .decrypt(
             &header.nonce.into(),

@@ -32,8 +32,8 @@ pub struct Claims {
 
 impl Claims {
     /// `version(1) | session_id(16) | issued_at u64 | expires_at u64 | fingerprint(32) | short(name)`.
-    pub fn encode(&self) -> Vec<u8> {
-        Writer::new()
+    pub fn encode(&self) -> Result<Vec<u8>, Error> {
+        Writer::new("token claims")
             .u8(CLAIMS_VERSION)
             .raw(&self.session_id)
             .u64(self.issued_at_ms)
@@ -58,8 +58,8 @@ impl Claims {
     }
 }
 
-fn signed_bytes(claims: &[u8]) -> Vec<u8> {
-    Writer::new().raw(TOKEN_CONTEXT).raw(claims).finish()
+fn signed_bytes(claims: &[u8]) -> Result<Vec<u8>, Error> {
+    Writer::new("token").raw(TOKEN_CONTEXT).raw(claims).finish()
 }
 
 /// The encoded claims and the signature of a token string, both still unverified.
@@ -110,10 +110,10 @@ impl TokenIssuer {
     }
 
     pub fn issue(&self, claims: &Claims) -> Result<String, Error> {
-        let encoded = claims.encode();
+        let encoded = claims.encode()?;
         let signature = self
             .key
-            .pss_sign_with_rng::<Sha256, _>(&mut identity::os_rng(), &signed_bytes(&encoded))
+            .pss_sign_with_rng::<Sha256, _>(&mut identity::os_rng(), &signed_bytes(&encoded)?)
             .map_err(|e| Error::Crypto(e.to_string()))?;
         Ok(format!(
             "{TOKEN_PREFIX}{}.{}",
@@ -153,7 +153,7 @@ impl TokenVerifier {
     pub fn verify(&self, token: &str, now_ms: u64) -> Result<Claims, Error> {
         let (claims, signature) = split(token)?;
         self.key
-            .pss_verify::<Sha256>(&signed_bytes(&claims), &signature)
+            .pss_verify::<Sha256>(&signed_bytes(&claims)?, &signature)
             .map_err(|_| Error::InvalidToken("signature does not verify"))?;
         let claims =
             Claims::decode(&claims).map_err(|_| Error::InvalidToken("malformed claims"))?;

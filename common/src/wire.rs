@@ -2,16 +2,25 @@
 
 use crate::Error;
 
-/// Builds a canonical byte string.
-#[derive(Default)]
-pub(crate) struct Writer(Vec<u8>);
+/// Builds a canonical byte string. A field too long for its length prefix makes `finish` fail,
+/// so encoders never panic and never truncate a length silently.
+pub(crate) struct Writer {
+    what: &'static str,
+    out: Vec<u8>,
+    too_long: Option<&'static str>,
+}
 
 impl Writer {
-    pub fn new() -> Self {
-        Self::default()
+    /// `what` names the structure in the error `finish` may return.
+    pub fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            out: Vec::new(),
+            too_long: None,
+        }
     }
     pub fn raw(&mut self, bytes: &[u8]) -> &mut Self {
-        self.0.extend_from_slice(bytes);
+        self.out.extend_from_slice(bytes);
         self
     }
     pub fn u8(&mut self, v: u8) -> &mut Self {
@@ -26,23 +35,47 @@ impl Writer {
     pub fn u64(&mut self, v: u64) -> &mut Self {
         self.raw(&v.to_be_bytes())
     }
-    /// One length byte, then the bytes. Callers guarantee `bytes.len() <= 255`.
+    /// A count written as u16; more than 65535 fails `finish`.
+    pub fn count16(&mut self, n: usize) -> &mut Self {
+        match u16::try_from(n) {
+            Ok(n) => self.u16(n),
+            Err(_) => self.fail("a count over 65535"),
+        }
+    }
+    fn fail(&mut self, why: &'static str) -> &mut Self {
+        self.too_long.get_or_insert(why);
+        self
+    }
+    /// One length byte, then the bytes; longer than 255 bytes fails `finish`.
     pub fn short(&mut self, bytes: &[u8]) -> &mut Self {
-        let len = u8::try_from(bytes.len()).expect("short field longer than 255 bytes");
-        self.u8(len).raw(bytes)
+        match u8::try_from(bytes.len()) {
+            Ok(len) => self.u8(len).raw(bytes),
+            Err(_) => self.fail("a short field over 255 bytes"),
+        }
     }
-    /// Two length bytes, then the bytes. Callers guarantee `bytes.len() <= 65535`.
+    /// Two length bytes, then the bytes; longer than 65535 bytes fails `finish`.
     pub fn medium(&mut self, bytes: &[u8]) -> &mut Self {
-        let len = u16::try_from(bytes.len()).expect("medium field longer than 65535 bytes");
-        self.u16(len).raw(bytes)
+        match u16::try_from(bytes.len()) {
+            Ok(len) => self.u16(len).raw(bytes),
+            Err(_) => self.fail("a medium field over 65535 bytes"),
+        }
     }
-    /// Four length bytes, then the bytes.
+    /// Four length bytes, then the bytes; 4 GiB or more fails `finish`.
     pub fn long(&mut self, bytes: &[u8]) -> &mut Self {
-        let len = u32::try_from(bytes.len()).expect("long field longer than 4 GiB");
-        self.u32(len).raw(bytes)
+        match u32::try_from(bytes.len()) {
+            Ok(len) => self.u32(len).raw(bytes),
+            Err(_) => self.fail("a long field over 4 GiB"),
+        }
     }
-    pub fn finish(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.0)
+    /// The bytes, or which field did not fit its length prefix.
+    pub fn finish(&mut self) -> Result<Vec<u8>, Error> {
+        match self.too_long.take() {
+            Some(why) => Err(Error::Malformed {
+                what: self.what,
+                detail: format!("{why} cannot be encoded"),
+            }),
+            None => Ok(std::mem::take(&mut self.out)),
+        }
     }
 }
 
@@ -71,7 +104,9 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
     pub fn array<const N: usize>(&mut self) -> Result<[u8; N], Error> {
-        Ok(self.take(N)?.try_into().expect("take returned N bytes"))
+        self.take(N)?
+            .try_into()
+            .map_err(|_| self.malformed("truncated"))
     }
     pub fn u8(&mut self) -> Result<u8, Error> {
         Ok(self.array::<1>()?[0])

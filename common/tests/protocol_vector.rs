@@ -40,12 +40,15 @@ fn compute() -> BTreeMap<&'static str, String> {
     let challenge = [0x11u8; 32];
     out.insert(
         "registration_statement",
-        hex::encode(svs_common::registration::statement(
-            "svs-test-directory",
-            "alice",
-            &alice_spki,
-            &challenge,
-        )),
+        hex::encode(
+            svs_common::registration::statement(
+                "svs-test-directory",
+                "alice",
+                &alice_spki,
+                &challenge,
+            )
+            .unwrap(),
+        ),
     );
     let claims = Claims {
         session_id: [0x22; 16],
@@ -54,7 +57,7 @@ fn compute() -> BTreeMap<&'static str, String> {
         issued_at_ms: 1_767_225_600_000,
         expires_at_ms: 1_767_268_800_000,
     };
-    out.insert("token_claims", hex::encode(claims.encode()));
+    out.insert("token_claims", hex::encode(claims.encode().unwrap()));
 
     let mut rng = ChaCha20Rng::seed_from_u64(42);
     let envelope = sealed::seal(

@@ -71,8 +71,15 @@ async fn start_service(data: &Path) -> Service {
         .args([
             "--queue-bytes",
             "1000000000",
-            "--max-pending-challenges",
+            "--max-used-challenges",
             "100000",
+            // 1,000 subscribers register from one address within seconds.
+            "--open-call-rate",
+            "100000",
+            "--open-call-burst",
+            "100000",
+            "--max-connections-per-address",
+            "5000",
         ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

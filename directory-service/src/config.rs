@@ -56,9 +56,14 @@ pub struct Limits {
     /// Messages one session may send in a burst.
     #[arg(long, env = "SVS_SEND_BURST", default_value_t = 200.0)]
     pub send_burst: f64,
-    /// Registration challenges outstanding at once.
-    #[arg(long, env = "SVS_MAX_PENDING_CHALLENGES", default_value_t = 10_000)]
-    pub max_pending_challenges: usize,
+    /// Used registration challenges remembered at once to refuse their reuse (only successful
+    /// registrations enter; each is forgotten when its challenge expires).
+    #[arg(long, env = "SVS_MAX_USED_CHALLENGES", default_value_t = 100_000)]
+    pub max_used_challenges: usize,
+    /// Registrations being verified at once (RSA work on blocking threads); more are refused with
+    /// RESOURCE_EXHAUSTED until one finishes.
+    #[arg(long, env = "SVS_MAX_PENDING_REGISTRATIONS", default_value_t = 64)]
+    pub max_pending_registrations: usize,
     /// Seconds a registration challenge stays valid.
     #[arg(long, env = "SVS_CHALLENGE_SECS", default_value_t = 30)]
     pub challenge_secs: u64,

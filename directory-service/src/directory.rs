@@ -3,12 +3,14 @@
 //! the state lock only for map operations; RSA and disk work happen outside it.
 
 use crate::Error;
+use crate::challenges::Challenges;
 use crate::config::Limits;
 use crate::store::{Claim, NameStore};
 use crate::subscriber::{Outbox, Push, QueueLimits, Subscriber};
 use bytes::Bytes;
 use rand::TryRng;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use svs_common::identity::{self, Fingerprint};
@@ -41,6 +43,7 @@ pub enum LeaveReason {
     Superseded,
     TooSlow,
     Expired,
+    Shutdown,
 }
 
 impl LeaveReason {
@@ -51,6 +54,7 @@ impl LeaveReason {
             LeaveReason::Superseded => "superseded",
             LeaveReason::TooSlow => "too slow",
             LeaveReason::Expired => "expired",
+            LeaveReason::Shutdown => "directory shutting down",
         }
     }
 
@@ -65,14 +69,9 @@ impl LeaveReason {
                 "disconnected: this client read its event stream too slowly",
             ),
             LeaveReason::Expired => Status::unauthenticated("the session expired; register again"),
+            LeaveReason::Shutdown => Status::unavailable("the directory service is shutting down"),
         }
     }
-}
-
-struct Challenge {
-    canonical: String,
-    key_der: Vec<u8>,
-    expires: Instant,
 }
 
 /// Who is waiting for a receipt.
@@ -92,7 +91,9 @@ struct Session {
     last_active: Instant,
     send_tokens: f64,
     send_refilled: Instant,
-    awaiting_ack: HashMap<[u8; 16], SenderRef>,
+    /// Message id → who waits for its receipt. Ids are chosen by senders, so two senders may use
+    /// one id (a co-recipient copying it): each keeps its own entry and gets its own receipt.
+    awaiting_ack: HashMap<[u8; 16], Vec<SenderRef>>,
     recent_ids: VecDeque<[u8; 16]>,
     recent_set: HashSet<[u8; 16]>,
 }
@@ -101,7 +102,6 @@ struct Session {
 struct State {
     version: u64,
     sessions: HashMap<String, Session>,
-    challenges: HashMap<[u8; CHALLENGE_LEN], Challenge>,
 }
 
 impl State {
@@ -139,17 +139,19 @@ pub struct SessionRef {
 /// Registration, presence and relay.
 pub struct Directory {
     state: Mutex<State>,
+    challenges: Challenges,
+    shutting_down: AtomicBool,
     store: NameStore,
     tokens: TokenIssuer,
     limits: Limits,
 }
 
-fn random<const N: usize>() -> [u8; N] {
+fn random<const N: usize>() -> Result<[u8; N], Error> {
     let mut buf = [0u8; N];
     identity::os_rng()
         .try_fill_bytes(&mut buf)
-        .expect("the operating system RNG failed");
-    buf
+        .map_err(|_| Error::Internal("the operating system RNG failed".into()))?;
+    Ok(buf)
 }
 
 fn event(kind: event::Kind) -> Event {
@@ -168,17 +170,25 @@ fn envelope_bytes(envelope: &Envelope) -> usize {
 }
 
 impl Directory {
-    pub fn new(store: NameStore, tokens: TokenIssuer, limits: Limits) -> Self {
-        Self {
+    pub fn new(store: NameStore, tokens: TokenIssuer, limits: Limits) -> Result<Self, Error> {
+        Ok(Self {
             state: Mutex::new(State::default()),
+            challenges: Challenges::new(limits.challenge_secs * 1000, limits.max_used_challenges)?,
+            shutting_down: AtomicBool::new(false),
             store,
             tokens,
             limits,
-        }
+        })
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().expect("directory state lock poisoned")
+        // Nothing under this lock can leave the state half-changed: keep serving after a panic.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The name store, for the sweeper's recovery and health.
+    pub fn store(&self) -> &NameStore {
+        &self.store
     }
 
     /// The directory's identity bound into registration statements.
@@ -186,32 +196,17 @@ impl Directory {
         self.tokens.verifier().service_id()
     }
 
-    /// Step 1 of registration.
+    /// Step 1 of registration. Keeps no state: the challenge authenticates itself.
     pub fn challenge(&self, name: &str, key_der: &[u8]) -> Result<IssuedChallenge, Error> {
         names::validate(name)?;
         identity::parse_public_key(key_der)?;
-        let challenge = random::<CHALLENGE_LEN>();
-        let ttl = Duration::from_secs(self.limits.challenge_secs);
-        let mut state = self.state();
-        let now = Instant::now();
-        state.challenges.retain(|_, c| c.expires > now);
-        if state.challenges.len() >= self.limits.max_pending_challenges {
-            return Err(Error::ResourceExhausted(
-                "too many registrations in progress; try again in a few seconds".into(),
-            ));
-        }
-        state.challenges.insert(
-            challenge,
-            Challenge {
-                canonical: names::canonical(name),
-                key_der: key_der.to_vec(),
-                expires: now + ttl,
-            },
-        );
+        let (challenge, expires_at_ms) =
+            self.challenges
+                .issue(&names::canonical(name), key_der, now_ms())?;
         Ok(IssuedChallenge {
             challenge,
             service_id: self.service_id().to_string(),
-            expires_at_ms: now_ms() + ttl.as_millis() as u64,
+            expires_at_ms,
         })
     }
 
@@ -228,18 +223,8 @@ impl Directory {
         let challenge: [u8; CHALLENGE_LEN] = challenge.try_into().map_err(|_| {
             Error::InvalidArgument(format!("the challenge must be {CHALLENGE_LEN} bytes"))
         })?;
-        // Single use: the challenge is gone whatever happens next.
-        let pending = self.state().challenges.remove(&challenge);
-        let pending = pending
-            .filter(|c| c.expires > Instant::now())
-            .ok_or_else(|| {
-                Error::PermissionDenied("unknown or expired challenge; ask for a new one".into())
-            })?;
-        if pending.canonical != canonical || pending.key_der != key_der {
-            return Err(Error::PermissionDenied(
-                "the challenge was issued for another name or key".into(),
-            ));
-        }
+        self.challenges
+            .check(&challenge, &canonical, key_der, now_ms())?;
         let key = identity::parse_public_key(key_der)?;
         registration::verify(
             &key,
@@ -254,6 +239,8 @@ impl Directory {
                 "the registration signature does not verify under the offered key".into(),
             )
         })?;
+        // Single use, remembered only now that the client has proved its key.
+        self.challenges.consume(&challenge, now_ms())?;
         let fingerprint = identity::fingerprint_der(key_der);
         self.refuse_if_online_with_other_key(&canonical, name, &fingerprint)?;
         if self.store.claim(&canonical, key_der)? == Claim::OtherKey {
@@ -262,7 +249,7 @@ impl Directory {
             )));
         }
 
-        let session_id = random::<16>();
+        let session_id = random::<16>()?;
         let now = now_ms();
         let expires_at_ms = now + self.limits.token_hours * 3600 * 1000;
         let claims = Claims {
@@ -409,7 +396,14 @@ impl Directory {
                     .is_some_and(|x| Arc::ptr_eq(x, subscriber))
         });
         if current {
-            self.end_session_locked(&mut state, canonical, session_id, LeaveReason::Disconnected);
+            let reason = if self.shutting_down.load(Ordering::SeqCst) {
+                LeaveReason::Shutdown
+            } else if subscriber.cut_as_too_slow() {
+                LeaveReason::TooSlow
+            } else {
+                LeaveReason::Disconnected
+            };
+            self.end_session_locked(&mut state, canonical, session_id, reason);
         }
     }
 
@@ -442,7 +436,11 @@ impl Directory {
         if let Some(sub) = &session.subscriber {
             sub.close(reason.final_status());
         }
-        for (message_id, sender) in session.awaiting_ack {
+        for (message_id, sender) in session
+            .awaiting_ack
+            .into_iter()
+            .flat_map(|(id, senders)| senders.into_iter().map(move |s| (id, s)))
+        {
             notify_sender(
                 state,
                 &sender,
@@ -612,7 +610,10 @@ impl Directory {
                         }
                         Some(sub) => match sub.push_message(shared.clone(), event_size) {
                             Push::Queued => {
-                                s.awaiting_ack.insert(header.message_id, sender_ref.clone());
+                                s.awaiting_ack
+                                    .entry(header.message_id)
+                                    .or_default()
+                                    .push(sender_ref.clone());
                                 (Outcome::Queued, format!("queued for {}", r.name))
                             }
                             Push::Full => (
@@ -646,6 +647,7 @@ impl Directory {
             .iter()
             .filter_map(|id| <[u8; 16]>::try_from(id.as_ref()).ok())
             .filter_map(|id| me.awaiting_ack.remove(&id).map(|s| (id, s)))
+            .flat_map(|(id, senders)| senders.into_iter().map(move |s| (id, s)))
             .collect();
         for (id, sender) in &senders {
             notify_sender(
@@ -662,9 +664,9 @@ impl Directory {
 
     /// Periodic upkeep: expired challenges, expired or idle sessions, stalled subscribers.
     pub fn sweep(&self) {
+        self.challenges.sweep(now_ms());
         let mut state = self.state();
         let now = Instant::now();
-        state.challenges.retain(|_, c| c.expires > now);
         let idle = Duration::from_secs(self.limits.idle_session_secs);
         let wall = now_ms();
         let ending: Vec<(String, [u8; 16], LeaveReason)> = state
@@ -674,7 +676,7 @@ impl Directory {
                 let reason = if s.expires_at_ms <= wall {
                     Some(LeaveReason::Expired)
                 } else if s.subscriber.as_ref().is_some_and(|sub| {
-                    sub.stalled_longer_than(self.limits.slow_subscriber()) || sub.is_closed()
+                    sub.stalled_longer_than(self.limits.slow_subscriber()) || sub.cut_as_too_slow()
                 }) {
                     Some(LeaveReason::TooSlow)
                 } else if s.subscriber.is_none() && now.duration_since(s.last_active) > idle {
@@ -692,12 +694,11 @@ impl Directory {
 
     /// Ends every stream with UNAVAILABLE; used on shutdown.
     pub fn shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
         let state = self.state();
         for session in state.sessions.values() {
             if let Some(sub) = &session.subscriber {
-                sub.close(Status::unavailable(
-                    "the directory service is shutting down",
-                ));
+                sub.close(LeaveReason::Shutdown.final_status());
             }
         }
     }

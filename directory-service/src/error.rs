@@ -17,6 +17,10 @@ pub enum Error {
     ResourceExhausted(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
     #[error("name database: {0}")]
     Storage(String),
     #[error(transparent)]
@@ -35,6 +39,7 @@ impl From<Error> for Status {
             Error::Unauthenticated(m) => Status::unauthenticated(m),
             Error::ResourceExhausted(m) => Status::resource_exhausted(m),
             Error::NotFound(m) => Status::not_found(m),
+            Error::Unavailable(m) => Status::unavailable(m),
             Error::Common(e @ (C::InvalidName { .. } | C::InvalidKey(_) | C::Malformed { .. })) => {
                 Status::invalid_argument(e.to_string())
             }

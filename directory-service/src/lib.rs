@@ -1,6 +1,7 @@
 //! directory-service: registration of clients, the directory of who is online, and the relay of
 //! end-to-end encrypted envelopes. `main.rs` only parses flags and calls `server::run`.
 
+pub mod challenges;
 pub mod config;
 pub mod directory;
 pub mod error;

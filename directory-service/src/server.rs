@@ -9,7 +9,6 @@ use crate::store::NameStore;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use svs_common::auth::AuthLayer;
 use svs_common::proto::directory::directory_server::DirectoryServer;
 use svs_common::serve::incoming;
 use svs_common::tls;
@@ -54,11 +53,11 @@ pub async fn run(
     let tokens = TokenIssuer::load_or_create(&paths.token_key, &paths.token_public)?;
     let verifier = Arc::new(tokens.verifier().clone());
     let store = NameStore::open(&paths.names_db)?;
-    let directory = Arc::new(Directory::new(store, tokens, limits.clone()));
+    let directory = Arc::new(Directory::new(store, tokens, limits.clone())?);
 
     let connections = &config.connections;
     let (router, health_reporter) =
-        svs_common::serve::base_router(connections, AuthLayer::new(verifier, OPEN_METHODS))?;
+        svs_common::serve::base_router(connections, verifier, OPEN_METHODS)?;
     health_reporter
         .set_serving::<DirectoryServer<DirectoryService>>()
         .await;
@@ -67,12 +66,34 @@ pub async fn run(
     let sweeper = {
         let directory = directory.clone();
         let stop = stop.clone();
+        let health = health_reporter.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut serving = true;
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
-                    _ = tick.tick() => directory.sweep(),
+                    _ = tick.tick() => {}
+                }
+                directory.sweep();
+                // A store that failed (disk full) is re-opened here; health follows it.
+                let directory = directory.clone();
+                let healthy = tokio::task::spawn_blocking(move || directory.store().recover())
+                    .await
+                    .unwrap_or(false);
+                if healthy != serving && !stop.is_cancelled() {
+                    serving = healthy;
+                    if healthy {
+                        svs_common::serve::mark_serving::<DirectoryServer<DirectoryService>>(
+                            &health,
+                        )
+                        .await;
+                    } else {
+                        svs_common::serve::mark_not_serving::<DirectoryServer<DirectoryService>>(
+                            &health,
+                        )
+                        .await;
+                    }
                 }
             }
         })
@@ -98,8 +119,11 @@ pub async fn run(
     };
     let serve = router
         .add_service(
-            DirectoryServer::new(DirectoryService::new(directory.clone()))
-                .max_decoding_message_size(limits.max_request_bytes),
+            DirectoryServer::new(DirectoryService::new(
+                directory.clone(),
+                limits.max_pending_registrations,
+            ))
+            .max_decoding_message_size(limits.max_request_bytes),
         )
         .serve_with_incoming_shutdown(incoming(listener, accept, stop.clone()), on_shutdown);
     let result = svs_common::serve::with_bounded_drain(

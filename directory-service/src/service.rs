@@ -14,11 +14,16 @@ use tonic::{Request, Response, Status};
 /// Implements `svs.directory.v1.Directory`.
 pub struct DirectoryService {
     directory: Arc<Directory>,
+    /// Registrations being verified at once (`--max-pending-registrations`).
+    registrations: Arc<tokio::sync::Semaphore>,
 }
 
 impl DirectoryService {
-    pub fn new(directory: Arc<Directory>) -> Self {
-        Self { directory }
+    pub fn new(directory: Arc<Directory>, max_pending_registrations: usize) -> Self {
+        Self {
+            directory,
+            registrations: Arc::new(tokio::sync::Semaphore::new(max_pending_registrations)),
+        }
     }
 
     fn session<T>(&self, request: &Request<T>) -> Result<crate::directory::SessionRef, Status> {
@@ -67,8 +72,18 @@ impl DirectoryApi for DirectoryService {
     ) -> Result<Response<RegisterResponse>, Status> {
         let r = request.into_inner();
         let directory = self.directory.clone();
+        let permit = self
+            .registrations
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                Error::ResourceExhausted(
+                    "too many registrations in progress; try again in a moment".into(),
+                )
+            })?;
         // RSA verification and token signing take milliseconds: keep them off the reactor.
         let registered = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             directory.register(&r.name, &r.public_key_der, &r.challenge, &r.signature)
         })
         .await

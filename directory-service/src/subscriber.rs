@@ -42,6 +42,8 @@ pub struct Subscriber {
     full_since: Mutex<Option<Instant>>,
     closed: CancellationToken,
     final_status: Mutex<Option<Status>>,
+    /// Set when the queue itself cut the subscriber for not reading its events.
+    too_slow: std::sync::atomic::AtomicBool,
 }
 
 /// The receiving half, owned by the response stream.
@@ -61,6 +63,7 @@ impl Subscriber {
             full_since: Mutex::new(None),
             closed: CancellationToken::new(),
             final_status: Mutex::new(None),
+            too_slow: std::sync::atomic::AtomicBool::new(false),
         };
         (std::sync::Arc::new(sub), Outbox { rx })
     }
@@ -92,6 +95,7 @@ impl Subscriber {
     /// Returns false when the subscriber is (now) closed.
     pub fn push_control(&self, event: Event) -> bool {
         if self.control.fetch_add(1, Ordering::AcqRel) >= self.limits.events {
+            self.too_slow.store(true, Ordering::Release);
             self.close(Status::resource_exhausted(
                 "disconnected: this client read its event stream too slowly",
             ));
@@ -130,8 +134,9 @@ impl Subscriber {
         self.closed.cancel();
     }
 
-    pub fn is_closed(&self) -> bool {
-        self.closed.is_cancelled()
+    /// Whether the queue cut this subscriber for letting its events pile up.
+    pub fn cut_as_too_slow(&self) -> bool {
+        self.too_slow.load(Ordering::Acquire)
     }
 
     fn dequeued(&self, item: &Queued) {

@@ -57,6 +57,9 @@ async fn start(data: &Path, videos: &Path) -> Service {
             "100000",
             "--max-streams-per-session",
             "100000",
+            // Hundreds of viewers connect from this one address.
+            "--max-connections-per-address",
+            "100000",
         ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

@@ -10,7 +10,6 @@ use crate::service::{Shared, StreamService};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use svs_common::auth::AuthLayer;
 use svs_common::proto::stream::stream_server::StreamServer;
 use svs_common::serve::incoming;
 use svs_common::token::TokenVerifier;
@@ -95,8 +94,7 @@ pub async fn run(
     };
 
     let connections = &config.connections;
-    let (router, health_reporter) =
-        svs_common::serve::base_router(connections, AuthLayer::new(verifier, &[]))?;
+    let (router, health_reporter) = svs_common::serve::base_router(connections, verifier, &[])?;
     health_reporter
         .set_serving::<StreamServer<StreamService>>()
         .await;

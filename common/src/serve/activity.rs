@@ -1,0 +1,150 @@
+//! What a connection is doing: how many gRPC streams it holds open and since when it holds none,
+//! so that a connection that keeps no stream for the idle timeout is closed. The `ActivityLayer`
+//! counts a stream from its request until its response body is dropped.
+
+use super::address::AddressKey;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+/// Open streams of one connection.
+pub struct Activity {
+    open: AtomicUsize,
+    idle_since: Mutex<Instant>,
+}
+
+impl Activity {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            open: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+        })
+    }
+
+    /// When the connection became idle, or `None` while it holds a stream.
+    pub fn idle_since(&self) -> Option<Instant> {
+        let since = *self.idle_since.lock().unwrap_or_else(|p| p.into_inner());
+        (self.open.load(Ordering::SeqCst) == 0).then_some(since)
+    }
+
+    fn opened(self: &Arc<Self>) -> StreamGuard {
+        self.open.fetch_add(1, Ordering::SeqCst);
+        StreamGuard {
+            activity: self.clone(),
+        }
+    }
+}
+
+/// One open stream; the connection is idle again once every guard is dropped.
+pub struct StreamGuard {
+    activity: Arc<Activity>,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let mut since = self
+            .activity
+            .idle_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if self.activity.open.fetch_sub(1, Ordering::SeqCst) == 1 {
+            *since = Instant::now();
+        }
+    }
+}
+
+/// What every request learns about its connection (request extension set by tonic from
+/// `Connected::connect_info`).
+#[derive(Clone)]
+pub struct ConnectionInfo {
+    pub remote: Option<SocketAddr>,
+    pub(crate) activity: Arc<Activity>,
+}
+
+impl ConnectionInfo {
+    /// The address key per-address limits use.
+    pub fn address(&self) -> Option<AddressKey> {
+        self.remote.map(|a| AddressKey::of(a.ip()))
+    }
+}
+
+/// Counts streams per connection.
+#[derive(Clone, Default)]
+pub struct ActivityLayer;
+
+impl<S> Layer<S> for ActivityLayer {
+    type Service = Tracked<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Tracked { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct Tracked<S> {
+    inner: S,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B> Service<http::Request<B>> for Tracked<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let guard = request
+            .extensions()
+            .get::<ConnectionInfo>()
+            .map(|c| c.activity.opened());
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(match guard {
+                Some(guard) => response.map(|body| tonic::body::Body::new(Guarded { body, guard })),
+                None => response,
+            })
+        })
+    }
+}
+
+/// A response body that keeps its stream counted until it is dropped.
+struct Guarded {
+    body: tonic::body::Body,
+    #[allow(dead_code)]
+    guard: StreamGuard,
+}
+
+impl http_body::Body for Guarded {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}

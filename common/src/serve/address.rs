@@ -1,0 +1,206 @@
+//! Client addresses as the limits see them (an IPv4 address, or an IPv6 /64: what one subscriber
+//! usually holds), with per-address slots and per-address token buckets.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use tokio::time::Instant;
+
+/// The unit a per-address limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AddressKey {
+    V4([u8; 4]),
+    /// The first 64 bits of an IPv6 address.
+    V6Net([u8; 8]),
+}
+
+impl AddressKey {
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => AddressKey::V4(v4.octets()),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => AddressKey::V4(v4.octets()),
+                None => {
+                    let mut net = [0u8; 8];
+                    net.copy_from_slice(&v6.octets()[..8]);
+                    AddressKey::V6Net(net)
+                }
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for AddressKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AddressKey::V4(o) => write!(f, "{}", std::net::Ipv4Addr::from(*o)),
+            AddressKey::V6Net(n) => {
+                let mut full = [0u8; 16];
+                full[..8].copy_from_slice(n);
+                write!(f, "{}/64", std::net::Ipv6Addr::from(full))
+            }
+        }
+    }
+}
+
+type Counts = Arc<Mutex<HashMap<AddressKey, usize>>>;
+
+/// At most `limit` held slots per address. An address's entry lives only while it holds one.
+#[derive(Clone)]
+pub struct PerAddressSlots {
+    limit: usize,
+    counts: Counts,
+}
+
+/// One slot, given back on drop.
+pub struct AddressSlot {
+    key: AddressKey,
+    counts: Counts,
+}
+
+impl PerAddressSlots {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            counts: Arc::default(),
+        }
+    }
+
+    pub fn try_acquire(&self, key: AddressKey) -> Option<AddressSlot> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let held = counts.entry(key).or_insert(0);
+        if *held >= self.limit {
+            return None;
+        }
+        *held += 1;
+        Some(AddressSlot {
+            key,
+            counts: self.counts.clone(),
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(held) = counts.get_mut(&self.key) {
+            *held -= 1;
+            if *held == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
+struct Bucket {
+    tokens: f64,
+    refilled: Instant,
+}
+
+/// A token bucket per address: `rate` per second, bursts of `burst`. A bucket that has refilled
+/// completely says nothing an empty map would not, so such entries are dropped when the map grows:
+/// no address is remembered longer than `burst / rate` seconds after its last call.
+pub struct PerAddressRate {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<AddressKey, Bucket>>,
+    prune_above: Mutex<usize>,
+}
+
+impl PerAddressRate {
+    pub fn new(rate: f64, burst: f64) -> Self {
+        Self {
+            rate,
+            burst: burst.max(1.0),
+            buckets: Mutex::default(),
+            prune_above: Mutex::new(1024),
+        }
+    }
+
+    /// Takes one token for `key`, or says the address is over its rate.
+    pub fn allow(&self, key: AddressKey) -> bool {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        {
+            let mut prune_above = self.prune_above.lock().unwrap_or_else(|p| p.into_inner());
+            if buckets.len() > *prune_above {
+                let (rate, burst) = (self.rate, self.burst);
+                buckets.retain(|_, b| {
+                    b.tokens + now.duration_since(b.refilled).as_secs_f64() * rate < burst
+                });
+                *prune_above = (buckets.len() * 2).max(1024);
+            }
+        }
+        let bucket = buckets.entry(key).or_insert(Bucket {
+            tokens: self.burst,
+            refilled: now,
+        });
+        bucket.tokens = (bucket.tokens
+            + now.duration_since(bucket.refilled).as_secs_f64() * self.rate)
+            .min(self.burst);
+        bucket.refilled = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Addresses remembered now (for tests and metrics).
+    pub fn tracked(&self) -> usize {
+        self.buckets.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn ipv6_counts_by_64_and_mapped_v4_as_v4() {
+        let a: Ipv6Addr = "2001:db8:1:2::1".parse().unwrap();
+        let b: Ipv6Addr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: Ipv6Addr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(AddressKey::of(a.into()), AddressKey::of(b.into()));
+        assert_ne!(AddressKey::of(a.into()), AddressKey::of(c.into()));
+        let mapped = Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped();
+        assert_eq!(
+            AddressKey::of(mapped.into()),
+            AddressKey::of(Ipv4Addr::new(10, 0, 0, 1).into())
+        );
+    }
+
+    #[test]
+    fn slots_are_per_address_and_given_back() {
+        let slots = PerAddressSlots::new(2);
+        let a = AddressKey::of(Ipv4Addr::new(127, 0, 0, 2).into());
+        let b = AddressKey::of(Ipv4Addr::new(127, 0, 0, 3).into());
+        let one = slots.try_acquire(a).unwrap();
+        let _two = slots.try_acquire(a).unwrap();
+        assert!(slots.try_acquire(a).is_none(), "third slot for a refused");
+        assert!(slots.try_acquire(b).is_some(), "b is unaffected");
+        drop(one);
+        assert!(slots.try_acquire(a).is_some(), "a slot came back");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn buckets_refill_and_are_forgotten_once_full() {
+        let rate = PerAddressRate::new(10.0, 5.0);
+        let a = AddressKey::of(Ipv4Addr::new(127, 0, 0, 2).into());
+        assert!((0..5).all(|_| rate.allow(a)));
+        assert!(!rate.allow(a), "burst used up");
+        tokio::time::advance(std::time::Duration::from_millis(100)).await;
+        assert!(rate.allow(a), "one token back after 0.1 s at 10/s");
+        for n in 0..3000u32 {
+            rate.allow(AddressKey::of(Ipv4Addr::from(n).into()));
+        }
+        tokio::time::advance(std::time::Duration::from_secs(1)).await;
+        for n in 10_000..13_000u32 {
+            rate.allow(AddressKey::of(Ipv4Addr::from(n).into()));
+        }
+        // Without pruning 6,001 addresses would be held; the refilled first 3,000 are gone.
+        assert!(rate.tracked() <= 3001, "tracked {}", rate.tracked());
+    }
+}
