@@ -607,3 +607,83 @@ async fn sending_faster_than_the_rate_limit_is_refused_with_a_sentence() {
     );
     dir.stop().await;
 }
+
+/// An RNG that hands out a chosen 16-byte value first (the message id `seal` draws first), then
+/// the operating system's randomness: lets a test seal an envelope that reuses another's id.
+struct ChosenIdRng {
+    id: Option<[u8; 16]>,
+}
+
+impl rand::TryRng for ChosenIdRng {
+    type Error = <rand::rngs::SysRng as rand::TryRng>::Error;
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        rand::TryRng::try_next_u32(&mut identity::os_rng())
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        rand::TryRng::try_next_u64(&mut identity::os_rng())
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        match self.id.take() {
+            Some(id) if dst.len() == 16 => {
+                dst.copy_from_slice(&id);
+                Ok(())
+            }
+            _ => rand::TryRng::try_fill_bytes(&mut identity::os_rng(), dst),
+        }
+    }
+}
+
+impl rand::TryCryptoRng for ChosenIdRng {}
+
+#[tokio::test]
+async fn a_co_recipient_reusing_a_message_id_cannot_take_the_senders_receipt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TestDirectory::start(&tmp.path().join("data"), &[]).await;
+    let mut alice = Client::join(&dir, "alice", &tmp.path().join("alice")).await;
+    let mut bob = Client::join(&dir, "bob", &tmp.path().join("bob")).await;
+    let mut carol = Client::join(&dir, "carol", &tmp.path().join("carol")).await;
+    let bob_peer = alice.wait_for_peer("bob").await;
+    let carol_peer = alice.wait_for_peer("carol").await;
+    carol.wait_for_peer("bob").await;
+    bob.wait_for_peer("carol").await;
+
+    let sent = alice
+        .session
+        .send_text(&[bob_peer.clone(), carol_peer], "for both of you")
+        .await
+        .unwrap();
+    // Carol learns the id from her copy and, before bob acknowledges, sends bob her own envelope
+    // under the same id.
+    let copy = carol.raw_envelope().await;
+    let id = sealed::Header::decode(&copy.header).unwrap().message_id;
+    assert_eq!(id, sent.message_id);
+    let carol_key = identity::read_private_key(&tmp.path().join("carol/keys/carol.pem")).unwrap();
+    let bob_key = identity::parse_public_key(&bob_peer.public_key_der).unwrap();
+    let stolen = sealed::seal(
+        &mut ChosenIdRng { id: Some(id) },
+        &sealed::SealParams {
+            sender: "carol",
+            sender_key: &carol_key,
+            counter: svs_common::time::now_ms() * 1000,
+            timestamp_ms: svs_common::time::now_ms(),
+            recipients: &[sealed::SealRecipient {
+                name: "bob",
+                key: &bob_key,
+            }],
+        },
+        b"same id",
+    )
+    .unwrap();
+    let reach = carol.session.send_envelope(stolen).await.unwrap();
+    assert_eq!(reach.message_id, id);
+    // Bob now reads (and acknowledges) both; alice still gets bob's receipt for her message.
+    assert_eq!(bob.message().await.text, "for both of you");
+    let receipt_for = alice
+        .until(|i| match i {
+            Incoming::Delivered { id, to } if to == "bob" => Some(id.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(receipt_for, hex::encode(sent.message_id));
+    dir.stop().await;
+}

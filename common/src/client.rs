@@ -11,6 +11,17 @@ pub const CLIENT_MAX_DECODE: usize = 16 * 1024 * 1024;
 
 /// Opens a channel to `url` (`https://host:port`, or `http://` for --plaintext services).
 pub async fn connect(url: &str, ca: Option<&Path>) -> Result<Channel, Error> {
+    endpoint(url, ca)?
+        .connect()
+        .await
+        .map_err(|e| Error::Connect {
+            url: url.to_string(),
+            reason: explain_connect_error(&e),
+        })
+}
+
+/// The endpoint `connect` uses: TLS with `ca` (or the web roots) for https, keepalive, timeouts.
+pub fn endpoint(url: &str, ca: Option<&Path>) -> Result<Endpoint, Error> {
     let endpoint = Endpoint::from_shared(url.to_string())
         .map_err(|e| Error::Connect {
             url: url.to_string(),
@@ -40,10 +51,7 @@ pub async fn connect(url: &str, ca: Option<&Path>) -> Result<Channel, Error> {
     } else {
         endpoint
     };
-    endpoint.connect().await.map_err(|e| Error::Connect {
-        url: url.to_string(),
-        reason: explain_connect_error(&e),
-    })
+    Ok(endpoint)
 }
 
 fn explain_connect_error(error: &(dyn std::error::Error + 'static)) -> String {

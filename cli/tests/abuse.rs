@@ -1,0 +1,364 @@
+//! The directory under attack from one address while another keeps working: challenge floods,
+//! sockets that never speak TLS, TLS connections that never speak HTTP/2, connections that hold
+//! no stream, reused challenges and receipts claimed by a co-recipient. Real service over TLS on
+//! 127.0.0.1; the attacker connects from 127.0.0.2 (also loopback on Linux), so per-address
+//! limits tell the two apart as they would two machines.
+
+mod support;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use support::TestDirectory;
+use svs_cli::inbox::Incoming;
+use svs_common::identity;
+use svs_common::proto::directory::directory_client::DirectoryClient;
+use svs_common::proto::directory::{GetChallengeRequest, RegisterRequest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tonic::transport::Channel;
+
+const ATTACKER: &str = "127.0.0.2";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn port_of(dir: &TestDirectory) -> u16 {
+    dir.url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+async fn tcp_from(source: &str, port: u16) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source.parse::<IpAddr>().unwrap(), 0))?;
+    let stream = socket
+        .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// A gRPC channel whose connections leave from `source`.
+async fn channel_from(source: &'static str, dir: &TestDirectory) -> Channel {
+    let port = port_of(dir);
+    let connector = tower::service_fn(move |_: http::Uri| async move {
+        tcp_from(source, port)
+            .await
+            .map(hyper_util::rt::TokioIo::new)
+    });
+    svs_common::client::endpoint(&dir.url, Some(&dir.ca))
+        .unwrap()
+        .connect_with_connector(connector)
+        .await
+        .unwrap()
+}
+
+/// A TLS 1.3 connection (ALPN h2) from `source` that has sent nothing yet.
+async fn tls_from(
+    source: &str,
+    dir: &TestDirectory,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(&dir.ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tcp_from(source, port_of(dir)).await?;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+}
+
+/// Whether the server closes `stream` within `within` (EOF or an error on read).
+async fn closed_within(mut stream: impl AsyncReadExt + Unpin, within: Duration) -> bool {
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(within, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// Registers alice and bob from 127.0.0.1 with the real client code, subscribes both, and has
+/// alice send bob one message. Returns how long all of it took.
+async fn alice_messages_bob(dir: &TestDirectory, home: &Path, tag: &str) -> Duration {
+    let started = Instant::now();
+    let (alice_name, bob_name) = (format!("alice{tag}"), format!("bob{tag}"));
+    let mut alice = dir.register(&alice_name, &home.join(&alice_name)).await;
+    let mut bob = dir.register(&bob_name, &home.join(&bob_name)).await;
+    let mut bob_stream = bob.subscribe().await.unwrap();
+    let mut bob_inbox = bob.inbox();
+    bob.await_roster(&mut bob_stream, &mut bob_inbox)
+        .await
+        .unwrap();
+    let peers = alice.list_peers().await.unwrap().peers;
+    let bob_peer = peers.into_iter().find(|p| p.name == bob_name).unwrap();
+    let sent = alice.send_text(&[bob_peer], "still here").await.unwrap();
+    assert!(sent.reaches[0].queued, "{:?}", sent.reaches);
+    let text = tokio::time::timeout(WAIT, async {
+        loop {
+            let items = bob
+                .next_incoming(&mut bob_stream, &mut bob_inbox)
+                .await
+                .unwrap()
+                .unwrap();
+            if let Some(Incoming::Message(m)) = items
+                .into_iter()
+                .find(|i| matches!(i, Incoming::Message(_)))
+            {
+                return m.text;
+            }
+        }
+    })
+    .await
+    .expect("bob received alice's message");
+    assert_eq!(text, "still here");
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn a_challenge_flood_from_one_address_does_not_stop_another() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TestDirectory::start(&tmp.path().join("data"), &[]).await;
+    let key = identity::generate(2048).unwrap();
+    let spki = identity::public_key_der(&key.to_public_key());
+
+    let mut flooder = DirectoryClient::new(channel_from(ATTACKER, &dir).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (issued, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let flood_started = Instant::now();
+    let flood = {
+        let (stop, issued, refused, spki) =
+            (stop.clone(), issued.clone(), refused.clone(), spki.clone());
+        tokio::spawn(async move {
+            // Bounded: at most 20,000 calls, ending early when the test is done.
+            for n in 0..20_000u32 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let request = GetChallengeRequest {
+                    name: format!("flood{n}"),
+                    public_key_der: spki.clone().into(),
+                };
+                match flooder.get_challenge(request).await {
+                    Ok(_) => issued.fetch_add(1, Ordering::Relaxed),
+                    Err(status) => {
+                        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+                        refused.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        })
+    };
+    // Let the flood use up its address's budget first.
+    while refused.load(Ordering::Relaxed) < 200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = alice_messages_bob(&dir, tmp.path(), "").await;
+    stop.store(true, Ordering::Relaxed);
+    flood.await.unwrap();
+    let flood_secs = flood_started.elapsed().as_secs_f64();
+    let (issued, refused) = (
+        issued.load(Ordering::Relaxed),
+        refused.load(Ordering::Relaxed),
+    );
+    println!(
+        "during a flood of {} GetChallenge calls from {ATTACKER} ({issued} answered, {refused} refused), \
+         two clients registered and exchanged a message in {took:?}",
+        issued + refused
+    );
+    // The default budget: bursts of 60, then 20 calls per second.
+    assert!(
+        issued as f64 <= 60.0 + 20.0 * flood_secs + 5.0,
+        "the flooding address was held to its budget: {issued} answered in {flood_secs:.1} s"
+    );
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    dir.stop().await;
+}
+
+#[tokio::test]
+async fn a_used_or_foreign_challenge_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TestDirectory::start(&tmp.path().join("data"), &[]).await;
+    let mut client = DirectoryClient::new(channel_from(ATTACKER, &dir).await);
+    let key = identity::generate(2048).unwrap();
+    let spki = identity::public_key_der(&key.to_public_key());
+    let challenge = |name: &str| GetChallengeRequest {
+        name: name.into(),
+        public_key_der: spki.clone().into(),
+    };
+    let issued = client
+        .get_challenge(challenge("mallory"))
+        .await
+        .unwrap()
+        .into_inner();
+    let register = |name: &str, challenge: &[u8]| {
+        let signature =
+            svs_common::registration::sign(&key, &issued.service_id, name, &spki, challenge)
+                .unwrap();
+        RegisterRequest {
+            name: name.into(),
+            public_key_der: spki.clone().into(),
+            challenge: challenge.to_vec().into(),
+            signature: signature.into(),
+        }
+    };
+    // Issued for mallory: useless for another name, even correctly signed.
+    let err = client
+        .register(register("trent", &issued.challenge))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("not issued"), "{err:?}");
+    // Made up: refused.
+    let err = client
+        .register(register("mallory", &[7u8; 32]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    // Used once, then refused.
+    client
+        .register(register("mallory", &issued.challenge))
+        .await
+        .unwrap();
+    let err = client
+        .register(register("mallory", &issued.challenge))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("already used"), "{err:?}");
+    // A wrong-length challenge is the caller's error.
+    let err = client
+        .register(register("mallory", &[1u8; 5]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    dir.stop().await;
+}
+
+#[tokio::test]
+async fn sockets_that_never_speak_tls_or_http2_cannot_lock_others_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TestDirectory::start(
+        &tmp.path().join("data"),
+        &[
+            "--max-connections",
+            "40",
+            "--max-connections-per-address",
+            "10",
+            "--handshake-timeout-secs",
+            "1",
+        ],
+    )
+    .await;
+
+    // Slowloris: 30 plain TCP sockets that never start TLS. Ten get a slot, the rest are closed
+    // at once; the ten are closed when the handshake deadline passes.
+    let mut silent = Vec::new();
+    for _ in 0..30 {
+        silent.push(tcp_from(ATTACKER, port_of(&dir)).await.unwrap());
+    }
+    let took = alice_messages_bob(&dir, tmp.path(), "1").await;
+    println!("with 30 silent TCP sockets from {ATTACKER}: registered and messaged in {took:?}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    for socket in silent {
+        assert!(
+            closed_within(socket, Duration::from_secs(5)).await,
+            "a socket that never started TLS is closed"
+        );
+    }
+
+    // TLS idlers: a finished TLS handshake, then never the HTTP/2 preface.
+    let mut idlers = Vec::new();
+    for _ in 0..10 {
+        idlers.push(tls_from(ATTACKER, &dir).await.unwrap());
+    }
+    assert!(
+        tls_from(ATTACKER, &dir).await.is_err(),
+        "an eleventh connection from the same address is closed at once"
+    );
+    let took = alice_messages_bob(&dir, tmp.path(), "2").await;
+    println!("with 10 TLS idlers from {ATTACKER}: registered and messaged in {took:?}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    for idler in idlers {
+        assert!(
+            closed_within(idler, Duration::from_secs(5)).await,
+            "a TLS connection that never sent the HTTP/2 preface is closed"
+        );
+    }
+    dir.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_without_streams_is_closed_and_subscriptions_are_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir =
+        TestDirectory::start(&tmp.path().join("data"), &["--idle-connection-secs", "1"]).await;
+    // A client that speaks HTTP/2 (preface and an empty SETTINGS frame) and then opens nothing.
+    let mut idle = tls_from(ATTACKER, &dir).await.unwrap();
+    idle.write_all(svs_common::serve::accept::HTTP2_PREFACE)
+        .await
+        .unwrap();
+    idle.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    idle.flush().await.unwrap();
+
+    let mut alice = dir.register("alice", &tmp.path().join("alice")).await;
+    let mut bob = dir.register("bob", &tmp.path().join("bob")).await;
+    let mut bob_stream = bob.subscribe().await.unwrap();
+    let mut bob_inbox = bob.inbox();
+    bob.await_roster(&mut bob_stream, &mut bob_inbox)
+        .await
+        .unwrap();
+    let mut alice_stream = alice.subscribe().await.unwrap();
+    let mut alice_inbox = alice.inbox();
+    alice
+        .await_roster(&mut alice_stream, &mut alice_inbox)
+        .await
+        .unwrap();
+
+    assert!(
+        closed_within(idle, Duration::from_secs(10)).await,
+        "a connection holding no stream was closed"
+    );
+    // Both subscriptions outlived the idle timeout and still carry messages.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let bob_peer = alice
+        .list_peers()
+        .await
+        .unwrap()
+        .peers
+        .into_iter()
+        .find(|p| p.name == "bob")
+        .unwrap();
+    alice.send_text(&[bob_peer], "after idle").await.unwrap();
+    let got = tokio::time::timeout(WAIT, async {
+        loop {
+            let items = bob
+                .next_incoming(&mut bob_stream, &mut bob_inbox)
+                .await
+                .unwrap()
+                .unwrap();
+            if items
+                .iter()
+                .any(|i| matches!(i, Incoming::Message(m) if m.text == "after idle"))
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(got.is_ok(), "bob's subscription survived the idle timeout");
+    dir.stop().await;
+}
