@@ -223,7 +223,7 @@ pub async fn play(
                 let message = match message {
                     Ok(Some(m)) => m,
                     Ok(None) => break Ok(()),
-                    Err(status) => break Err(status.into()),
+                    Err(status) => break Err(CliError::stream(status)),
                 };
                 match message.kind {
                     Some(play_response::Kind::Frame(frame)) => {

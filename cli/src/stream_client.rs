@@ -33,21 +33,25 @@ impl StreamClient {
         Ok(self
             .api
             .list_videos(ListVideosRequest {})
-            .await?
+            .await
+            .map_err(CliError::stream)?
             .into_inner()
             .videos)
     }
 
     /// Starts a playback and reads its header.
     pub async fn play(&mut self, request: PlayRequest) -> Result<Playing, CliError> {
-        let mut stream = self.api.play(request).await?.into_inner();
-        match stream.message().await? {
+        let mut stream = self
+            .api
+            .play(request)
+            .await
+            .map_err(CliError::stream)?
+            .into_inner();
+        match stream.message().await.map_err(CliError::stream)? {
             Some(PlayResponse {
                 kind: Some(play_response::Kind::Header(header)),
             }) => Ok(Playing { header, stream }),
-            _ => Err(CliError::Refused(
-                "the stream service sent no playback header".into(),
-            )),
+            _ => Err(CliError::StreamRefused("it sent no playback header".into())),
         }
     }
 
@@ -61,7 +65,8 @@ impl StreamClient {
                 playback_id: playback_id.to_string(),
                 action: Some(action),
             })
-            .await?;
+            .await
+            .map_err(CliError::stream)?;
         Ok(())
     }
 }

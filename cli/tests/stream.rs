@@ -561,29 +561,16 @@ async fn the_cache_evicts_least_recently_used_renditions_past_its_cap() {
         assert_eq!(seen.frames_received, DEMO_FRAMES);
     }
     // Eviction runs on the build thread just after the last frame is served: give it a moment.
-    let cache_dir = s._tmp.path().join("data/cache");
-    let cached = || -> Vec<String> {
-        std::fs::read_dir(&cache_dir)
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| n.ends_with(".frames"))
-            .collect()
-    };
+    let cache_dir = s._tmp.path().join("data/cache/demo");
+    let cached = |label: &str| cache_dir.join(label).exists();
     for _ in 0..100 {
-        if cached().iter().all(|n| !n.starts_with("demo_240p")) {
+        if !cached("240p") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let now = cached();
-    assert!(
-        now.iter().all(|n| !n.starts_with("demo_240p")),
-        "240p was evicted: {now:?}"
-    );
-    assert!(
-        now.iter().any(|n| n.starts_with("demo_720p")),
-        "720p, just built, stays: {now:?}"
-    );
+    assert!(!cached("240p"), "240p was evicted");
+    assert!(cached("720p"), "720p, just built, stays");
     // Playing 240p again needs a new encode.
     player::play(
         &mut client,
@@ -593,5 +580,177 @@ async fn the_cache_evicts_least_recently_used_renditions_past_its_cap() {
     .await
     .unwrap();
     assert_eq!(s.stream.handle.cache.encodes(), 3);
+    s.stream.stop().await;
+}
+
+/// Plays 240p of `video` as fast as possible and returns how many frames decoded.
+async fn play_240p(client: &mut StreamClient, video: &str) -> u64 {
+    let mut r = request(Resolution::Resolution240p, Pacing::AsFastAsPossible);
+    r.video = video.into();
+    let summary = player::play(client, r, &HEADLESS).await.unwrap();
+    assert_eq!(summary.frames_decoded, summary.frames_received);
+    summary.frames_decoded
+}
+
+/// Waits until the library lists `n` videos.
+async fn until_listed(client: &mut StreamClient, n: usize) {
+    for _ in 0..100 {
+        if client.list_videos().await.unwrap().len() == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the library never listed {n} videos");
+}
+
+#[tokio::test]
+async fn videos_whose_names_share_a_prefix_keep_their_own_caches() {
+    let s = setup(&[]).await;
+    for name in ["a-b", "a-c"] {
+        for r in ["240p"] {
+            std::fs::copy(
+                s.videos.join(format!("demo_{r}.mp4")),
+                s.videos.join(format!("{name}_{r}.mp4")),
+            )
+            .unwrap();
+        }
+    }
+    let mut client = s.client("viewer").await;
+    until_listed(&mut client, 3).await;
+    assert_eq!(play_240p(&mut client, "a-b").await, DEMO_FRAMES);
+    assert_eq!(play_240p(&mut client, "a-c").await, DEMO_FRAMES);
+    // Wait for the second build to finish its clean-up, then check the first survived it.
+    let cache = s._tmp.path().join("data/cache");
+    for _ in 0..100 {
+        if cache
+            .join("a-c/240p")
+            .read_dir()
+            .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.path().join("index").exists())))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let has_index = |video: &str| {
+        cache
+            .join(video)
+            .join("240p")
+            .read_dir()
+            .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.path().join("index").exists())))
+    };
+    assert!(has_index("a-b"), "building a-c left a-b's cache alone");
+    assert!(has_index("a-c"));
+    assert_eq!(play_240p(&mut client, "a-b").await, DEMO_FRAMES);
+    assert_eq!(
+        s.stream.handle.cache.encodes(),
+        2,
+        "a-b was not encoded again"
+    );
+    s.stream.stop().await;
+}
+
+#[tokio::test]
+async fn damaged_cache_frames_are_never_served_and_leftovers_are_removed_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let videos = tmp.path().join("videos");
+    demo_videos(&videos);
+    let issuer = test_issuer(&data);
+    let stream = TestStream::start(&data, &videos, &[]).await;
+    let mut client = stream.client(&token(&issuer, "viewer", 3_600_000)).await;
+    assert_eq!(play_240p(&mut client, "demo").await, DEMO_FRAMES);
+    stream.stop().await;
+
+    // Damage two frames in place (same length), and leave what a killed build leaves.
+    let version = std::fs::read_dir(data.join("cache/demo/240p"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let frames = version.join("frames");
+    let mut bytes = std::fs::read(&frames).unwrap();
+    let len = bytes.len();
+    for at in [len / 3, 2 * len / 3] {
+        bytes[at] ^= 0xff;
+    }
+    std::fs::write(&frames, &bytes).unwrap();
+    let leftover = version.join(".frames.999.0.tmp");
+    std::fs::write(&leftover, vec![0u8; 4096]).unwrap();
+
+    let stream = TestStream::start(&data, &videos, &[]).await;
+    assert!(
+        !leftover.exists(),
+        "a killed build's temporary file is removed at start"
+    );
+    let mut client = stream.client(&token(&issuer, "viewer", 3_600_000)).await;
+    let mut r = request(Resolution::Resolution240p, Pacing::AsFastAsPossible);
+    r.video = "demo".into();
+    let summary = player::play(&mut client, r, &HEADLESS).await.unwrap();
+    assert_eq!(summary.frames_received, DEMO_FRAMES);
+    assert_eq!(
+        summary.frames_decoded, DEMO_FRAMES,
+        "every frame served decodes: the damaged rendition was rebuilt"
+    );
+    assert_eq!(stream.handle.cache.encodes(), 1, "rebuilt once");
+    stream.stop().await;
+}
+
+#[tokio::test]
+async fn a_fifo_in_the_library_is_skipped_and_scans_go_on() {
+    let s = setup(&[]).await;
+    let fifo = s.videos.join("x_240p.mp4");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut client = s.client("viewer").await;
+    // A later file is still noticed: the FIFO did not stop the rescans.
+    std::fs::copy(
+        s.videos.join("demo_240p.mp4"),
+        s.videos.join("late_240p.mp4"),
+    )
+    .unwrap();
+    until_listed(&mut client, 2).await;
+    let names: Vec<String> = client
+        .list_videos()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    assert_eq!(names, ["demo", "late"]);
+    s.stream.stop().await;
+
+    // After a restart with the FIFO still there, the service serves at once.
+    let data = s._tmp.path().join("data");
+    let stream = TestStream::start(&data, &s.videos, &[]).await;
+    let mut client = stream.client(&token(&s.issuer, "viewer", 3_600_000)).await;
+    until_listed(&mut client, 2).await;
+    stream.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_video_names_the_closest_few_not_the_whole_library() {
+    let s = setup(&[]).await;
+    for n in 0..40 {
+        std::fs::copy(
+            s.videos.join("demo_240p.mp4"),
+            s.videos.join(format!("talk{n:02}_240p.mp4")),
+        )
+        .unwrap();
+    }
+    let mut client = s.client("viewer").await;
+    until_listed(&mut client, 41).await;
+    let mut r = request(Resolution::Resolution240p, Pacing::AsFastAsPossible);
+    r.video = "talk7".into();
+    let status = client.play(r).await.err().expect("unknown video refused");
+    let text = status.to_string();
+    assert!(text.contains("no video named \"talk7\""), "{text}");
+    assert!(text.contains("closest of 41"), "{text}");
+    assert!(text.contains("talk07"), "{text}");
+    assert!(text.len() < 400, "short: {text}");
     s.stream.stop().await;
 }

@@ -40,8 +40,13 @@ pub struct Library {
     videos: RwLock<BTreeMap<String, Video>>,
 }
 
+/// Size and modification time of a regular file (symlinks followed); `None` for anything else
+/// (a FIFO, a device, a directory), which is never opened.
 fn file_tag(path: &Path) -> Option<String> {
     let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
     let modified = meta
         .modified()
         .ok()?
@@ -87,7 +92,10 @@ impl Library {
                 continue;
             };
             let path = entry.path();
-            let Some(tag) = file_tag(&path) else { continue };
+            let Some(tag) = file_tag(&path) else {
+                tracing::debug!(file = %path.display(), "skipping something that is not a regular file");
+                continue;
+            };
             let known = previous
                 .get(name)
                 .and_then(|v| v.renditions.get(&rendition))
@@ -142,6 +150,24 @@ impl Library {
                     .collect(),
             })
             .collect()
+    }
+
+    /// Up to `n` video names closest to `wanted` (edit distance, then name), and how many videos
+    /// there are in all.
+    pub fn closest(&self, wanted: &str, n: usize) -> (Vec<String>, usize) {
+        let videos = self.videos.read().unwrap_or_else(|p| p.into_inner());
+        let wanted: String = wanted.chars().take(256).collect();
+        let mut scored: Vec<(usize, &String)> = videos
+            .keys()
+            .map(|name| (strsim::levenshtein(&wanted, name), name))
+            .collect();
+        scored.sort();
+        let closest = scored
+            .into_iter()
+            .take(n)
+            .map(|(_, name)| name.clone())
+            .collect();
+        (closest, videos.len())
     }
 
     pub fn is_empty(&self) -> bool {

@@ -3,6 +3,7 @@
 //! control actions (switch, pause, resume, seek) between frames.
 
 use crate::cache::{FrameCache, Frames};
+use crate::library::Source;
 use crate::library::Video;
 use crate::resolution::Rendition;
 use std::collections::VecDeque;
@@ -71,12 +72,8 @@ fn response(kind: play_response::Kind) -> PlayResponse {
 }
 
 impl Playback {
-    pub fn new(start: PlaybackStart, cache: Arc<FrameCache>) -> Self {
-        let frames = cache.open(
-            &start.video_name,
-            start.rendition,
-            &start.video.renditions[&start.rendition],
-        );
+    pub async fn new(start: PlaybackStart, cache: Arc<FrameCache>, source: &Source) -> Self {
+        let frames = cache.open(&start.video_name, start.rendition, source).await;
         let now = Instant::now();
         Self {
             current: start.rendition,
@@ -273,11 +270,10 @@ impl Playback {
         }
         let from = self.current;
         let old_fps = self.fps();
-        self.frames = self.cache.open(
-            &self.start.video_name,
-            to,
-            &self.start.video.renditions[&to],
-        );
+        let Some(source) = self.start.video.renditions.get(&to) else {
+            return true;
+        };
+        self.frames = self.cache.open(&self.start.video_name, to, source).await;
         self.current = to;
         // Same instant in the new rendition (renditions normally share the frame rate).
         let pts = self.next_index as f64 / old_fps;

@@ -16,6 +16,9 @@ use svs_common::token::TokenVerifier;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// Longest the service waits for its first library scan before serving anyway.
+const FIRST_SCAN_WAIT: Duration = Duration::from_secs(10);
+
 /// Waits for directory-service to write its public token key, then loads it.
 async fn token_verifier(config: &Config) -> Result<TokenVerifier, Error> {
     let path = config.token_public_key();
@@ -56,10 +59,13 @@ pub async fn run(
 
     let library = Arc::new(Library::new(config.videos.clone()));
     {
+        // Serving does not wait on a scan that hangs (a stalled network mount, say): after
+        // FIRST_SCAN_WAIT the service starts and the scan finishes in the background.
         let library = library.clone();
-        tokio::task::spawn_blocking(move || library.rescan())
-            .await
-            .map_err(|e| Error::Startup(e.to_string()))?;
+        let scan = tokio::task::spawn_blocking(move || library.rescan());
+        if tokio::time::timeout(FIRST_SCAN_WAIT, scan).await.is_err() {
+            tracing::warn!(dir = %config.videos.display(), "the first library scan is still running; serving meanwhile");
+        }
     }
     if library.is_empty() {
         tracing::warn!(dir = %config.videos.display(), "no videos yet; `stream-service make-demo --videos DIR` makes one");

@@ -75,9 +75,12 @@ fn caller<T>(request: &Request<T>) -> Result<String, Status> {
 }
 
 /// Removes a playback from the registry when its task ends.
+/// Removes a playback from the registry when its task ends, and its session's limit entry once
+/// that session has no playback left (so the map holds only sessions that are playing).
 struct Unregister {
     shared: Arc<Shared>,
     id: String,
+    owner: String,
 }
 
 impl Drop for Unregister {
@@ -85,8 +88,20 @@ impl Drop for Unregister {
         self.shared
             .running
             .lock()
-            .expect("running lock")
+            .unwrap_or_else(|p| p.into_inner())
             .remove(&self.id);
+        let max = self.shared.limits.max_streams_per_session;
+        let mut per_session = self
+            .shared
+            .per_session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if per_session
+            .get(&self.owner)
+            .is_some_and(|s| s.available_permits() >= max)
+        {
+            per_session.remove(&self.owner);
+        }
     }
 }
 
@@ -96,6 +111,22 @@ fn missing_rendition(name: &str, wanted: Rendition, video: &Video) -> Error {
         wanted.label(),
         video.available()
     ))
+}
+
+/// Names suggested when a requested video does not exist.
+const SUGGESTIONS: usize = 10;
+
+/// NOT_FOUND for an unknown video: the closest names and how many there are, never the whole
+/// library (a trailer has to stay small), and the request's name cut short.
+fn unknown_video(library: &Library, wanted: &str) -> Error {
+    let shown: String = wanted.chars().take(64).collect();
+    let (closest, total) = library.closest(wanted, SUGGESTIONS);
+    let available = match total {
+        0 => "the library is empty (run `stream-service make-demo`)".to_string(),
+        n if n <= closest.len() => format!("available: {}", closest.join(", ")),
+        n => format!("closest of {n}: {}", closest.join(", ")),
+    };
+    Error::NotFound(format!("no video named {shown:?}; {available}"))
 }
 
 /// AUTO starts at 720p when present, else the nearest lower, else the lowest there is.
@@ -113,18 +144,10 @@ impl StreamService {
         request: PlayRequest,
     ) -> Result<ReceiverStream<Result<PlayResponse, Status>>, Error> {
         let shared = &self.shared;
-        let video = shared.library.get(&request.video).ok_or_else(|| {
-            let names: Vec<String> = shared.library.list().into_iter().map(|v| v.name).collect();
-            Error::NotFound(format!(
-                "no video named {:?}; available: {}",
-                request.video,
-                if names.is_empty() {
-                    "none (run `stream-service make-demo`)".to_string()
-                } else {
-                    names.join(", ")
-                }
-            ))
-        })?;
+        let video = shared
+            .library
+            .get(&request.video)
+            .ok_or_else(|| unknown_video(&shared.library, &request.video))?;
         let requested = Resolution::try_from(request.resolution).map_err(|_| {
             Error::InvalidArgument(format!("unknown resolution value {}", request.resolution))
         })?;
@@ -154,25 +177,28 @@ impl StreamService {
                 shared.limits.max_streams
             ))
         })?;
-        let session_limit = shared
+        // Acquired under the map's lock, so pruning an entry (`Unregister`) never races this.
+        let per_session = shared
             .per_session
             .lock()
-            .expect("session limits lock")
+            .unwrap_or_else(|p| p.into_inner())
             .entry(owner.clone())
             .or_insert_with(|| Arc::new(Semaphore::new(shared.limits.max_streams_per_session)))
-            .clone();
-        let per_session = session_limit.try_acquire_owned().map_err(|_| {
-            Error::ResourceExhausted(format!(
-                "you already have {} playbacks open (the per-session limit)",
-                shared.limits.max_streams_per_session
-            ))
-        })?;
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                Error::ResourceExhausted(format!(
+                    "you already have {} playbacks open (the per-session limit)",
+                    shared.limits.max_streams_per_session
+                ))
+            })?;
 
         let mut id = [0u8; 16];
         svs_common::identity::os_rng()
             .try_fill_bytes(&mut id)
             .map_err(|_| Error::Startup("the operating system RNG failed".into()))?;
         let id = hex::encode(id);
+        let owner_name = owner.clone();
         let (sink, frames) = mpsc::channel(VIEWER_QUEUE);
         let (control, actions) = mpsc::channel(16);
         shared.running.lock().expect("running lock").insert(
@@ -192,15 +218,19 @@ impl StreamService {
             adaptive,
             pacing,
         };
-        let playback = Playback::new(start, shared.cache.clone());
+        let source = start.video.renditions[&rendition].clone();
+        let cache = shared.cache.clone();
         let guard = Unregister {
             shared: shared.clone(),
             id,
+            owner: owner_name,
         };
         let stop = shared.stop.clone();
         tokio::spawn(async move {
-            // The permits live exactly as long as the playback.
+            // The permits live exactly as long as the playback (dropped in this order, so the
+            // session's permit is back before `Unregister` looks at it).
             let _permits = (total, per_session, guard);
+            let playback = Playback::new(start, cache, &source).await;
             playback.run(sink, actions, stop).await;
         });
         Ok(ReceiverStream::new(frames))
