@@ -40,6 +40,14 @@ impl Home {
             .join(format!("{}.token", svs_common::names::canonical(name)))
     }
 
+    /// The last message counter `name` used (text, 0600): counters stay increasing across runs
+    /// even when the wall clock steps back.
+    pub fn counter_path(&self, name: &str) -> PathBuf {
+        self.root
+            .join("counters")
+            .join(svs_common::names::canonical(name))
+    }
+
     /// Pinned peer keys.
     pub fn known_peers_path(&self) -> PathBuf {
         self.root.join("known_peers")

@@ -53,10 +53,31 @@ pub enum Incoming {
     ResyncNeeded,
 }
 
+/// Ids remembered per sender at most (older ones are also refused by counter and age).
+pub const MAX_REMEMBERED_IDS: usize = 4096;
+
+/// What is remembered of one sender to refuse replays: the highest counter accepted, and the
+/// ids of messages still young enough to be accepted (bounded in age and count).
 #[derive(Default)]
 struct SenderHistory {
     last_counter: u64,
     ids: HashSet<[u8; 16]>,
+    order: std::collections::VecDeque<([u8; 16], u64)>,
+}
+
+impl SenderHistory {
+    fn remember(&mut self, id: [u8; 16], timestamp_ms: u64, now_ms: u64) {
+        self.ids.insert(id);
+        self.order.push_back((id, timestamp_ms));
+        while let Some(&(old, ts)) = self.order.front() {
+            let too_old = now_ms.saturating_sub(ts) > MAX_MESSAGE_AGE_MS;
+            if !too_old && self.order.len() <= MAX_REMEMBERED_IDS {
+                break;
+            }
+            self.ids.remove(&old);
+            self.order.pop_front();
+        }
+    }
 }
 
 /// Per-session receiving state.
@@ -172,16 +193,29 @@ impl Inbox {
             })
     }
 
+    /// Opens an envelope in one go (check, decrypt, record). `Session::process` runs the same
+    /// steps with the decryption on a blocking thread.
     fn open(&mut self, envelope: &Envelope, pins: &mut KnownPeers) -> Incoming {
-        let header = match Header::decode(&envelope.header) {
-            Ok(h) => h,
-            Err(e) => {
-                return Incoming::Dropped {
-                    from: "?".into(),
-                    why: e.to_string(),
-                };
+        match self.check(envelope.clone(), pins) {
+            Err(dropped) => dropped,
+            Ok(verified) => {
+                let plaintext = verified.decrypt();
+                self.finish(verified, plaintext)
             }
-        };
+        }
+    }
+
+    /// Everything before decryption: header, sender key, pin, signature, replay and age. An
+    /// envelope that fails comes back as the `Dropped` to show.
+    pub fn check(
+        &mut self,
+        envelope: Envelope,
+        pins: &mut KnownPeers,
+    ) -> Result<Verified, Incoming> {
+        let header = Header::decode(&envelope.header).map_err(|e| Incoming::Dropped {
+            from: "?".into(),
+            why: e.to_string(),
+        })?;
         let from = header.sender.clone();
         let dropped = |why: String| Incoming::Dropped {
             from: from.clone(),
@@ -193,7 +227,7 @@ impl Inbox {
             Some(peer) => peer.public_key_der.to_vec(),
             None => match pins.key(&header.sender) {
                 Some(k) => k.to_vec(),
-                None => return dropped("the sender's key is unknown".into()),
+                None => return Err(dropped("the sender's key is unknown".into())),
             },
         };
         let warning = match pins.check(&header.sender, &spki) {
@@ -204,29 +238,48 @@ impl Inbox {
             _ => None,
         };
         let Ok(sender_key) = identity::parse_public_key(&spki) else {
-            return dropped("the sender's key is invalid".into());
+            return Err(dropped("the sender's key is invalid".into()));
         };
-        if let Err(e) = sealed::verify(envelope, &sender_key) {
-            return dropped(format!("rejected: {e}"));
+        if let Err(e) = sealed::verify(&envelope, &sender_key) {
+            return Err(dropped(format!("rejected: {e}")));
         }
         let history = self.history.entry(canonical).or_default();
         if history.ids.contains(&header.message_id) || header.counter <= history.last_counter {
-            return dropped("replayed message dropped".into());
+            return Err(dropped("replayed message dropped".into()));
         }
         if now_ms().saturating_sub(header.timestamp_ms) > MAX_MESSAGE_AGE_MS {
-            return dropped("message older than 10 minutes dropped".into());
+            return Err(dropped("message older than 10 minutes dropped".into()));
         }
-        let plaintext = match sealed::open(
-            &mut identity::os_rng(),
+        Ok(Verified {
             envelope,
-            &header,
-            &self.my_name,
-            &self.key,
-        ) {
+            header,
+            my_name: self.my_name.clone(),
+            key: self.key.clone(),
+            warning,
+        })
+    }
+
+    /// Records a decrypted message (so a replay of it is refused) and turns it into what to show.
+    pub fn finish(
+        &mut self,
+        verified: Verified,
+        plaintext: Result<Vec<u8>, svs_common::Error>,
+    ) -> Incoming {
+        let header = verified.header;
+        let plaintext = match plaintext {
             Ok(p) => p,
-            Err(e) => return dropped(e.to_string()),
+            Err(e) => {
+                return Incoming::Dropped {
+                    from: header.sender,
+                    why: e.to_string(),
+                };
+            }
         };
-        history.ids.insert(header.message_id);
+        let history = self
+            .history
+            .entry(names::canonical(&header.sender))
+            .or_default();
+        history.remember(header.message_id, header.timestamp_ms, now_ms());
         history.last_counter = header.counter;
         Incoming::Message(Message {
             from: header.sender.clone(),
@@ -234,8 +287,30 @@ impl Inbox {
             id: hex::encode(header.message_id),
             text: String::from_utf8_lossy(&plaintext).into_owned(),
             time: header.timestamp_ms,
-            warning,
+            warning: verified.warning,
         })
+    }
+}
+
+/// An envelope that passed every check before decryption; `decrypt` is the RSA private-key
+/// step, to be run on a blocking thread.
+pub struct Verified {
+    envelope: Envelope,
+    header: Header,
+    my_name: String,
+    key: Arc<PrivateKey>,
+    warning: Option<String>,
+}
+
+impl Verified {
+    pub fn decrypt(&self) -> Result<Vec<u8>, svs_common::Error> {
+        sealed::open(
+            &mut identity::os_rng(),
+            &self.envelope,
+            &self.header,
+            &self.my_name,
+            &self.key,
+        )
     }
 }
 
@@ -261,6 +336,26 @@ mod tests {
                 more,
             })),
         }
+    }
+
+    #[test]
+    fn replay_memory_is_bounded_in_count_and_age() {
+        let now = 100 * MAX_MESSAGE_AGE_MS;
+        let mut history = SenderHistory::default();
+        for n in 0..(MAX_REMEMBERED_IDS as u32 + 1000) {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&n.to_be_bytes());
+            history.remember(id, now, now);
+        }
+        assert_eq!(history.ids.len(), MAX_REMEMBERED_IDS);
+        assert_eq!(history.order.len(), MAX_REMEMBERED_IDS);
+        // Ten minutes later one new id pushes out every id too old to be accepted anyway.
+        history.remember(
+            [0xff; 16],
+            now + MAX_MESSAGE_AGE_MS + 1,
+            now + MAX_MESSAGE_AGE_MS + 1,
+        );
+        assert_eq!(history.ids.len(), 1);
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! Trust on first use: the key each peer name was first seen with, in `$SVS_HOME/known_peers`
 //! (one line per peer: `name fingerprint-hex spki-base64`). A different key later is a warning
-//! and blocks sending until `svs trust NAME`.
+//! and blocks sending until `svs trust NAME`. A damaged line never resets trust: the name it
+//! belongs to counts as changed until trusted again, and a line that names no peer stops the
+//! client. Writers take a lock file, so two `svs` processes never lose each other's pins.
 
 use crate::error::CliError;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use svs_common::identity;
 use svs_common::names;
 
@@ -17,15 +19,19 @@ pub enum PinCheck {
     NewlyPinned,
     /// Same key as pinned.
     Matches,
-    /// Another key than pinned.
+    /// Another key than pinned (or the pin is unreadable).
     Changed { pinned: String },
 }
 
 #[derive(Debug, Clone)]
-struct Pin {
-    name: String,
-    fingerprint: String,
-    spki: Vec<u8>,
+enum Pin {
+    Key {
+        name: String,
+        fingerprint: String,
+        spki: Vec<u8>,
+    },
+    /// A line for this name that does not parse; kept as it was until `svs trust`.
+    Damaged { line: String },
 }
 
 /// The pinned keys, saved on every change.
@@ -34,39 +40,71 @@ pub struct KnownPeers {
     pins: BTreeMap<String, Pin>,
 }
 
+fn parse_line(line: &str) -> Option<Pin> {
+    let mut parts = line.split_whitespace();
+    let (name, fingerprint, spki) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || names::validate(name).is_err() {
+        return None;
+    }
+    let spki = STANDARD.decode(spki).ok()?;
+    // The fingerprint must be the key's: a line edited in one place but not the other is damage.
+    (identity::fingerprint_hex(&identity::fingerprint_der(&spki)) == fingerprint).then(|| {
+        Pin::Key {
+            name: name.to_string(),
+            fingerprint: fingerprint.to_string(),
+            spki,
+        }
+    })
+}
+
+fn read_pins(path: &Path) -> Result<BTreeMap<String, Pin>, CliError> {
+    let mut pins = BTreeMap::new();
+    if !path.exists() {
+        return Ok(pins);
+    }
+    for (n, line) in std::fs::read_to_string(path)?.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let pin = match parse_line(line) {
+            Some(pin) => pin,
+            None => Pin::Damaged {
+                line: line.to_string(),
+            },
+        };
+        let name = line.split_whitespace().next().unwrap_or_default();
+        if names::validate(name).is_err() {
+            return Err(CliError::Usage(format!(
+                "{} line {} is damaged and names no peer; restore the file from a backup or delete that line (and re-check fingerprints with your peers)",
+                path.display(),
+                n + 1
+            )));
+        }
+        pins.insert(names::canonical(name), pin);
+    }
+    Ok(pins)
+}
+
 impl KnownPeers {
     pub fn load(path: PathBuf) -> Result<Self, CliError> {
-        let mut pins = BTreeMap::new();
-        if path.exists() {
-            for line in std::fs::read_to_string(&path)?.lines() {
-                let mut parts = line.split_whitespace();
-                if let (Some(name), Some(fingerprint), Some(spki)) =
-                    (parts.next(), parts.next(), parts.next())
-                    && let Ok(spki) = STANDARD.decode(spki)
-                {
-                    pins.insert(
-                        names::canonical(name),
-                        Pin {
-                            name: name.to_string(),
-                            fingerprint: fingerprint.to_string(),
-                            spki,
-                        },
-                    );
-                }
-            }
-        }
+        let pins = read_pins(&path)?;
         Ok(Self { path, pins })
     }
 
     fn save(&self) -> Result<(), CliError> {
         let mut text = String::new();
         for pin in self.pins.values() {
-            text.push_str(&format!(
-                "{} {} {}\n",
-                pin.name,
-                pin.fingerprint,
-                STANDARD.encode(&pin.spki)
-            ));
+            match pin {
+                Pin::Key {
+                    name,
+                    fingerprint,
+                    spki,
+                } => text.push_str(&format!("{name} {fingerprint} {}\n", STANDARD.encode(spki))),
+                Pin::Damaged { line } => {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+            }
         }
         identity::write_secret_file(&self.path, text.as_bytes())?;
         Ok(())
@@ -76,9 +114,13 @@ impl KnownPeers {
     pub fn check(&mut self, name: &str, spki: &[u8]) -> Result<PinCheck, CliError> {
         let fingerprint = identity::fingerprint_hex(&identity::fingerprint_der(spki));
         match self.pins.get(&names::canonical(name)) {
-            Some(pin) if pin.fingerprint == fingerprint => Ok(PinCheck::Matches),
-            Some(pin) => Ok(PinCheck::Changed {
-                pinned: pin.fingerprint.clone(),
+            Some(Pin::Key { fingerprint: f, .. }) if *f == fingerprint => Ok(PinCheck::Matches),
+            Some(Pin::Key { fingerprint: f, .. }) => Ok(PinCheck::Changed { pinned: f.clone() }),
+            Some(Pin::Damaged { .. }) => Ok(PinCheck::Changed {
+                pinned: format!(
+                    "unreadable (its line in {} is damaged)",
+                    self.path.display()
+                ),
             }),
             None => {
                 self.pin(name, spki)?;
@@ -87,12 +129,24 @@ impl KnownPeers {
         }
     }
 
-    /// Pins `spki` for `name`, replacing any earlier pin (what `svs trust` does).
+    /// Pins `spki` for `name`, replacing any earlier pin (what `svs trust` does). Re-reads the
+    /// file under a lock first, so pins written meanwhile by another `svs` are kept.
     pub fn pin(&mut self, name: &str, spki: &[u8]) -> Result<(), CliError> {
+        let lock_path = self.path.with_extension("lock");
+        if let Some(dir) = lock_path.parent() {
+            identity::create_private_dir(dir)?;
+        }
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        lock.lock()?;
+        self.pins = read_pins(&self.path)?;
         let fingerprint = identity::fingerprint_hex(&identity::fingerprint_der(spki));
         self.pins.insert(
             names::canonical(name),
-            Pin {
+            Pin::Key {
                 name: name.to_string(),
                 fingerprint,
                 spki: spki.to_vec(),
@@ -103,15 +157,66 @@ impl KnownPeers {
 
     /// The pinned fingerprint of `name`.
     pub fn fingerprint(&self, name: &str) -> Option<&str> {
-        self.pins
-            .get(&names::canonical(name))
-            .map(|p| p.fingerprint.as_str())
+        match self.pins.get(&names::canonical(name))? {
+            Pin::Key { fingerprint, .. } => Some(fingerprint),
+            Pin::Damaged { .. } => None,
+        }
     }
 
     /// The pinned key of `name`, DER SPKI.
     pub fn key(&self, name: &str) -> Option<&[u8]> {
-        self.pins
-            .get(&names::canonical(name))
-            .map(|p| p.spki.as_slice())
+        match self.pins.get(&names::canonical(name))? {
+            Pin::Key { spki, .. } => Some(spki),
+            Pin::Damaged { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spki(bits: usize) -> Vec<u8> {
+        identity::public_key_der(&identity::generate(bits).unwrap().to_public_key())
+    }
+
+    #[test]
+    fn a_damaged_pin_blocks_its_name_instead_of_resetting_trust() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_peers");
+        let (bob, carol) = (spki(2048), spki(2048));
+        let mut pins = KnownPeers::load(path.clone()).unwrap();
+        assert_eq!(pins.check("bob", &bob).unwrap(), PinCheck::NewlyPinned);
+        assert_eq!(pins.check("carol", &carol).unwrap(), PinCheck::NewlyPinned);
+        // One character of bob's key flips on disk.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let damaged = text.replacen("bob ", "bob x", 1);
+        std::fs::write(&path, damaged).unwrap();
+        let mut pins = KnownPeers::load(path.clone()).unwrap();
+        assert!(
+            matches!(pins.check("bob", &bob).unwrap(), PinCheck::Changed { .. }),
+            "bob is not pinned anew on first sight"
+        );
+        assert_eq!(pins.check("carol", &carol).unwrap(), PinCheck::Matches);
+        // Trusting bob again repairs his line.
+        pins.pin("bob", &bob).unwrap();
+        let mut pins = KnownPeers::load(path.clone()).unwrap();
+        assert_eq!(pins.check("bob", &bob).unwrap(), PinCheck::Matches);
+        // A line that names nobody stops the client with a sentence.
+        std::fs::write(&path, "!!! garbage\n").unwrap();
+        let err = KnownPeers::load(path).err().unwrap();
+        assert!(err.to_string().contains("line 1 is damaged"), "{err}");
+    }
+
+    #[test]
+    fn two_writers_keep_each_others_pins() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_peers");
+        let mut first = KnownPeers::load(path.clone()).unwrap();
+        let mut second = KnownPeers::load(path.clone()).unwrap();
+        first.check("bob", &spki(2048)).unwrap();
+        second.check("carol", &spki(2048)).unwrap();
+        let merged = KnownPeers::load(path).unwrap();
+        assert!(merged.key("bob").is_some() && merged.key("carol").is_some());
     }
 }

@@ -217,6 +217,10 @@ pub async fn play(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut window_frames = 0u64;
     let mut window_bytes = 0u64;
+    // One listener for the whole loop: a Ctrl-C that arrives while an iteration is busy is kept
+    // for the next select instead of being lost with a listener made anew each pass.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     let outcome: Result<(), CliError> = loop {
         tokio::select! {
             message = stream.message() => {
@@ -296,7 +300,7 @@ pub async fn play(
                 window_frames = 0;
                 window_bytes = 0;
             }
-            _ = tokio::signal::ctrl_c() => break Ok(()),
+            _ = &mut ctrl_c => break Ok(()),
         }
     };
     drop(view_tx);

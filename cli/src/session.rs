@@ -88,7 +88,9 @@ pub struct Session {
     pub key_was_generated: bool,
     key: Arc<PrivateKey>,
     api: Api,
+    /// The last counter used, and where it is kept between runs.
     counter: u64,
+    counter_path: std::path::PathBuf,
     pub pins: KnownPeers,
 }
 
@@ -133,6 +135,11 @@ impl Session {
         let api = DirectoryClient::with_interceptor(channel, Bearer::new(&registered.token)?)
             .max_decoding_message_size(svs_common::client::CLIENT_MAX_DECODE);
         let pins = KnownPeers::load(options.home.known_peers_path())?;
+        let counter_path = options.home.counter_path(&options.name);
+        let counter = std::fs::read_to_string(&counter_path)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0);
         Ok(Session {
             name: options.name.clone(),
             fingerprint: identity::fingerprint_der(&spki),
@@ -141,7 +148,8 @@ impl Session {
             key_was_generated,
             key: Arc::new(key),
             api,
-            counter: 0,
+            counter,
+            counter_path,
             pins,
         })
     }
@@ -159,10 +167,14 @@ impl Session {
         Ok(self.api.subscribe(SubscribeRequest {}).await?.into_inner())
     }
 
-    /// Strictly increasing across runs: microseconds since the epoch, or last + 1.
-    fn next_counter(&mut self) -> u64 {
-        self.counter = (self.counter + 1).max(now_ms() * 1000);
-        self.counter
+    /// Strictly increasing across runs, even if the clock steps back: the larger of microseconds
+    /// since the epoch and the last counter used plus one. The value is written to the home
+    /// directory before the message is sealed with it.
+    fn next_counter(&mut self) -> Result<u64, CliError> {
+        let next = (self.counter + 1).max(now_ms() * 1000);
+        identity::write_secret_file(&self.counter_path, next.to_string().as_bytes())?;
+        self.counter = next;
+        Ok(next)
     }
 
     /// Seals `text` for `recipients` (peers as the directory lists them) and sends it.
@@ -184,7 +196,7 @@ impl Session {
                 identity::parse_public_key(&peer.public_key_der)?,
             ));
         }
-        let counter = self.next_counter();
+        let counter = self.next_counter()?;
         let key = self.key.clone();
         let name = self.name.clone();
         let plaintext = text.as_bytes().to_vec();
@@ -287,7 +299,22 @@ impl Session {
                 })
                 .await?;
         }
-        let mut items = inbox.handle(event, &mut self.pins);
+        let mut items = match event.kind {
+            // The RSA decryption runs on a blocking thread, not on the runtime.
+            Some(event::Kind::Envelope(envelope)) => match inbox.check(envelope, &mut self.pins) {
+                Err(dropped) => vec![dropped],
+                Ok(verified) => {
+                    let (verified, plaintext) = tokio::task::spawn_blocking(move || {
+                        let plaintext = verified.decrypt();
+                        (verified, plaintext)
+                    })
+                    .await
+                    .map_err(|e| CliError::Usage(e.to_string()))?;
+                    vec![inbox.finish(verified, plaintext)]
+                }
+            },
+            _ => inbox.handle(event, &mut self.pins),
+        };
         if items.iter().any(|i| matches!(i, Incoming::ResyncNeeded)) {
             let snapshot = self.list_peers().await?;
             items.retain(|i| !matches!(i, Incoming::ResyncNeeded));

@@ -687,3 +687,41 @@ async fn a_co_recipient_reusing_a_message_id_cannot_take_the_senders_receipt() {
     assert_eq!(receipt_for, hex::encode(sent.message_id));
     dir.stop().await;
 }
+
+#[tokio::test]
+async fn a_restarted_sender_whose_clock_stepped_back_is_not_taken_for_a_replayer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TestDirectory::start(&tmp.path().join("data"), &[]).await;
+    let mut bob = Client::join(&dir, "bob", &tmp.path().join("bob")).await;
+    let alice_home = tmp.path().join("alice");
+    // An earlier run of alice's whose clock was an hour ahead used this counter.
+    let ahead = (svs_common::time::now_ms() + 3_600_000) * 1000;
+    std::fs::create_dir_all(alice_home.join("counters")).unwrap();
+    std::fs::write(alice_home.join("counters/alice"), ahead.to_string()).unwrap();
+    let mut first = dir.register("alice", &alice_home).await;
+    let bob_peer = bob.peer("bob");
+    first
+        .send_text(&[bob_peer.clone()], "from the fast clock")
+        .await
+        .unwrap();
+    assert_eq!(bob.message().await.text, "from the fast clock");
+    // Alice restarts with her clock right again: her counter continues above the old one.
+    drop(first);
+    let mut second = dir.register("alice", &alice_home).await;
+    second
+        .send_text(&[bob_peer], "after the restart")
+        .await
+        .unwrap();
+    assert_eq!(bob.message().await.text, "after the restart");
+    let stored: u64 = std::fs::read_to_string(alice_home.join("counters/alice"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        stored,
+        ahead + 2,
+        "the counter file holds the last counter used"
+    );
+    dir.stop().await;
+}

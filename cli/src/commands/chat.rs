@@ -102,6 +102,10 @@ pub async fn run(global: &Global) -> Result<(), CliError> {
     let mut stream = session.subscribe().await?;
     let mut inbox = session.inbox();
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    // One listener for the whole loop: a Ctrl-C that arrives while an iteration is busy is kept
+    // for the next select instead of being lost with a listener made anew each pass.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     let result = loop {
         // Only cancel-safe futures race here; processing happens after the select.
         let step = tokio::select! {
@@ -110,7 +114,7 @@ pub async fn run(global: &Global) -> Result<(), CliError> {
                 Ok(e) => Step::Event(e),
                 Err(status) => break Err(CliError::from(status)),
             },
-            _ = tokio::signal::ctrl_c() => Step::Interrupted,
+            _ = &mut ctrl_c => Step::Interrupted,
         };
         match step {
             Step::Line(None) | Step::Interrupted => break Ok(()),

@@ -28,6 +28,9 @@ pub async fn run(global: &Global, args: ListenArgs) -> Result<(), CliError> {
         .timeout
         .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
     let mut received = 0usize;
+    // One listener for the whole loop, so a Ctrl-C during processing is not lost.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     let outcome = loop {
         if args.count.is_some_and(|c| received >= c) {
             break Ok(());
@@ -44,7 +47,7 @@ pub async fn run(global: &Global, args: ListenArgs) -> Result<(), CliError> {
         };
         let next = tokio::select! {
             next = next => next,
-            _ = tokio::signal::ctrl_c() => break Ok(()),
+            _ = &mut ctrl_c => break Ok(()),
         };
         let items = match next {
             None => {
