@@ -3,6 +3,7 @@
 //! no stream, reused challenges and receipts claimed by a co-recipient. Real service over TLS on
 //! 127.0.0.1; the attacker connects from 127.0.0.2 (also loopback on Linux), so per-address
 //! limits tell the two apart as they would two machines.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! A full disk under the directory's name database: registrations are refused with UNAVAILABLE
 //! and health says NOT_SERVING while it lasts, and both come back by themselves once space
 //! returns, without a restart. Mounts a 4 MiB tmpfs, so it needs root (CI runs as root).
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod support;
 

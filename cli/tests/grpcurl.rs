@@ -1,6 +1,7 @@
 //! grpcurl against both services, as a user would run it: reflection (grpcurl 1.8.6 speaks only
 //! v1alpha), describe, health, an unauthenticated Play refused, ListVideos with a token.
 //! grpcurl comes from `scripts/install-deps.sh` (.tools/venv) or PATH; the test fails without it.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod support;
 

@@ -2,6 +2,8 @@
 //! registration statement, session tokens, the sealed-message format, TLS setup, the accept
 //! loop and the token-checking tower layer.
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
 pub mod client;
 pub mod codec;

@@ -2,6 +2,7 @@
 //! byte-identical registration statement, token claims and envelope, and the envelope opens.
 //! `SVS_WRITE_VECTORS=1 cargo test -p svs-common --test protocol_vector` regenerates the files
 //! (only when the format changes on purpose; docs/protocol.md must change with them).
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use rand::SeedableRng;
 use rand::rngs::ChaCha20Rng;

@@ -3,6 +3,7 @@
 //! p50/p99 send-to-receive latency, and the service's resident memory per idle subscriber.
 //! Prints figures; asserts nothing about speed. Run: `cargo bench -p directory-service`.
 //! Envelopes are sealed before the timed phase (signing is the client's cost, not the relay's).
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -5,6 +5,7 @@
 //! bytes per frame against raw BGR. Prints figures; asserts nothing about speed.
 //! Viewers here count bytes without decoding (decoding hundreds of streams would measure the
 //! load generator); `svs play` decodes every frame. Run: `cargo bench -p stream-service`.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
