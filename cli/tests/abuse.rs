@@ -309,7 +309,7 @@ async fn a_connection_without_streams_is_closed_and_subscriptions_are_kept() {
         TestDirectory::start(&tmp.path().join("data"), &["--idle-connection-secs", "1"]).await;
     // A client that speaks HTTP/2 (preface and an empty SETTINGS frame) and then opens nothing.
     let mut idle = tls_from(ATTACKER, &dir).await.unwrap();
-    idle.write_all(svs_common::serve::accept::HTTP2_PREFACE)
+    idle.write_all(svs_server::serve::accept::HTTP2_PREFACE)
         .await
         .unwrap();
     idle.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();

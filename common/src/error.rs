@@ -21,10 +21,6 @@ pub enum Error {
     InsecureFile { path: String, mode: u32 },
     #[error("cryptographic failure: {0}")]
     Crypto(String),
-    #[error("TLS setup: {0}")]
-    Tls(String),
-    #[error("gRPC reflection setup: {0}")]
-    Reflection(String),
     #[error("cannot reach {url}: {reason}")]
     Connect { url: String, reason: String },
     #[error("{context}: {source}")]
@@ -36,7 +32,7 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),
             source,

@@ -1,24 +1,22 @@
-//! svs-common: what the services and the client share — protocol types, identity keys, the
-//! registration statement, session tokens, the sealed-message format, TLS setup, the accept
-//! loop and the token-checking tower layer.
+//! svs-common: what every svs program shares — the protocol (names, identity keys and
+//! fingerprints, the registration statement, session tokens, the sealed-message format, the
+//! canonical byte encoding they are built on) and how a client reaches a service (`client`).
+//! Pure code: no unsafe, every decoder of outside bytes property-tested (tests/decoders.rs).
+//! Server-only parts live in svs-server; the generated gRPC API in svs-proto.
 
 #![forbid(unsafe_code)]
 
-pub mod auth;
 pub mod client;
-pub mod codec;
 pub mod error;
 pub mod identity;
 pub mod names;
-pub mod proto;
 pub mod registration;
 pub mod sealed;
-pub mod serve;
-pub mod shutdown;
 pub mod time;
-pub mod tls;
 pub mod token;
 mod wire;
 
 pub use error::Error;
 pub use rsa;
+/// The generated gRPC API, re-exported so protocol types have one path everywhere.
+pub use svs_proto as proto;

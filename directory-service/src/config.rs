@@ -2,7 +2,6 @@
 
 use clap::Args;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// How the directory service runs.
@@ -11,18 +10,11 @@ pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "SVS_DIRECTORY_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
-    /// Directory for TLS material, the token key and the name database.
-    #[arg(long, env = "SVS_DATA_DIR", default_value = "./data")]
-    pub data_dir: PathBuf,
+    /// Data dir (TLS material, the token key, the name database), TLS, connections, logs.
     #[command(flatten)]
-    pub tls: svs_common::tls::TlsOptions,
+    pub server: svs_server::ServerOptions,
     #[command(flatten)]
     pub limits: Limits,
-    #[command(flatten)]
-    pub connections: svs_common::serve::ConnectionOptions,
-    /// Emit logs as JSON lines (filter with RUST_LOG).
-    #[arg(long, env = "SVS_LOG_JSON")]
-    pub log_json: bool,
 }
 
 /// Limits against abuse and overload. Each has a flag and an environment variable.

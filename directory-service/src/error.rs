@@ -25,13 +25,14 @@ pub enum Error {
     Storage(String),
     #[error(transparent)]
     Common(#[from] svs_common::Error),
+    #[error(transparent)]
+    Server(#[from] svs_server::Error),
     #[error("serving: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
 
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
-        use svs_common::Error as C;
         match error {
             Error::InvalidArgument(m) => Status::invalid_argument(m),
             Error::AlreadyExists(m) => Status::already_exists(m),
@@ -40,17 +41,15 @@ impl From<Error> for Status {
             Error::ResourceExhausted(m) => Status::resource_exhausted(m),
             Error::NotFound(m) => Status::not_found(m),
             Error::Unavailable(m) => Status::unavailable(m),
-            Error::Common(e @ (C::InvalidName { .. } | C::InvalidKey(_) | C::Malformed { .. })) => {
-                Status::invalid_argument(e.to_string())
+            Error::Common(e) => {
+                svs_server::status::caller_error(&e).unwrap_or_else(|| internal(&e))
             }
-            Error::Common(e @ C::BadSignature) => Status::invalid_argument(e.to_string()),
-            Error::Common(e @ (C::InvalidToken(_) | C::ExpiredToken)) => {
-                Status::unauthenticated(e.to_string())
-            }
-            other => {
-                tracing::error!(error = %other, "internal error");
-                Status::internal("internal error in the directory service; its log has the details")
-            }
+            other => internal(&other),
         }
     }
+}
+
+fn internal(error: &dyn std::fmt::Display) -> Status {
+    tracing::error!(error = %error, "internal error");
+    Status::internal("internal error in the directory service; its log has the details")
 }

@@ -10,11 +10,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use svs_common::proto::directory::directory_server::DirectoryServer;
-use svs_common::serve::incoming;
-use svs_common::tls;
 use svs_common::token::TokenIssuer;
+use svs_server::run::{Serving, serve_until_shutdown};
+use svs_server::{serve, tls};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+use tonic_health::server::HealthReporter;
 
 /// Methods callable without a token.
 pub const OPEN_METHODS: &[&str] = &[
@@ -46,95 +48,64 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let limits = config.limits.clone();
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| Error::Storage(format!("cannot create {}: {e}", config.data_dir.display())))?;
-    let tls_config = tls::server_tls(&config.data_dir, &config.tls)?;
-    let paths = DataPaths::new(&config.data_dir);
+    let server = &config.server;
+    std::fs::create_dir_all(&server.data_dir)
+        .map_err(|e| Error::Storage(format!("cannot create {}: {e}", server.data_dir.display())))?;
+    let tls_config = tls::server_tls(&server.data_dir, &server.tls)?;
+    let paths = DataPaths::new(&server.data_dir);
     let tokens = TokenIssuer::load_or_create(&paths.token_key, &paths.token_public)?;
     let verifier = Arc::new(tokens.verifier().clone());
     let store = NameStore::open(&paths.names_db)?;
     let directory = Arc::new(Directory::new(store, tokens, limits.clone())?);
 
-    let connections = &config.connections;
-    let (router, health_reporter) =
-        svs_common::serve::base_router(connections, verifier, OPEN_METHODS)?;
-    health_reporter
-        .set_serving::<DirectoryServer<DirectoryService>>()
-        .await;
+    let (router, health) = serve::base_router(&server.connections, verifier, OPEN_METHODS)?;
+    let service_name = <DirectoryServer<DirectoryService> as NamedService>::NAME;
+    serve::set_serving(&health, service_name, true).await;
 
     let stop = CancellationToken::new();
-    let sweeper = {
-        let directory = directory.clone();
-        let stop = stop.clone();
-        let health = health_reporter.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            let mut serving = true;
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tick.tick() => {}
-                }
-                directory.sweep();
-                // A store that failed (disk full) is re-opened here; health follows it.
-                let directory = directory.clone();
-                let healthy = tokio::task::spawn_blocking(move || directory.store().recover())
-                    .await
-                    .unwrap_or(false);
-                if healthy != serving && !stop.is_cancelled() {
-                    serving = healthy;
-                    if healthy {
-                        svs_common::serve::mark_serving::<DirectoryServer<DirectoryService>>(
-                            &health,
-                        )
-                        .await;
-                    } else {
-                        svs_common::serve::mark_not_serving::<DirectoryServer<DirectoryService>>(
-                            &health,
-                        )
-                        .await;
-                    }
-                }
-            }
-        })
+    let sweeper = tokio::spawn(sweep(directory.clone(), health.clone(), stop.clone()));
+    let router = router.add_service(
+        DirectoryServer::new(DirectoryService::new(
+            directory.clone(),
+            limits.max_pending_registrations,
+        ))
+        .max_decoding_message_size(limits.max_request_bytes),
+    );
+    let serving = Serving {
+        listener,
+        tls: tls_config,
+        options: server.connections.clone(),
+        health,
+        service_name,
+        stop: stop.clone(),
     };
-
-    let local = listener.local_addr().ok();
-    tracing::info!(address = ?local, tls = tls_config.is_some(), "directory-service listening");
-    let accept = svs_common::serve::accept_config(connections, tls_config);
-    let on_shutdown = {
-        let stop = stop.clone();
-        let directory = directory.clone();
-        let health_reporter = health_reporter.clone();
-        async move {
-            shutdown.await;
-            tracing::info!("shutting down: health NOT_SERVING, ending streams");
-            svs_common::serve::mark_not_serving::<DirectoryServer<DirectoryService>>(
-                &health_reporter,
-            )
-            .await;
-            directory.shutdown();
-            stop.cancel();
-        }
-    };
-    let serve = router
-        .add_service(
-            DirectoryServer::new(DirectoryService::new(
-                directory.clone(),
-                limits.max_pending_registrations,
-            ))
-            .max_decoding_message_size(limits.max_request_bytes),
-        )
-        .serve_with_incoming_shutdown(incoming(listener, accept, stop.clone()), on_shutdown);
-    let result = svs_common::serve::with_bounded_drain(
-        serve,
-        stop.clone(),
-        Duration::from_secs(connections.drain_secs),
-    )
-    .await
-    .map_err(Error::from);
-    stop.cancel();
+    let result = serve_until_shutdown(router, serving, shutdown, move || directory.shutdown())
+        .await
+        .map_err(Error::from);
     let _ = sweeper.await;
     tracing::info!("directory-service stopped");
     result
+}
+
+/// Once a second until `stop`: expires sessions and used challenges, cuts stalled subscribers,
+/// re-opens a name store that failed, and keeps health in step with the store.
+async fn sweep(directory: Arc<Directory>, health: HealthReporter, stop: CancellationToken) {
+    let service_name = <DirectoryServer<DirectoryService> as NamedService>::NAME;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        directory.sweep();
+        let store = directory.clone();
+        let healthy = tokio::task::spawn_blocking(move || store.store().recover())
+            .await
+            .unwrap_or(false);
+        if healthy != serving && !stop.is_cancelled() {
+            serving = healthy;
+            serve::set_serving(&health, service_name, healthy).await;
+        }
+    }
 }

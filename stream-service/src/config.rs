@@ -10,9 +10,6 @@ pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "SVS_STREAM_LISTEN", default_value = "0.0.0.0:50052")]
     pub listen: SocketAddr,
-    /// Directory shared with directory-service: TLS material and the public token key.
-    #[arg(long, env = "SVS_DATA_DIR", default_value = "./data")]
-    pub data_dir: PathBuf,
     /// The video library: <name>_240p.mp4, <name>_720p.mp4, <name>_1440p.mp4.
     #[arg(long, env = "SVS_VIDEOS", default_value = "./videos")]
     pub videos: PathBuf,
@@ -22,28 +19,25 @@ pub struct Config {
     /// The directory's public token key [default: <data-dir>/token_public.pem].
     #[arg(long, env = "SVS_TOKEN_PUBLIC_KEY")]
     pub token_public_key: Option<PathBuf>,
+    /// Data dir (shared with directory-service: TLS material and the public token key), TLS,
+    /// connections, logs.
     #[command(flatten)]
-    pub tls: svs_common::tls::TlsOptions,
+    pub server: svs_server::ServerOptions,
     #[command(flatten)]
     pub limits: Limits,
-    #[command(flatten)]
-    pub connections: svs_common::serve::ConnectionOptions,
-    /// Emit logs as JSON lines (filter with RUST_LOG).
-    #[arg(long, env = "SVS_LOG_JSON")]
-    pub log_json: bool,
 }
 
 impl Config {
     pub fn cache_dir(&self) -> PathBuf {
         self.cache_dir
             .clone()
-            .unwrap_or_else(|| self.data_dir.join("cache"))
+            .unwrap_or_else(|| self.server.data_dir.join("cache"))
     }
 
     pub fn token_public_key(&self) -> PathBuf {
         self.token_public_key
             .clone()
-            .unwrap_or_else(|| self.data_dir.join("token_public.pem"))
+            .unwrap_or_else(|| self.server.data_dir.join("token_public.pem"))
     }
 }
 

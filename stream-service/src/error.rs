@@ -23,6 +23,8 @@ pub enum Error {
     Startup(String),
     #[error(transparent)]
     Common(#[from] svs_common::Error),
+    #[error(transparent)]
+    Server(#[from] svs_server::Error),
     #[error("serving: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -35,10 +37,15 @@ impl From<Error> for Status {
             Error::OutOfRange(m) => Status::out_of_range(m),
             Error::PermissionDenied(m) => Status::permission_denied(m),
             Error::ResourceExhausted(m) => Status::resource_exhausted(m),
-            other => {
-                tracing::error!(error = %other, "internal error");
-                Status::internal("internal error in the stream service; its log has the details")
+            Error::Common(e) => {
+                svs_server::status::caller_error(&e).unwrap_or_else(|| internal(&e))
             }
+            other => internal(&other),
         }
     }
+}
+
+fn internal(error: &dyn std::fmt::Display) -> Status {
+    tracing::error!(error = %error, "internal error");
+    Status::internal("internal error in the stream service; its log has the details")
 }

@@ -98,21 +98,10 @@ async fn main() -> ExitCode {
         Some(Command::Health(args)) => args.run("https://localhost:50052").await,
         None => {
             let config = cli.config;
-            svs_common::client::init_logging(config.log_json);
-            let listener = match tokio::net::TcpListener::bind(config.listen).await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::error!("cannot listen on {}: {e}", config.listen);
-                    return ExitCode::FAILURE;
-                }
-            };
-            match server::run(config, listener, svs_common::shutdown::signal(), None).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e}");
-                    ExitCode::FAILURE
-                }
-            }
+            svs_server::run_main(config.listen, config.server.log_json, |listener| {
+                server::run(config, listener, svs_server::shutdown::signal(), None)
+            })
+            .await
         }
     }
 }

@@ -11,10 +11,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use svs_common::proto::stream::stream_server::StreamServer;
-use svs_common::serve::incoming;
 use svs_common::token::TokenVerifier;
+use svs_server::run::{Serving, serve_until_shutdown};
+use svs_server::{serve, tls};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
 
 /// Longest the service waits for its first library scan before serving anyway.
 const FIRST_SCAN_WAIT: Duration = Duration::from_secs(10);
@@ -52,9 +54,10 @@ pub async fn run(
     ready: Option<tokio::sync::oneshot::Sender<Handle>>,
 ) -> Result<(), Error> {
     let limits = config.limits.clone();
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| Error::Startup(format!("cannot create {}: {e}", config.data_dir.display())))?;
-    let tls_config = svs_common::tls::server_tls(&config.data_dir, &config.tls)?;
+    let data_dir = &config.server.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| Error::Startup(format!("cannot create {}: {e}", data_dir.display())))?;
+    let tls_config = tls::server_tls(data_dir, &config.server.tls)?;
     let verifier = Arc::new(token_verifier(&config).await?);
 
     let library = Arc::new(Library::new(config.videos.clone()));
@@ -99,42 +102,30 @@ pub async fn run(
         })
     };
 
-    let connections = &config.connections;
-    let (router, health_reporter) = svs_common::serve::base_router(connections, verifier, &[])?;
-    health_reporter
-        .set_serving::<StreamServer<StreamService>>()
-        .await;
-    tracing::info!(address = ?listener.local_addr().ok(), tls = tls_config.is_some(), "stream-service listening");
-    let accept = svs_common::serve::accept_config(connections, tls_config);
-    let on_shutdown = {
-        let stop = stop.clone();
-        let health_reporter = health_reporter.clone();
-        async move {
-            shutdown.await;
-            tracing::info!("shutting down: health NOT_SERVING, ending playbacks");
-            svs_common::serve::mark_not_serving::<StreamServer<StreamService>>(&health_reporter)
-                .await;
-            stop.cancel();
-        }
-    };
+    let server = &config.server;
+    let (router, health) = serve::base_router(&server.connections, verifier, &[])?;
+    let service_name = <StreamServer<StreamService> as NamedService>::NAME;
+    serve::set_serving(&health, service_name, true).await;
     if let Some(ready) = ready {
         let _ = ready.send(shared.clone());
     }
-    let serve = router
-        .add_service(
-            StreamServer::new(StreamService::new(shared))
-                .max_encoding_message_size(limits.max_frame_bytes)
-                .max_decoding_message_size(64 * 1024),
-        )
-        .serve_with_incoming_shutdown(incoming(listener, accept, stop.clone()), on_shutdown);
-    let result = svs_common::serve::with_bounded_drain(
-        serve,
-        stop.clone(),
-        Duration::from_secs(connections.drain_secs),
-    )
-    .await
-    .map_err(Error::from);
-    stop.cancel();
+    let router = router.add_service(
+        StreamServer::new(StreamService::new(shared))
+            .max_encoding_message_size(limits.max_frame_bytes)
+            .max_decoding_message_size(64 * 1024),
+    );
+    let serving = Serving {
+        listener,
+        tls: tls_config,
+        options: server.connections.clone(),
+        health,
+        service_name,
+        stop: stop.clone(),
+    };
+    // Cancelling `stop` (done by the shared ending) ends every playback with a status.
+    let result = serve_until_shutdown(router, serving, shutdown, || {})
+        .await
+        .map_err(Error::from);
     let _ = rescanner.await;
     tracing::info!("stream-service stopped");
     result

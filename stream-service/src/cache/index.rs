@@ -123,7 +123,7 @@ mod tests {
         assert!(decode(&raw, data.len() as u64 + 1).is_err(), "longer file");
         assert!(decode(&raw, data.len() as u64 - 1).is_err(), "shorter file");
         assert_eq!(first_damaged(&index, &data), None);
-        data[12] ^= 0x40; // inside frame 1, same length
+        data[11] ^= 0x40; // frame 1 (the one-byte "2"), same length
         assert_eq!(first_damaged(&index, &data), Some(1));
     }
 

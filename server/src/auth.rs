@@ -6,11 +6,11 @@
 use crate::serve::ConnectionInfo;
 use crate::serve::address::PerAddressRate;
 use crate::serve::log_throttle::LogThrottle;
-use crate::token::{Claims, TokenVerifier};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use svs_common::token::{Claims, TokenVerifier};
 use tonic::Status;
 use tower::{Layer, Service};
 
@@ -92,7 +92,7 @@ impl AuthLayer {
                 Status::unauthenticated("the authorization metadata must be `Bearer <token>`")
             })?;
         self.verifier
-            .verify(token.trim(), crate::time::now_ms())
+            .verify(token.trim(), svs_common::time::now_ms())
             .map_err(|e| Status::unauthenticated(e.to_string()))
     }
 }

@@ -9,8 +9,11 @@ const PROTOS: &[&str] = &[
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../proto");
-    println!("cargo:rerun-if-changed={}", proto_root.display());
+    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    println!(
+        "cargo:rerun-if-changed={}",
+        proto_root.join("svs").display()
+    );
     for proto in PROTOS {
         println!(
             "cargo:rerun-if-changed={}",

@@ -12,7 +12,6 @@ pub use activity::{ActivityLayer, ConnectionInfo};
 
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 /// gRPC reflection for every svs proto and grpc.health.v1, in both protocol versions (grpcurl
 /// 1.8.7 and older speak only v1alpha).
@@ -29,7 +28,7 @@ fn reflection() -> Result<
 > {
     let builder = || {
         tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(svs_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let v1 = builder()
@@ -39,21 +38,6 @@ fn reflection() -> Result<
         .build_v1alpha()
         .map_err(|e| crate::Error::Reflection(e.to_string()))?;
     Ok((v1, v1alpha))
-}
-
-/// Runs `serve` until it finishes or, once `stop` fires, at most `drain` longer.
-pub async fn with_bounded_drain(
-    serve: impl std::future::Future<Output = Result<(), tonic::transport::Error>>,
-    stop: CancellationToken,
-    drain: Duration,
-) -> Result<(), tonic::transport::Error> {
-    tokio::select! {
-        result = serve => result,
-        _ = async { stop.cancelled().await; tokio::time::sleep(drain).await } => {
-            tracing::warn!(seconds = drain.as_secs(), "drain time exceeded; closing remaining connections");
-            Ok(())
-        }
-    }
 }
 
 /// Connection settings both services take, as flags with environment fallbacks.
@@ -107,7 +91,7 @@ pub type BaseLayers = tower::layer::util::Stack<
 /// health reporter (the caller marks its service SERVING).
 pub fn base_router(
     options: &ConnectionOptions,
-    verifier: Arc<crate::token::TokenVerifier>,
+    verifier: Arc<svs_common::token::TokenVerifier>,
     open_methods: &[&str],
 ) -> Result<
     (
@@ -149,22 +133,18 @@ pub fn accept_config(
     }
 }
 
-/// Marks the whole server and `S` SERVING (again).
-pub async fn mark_serving<S: tonic::server::NamedService>(
+/// Marks the whole server and the service `name` SERVING or NOT_SERVING (shutdown, or a store
+/// that cannot be written).
+pub async fn set_serving(
     reporter: &tonic_health::server::HealthReporter,
+    name: &str,
+    serving: bool,
 ) {
-    reporter.set_serving::<S>().await;
-    reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-}
-
-/// Marks the whole server and `S` NOT_SERVING (shutdown, or a store that cannot be written).
-pub async fn mark_not_serving<S: tonic::server::NamedService>(
-    reporter: &tonic_health::server::HealthReporter,
-) {
-    reporter.set_not_serving::<S>().await;
-    reporter
-        .set_service_status("", tonic_health::ServingStatus::NotServing)
-        .await;
+    let status = if serving {
+        tonic_health::ServingStatus::Serving
+    } else {
+        tonic_health::ServingStatus::NotServing
+    };
+    reporter.set_service_status(name, status).await;
+    reporter.set_service_status("", status).await;
 }

@@ -3,7 +3,6 @@
 //! has under 30 days left, the TLS 1.3-only server configuration, and the client configuration.
 
 use crate::Error;
-use crate::identity::{create_private_dir, write_secret_file};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
@@ -12,6 +11,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use svs_common::identity::{create_private_dir, write_secret_file};
 
 /// Lifetime of a generated CA.
 pub const CA_VALIDITY_DAYS: i64 = 3650;

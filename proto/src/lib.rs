@@ -1,4 +1,10 @@
-//! Generated protocol types and the descriptor set for gRPC reflection.
+//! svs-proto: the gRPC API generated from `svs/**/*.proto` (types, client and server stubs), the
+//! codec they use, and the descriptor set for gRPC reflection. docs/protocol.md says what the
+//! bytes inside the messages mean.
+
+#![forbid(unsafe_code)]
+
+pub mod codec;
 
 /// `svs.directory.v1`: registration, presence and the encrypted-message relay.
 pub mod directory {

@@ -1,0 +1,18 @@
+//! The one error type of svs-server.
+
+/// What can go wrong while setting a server up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("gRPC reflection setup: {0}")]
+    Reflection(String),
+    #[error(transparent)]
+    Common(#[from] svs_common::Error),
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Common(svs_common::Error::io(context, source))
+    }
+}

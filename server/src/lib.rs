@@ -1,0 +1,15 @@
+//! svs-server: what both svs services run on — the accept loop and its per-address limits
+//! (`serve`), admission of calls (`auth`), generated TLS (`tls`), health and reflection, the
+//! shared flags (`ServerOptions`), the serve-until-shutdown ending both use (`run`), and the
+//! mapping of protocol errors to gRPC statuses (`status`).
+
+pub mod auth;
+pub mod error;
+pub mod run;
+pub mod serve;
+pub mod shutdown;
+pub mod status;
+pub mod tls;
+
+pub use error::Error;
+pub use run::{ServerOptions, run_main};
