@@ -97,6 +97,17 @@ pub struct Session {
 impl Session {
     /// Connects, proves possession of the name's key and starts a session.
     pub async fn register(options: &ConnectOptions) -> Result<Session, CliError> {
+        let channel =
+            svs_common::client::connect(&options.directory, options.ca.as_deref()).await?;
+        Self::register_on(options, channel).await
+    }
+
+    /// `register` over a channel the caller made (a load generator spreading clients over
+    /// source addresses, say).
+    pub async fn register_on(
+        options: &ConnectOptions,
+        channel: tonic::transport::Channel,
+    ) -> Result<Session, CliError> {
         let (key, key_was_generated) = {
             let home = options.home.clone();
             let name = options.name.clone();
@@ -105,8 +116,6 @@ impl Session {
                 .await
                 .map_err(|e| CliError::Usage(e.to_string()))??
         };
-        let channel =
-            svs_common::client::connect(&options.directory, options.ca.as_deref()).await?;
         let mut open = DirectoryClient::new(channel.clone());
         let spki = identity::public_key_der(&key.to_public_key());
         let challenge = open

@@ -7,89 +7,41 @@
 
 mod support;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use support::TestDirectory;
+use support::{TestDirectory, net};
+use support::net::closed_within;
 use svs_cli::inbox::Incoming;
 use svs_common::identity;
 use svs_common::proto::directory::directory_client::DirectoryClient;
 use svs_common::proto::directory::{GetChallengeRequest, RegisterRequest};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tonic::transport::Channel;
 
-const ATTACKER: &str = "127.0.0.2";
+const ATTACKER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
 const WAIT: Duration = Duration::from_secs(20);
 
-fn port_of(dir: &TestDirectory) -> u16 {
-    dir.url.rsplit(':').next().unwrap().parse().unwrap()
+async fn channel_from(source: IpAddr, dir: &TestDirectory) -> Channel {
+    net::channel_from(source, &dir.url, &dir.ca).await.unwrap()
 }
 
-async fn tcp_from(source: &str, port: u16) -> std::io::Result<TcpStream> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(source.parse::<IpAddr>().unwrap(), 0))?;
-    let stream = socket
-        .connect(SocketAddr::from(([127, 0, 0, 1], port)))
-        .await?;
-    stream.set_nodelay(true)?;
-    Ok(stream)
+async fn tcp_from(source: IpAddr, port: u16) -> std::io::Result<TcpStream> {
+    net::tcp_from(source, port).await
 }
 
-/// A gRPC channel whose connections leave from `source`.
-async fn channel_from(source: &'static str, dir: &TestDirectory) -> Channel {
-    let port = port_of(dir);
-    let connector = tower::service_fn(move |_: http::Uri| async move {
-        tcp_from(source, port)
-            .await
-            .map(hyper_util::rt::TokioIo::new)
-    });
-    svs_common::client::endpoint(&dir.url, Some(&dir.ca))
-        .unwrap()
-        .connect_with_connector(connector)
-        .await
-        .unwrap()
-}
-
-/// A TLS 1.3 connection (ALPN h2) from `source` that has sent nothing yet.
 async fn tls_from(
-    source: &str,
+    source: IpAddr,
     dir: &TestDirectory,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_file_iter(&dir.ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = tcp_from(source, port_of(dir)).await?;
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
+    net::tls_from(source, &dir.url, &dir.ca).await
 }
 
-/// Whether the server closes `stream` within `within` (EOF or an error on read).
-async fn closed_within(mut stream: impl AsyncReadExt + Unpin, within: Duration) -> bool {
-    let mut buf = [0u8; 4096];
-    tokio::time::timeout(within, async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => continue,
-            }
-        }
-    })
-    .await
-    .is_ok()
+fn port_of(dir: &TestDirectory) -> u16 {
+    net::port_of(&dir.url)
 }
 
 /// Registers alice and bob from 127.0.0.1 with the real client code, subscribes both, and has

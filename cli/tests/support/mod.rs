@@ -2,6 +2,8 @@
 //! register through the real client code.
 #![allow(dead_code)]
 
+pub mod net;
+
 use clap::Parser;
 use directory_service::{Config, server};
 use std::path::{Path, PathBuf};
