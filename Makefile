@@ -3,7 +3,7 @@
 #   make test  installs what is missing, then fmt, clippy and the whole test suite
 #   make compose-test  the container setup end to end (needs Docker with Compose)
 
-.PHONY: run test compose-test deps build bench
+.PHONY: run test compose-test deps build bench soak
 
 deps:
 	./scripts/install-deps.sh
@@ -25,3 +25,8 @@ compose-test:
 
 bench: deps
 	cargo bench --workspace
+
+# Everything at once against release binaries for SOAK_MINUTES (default 10); prints figures.
+SOAK_MINUTES ?= 10
+soak: build
+	cargo run --release -p svs-cli --example soak -- --minutes $(SOAK_MINUTES)

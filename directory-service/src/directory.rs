@@ -740,3 +740,129 @@ fn notify_sender(state: &State, sender: &SenderRef, kind: event::Kind) {
         sub.push_control(event(kind));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use svs_common::token::TokenVerifier;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        limits: Limits,
+    }
+
+    struct Fixture {
+        directory: Directory,
+        verifier: TokenVerifier,
+        key: svs_common::rsa::PrivateKey,
+        _tmp: tempfile::TempDir,
+    }
+
+    fn fixture(flags: &[&str]) -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = NameStore::open(&tmp.path().join("names.redb")).unwrap();
+        let tokens = TokenIssuer::new(identity::generate(2048).unwrap());
+        let verifier = tokens.verifier().clone();
+        let mut args = vec!["test"];
+        args.extend_from_slice(flags);
+        let limits = Flags::parse_from(args).limits;
+        Fixture {
+            directory: Directory::new(store, tokens, limits).unwrap(),
+            verifier,
+            key: identity::generate(2048).unwrap(),
+            _tmp: tmp,
+        }
+    }
+
+    impl Fixture {
+        /// Registers `name` (all names share one key here) and resolves its session.
+        fn join(&self, name: &str) -> SessionRef {
+            let spki = identity::public_key_der(&self.key.to_public_key());
+            let issued = self.directory.challenge(name, &spki).unwrap();
+            let signature = registration::sign(
+                &self.key,
+                &issued.service_id,
+                name,
+                &spki,
+                &issued.challenge,
+            )
+            .unwrap();
+            let registered = self
+                .directory
+                .register(name, &spki, &issued.challenge, &signature)
+                .unwrap();
+            let claims = self.verifier.verify(&registered.token, now_ms()).unwrap();
+            self.directory.session(&claims).unwrap()
+        }
+    }
+
+    /// Every event queued in `outbox` now.
+    async fn drain(outbox: &mut Outbox, sub: &Subscriber) -> Vec<Event> {
+        let mut events = Vec::new();
+        while let Ok(Some(Ok(event))) =
+            tokio::time::timeout(Duration::from_millis(20), outbox.next(sub)).await
+        {
+            events.push(event);
+        }
+        events
+    }
+
+    fn left_reasons(events: &[Event], name: &str) -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                Some(event::Kind::Left(left)) if left.name == name => Some(left.reason.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_cut_for_piling_up_events_is_announced_too_slow() {
+        let f = fixture(&["--queue-events", "4"]);
+        let watcher = f.join("watcher");
+        let (watcher_sub, mut watcher_outbox) = f.directory.subscribe(&watcher).unwrap();
+        let sleeper = f.join("sleeper");
+        let (sleeper_sub, _never_read) = f.directory.subscribe(&sleeper).unwrap();
+        // Others come and go; the watcher reads, the sleeper's presence events pile up past 4.
+        let mut seen = Vec::new();
+        for n in 0..3 {
+            let other = f.join(&format!("other{n}"));
+            f.directory.quit(&other);
+            seen.extend(drain(&mut watcher_outbox, &watcher_sub).await);
+        }
+        assert!(sleeper_sub.cut_as_too_slow());
+        // Its stream ends (what the gRPC stream guard reports) before any sweep runs.
+        f.directory
+            .subscription_ended(&sleeper.canonical, sleeper.id, &sleeper_sub);
+        seen.extend(drain(&mut watcher_outbox, &watcher_sub).await);
+        assert_eq!(left_reasons(&seen, "sleeper"), ["too slow"]);
+    }
+
+    #[tokio::test]
+    async fn a_stream_ended_by_shutdown_is_not_announced_too_slow() {
+        let f = fixture(&[]);
+        let alice = f.join("alice");
+        let (alice_sub, _alice_outbox) = f.directory.subscribe(&alice).unwrap();
+        let bob = f.join("bob");
+        let (bob_sub, mut bob_outbox) = f.directory.subscribe(&bob).unwrap();
+        f.directory.shutdown();
+        // A sweep during the drain must not call the closed streams "too slow".
+        f.directory.sweep();
+        assert!(
+            f.directory.snapshot().peers.len() == 2,
+            "sweep ended nobody"
+        );
+        f.directory
+            .subscription_ended(&alice.canonical, alice.id, &alice_sub);
+        assert_eq!(f.directory.snapshot().peers.len(), 1);
+        // Bob's stream is closed: its last word is the shutdown status.
+        let last = bob_outbox.next(&bob_sub).await;
+        assert!(
+            matches!(&last, Some(Err(s)) if s.code() == tonic::Code::Unavailable),
+            "{last:?}"
+        );
+    }
+}

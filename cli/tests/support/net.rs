@@ -33,7 +33,9 @@ pub async fn tcp_from(source: IpAddr, port: u16) -> std::io::Result<TcpStream> {
 pub async fn channel_from(source: IpAddr, url: &str, ca: &Path) -> Result<Channel, String> {
     let port = port_of(url);
     let connector = tower::service_fn(move |_: http::Uri| async move {
-        tcp_from(source, port).await.map(hyper_util::rt::TokioIo::new)
+        tcp_from(source, port)
+            .await
+            .map(hyper_util::rt::TokioIo::new)
     });
     svs_common::client::endpoint(url, Some(ca))
         .map_err(|e| e.to_string())?

@@ -1,0 +1,668 @@
+//! Soak: the real services (the release binaries beside this example) on their default limits for
+//! a bounded time, under everything at once — clients joining and leaving, messages between
+//! online clients, a subscriber that stops reading, a viewer that stops reading, a viewer that
+//! keeps watching, and three floods from their own addresses (GetChallenge, TLS connections that
+//! never send HTTP/2, TCP sockets that never start TLS). Prints a line a minute and a summary;
+//! asserts nothing about speed. `make soak` (10 minutes) or `make soak SOAK_MINUTES=2`.
+//!
+//! Legitimate clients come from 127.0.1.1-250 (spread as real users are); the floods from
+//! 127.0.0.2, .3 and .4. All traffic stays on loopback and every loop ends with the run.
+#![allow(clippy::unwrap_used)] // a load generator: a panic is the failure report
+
+#[path = "../tests/support/net.rs"]
+mod net;
+
+use clap::Parser;
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use svs_cli::home::Home;
+use svs_cli::inbox::Incoming;
+use svs_cli::session::{ConnectOptions, Session};
+use svs_common::identity;
+use svs_common::proto::directory::GetChallengeRequest;
+use svs_common::proto::directory::Peer;
+use svs_common::proto::directory::directory_client::DirectoryClient;
+use svs_common::proto::stream::{Pacing, PlayRequest, Resolution};
+
+#[derive(Parser, Clone)]
+#[command(about = "Soak the real services under churn, traffic, stalled readers and floods")]
+struct Args {
+    /// How long the load runs.
+    #[arg(long, default_value_t = 10.0)]
+    minutes: f64,
+    /// Clients online at once from joining and leaving (each stays clients / joins-per-sec s).
+    #[arg(long, default_value_t = 1000)]
+    clients: usize,
+    /// New clients per second (each registers, subscribes, reads, quits).
+    #[arg(long, default_value_t = 50.0)]
+    joins_per_sec: f64,
+    /// Messages per second, each to one of the long-lived recipients.
+    #[arg(long, default_value_t = 200.0)]
+    messages_per_sec: f64,
+    /// Long-lived recipients whose every message is counted.
+    #[arg(long, default_value_t = 20)]
+    recipients: usize,
+}
+
+struct Service {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn binary(name: &str) -> PathBuf {
+    // target/release/examples/soak → target/release/NAME
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --release --workspace` first (make soak does)",
+        path.display()
+    );
+    path
+}
+
+fn start(name: &str, args: &[&str], log: &Path) -> Service {
+    let port = free_port();
+    let child = Command::new(binary(name))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    Service {
+        child,
+        url: format!("https://localhost:{port}"),
+    }
+}
+
+/// Latencies of one minute, in ms.
+#[derive(Default)]
+struct Minute {
+    latencies: Vec<f64>,
+}
+
+struct Stats {
+    joined: AtomicU64,
+    join_refused: AtomicU64,
+    online: AtomicUsize,
+    sent_queued: AtomicU64,
+    send_refused: AtomicU64,
+    received: AtomicU64,
+    minutes: Mutex<Vec<Minute>>,
+    challenges_answered: AtomicU64,
+    challenges_refused: AtomicU64,
+    idlers_closed: AtomicU64,
+    silent_closed: AtomicU64,
+    frames_watched: AtomicU64,
+    stalled_cut: Mutex<Option<(f64, String)>>,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn options(dir: &Service, ca: &Path, homes: &Path, name: &str) -> ConnectOptions {
+    ConnectOptions {
+        directory: dir.url.clone(),
+        ca: Some(ca.to_path_buf()),
+        name: name.to_string(),
+        home: Home::new(homes.join(name)),
+        key_bits: 2048,
+    }
+}
+
+/// A registered session for `name` from `source`, its key taken from the pool.
+async fn join(
+    dir: &Service,
+    ca: &Path,
+    homes: &Path,
+    name: &str,
+    source: IpAddr,
+    key_pem: &str,
+) -> Result<Session, String> {
+    let options = options(dir, ca, homes, name);
+    let key_path = options.home.key_path(name);
+    identity::create_private_dir(key_path.parent().unwrap()).unwrap();
+    identity::write_secret_file(&key_path, key_pem.as_bytes()).unwrap();
+    let channel = net::channel_from(source, &dir.url, ca).await?;
+    Session::register_on(&options, channel)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn legit_address(n: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 1, (n % 250) as u8 + 1))
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let videos = tmp.path().join("videos");
+    let homes = tmp.path().join("homes");
+    let status = Command::new(binary("stream-service"))
+        .args(["make-demo", "--seconds", "10", "--videos"])
+        .arg(&videos)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let dir = start(
+        "directory-service",
+        &["--data-dir", data.to_str().unwrap()],
+        &tmp.path().join("directory.log"),
+    );
+    let ca = data.join("tls/ca.pem");
+    svs_common::client::wait_healthy(&dir.url, Some(&ca), Duration::from_secs(20))
+        .await
+        .unwrap();
+    let stream = start(
+        "stream-service",
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--videos",
+            videos.to_str().unwrap(),
+        ],
+        &tmp.path().join("stream.log"),
+    );
+    svs_common::client::wait_healthy(&stream.url, Some(&ca), Duration::from_secs(20))
+        .await
+        .unwrap();
+
+    eprintln!("making a pool of 64 client keys (2048 bits)...");
+    let keys: Arc<Vec<String>> = Arc::new(
+        futures_join(
+            (0..64)
+                .map(|_| {
+                    tokio::task::spawn_blocking(|| {
+                        use svs_common::rsa::pkcs8::{EncodePrivateKey, LineEnding};
+                        identity::generate(2048)
+                            .unwrap()
+                            .to_pkcs8_pem(LineEnding::LF)
+                            .unwrap()
+                            .to_string()
+                    })
+                })
+                .collect(),
+        )
+        .await,
+    );
+
+    let stats = Arc::new(Stats {
+        joined: AtomicU64::new(0),
+        join_refused: AtomicU64::new(0),
+        online: AtomicUsize::new(0),
+        sent_queued: AtomicU64::new(0),
+        send_refused: AtomicU64::new(0),
+        received: AtomicU64::new(0),
+        minutes: Mutex::new(vec![Minute::default()]),
+        challenges_answered: AtomicU64::new(0),
+        challenges_refused: AtomicU64::new(0),
+        idlers_closed: AtomicU64::new(0),
+        silent_closed: AtomicU64::new(0),
+        frames_watched: AtomicU64::new(0),
+        stalled_cut: Mutex::new(None),
+    });
+    let started = Instant::now();
+    let end = started + Duration::from_secs_f64(args.minutes * 60.0);
+    let running = Arc::new(AtomicBool::new(true));
+    let dir = Arc::new(dir);
+    let ca = Arc::new(ca);
+    let homes = Arc::new(homes);
+
+    // Long-lived recipients: every message to them is counted and timed.
+    let mut recipients: Vec<Peer> = Vec::new();
+    let mut tasks = Vec::new();
+    for n in 0..args.recipients {
+        let name = format!("r{n}");
+        let mut session = join(&dir, &ca, &homes, &name, legit_address(n), &keys[n % 64])
+            .await
+            .unwrap();
+        let mut events = session.subscribe().await.unwrap();
+        let mut inbox = session.inbox();
+        session.await_roster(&mut events, &mut inbox).await.unwrap();
+        let stats = stats.clone();
+        let running = running.clone();
+        tasks.push(tokio::spawn(async move {
+            while running.load(Relaxed) {
+                let next = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    session.next_incoming(&mut events, &mut inbox),
+                )
+                .await;
+                let Ok(Ok(Some(items))) = next else { continue };
+                for item in items {
+                    match item {
+                        Incoming::Message(m) => {
+                            stats.received.fetch_add(1, Relaxed);
+                            if let Some(sent_ms) =
+                                m.text.split(' ').next().and_then(|t| t.parse::<u64>().ok())
+                            {
+                                let ms = svs_common::time::now_ms().saturating_sub(sent_ms) as f64;
+                                if let Some(minute) = stats.minutes.lock().unwrap().last_mut() {
+                                    minute.latencies.push(ms);
+                                }
+                            }
+                        }
+                        Incoming::Left { name, reason } if name == "stalled" && n == 0 => {
+                            *stats.stalled_cut.lock().unwrap() =
+                                Some((started.elapsed().as_secs_f64(), reason));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }));
+    }
+    {
+        let mut session = join(&dir, &ca, &homes, "lister", legit_address(0), &keys[0])
+            .await
+            .unwrap();
+        for peer in session.list_peers().await.unwrap().peers {
+            if peer.name.starts_with('r') {
+                recipients.push(peer);
+            }
+        }
+        let _ = session.quit().await;
+    }
+    let recipients = Arc::new(recipients);
+
+    // Senders: eight sessions sharing the message rate (each within the default 50/s).
+    let senders = 8;
+    for s in 0..senders {
+        let name = format!("s{s}");
+        let mut session = join(
+            &dir,
+            &ca,
+            &homes,
+            &name,
+            legit_address(100 + s),
+            &keys[(30 + s) % 64],
+        )
+        .await
+        .unwrap();
+        let mut events = session.subscribe().await.unwrap();
+        let stats = stats.clone();
+        let running = running.clone();
+        let recipients = recipients.clone();
+        let every = Duration::from_secs_f64(senders as f64 / args.messages_per_sec);
+        tasks.push(tokio::spawn(async move {
+            // Receipts come back on the stream: drain it so this sender is never "too slow".
+            let drain =
+                tokio::spawn(async move { while let Ok(Some(_)) = events.message().await {} });
+            let mut tick = tokio::time::interval(every);
+            let mut n = 0usize;
+            while running.load(Relaxed) {
+                tick.tick().await;
+                n += 1;
+                let to = &recipients[(n * 7 + s) % recipients.len()];
+                let text = format!("{} message {n} from s{s}", svs_common::time::now_ms());
+                match session.send_text(std::slice::from_ref(to), &text).await {
+                    Ok(sent) if sent.reaches.iter().all(|r| r.queued) => {
+                        stats.sent_queued.fetch_add(1, Relaxed);
+                    }
+                    _ => {
+                        stats.send_refused.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+            drain.abort();
+        }));
+    }
+
+    // A subscriber that stops reading while messages keep coming: cut as too slow.
+    {
+        let mut stalled = join(&dir, &ca, &homes, "stalled", legit_address(200), &keys[50])
+            .await
+            .unwrap();
+        let events = stalled.subscribe().await.unwrap();
+        let peer = stalled
+            .list_peers()
+            .await
+            .unwrap()
+            .peers
+            .into_iter()
+            .find(|p| p.name == "stalled")
+            .unwrap();
+        let mut feeder = join(&dir, &ca, &homes, "feeder", legit_address(201), &keys[51])
+            .await
+            .unwrap();
+        let running = running.clone();
+        tasks.push(tokio::spawn(async move {
+            let _never_read = events;
+            let text = "x".repeat(8 * 1024);
+            while running.load(Relaxed) {
+                let _ = feeder.send_text(std::slice::from_ref(&peer), &text).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }));
+    }
+
+    // A viewer that stops reading after the header, and one that keeps watching.
+    let token = join(&dir, &ca, &homes, "viewer", legit_address(202), &keys[52])
+        .await
+        .unwrap()
+        .token;
+    {
+        let mut client =
+            svs_cli::stream_client::StreamClient::connect(&stream.url, Some(&ca), &token)
+                .await
+                .unwrap();
+        let playing = client
+            .play(PlayRequest {
+                video: "demo".into(),
+                resolution: Resolution::Resolution720p as i32,
+                start_seconds: 0.0,
+                pacing: Pacing::Realtime as i32,
+            })
+            .await
+            .unwrap();
+        let still = running.clone();
+        tasks.push(tokio::spawn(async move {
+            let _never_read = playing;
+            while still.load(Relaxed) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }));
+        let mut client =
+            svs_cli::stream_client::StreamClient::connect(&stream.url, Some(&ca), &token)
+                .await
+                .unwrap();
+        let stats = stats.clone();
+        let running = running.clone();
+        tasks.push(tokio::spawn(async move {
+            while running.load(Relaxed) {
+                let Ok(mut playing) = client
+                    .play(PlayRequest {
+                        video: "demo".into(),
+                        resolution: Resolution::Resolution240p as i32,
+                        start_seconds: 0.0,
+                        pacing: Pacing::Realtime as i32,
+                    })
+                    .await
+                else {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                };
+                while let Ok(Some(_)) = playing.stream.message().await {
+                    stats.frames_watched.fetch_add(1, Relaxed);
+                    if !running.load(Relaxed) {
+                        break;
+                    }
+                }
+            }
+        }));
+    }
+
+    // Churn: a client joins every 1/joins_per_sec s, reads its stream, and quits after its time.
+    {
+        let (dir, ca, homes, keys, stats, running) = (
+            dir.clone(),
+            ca.clone(),
+            homes.clone(),
+            keys.clone(),
+            stats.clone(),
+            running.clone(),
+        );
+        let stay = Duration::from_secs_f64(args.clients as f64 / args.joins_per_sec);
+        let every = Duration::from_secs_f64(1.0 / args.joins_per_sec);
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            let mut n = 0usize;
+            while running.load(Relaxed) {
+                tick.tick().await;
+                n += 1;
+                let (dir, ca, homes, keys, stats, running) = (
+                    dir.clone(),
+                    ca.clone(),
+                    homes.clone(),
+                    keys.clone(),
+                    stats.clone(),
+                    running.clone(),
+                );
+                tokio::spawn(async move {
+                    let name = format!("c{n}");
+                    let joined =
+                        join(&dir, &ca, &homes, &name, legit_address(n), &keys[n % 64]).await;
+                    let mut session = match joined {
+                        Ok(s) => s,
+                        Err(e) => {
+                            if stats.join_refused.fetch_add(1, Relaxed) < 5 {
+                                eprintln!("a legitimate registration was refused: {e}");
+                            }
+                            return;
+                        }
+                    };
+                    let Ok(mut events) = session.subscribe().await else {
+                        stats.join_refused.fetch_add(1, Relaxed);
+                        return;
+                    };
+                    stats.joined.fetch_add(1, Relaxed);
+                    stats.online.fetch_add(1, Relaxed);
+                    let until = Instant::now() + stay;
+                    while Instant::now() < until && running.load(Relaxed) {
+                        match tokio::time::timeout(Duration::from_millis(500), events.message())
+                            .await
+                        {
+                            Ok(Ok(Some(_))) | Err(_) => {}
+                            _ => break,
+                        }
+                    }
+                    let _ = session.quit().await;
+                    stats.online.fetch_sub(1, Relaxed);
+                    let _ = std::fs::remove_dir_all(homes.join(&name));
+                });
+            }
+        }));
+    }
+
+    // Flood 1: GetChallenge as fast as one connection goes, from 127.0.0.2.
+    {
+        let (dir, ca, stats, running, key) = (
+            dir.clone(),
+            ca.clone(),
+            stats.clone(),
+            running.clone(),
+            keys[63].clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            use svs_common::rsa::pkcs8::DecodePrivateKey;
+            let key = svs_common::rsa::PrivateKey::from_pkcs8_pem(&key).unwrap();
+            let spki = identity::public_key_der(&key.to_public_key());
+            let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+            while running.load(Relaxed) {
+                let Ok(channel) = net::channel_from(source, &dir.url, &ca).await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let mut client = DirectoryClient::new(channel);
+                let mut n = 0u64;
+                while running.load(Relaxed) {
+                    n += 1;
+                    let request = GetChallengeRequest {
+                        name: format!("flood{n}"),
+                        public_key_der: spki.clone().into(),
+                    };
+                    match client.get_challenge(request).await {
+                        Ok(_) => stats.challenges_answered.fetch_add(1, Relaxed),
+                        Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                            stats.challenges_refused.fetch_add(1, Relaxed)
+                        }
+                        Err(_) => break,
+                    };
+                }
+            }
+        }));
+    }
+    // Flood 2: 100 TLS connections from 127.0.0.3 that never send HTTP/2, re-opened when closed.
+    for _ in 0..100 {
+        let (dir, ca, stats, running) = (dir.clone(), ca.clone(), stats.clone(), running.clone());
+        tasks.push(tokio::spawn(async move {
+            let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
+            while running.load(Relaxed) {
+                if let Ok(tls) = net::tls_from(source, &dir.url, &ca).await {
+                    net::closed_within(tls, Duration::from_secs(60)).await;
+                    stats.idlers_closed.fetch_add(1, Relaxed);
+                } else {
+                    stats.idlers_closed.fetch_add(1, Relaxed);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }));
+    }
+    // Flood 3: 300 TCP sockets from 127.0.0.4 that never start TLS, re-opened when closed.
+    for _ in 0..300 {
+        let (dir, stats, running) = (dir.clone(), stats.clone(), running.clone());
+        tasks.push(tokio::spawn(async move {
+            let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 4));
+            while running.load(Relaxed) {
+                if let Ok(tcp) = net::tcp_from(source, net::port_of(&dir.url)).await {
+                    net::closed_within(tcp, Duration::from_secs(60)).await;
+                }
+                stats.silent_closed.fetch_add(1, Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }));
+    }
+
+    // A line a minute; RSS at start, middle and end.
+    let dir_pid = dir.child.id();
+    let stream_pid = stream.child.id();
+    let mut rss: VecDeque<(f64, f64, f64)> = VecDeque::new();
+    rss.push_back((0.0, rss_mib(dir_pid), rss_mib(stream_pid)));
+    println!(
+        "minute | online | joined | join refused | queued | received | p50 ms | p99 ms | directory RSS MiB | stream RSS MiB | challenges answered/refused | idlers closed | silent closed"
+    );
+    let mut minute = 0;
+    let mut middle_taken = false;
+    while Instant::now() < end {
+        let next = (started + Duration::from_secs(60 * (minute + 1))).min(end);
+        tokio::time::sleep_until(next.into()).await;
+        minute += 1;
+        let mut latencies = {
+            let mut minutes = stats.minutes.lock().unwrap();
+            let done = std::mem::take(&mut minutes.last_mut().unwrap().latencies);
+            minutes.push(Minute::default());
+            done
+        };
+        latencies.sort_by(|a, b| a.total_cmp(b));
+        let (d, s) = (rss_mib(dir_pid), rss_mib(stream_pid));
+        let t = started.elapsed().as_secs_f64();
+        if !middle_taken && t >= args.minutes * 30.0 {
+            rss.push_back((t, d, s));
+            middle_taken = true;
+        }
+        println!(
+            "{minute:>6} | {:>6} | {:>6} | {:>12} | {:>6} | {:>8} | {:>6.1} | {:>6.1} | {d:>17.1} | {s:>14.1} | {:>10}/{:<10} | {:>13} | {:>13}",
+            stats.online.load(Relaxed),
+            stats.joined.load(Relaxed),
+            stats.join_refused.load(Relaxed),
+            stats.sent_queued.load(Relaxed),
+            stats.received.load(Relaxed),
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+            stats.challenges_answered.load(Relaxed),
+            stats.challenges_refused.load(Relaxed),
+            stats.idlers_closed.load(Relaxed),
+            stats.silent_closed.load(Relaxed),
+        );
+    }
+    rss.push_back((
+        started.elapsed().as_secs_f64(),
+        rss_mib(dir_pid),
+        rss_mib(stream_pid),
+    ));
+    // Let the last messages arrive, then stop everything.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    running.store(false, Relaxed);
+    for task in tasks {
+        task.abort();
+    }
+    let queued = stats.sent_queued.load(Relaxed);
+    let received = stats.received.load(Relaxed);
+    let warn_lines = std::fs::read_to_string(tmp.path().join("directory.log"))
+        .map(|s| s.lines().count())
+        .unwrap_or(0);
+    println!();
+    println!(
+        "soak: {:.1} minutes, default limits, release binaries",
+        args.minutes
+    );
+    println!(
+        "  accepted messages lost: {} (of {queued} queued for long-lived recipients; {} sends refused)",
+        queued.saturating_sub(received),
+        stats.send_refused.load(Relaxed)
+    );
+    println!(
+        "  legitimate registrations refused: {} (of {} joins)",
+        stats.join_refused.load(Relaxed),
+        stats.joined.load(Relaxed) + stats.join_refused.load(Relaxed)
+    );
+    for (label, (t, d, s)) in ["start", "middle", "end"].iter().zip(&rss) {
+        println!("  RSS at {label} ({t:.0} s): directory {d:.1} MiB, stream {s:.1} MiB");
+    }
+    match &*stats.stalled_cut.lock().unwrap() {
+        Some((t, reason)) => println!("  stalled subscriber cut at {t:.0} s ({reason})"),
+        None => println!("  stalled subscriber: NOT cut"),
+    }
+    println!(
+        "  frames watched by the steady viewer: {}",
+        stats.frames_watched.load(Relaxed)
+    );
+    println!(
+        "  GetChallenge flood: {} answered, {} refused; TLS idlers closed {} times; silent sockets closed {} times",
+        stats.challenges_answered.load(Relaxed),
+        stats.challenges_refused.load(Relaxed),
+        stats.idlers_closed.load(Relaxed),
+        stats.silent_closed.load(Relaxed)
+    );
+    println!("  directory log lines at WARN and above: {warn_lines}");
+}
+
+async fn futures_join<T: Send + 'static>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
+}
