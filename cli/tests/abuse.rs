@@ -315,3 +315,34 @@ async fn a_connection_without_streams_is_closed_and_subscriptions_are_kept() {
     assert!(got.is_ok(), "bob's subscription survived the idle timeout");
     dir.stop().await;
 }
+
+/// A message whose field 1 is a number where GetChallengeRequest has a string.
+#[derive(Clone, PartialEq, prost::Message)]
+struct NotAChallengeRequest {
+    #[prost(uint64, tag = "1")]
+    name: u64,
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_decode_is_invalid_argument() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TestDirectory::start(&tmp.path().join("data"), &[]).await;
+    let channel = svs_common::client::connect(&dir.url, Some(&dir.ca))
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/svs.directory.v1.Directory/GetChallenge");
+    let codec = tonic_prost::ProstCodec::<NotAChallengeRequest, NotAChallengeRequest>::default();
+    let err = grpc
+        .unary(
+            tonic::Request::new(NotAChallengeRequest { name: 7 }),
+            path,
+            codec,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("not a valid protobuf"), "{err:?}");
+    dir.stop().await;
+}

@@ -747,9 +747,28 @@ async fn an_unknown_video_names_the_closest_few_not_the_whole_library() {
     r.video = "talk7".into();
     let status = client.play(r).await.err().expect("unknown video refused");
     let text = status.to_string();
+    assert!(text.starts_with("the stream service refused"), "{text}");
     assert!(text.contains("no video named \"talk7\""), "{text}");
     assert!(text.contains("closest of 41"), "{text}");
     assert!(text.contains("talk07"), "{text}");
     assert!(text.len() < 400, "short: {text}");
+    s.stream.stop().await;
+}
+
+#[tokio::test]
+async fn sessions_that_stopped_playing_are_not_remembered() {
+    let s = setup(&[]).await;
+    for n in 0..12 {
+        let mut client = s.client(&format!("viewer{n}")).await;
+        assert_eq!(play_240p(&mut client, "demo").await, DEMO_FRAMES);
+    }
+    // The last playback's task lets go of its entry just after its stream ends.
+    for _ in 0..100 {
+        if s.stream.handle.sessions_tracked() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(s.stream.handle.sessions_tracked(), 0);
     s.stream.stop().await;
 }

@@ -55,6 +55,16 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Sessions with a playback-limit entry now (only sessions that are playing keep one).
+    pub fn sessions_tracked(&self) -> usize {
+        self.per_session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+}
+
 /// Implements `svs.stream.v1.Stream`.
 pub struct StreamService {
     shared: Arc<Shared>,
