@@ -165,7 +165,7 @@ async fn join(
     let channel = net::channel_from(source, &dir.url, ca).await?;
     Session::register_on(&options, channel)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| format!("{e} ({e:?})"))
 }
 
 fn legit_address(n: usize) -> IpAddr {
@@ -262,15 +262,18 @@ async fn main() {
         let mut inbox = session.inbox();
         session.await_roster(&mut events, &mut inbox).await.unwrap();
         let stats = stats.clone();
-        let running = running.clone();
         tasks.push(tokio::spawn(async move {
-            while running.load(Relaxed) {
-                let next = tokio::time::timeout(
-                    Duration::from_millis(500),
-                    session.next_incoming(&mut events, &mut inbox),
-                )
-                .await;
-                let Ok(Ok(Some(items))) = next else { continue };
+            // No timeout around next_incoming: cancelling it between reading an event and
+            // processing it would lose that event. The task is aborted at the end instead.
+            loop {
+                let items = match session.next_incoming(&mut events, &mut inbox).await {
+                    Ok(Some(items)) => items,
+                    Ok(None) => break,
+                    Err(e) => {
+                        eprintln!("recipient r{n} lost its stream: {e}");
+                        break;
+                    }
+                };
                 for item in items {
                     match item {
                         Incoming::Message(m) => {
@@ -370,10 +373,10 @@ async fn main() {
         let running = running.clone();
         tasks.push(tokio::spawn(async move {
             let _never_read = events;
-            let text = "x".repeat(8 * 1024);
+            let text = "x".repeat(32 * 1024);
             while running.load(Relaxed) {
                 let _ = feeder.send_text(std::slice::from_ref(&peer), &text).await;
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }));
     }
@@ -468,7 +471,7 @@ async fn main() {
                         Ok(s) => s,
                         Err(e) => {
                             if stats.join_refused.fetch_add(1, Relaxed) < 5 {
-                                eprintln!("a legitimate registration was refused: {e}");
+                                eprintln!("a legitimate registration was refused: {e:?}");
                             }
                             return;
                         }
@@ -542,11 +545,9 @@ async fn main() {
             while running.load(Relaxed) {
                 if let Ok(tls) = net::tls_from(source, &dir.url, &ca).await {
                     net::closed_within(tls, Duration::from_secs(60)).await;
-                    stats.idlers_closed.fetch_add(1, Relaxed);
-                } else {
-                    stats.idlers_closed.fetch_add(1, Relaxed);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
+                stats.idlers_closed.fetch_add(1, Relaxed);
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }));
     }
@@ -560,7 +561,8 @@ async fn main() {
                     net::closed_within(tcp, Duration::from_secs(60)).await;
                 }
                 stats.silent_closed.fetch_add(1, Relaxed);
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // Re-opened a second after each close, as the slowloris did.
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }));
     }

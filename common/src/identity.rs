@@ -26,6 +26,14 @@ pub fn os_rng() -> rand::rngs::SysRng {
     rand::rngs::SysRng
 }
 
+/// `N` bytes from the operating system's RNG (ids, nonces, keys of services).
+pub fn random<const N: usize>() -> Result<[u8; N], Error> {
+    let mut buf = [0u8; N];
+    rand::TryRng::try_fill_bytes(&mut os_rng(), &mut buf)
+        .map_err(|_| Error::Crypto("the operating system RNG failed".into()))?;
+    Ok(buf)
+}
+
 /// Generates a new key with e = 65537.
 pub fn generate(bits: usize) -> Result<PrivateKey, Error> {
     if !(MIN_KEY_BITS..=MAX_KEY_BITS).contains(&bits) {

@@ -8,7 +8,6 @@
 
 use crate::Error;
 use hmac::{KeyInit, Mac};
-use rand::TryRng;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use svs_common::identity;
@@ -29,20 +28,12 @@ pub struct Challenges {
     used: Mutex<HashMap<[u8; CHALLENGE_LEN], u64>>,
 }
 
-fn random<const N: usize>() -> Result<[u8; N], Error> {
-    let mut buf = [0u8; N];
-    identity::os_rng()
-        .try_fill_bytes(&mut buf)
-        .map_err(|_| Error::Internal("the operating system RNG failed".into()))?;
-    Ok(buf)
-}
-
 impl Challenges {
     /// `lifetime_ms`: how long a challenge is valid; `max_used`: used challenges remembered at
     /// once (each is a successful registration within the lifetime).
     pub fn new(lifetime_ms: u64, max_used: usize) -> Result<Self, Error> {
         Ok(Self {
-            key: Zeroizing::new(random()?),
+            key: Zeroizing::new(identity::random()?),
             lifetime_ms,
             max_used,
             used: Mutex::default(),
@@ -70,7 +61,7 @@ impl Challenges {
         now_ms: u64,
     ) -> Result<([u8; CHALLENGE_LEN], u64), Error> {
         let expires_ms = now_ms + self.lifetime_ms;
-        let nonce: [u8; 8] = random()?;
+        let nonce: [u8; 8] = identity::random()?;
         let tag = self.tag(expires_ms, &nonce, canonical, key_der);
         let mut challenge = [0u8; CHALLENGE_LEN];
         challenge[..8].copy_from_slice(&expires_ms.to_be_bytes());

@@ -8,7 +8,6 @@ use crate::config::Limits;
 use crate::store::{Claim, NameStore};
 use crate::subscriber::{Outbox, Push, QueueLimits, Subscriber};
 use bytes::Bytes;
-use rand::TryRng;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,6 +23,7 @@ use svs_common::rsa::PublicKey;
 use svs_common::sealed::{self, Header};
 use svs_common::time::now_ms;
 use svs_common::token::{Claims, TokenIssuer};
+use svs_server::rate::TokenBucket;
 use tonic::Status;
 
 /// Message ids a session remembers to refuse a resent envelope.
@@ -89,8 +89,7 @@ struct Session {
     expires_at_ms: u64,
     subscriber: Option<Arc<Subscriber>>,
     last_active: Instant,
-    send_tokens: f64,
-    send_refilled: Instant,
+    send_budget: TokenBucket,
     /// Message id → who waits for its receipt. Ids are chosen by senders, so two senders may use
     /// one id (a co-recipient copying it): each keeps its own entry and gets its own receipt.
     awaiting_ack: HashMap<[u8; 16], Vec<SenderRef>>,
@@ -144,14 +143,6 @@ pub struct Directory {
     store: NameStore,
     tokens: TokenIssuer,
     limits: Limits,
-}
-
-fn random<const N: usize>() -> Result<[u8; N], Error> {
-    let mut buf = [0u8; N];
-    identity::os_rng()
-        .try_fill_bytes(&mut buf)
-        .map_err(|_| Error::Internal("the operating system RNG failed".into()))?;
-    Ok(buf)
 }
 
 fn event(kind: event::Kind) -> Event {
@@ -249,7 +240,7 @@ impl Directory {
             )));
         }
 
-        let session_id = random::<16>()?;
+        let session_id = identity::random::<16>()?;
         let now = now_ms();
         let expires_at_ms = now + self.limits.token_hours * 3600 * 1000;
         let claims = Claims {
@@ -284,8 +275,7 @@ impl Directory {
                 expires_at_ms,
                 subscriber: None,
                 last_active: Instant::now(),
-                send_tokens: self.limits.send_burst,
-                send_refilled: Instant::now(),
+                send_budget: TokenBucket::full(self.limits.send_burst),
                 awaiting_ack: HashMap::new(),
                 recent_ids: VecDeque::new(),
                 recent_set: HashSet::new(),
@@ -468,20 +458,6 @@ impl Directory {
         tracing::info!(name = %session.peer.name, reason = reason.as_str(), "left");
     }
 
-    fn take_send_token(&self, session: &mut Session) -> bool {
-        let now = Instant::now();
-        let refill =
-            now.duration_since(session.send_refilled).as_secs_f64() * self.limits.send_rate;
-        session.send_tokens = (session.send_tokens + refill).min(self.limits.send_burst);
-        session.send_refilled = now;
-        if session.send_tokens >= 1.0 {
-            session.send_tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
     /// Checks an envelope against the sender's session and key, then queues it for each
     /// recipient. The outcome list follows the header's recipient order.
     pub fn relay(
@@ -553,7 +529,7 @@ impl Directory {
         let shared = event(event::Kind::Envelope(envelope));
         let mut state = self.state();
         let sender = state.live(session)?;
-        if !self.take_send_token(sender) {
+        if !sender.send_budget.take(limits.send_rate, limits.send_burst) {
             return Err(Error::ResourceExhausted(format!(
                 "sending too fast: the limit is {} messages per second (bursts of {})",
                 limits.send_rate, limits.send_burst

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod rate;
 pub mod run;
 pub mod serve;
 pub mod shutdown;

@@ -7,7 +7,6 @@ use crate::config::Limits;
 use crate::library::{Library, Video};
 use crate::playback::{Action, Playback, PlaybackStart, VIEWER_QUEUE};
 use crate::resolution::Rendition;
-use rand::TryRng;
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -203,11 +202,7 @@ impl StreamService {
                 ))
             })?;
 
-        let mut id = [0u8; 16];
-        svs_common::identity::os_rng()
-            .try_fill_bytes(&mut id)
-            .map_err(|_| Error::Startup("the operating system RNG failed".into()))?;
-        let id = hex::encode(id);
+        let id = hex::encode(svs_common::identity::random::<16>()?);
         let owner_name = owner.clone();
         let (sink, frames) = mpsc::channel(VIEWER_QUEUE);
         let (control, actions) = mpsc::channel(16);

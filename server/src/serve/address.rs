@@ -1,10 +1,10 @@
 //! Client addresses as the limits see them (an IPv4 address, or an IPv6 /64: what one subscriber
 //! usually holds), with per-address slots and per-address token buckets.
 
+use crate::rate::TokenBucket;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use tokio::time::Instant;
 
 /// The unit a per-address limit counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -92,18 +92,13 @@ impl Drop for AddressSlot {
     }
 }
 
-struct Bucket {
-    tokens: f64,
-    refilled: Instant,
-}
-
 /// A token bucket per address: `rate` per second, bursts of `burst`. A bucket that has refilled
 /// completely says nothing an empty map would not, so such entries are dropped when the map grows:
 /// no address is remembered longer than `burst / rate` seconds after its last call.
 pub struct PerAddressRate {
     rate: f64,
     burst: f64,
-    buckets: Mutex<HashMap<AddressKey, Bucket>>,
+    buckets: Mutex<HashMap<AddressKey, TokenBucket>>,
     prune_above: Mutex<usize>,
 }
 
@@ -119,32 +114,19 @@ impl PerAddressRate {
 
     /// Takes one token for `key`, or says the address is over its rate.
     pub fn allow(&self, key: AddressKey) -> bool {
-        let now = Instant::now();
+        let (rate, burst) = (self.rate, self.burst);
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         {
             let mut prune_above = self.prune_above.lock().unwrap_or_else(|p| p.into_inner());
             if buckets.len() > *prune_above {
-                let (rate, burst) = (self.rate, self.burst);
-                buckets.retain(|_, b| {
-                    b.tokens + now.duration_since(b.refilled).as_secs_f64() * rate < burst
-                });
+                buckets.retain(|_, b| !b.is_full(rate, burst));
                 *prune_above = (buckets.len() * 2).max(1024);
             }
         }
-        let bucket = buckets.entry(key).or_insert(Bucket {
-            tokens: self.burst,
-            refilled: now,
-        });
-        bucket.tokens = (bucket.tokens
-            + now.duration_since(bucket.refilled).as_secs_f64() * self.rate)
-            .min(self.burst);
-        bucket.refilled = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        buckets
+            .entry(key)
+            .or_insert_with(|| TokenBucket::full(burst))
+            .take(rate, burst)
     }
 
     /// Addresses remembered now (for tests and metrics).
