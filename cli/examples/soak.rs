@@ -172,9 +172,18 @@ fn legit_address(n: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 1, (n % 250) as u8 + 1))
 }
 
-#[tokio::main]
-async fn main() {
-    let args = Args::parse();
+fn main() {
+    // The generator's own RSA work (signing, sealing, opening) on at most two threads, so that
+    // its runtime keeps answering keepalives for its thousand connections.
+    tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(soak(Args::parse()));
+}
+
+async fn soak(args: Args) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let videos = tmp.path().join("videos");
@@ -622,9 +631,16 @@ async fn main() {
     }
     let queued = stats.sent_queued.load(Relaxed);
     let received = stats.received.load(Relaxed);
-    let warn_lines = std::fs::read_to_string(tmp.path().join("directory.log"))
-        .map(|s| s.lines().count())
-        .unwrap_or(0);
+    let log = std::fs::read_to_string(tmp.path().join("directory.log")).unwrap_or_default();
+    let warn_lines = log.lines().count();
+    // What the directory complained about, once per kind (the message after the level).
+    let mut kinds: Vec<String> = log
+        .lines()
+        .filter_map(|l| l.split_once("WARN").or(l.split_once("ERROR")))
+        .map(|(_, rest)| rest.chars().filter(|c| !c.is_ascii_digit()).take(140).collect())
+        .collect();
+    kinds.sort();
+    kinds.dedup();
     println!();
     println!(
         "soak: {:.1} minutes, default limits, release binaries",
@@ -659,6 +675,9 @@ async fn main() {
         stats.silent_closed.load(Relaxed)
     );
     println!("  directory log lines at WARN and above: {warn_lines}");
+    for kind in kinds.iter().take(12) {
+        println!("    {kind}");
+    }
 }
 
 async fn futures_join<T: Send + 'static>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {

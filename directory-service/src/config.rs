@@ -39,6 +39,10 @@ pub struct Limits {
     /// as too slow (they are small and are never dropped silently).
     #[arg(long, env = "SVS_QUEUE_EVENTS", default_value_t = 16 * 1024)]
     pub queue_events: usize,
+    /// Joins and leaves closer together than this many milliseconds reach each subscriber in
+    /// batches (one write instead of one each); 0 sends each at once.
+    #[arg(long, env = "SVS_PRESENCE_BATCH_MS", default_value_t = 25)]
+    pub presence_batch_ms: u64,
     /// Seconds a subscriber may stay full before it is disconnected as too slow.
     #[arg(long, env = "SVS_SLOW_SUBSCRIBER_SECS", default_value_t = 10)]
     pub slow_subscriber_secs: u64,
@@ -52,10 +56,14 @@ pub struct Limits {
     /// registrations enter; each is forgotten when its challenge expires).
     #[arg(long, env = "SVS_MAX_USED_CHALLENGES", default_value_t = 100_000)]
     pub max_used_challenges: usize,
-    /// Registrations being verified at once (RSA work on blocking threads); more are refused with
+    /// Registrations waiting for or doing their RSA work at once; more are refused with
     /// RESOURCE_EXHAUSTED until one finishes.
     #[arg(long, env = "SVS_MAX_PENDING_REGISTRATIONS", default_value_t = 64)]
     pub max_pending_registrations: usize,
+    /// Threads doing RSA work (registration, token signing, envelope checks) at once; the rest of
+    /// the cores stay free for the streams [default: cores - 1, at least 1].
+    #[arg(long, env = "SVS_CRYPTO_THREADS", default_value_t = default_crypto_threads())]
+    pub crypto_threads: usize,
     /// Seconds a registration challenge stays valid.
     #[arg(long, env = "SVS_CHALLENGE_SECS", default_value_t = 30)]
     pub challenge_secs: u64,
@@ -74,4 +82,12 @@ impl Limits {
     pub fn slow_subscriber(&self) -> Duration {
         Duration::from_secs(self.slow_subscriber_secs)
     }
+}
+
+/// One thread fewer than the machine has cores, at least one.
+fn default_crypto_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get().saturating_sub(1))
+        .unwrap_or(1)
+        .max(1)
 }

@@ -345,6 +345,7 @@ impl Directory {
             messages: self.limits.queue_messages,
             bytes: self.limits.queue_bytes,
             events: self.limits.queue_events,
+            presence_window: Duration::from_millis(self.limits.presence_batch_ms),
         });
         let mut state = self.state();
         let snapshot = snapshot_locked(&state);
@@ -741,7 +742,8 @@ mod tests {
         let store = NameStore::open(&tmp.path().join("names.redb")).unwrap();
         let tokens = TokenIssuer::new(identity::generate(2048).unwrap());
         let verifier = tokens.verifier().clone();
-        let mut args = vec!["test"];
+        // Presence is not batched here: these tests read queues with short timeouts.
+        let mut args = vec!["test", "--presence-batch-ms", "0"];
         args.extend_from_slice(flags);
         let limits = Flags::parse_from(args).limits;
         Fixture {

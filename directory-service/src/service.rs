@@ -8,22 +8,50 @@ use std::sync::Arc;
 use svs_common::proto::directory::directory_server::Directory as DirectoryApi;
 use svs_common::proto::directory::*;
 use svs_common::token::Claims;
+use tokio::sync::Semaphore;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 /// Implements `svs.directory.v1.Directory`.
 pub struct DirectoryService {
     directory: Arc<Directory>,
-    /// Registrations being verified at once (`--max-pending-registrations`).
-    registrations: Arc<tokio::sync::Semaphore>,
+    /// Registrations waiting for or doing their RSA work (`--max-pending-registrations`).
+    registrations: Arc<Semaphore>,
+    /// Threads doing RSA work at once (`--crypto-threads`). Without this bound a burst of
+    /// registrations runs as many 3072-bit signatures in parallel as there are blocking threads,
+    /// the OS shares the cores among all of them, and the runtime that answers keepalives and
+    /// moves every stream starves: clients time out and the service melts down instead of
+    /// queueing. FIFO, so message relay and registrations take turns.
+    crypto: Arc<Semaphore>,
 }
 
 impl DirectoryService {
-    pub fn new(directory: Arc<Directory>, max_pending_registrations: usize) -> Self {
+    pub fn new(directory: Arc<Directory>, limits: &crate::config::Limits) -> Self {
         Self {
             directory,
-            registrations: Arc::new(tokio::sync::Semaphore::new(max_pending_registrations)),
+            registrations: Arc::new(Semaphore::new(limits.max_pending_registrations)),
+            crypto: Arc::new(Semaphore::new(limits.crypto_threads.max(1))),
         }
+    }
+
+    /// Runs RSA work on a blocking thread once one of the `--crypto-threads` slots is free.
+    async fn crypto<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Status> {
+        let slot = self
+            .crypto
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Status::unavailable("the directory is shutting down"))?;
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            work()
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(Status::from)
     }
 
     fn session<T>(&self, request: &Request<T>) -> Result<crate::directory::SessionRef, Status> {
@@ -81,13 +109,13 @@ impl DirectoryApi for DirectoryService {
                     "too many registrations in progress; try again in a moment".into(),
                 )
             })?;
-        // RSA verification and token signing take milliseconds: keep them off the reactor.
-        let registered = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            directory.register(&r.name, &r.public_key_der, &r.challenge, &r.signature)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))??;
+        // RSA verification and token signing take milliseconds: off the reactor, bounded.
+        let registered = self
+            .crypto(move || {
+                let _permit = permit;
+                directory.register(&r.name, &r.public_key_der, &r.challenge, &r.signature)
+            })
+            .await?;
         Ok(Response::new(RegisterResponse {
             token: registered.token,
             expires_at_ms: registered.expires_at_ms,
@@ -133,10 +161,9 @@ impl DirectoryApi for DirectoryService {
             .envelope
             .ok_or_else(|| Error::InvalidArgument("the request carries no envelope".into()))?;
         let directory = self.directory.clone();
-        let (header, outcomes) =
-            tokio::task::spawn_blocking(move || directory.relay(&session, envelope))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))??;
+        let (header, outcomes) = self
+            .crypto(move || directory.relay(&session, envelope))
+            .await?;
         Ok(Response::new(SendResponse {
             message_id: header.message_id.to_vec().into(),
             outcomes,

@@ -1,10 +1,13 @@
 //! One subscriber's outbound queue: bounded in messages and bytes, with control events (presence,
 //! receipts) allowed a separate bound, a stall clock, and a way to end the stream with a status.
+//! Presence is coalesced: when joins and leaves come faster than one per `presence_window`, the
+//! next one waits for the window to end and then everything queued leaves together (one HTTP/2
+//! frame, one write, instead of one each), in the order it was queued.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use svs_common::proto::directory::Event;
+use svs_common::proto::directory::{Event, event};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -16,6 +19,8 @@ pub struct QueueLimits {
     pub bytes: usize,
     /// Presence events and receipts.
     pub events: usize,
+    /// Presence events closer together than this leave in batches.
+    pub presence_window: Duration,
 }
 
 /// What travels through the queue: the event and what it counts against the limits.
@@ -23,6 +28,7 @@ pub struct Queued {
     pub event: Event,
     bytes: usize,
     is_message: bool,
+    is_presence: bool,
 }
 
 /// Whether a message found room.
@@ -49,6 +55,14 @@ pub struct Subscriber {
 /// The receiving half, owned by the response stream.
 pub struct Outbox {
     rx: mpsc::UnboundedReceiver<Queued>,
+    /// An item taken from the queue but held back for the presence window (kept here, not in a
+    /// future, so a cancelled `next` loses nothing).
+    held: Option<Queued>,
+    presence_window: Duration,
+    /// When the next presence event may leave without waiting.
+    presence_ready_at: tokio::time::Instant,
+    /// Set while releasing what was queued when a window ended.
+    draining: bool,
 }
 
 impl Subscriber {
@@ -65,7 +79,14 @@ impl Subscriber {
             final_status: Mutex::new(None),
             too_slow: std::sync::atomic::AtomicBool::new(false),
         };
-        (std::sync::Arc::new(sub), Outbox { rx })
+        let outbox = Outbox {
+            rx,
+            held: None,
+            presence_window: limits.presence_window,
+            presence_ready_at: tokio::time::Instant::now(),
+            draining: false,
+        };
+        (std::sync::Arc::new(sub), outbox)
     }
 
     /// Queues an envelope if the queue has room in messages and bytes; otherwise starts (or keeps)
@@ -83,6 +104,7 @@ impl Subscriber {
             event,
             bytes,
             is_message: true,
+            is_presence: false,
         };
         if self.tx.send(queued).is_err() {
             return Push::Full;
@@ -101,10 +123,15 @@ impl Subscriber {
             ));
             return false;
         }
+        let is_presence = matches!(
+            event.kind,
+            Some(event::Kind::Joined(_) | event::Kind::Left(_))
+        );
         let queued = Queued {
             event,
             bytes: 0,
             is_message: false,
+            is_presence,
         };
         self.tx.send(queued).is_ok()
     }
@@ -153,20 +180,142 @@ impl Subscriber {
 impl Outbox {
     /// The next event, or the final status once the subscriber is closed. `None` ends the stream.
     pub async fn next(&mut self, sub: &Subscriber) -> Option<Result<Event, Status>> {
-        tokio::select! {
-            biased;
-            _ = sub.closed.cancelled() => {
-                let status = sub.final_status.lock().expect("status lock").take();
-                match status {
-                    Some(s) if s.code() != tonic::Code::Ok => Some(Err(s)),
-                    _ => None,
+        loop {
+            let item = match self.held.take() {
+                Some(item) => item,
+                None if self.draining => match self.rx.try_recv() {
+                    Ok(item) => item,
+                    Err(_) => {
+                        self.draining = false;
+                        continue;
+                    }
+                },
+                None => tokio::select! {
+                    biased;
+                    _ = sub.closed.cancelled() => return final_status(sub),
+                    item = self.rx.recv() => item?,
+                },
+            };
+            if item.is_presence && !self.draining {
+                let now = tokio::time::Instant::now();
+                if now < self.presence_ready_at {
+                    // Too soon after the last presence: wait out the window, then release this
+                    // and everything queued behind it together.
+                    let until = self.presence_ready_at;
+                    self.held = Some(item);
+                    tokio::select! {
+                        biased;
+                        _ = sub.closed.cancelled() => return final_status(sub),
+                        _ = tokio::time::sleep_until(until) => {}
+                    }
+                    self.draining = true;
+                    continue;
                 }
             }
-            item = self.rx.recv() => {
-                let item = item?;
-                sub.dequeued(&item);
-                Some(Ok(item.event))
+            if item.is_presence {
+                self.presence_ready_at = tokio::time::Instant::now() + self.presence_window;
             }
+            sub.dequeued(&item);
+            return Some(Ok(item.event));
         }
+    }
+}
+
+/// What a closed subscriber's stream ends with: an error status, or nothing for a clean end.
+fn final_status(sub: &Subscriber) -> Option<Result<Event, Status>> {
+    let status = sub
+        .final_status
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    match status {
+        Some(s) if s.code() != tonic::Code::Ok => Some(Err(s)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use svs_common::proto::directory::{DeliveryReceipt, PeerLeft};
+
+    fn left(version: u64) -> Event {
+        Event {
+            kind: Some(event::Kind::Left(PeerLeft {
+                version,
+                name: format!("p{version}"),
+                reason: "quit".into(),
+            })),
+        }
+    }
+
+    fn receipt() -> Event {
+        Event {
+            kind: Some(event::Kind::Delivered(DeliveryReceipt::default())),
+        }
+    }
+
+    fn version(event: &Event) -> u64 {
+        match &event.kind {
+            Some(event::Kind::Left(l)) => l.version,
+            _ => 0,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn presence_in_bursts_leaves_in_batches_and_in_order() {
+        let (sub, mut outbox) = Subscriber::new(QueueLimits {
+            messages: 8,
+            bytes: 1 << 20,
+            events: 1024,
+            presence_window: Duration::from_millis(25),
+        });
+        let start = tokio::time::Instant::now();
+        // A quiet subscriber gets the first presence event at once.
+        sub.push_control(left(1));
+        let first = outbox.next(&sub).await.unwrap().unwrap();
+        assert_eq!(version(&first), 1);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        // Nine more right behind it, and a receipt among them: held until the window ends...
+        for v in 2..=6 {
+            sub.push_control(left(v));
+        }
+        sub.push_control(receipt());
+        for v in 7..=10 {
+            sub.push_control(left(v));
+        }
+        let second = outbox.next(&sub).await.unwrap().unwrap();
+        assert_eq!(version(&second), 2);
+        assert_eq!(start.elapsed(), Duration::from_millis(25));
+        // ...then everything queued leaves together, in order, with no further wait.
+        let mut rest = Vec::new();
+        for _ in 0..9 {
+            rest.push(outbox.next(&sub).await.unwrap().unwrap());
+        }
+        assert_eq!(start.elapsed(), Duration::from_millis(25));
+        let versions: Vec<u64> = rest.iter().map(version).collect();
+        assert_eq!(versions, [3, 4, 5, 6, 0, 7, 8, 9, 10]);
+        // Presence after a quiet spell goes at once again.
+        tokio::time::advance(Duration::from_millis(100)).await;
+        let at = tokio::time::Instant::now();
+        sub.push_control(left(11));
+        assert_eq!(version(&outbox.next(&sub).await.unwrap().unwrap()), 11);
+        assert_eq!(at.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn receipts_and_messages_alone_never_wait() {
+        let (sub, mut outbox) = Subscriber::new(QueueLimits {
+            messages: 8,
+            bytes: 1 << 20,
+            events: 1024,
+            presence_window: Duration::from_millis(25),
+        });
+        let start = tokio::time::Instant::now();
+        for _ in 0..5 {
+            sub.push_control(receipt());
+            assert!(outbox.next(&sub).await.unwrap().is_ok());
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
     }
 }
