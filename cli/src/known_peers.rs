@@ -2,7 +2,9 @@
 //! (one line per peer: `name fingerprint-hex spki-base64`). A different key later is a warning
 //! and blocks sending until `svs trust NAME`. A damaged line never resets trust: the name it
 //! belongs to counts as changed until trusted again, and a line that names no peer stops the
-//! client. Writers take a lock file, so two `svs` processes never lose each other's pins.
+//! client. Writers take a lock file, so two `svs` processes never lose each other's pins. A
+//! first-sight pin is one appended line (no rewrite: a client meeting many new peers stays
+//! cheap); `svs trust`, which replaces a pin, rewrites the file. The first line for a name wins.
 
 use crate::error::CliError;
 use base64::Engine;
@@ -80,7 +82,9 @@ fn read_pins(path: &Path) -> Result<BTreeMap<String, Pin>, CliError> {
                 n + 1
             )));
         }
-        pins.insert(names::canonical(name), pin);
+        // First sight wins: a later line for the same name (two processes pinning at once) does
+        // not replace it.
+        pins.entry(names::canonical(name)).or_insert(pin);
     }
     Ok(pins)
 }
@@ -91,23 +95,58 @@ impl KnownPeers {
         Ok(Self { path, pins })
     }
 
-    fn save(&self) -> Result<(), CliError> {
-        let mut text = String::new();
-        for pin in self.pins.values() {
-            match pin {
-                Pin::Key {
-                    name,
-                    fingerprint,
-                    spki,
-                } => text.push_str(&format!("{name} {fingerprint} {}\n", STANDARD.encode(spki))),
-                Pin::Damaged { line } => {
-                    text.push_str(line);
-                    text.push('\n');
-                }
-            }
+    fn line(pin: &Pin) -> String {
+        match pin {
+            Pin::Key {
+                name,
+                fingerprint,
+                spki,
+            } => format!("{name} {fingerprint} {}\n", STANDARD.encode(spki)),
+            Pin::Damaged { line } => format!("{line}\n"),
         }
+    }
+
+    fn save(&self) -> Result<(), CliError> {
+        let text: String = self.pins.values().map(Self::line).collect();
         identity::write_secret_file(&self.path, text.as_bytes())?;
         Ok(())
+    }
+
+    /// Holds the lock file while `op` runs (other `svs` processes wait).
+    fn locked<T>(&mut self, op: impl FnOnce(&mut Self) -> Result<T, CliError>) -> Result<T, CliError> {
+        let lock_path = self.path.with_extension("lock");
+        if let Some(dir) = lock_path.parent() {
+            identity::create_private_dir(dir)?;
+        }
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        lock.lock()?;
+        op(self)
+    }
+
+    /// Pins `spki` for a name seen for the first time: one line appended (0600), under the lock.
+    fn pin_first_sight(&mut self, name: &str, spki: &[u8]) -> Result<(), CliError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let pin = Pin::Key {
+            name: name.to_string(),
+            fingerprint: identity::fingerprint_hex(&identity::fingerprint_der(spki)),
+            spki: spki.to_vec(),
+        };
+        self.locked(|this| {
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&this.path)?;
+            file.write_all(Self::line(&pin).as_bytes())?;
+            file.sync_data()?;
+            this.pins.insert(names::canonical(name), pin);
+            Ok(())
+        })
     }
 
     /// Checks `spki` against the pin for `name`, pinning it on first sight.
@@ -123,7 +162,7 @@ impl KnownPeers {
                 ),
             }),
             None => {
-                self.pin(name, spki)?;
+                self.pin_first_sight(name, spki)?;
                 Ok(PinCheck::NewlyPinned)
             }
         }
@@ -132,27 +171,19 @@ impl KnownPeers {
     /// Pins `spki` for `name`, replacing any earlier pin (what `svs trust` does). Re-reads the
     /// file under a lock first, so pins written meanwhile by another `svs` are kept.
     pub fn pin(&mut self, name: &str, spki: &[u8]) -> Result<(), CliError> {
-        let lock_path = self.path.with_extension("lock");
-        if let Some(dir) = lock_path.parent() {
-            identity::create_private_dir(dir)?;
-        }
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)?;
-        lock.lock()?;
-        self.pins = read_pins(&self.path)?;
-        let fingerprint = identity::fingerprint_hex(&identity::fingerprint_der(spki));
-        self.pins.insert(
-            names::canonical(name),
-            Pin::Key {
-                name: name.to_string(),
-                fingerprint,
-                spki: spki.to_vec(),
-            },
-        );
-        self.save()
+        self.locked(|this| {
+            this.pins = read_pins(&this.path)?;
+            let fingerprint = identity::fingerprint_hex(&identity::fingerprint_der(spki));
+            this.pins.insert(
+                names::canonical(name),
+                Pin::Key {
+                    name: name.to_string(),
+                    fingerprint,
+                    spki: spki.to_vec(),
+                },
+            );
+            this.save()
+        })
     }
 
     /// The pinned fingerprint of `name`.
@@ -206,6 +237,32 @@ mod tests {
         std::fs::write(&path, "!!! garbage\n").unwrap();
         let err = KnownPeers::load(path).err().unwrap();
         assert!(err.to_string().contains("line 1 is damaged"), "{err}");
+    }
+
+    #[test]
+    fn first_sight_appends_one_line_and_the_first_line_for_a_name_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_peers");
+        let (first, second) = (spki(2048), spki(2048));
+        let mut one = KnownPeers::load(path.clone()).unwrap();
+        let mut other = KnownPeers::load(path.clone()).unwrap();
+        // Two processes both see "eve" for the first time, with different keys.
+        assert_eq!(one.check("eve", &first).unwrap(), PinCheck::NewlyPinned);
+        assert_eq!(other.check("eve", &second).unwrap(), PinCheck::NewlyPinned);
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
+        let mut reloaded = KnownPeers::load(path.clone()).unwrap();
+        assert_eq!(reloaded.check("eve", &first).unwrap(), PinCheck::Matches);
+        assert!(matches!(
+            reloaded.check("eve", &second).unwrap(),
+            PinCheck::Changed { .. }
+        ));
+        // Trusting rewrites the file with one line per name.
+        reloaded.pin("eve", &second).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]
