@@ -255,6 +255,8 @@ async fn soak(args: Args) {
     let started = Instant::now();
     let end = started + Duration::from_secs_f64(args.minutes * 60.0);
     let running = Arc::new(AtomicBool::new(true));
+    // Senders stop first, so every accepted message has time to arrive before counting.
+    let sending = Arc::new(AtomicBool::new(true));
     let dir = Arc::new(dir);
     let ca = Arc::new(ca);
     let homes = Arc::new(homes);
@@ -335,7 +337,7 @@ async fn soak(args: Args) {
         .unwrap();
         let mut events = session.subscribe().await.unwrap();
         let stats = stats.clone();
-        let running = running.clone();
+        let running = sending.clone();
         let recipients = recipients.clone();
         let every = Duration::from_secs_f64(senders as f64 / args.messages_per_sec);
         tasks.push(tokio::spawn(async move {
@@ -623,8 +625,13 @@ async fn soak(args: Args) {
         rss_mib(dir_pid),
         rss_mib(stream_pid),
     ));
-    // Let the last messages arrive, then stop everything.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Stop sending, let every accepted message arrive (up to 30 s), then stop everything.
+    sending.store(false, Relaxed);
+    let grace = Instant::now() + Duration::from_secs(30);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    while stats.received.load(Relaxed) < stats.sent_queued.load(Relaxed) && Instant::now() < grace {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     running.store(false, Relaxed);
     for task in tasks {
         task.abort();
