@@ -61,7 +61,7 @@ pub struct Limits {
     #[arg(long, env = "SVS_MAX_PENDING_REGISTRATIONS", default_value_t = 64)]
     pub max_pending_registrations: usize,
     /// Threads doing RSA work (registration, token signing, envelope checks) at once; the rest of
-    /// the cores stay free for the streams [default: cores - 1, at least 1].
+    /// the cores stay free for the streams. The default is one fewer than the cores, at least 1.
     #[arg(long, env = "SVS_CRYPTO_THREADS", default_value_t = default_crypto_threads())]
     pub crypto_threads: usize,
     /// Seconds a registration challenge stays valid.
