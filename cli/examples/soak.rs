@@ -644,7 +644,12 @@ async fn soak(args: Args) {
     let mut kinds: Vec<String> = log
         .lines()
         .filter_map(|l| l.split_once("WARN").or(l.split_once("ERROR")))
-        .map(|(_, rest)| rest.chars().filter(|c| !c.is_ascii_digit()).take(140).collect())
+        .map(|(_, rest)| {
+            rest.chars()
+                .filter(|c| !c.is_ascii_digit())
+                .take(140)
+                .collect()
+        })
         .collect();
     kinds.sort();
     kinds.dedup();

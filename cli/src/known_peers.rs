@@ -113,7 +113,10 @@ impl KnownPeers {
     }
 
     /// Holds the lock file while `op` runs (other `svs` processes wait).
-    fn locked<T>(&mut self, op: impl FnOnce(&mut Self) -> Result<T, CliError>) -> Result<T, CliError> {
+    fn locked<T>(
+        &mut self,
+        op: impl FnOnce(&mut Self) -> Result<T, CliError>,
+    ) -> Result<T, CliError> {
         let lock_path = self.path.with_extension("lock");
         if let Some(dir) = lock_path.parent() {
             identity::create_private_dir(dir)?;

@@ -66,7 +66,7 @@ pub async fn run(
     let sweeper = tokio::spawn(sweep(directory.clone(), health.clone(), stop.clone()));
     let router = router.add_service(
         DirectoryServer::new(DirectoryService::new(directory.clone(), &limits))
-        .max_decoding_message_size(limits.max_request_bytes),
+            .max_decoding_message_size(limits.max_request_bytes),
     );
     let serving = Serving {
         listener,
