@@ -168,6 +168,16 @@ async fn join(
         .map_err(|e| format!("{e} ({e:?})"))
 }
 
+/// The demo video from its start, in real time.
+fn demo(resolution: Resolution) -> PlayRequest {
+    PlayRequest {
+        video: "demo".into(),
+        resolution: resolution as i32,
+        start_seconds: 0.0,
+        pacing: Pacing::Realtime as i32,
+    }
+}
+
 fn legit_address(n: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 1, (n % 250) as u8 + 1))
 }
@@ -402,15 +412,7 @@ async fn soak(args: Args) {
             svs_cli::stream_client::StreamClient::connect(&stream.url, Some(&ca), &token)
                 .await
                 .unwrap();
-        let playing = client
-            .play(PlayRequest {
-                video: "demo".into(),
-                resolution: Resolution::Resolution720p as i32,
-                start_seconds: 0.0,
-                pacing: Pacing::Realtime as i32,
-            })
-            .await
-            .unwrap();
+        let playing = client.play(demo(Resolution::Resolution720p)).await.unwrap();
         let still = running.clone();
         tasks.push(tokio::spawn(async move {
             let _never_read = playing;
@@ -426,15 +428,7 @@ async fn soak(args: Args) {
         let running = running.clone();
         tasks.push(tokio::spawn(async move {
             while running.load(Relaxed) {
-                let Ok(mut playing) = client
-                    .play(PlayRequest {
-                        video: "demo".into(),
-                        resolution: Resolution::Resolution240p as i32,
-                        start_seconds: 0.0,
-                        pacing: Pacing::Realtime as i32,
-                    })
-                    .await
-                else {
+                let Ok(mut playing) = client.play(demo(Resolution::Resolution240p)).await else {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 };
