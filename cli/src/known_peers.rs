@@ -10,6 +10,7 @@ use crate::error::CliError;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use std::collections::BTreeMap;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use svs_common::identity;
 use svs_common::names;
@@ -125,6 +126,7 @@ impl KnownPeers {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&lock_path)?;
         lock.lock()?;
         op(self)
@@ -133,7 +135,6 @@ impl KnownPeers {
     /// Pins `spki` for a name seen for the first time: one line appended (0600), under the lock.
     fn pin_first_sight(&mut self, name: &str, spki: &[u8]) -> Result<(), CliError> {
         use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let pin = Pin::Key {
             name: name.to_string(),
             fingerprint: identity::fingerprint_hex(&identity::fingerprint_der(spki)),
