@@ -280,7 +280,7 @@ async fn soak(args: Args) {
             .await
             .unwrap();
         let mut events = session.subscribe().await.unwrap();
-        let mut inbox = session.inbox();
+        let mut inbox = session.inbox().unwrap();
         session.await_roster(&mut events, &mut inbox).await.unwrap();
         let stats = stats.clone();
         tasks.push(tokio::spawn(async move {

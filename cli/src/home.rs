@@ -48,6 +48,14 @@ impl Home {
             .join(svs_common::names::canonical(name))
     }
 
+    /// The highest message counter accepted from each sender by `name` (text, 0600), so a
+    /// restarted client still refuses envelopes it accepted before.
+    pub fn replay_path(&self, name: &str) -> PathBuf {
+        self.root
+            .join("replay")
+            .join(svs_common::names::canonical(name))
+    }
+
     /// Pinned peer keys.
     pub fn known_peers_path(&self) -> PathBuf {
         self.root.join("known_peers")

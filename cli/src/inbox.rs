@@ -1,9 +1,13 @@
 //! The receiving side: keeps the roster in step with presence events, and turns envelopes into
 //! messages — signature verified against the sender's key before any decryption, replays and
-//! stale messages dropped, key changes flagged.
+//! stale messages dropped, key changes flagged. The highest counter accepted from each sender is
+//! kept in a file (`sender counter` per line), so replay protection survives restarts: counters
+//! are signed and strictly increasing, so that alone refuses every replay.
 
+use crate::error::CliError;
 use crate::known_peers::{KnownPeers, PinCheck};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use svs_common::identity;
 use svs_common::names;
@@ -82,6 +86,8 @@ impl SenderHistory {
 
 /// Per-session receiving state.
 pub struct Inbox {
+    /// Where the highest accepted counters are kept between runs (`None`: memory only).
+    replay_file: Option<PathBuf>,
     my_name: String,
     key: Arc<PrivateKey>,
     version: u64,
@@ -94,6 +100,7 @@ pub struct Inbox {
 impl Inbox {
     pub fn new(my_name: String, key: Arc<PrivateKey>) -> Self {
         Self {
+            replay_file: None,
             my_name,
             key,
             version: 0,
@@ -101,6 +108,52 @@ impl Inbox {
             history: HashMap::new(),
             snapshot_pages: Vec::new(),
         }
+    }
+
+    /// An inbox that loads and keeps the highest counter accepted from each sender in `path`.
+    /// A damaged file stops the client: without it replays could not be refused.
+    pub fn with_replay_file(mut self, path: PathBuf) -> Result<Self, CliError> {
+        if path.exists() {
+            let text = std::fs::read_to_string(&path)?;
+            for (n, line) in text.lines().enumerate() {
+                let mut parts = line.split_whitespace();
+                let parsed = match (parts.next(), parts.next(), parts.next()) {
+                    (Some(sender), Some(counter), None) if names::validate(sender).is_ok() => {
+                        counter.parse::<u64>().ok().map(|c| (sender, c))
+                    }
+                    _ => None,
+                };
+                let Some((sender, counter)) = parsed else {
+                    return Err(CliError::Usage(format!(
+                        "{} line {} is damaged; it keeps replayed messages out, so restore it from a backup (deleting it accepts replays of old messages once)",
+                        path.display(),
+                        n + 1
+                    )));
+                };
+                self.history
+                    .entry(names::canonical(sender))
+                    .or_default()
+                    .last_counter = counter;
+            }
+        }
+        self.replay_file = Some(path);
+        Ok(self)
+    }
+
+    /// What to write to the replay file now, if this inbox keeps one.
+    pub fn replay_state(&self) -> Option<(PathBuf, String)> {
+        let path = self.replay_file.clone()?;
+        let mut senders: Vec<(&String, u64)> = self
+            .history
+            .iter()
+            .map(|(sender, h)| (sender, h.last_counter))
+            .collect();
+        senders.sort();
+        let text = senders
+            .into_iter()
+            .map(|(sender, counter)| format!("{sender} {counter}\n"))
+            .collect();
+        Some((path, text))
     }
 
     /// Everyone online, by name.
@@ -200,7 +253,16 @@ impl Inbox {
             Err(dropped) => dropped,
             Ok(verified) => {
                 let plaintext = verified.decrypt();
-                self.finish(verified, plaintext)
+                let incoming = self.finish(verified, plaintext);
+                if let (Incoming::Message(_), Some((path, text))) = (&incoming, self.replay_state())
+                    && let Err(e) = svs_common::identity::write_secret_file(&path, text.as_bytes())
+                {
+                    return Incoming::Dropped {
+                        from: "?".into(),
+                        why: format!("could not record the message as received ({e}); not shown"),
+                    };
+                }
+                incoming
             }
         }
     }
@@ -336,6 +398,27 @@ mod tests {
                 more,
             })),
         }
+    }
+
+    #[test]
+    fn the_replay_file_round_trips_and_a_damaged_one_stops_the_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("replay");
+        let key = Arc::new(svs_common::identity::generate(2048).unwrap());
+        std::fs::write(&path, "alice 42\nbob 7\n").unwrap();
+        let inbox = Inbox::new("me".into(), key.clone())
+            .with_replay_file(path.clone())
+            .unwrap();
+        assert_eq!(inbox.history["alice"].last_counter, 42);
+        let (written_to, text) = inbox.replay_state().unwrap();
+        assert_eq!(written_to, path);
+        assert_eq!(text, "alice 42\nbob 7\n");
+        std::fs::write(&path, "alice 42\nbob seven\n").unwrap();
+        let err = Inbox::new("me".into(), key)
+            .with_replay_file(path)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("line 2 is damaged"), "{err}");
     }
 
     #[test]

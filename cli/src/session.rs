@@ -91,6 +91,7 @@ pub struct Session {
     /// The last counter used, and where it is kept between runs.
     counter: u64,
     counter_path: std::path::PathBuf,
+    replay_path: std::path::PathBuf,
     pub pins: KnownPeers,
 }
 
@@ -159,13 +160,14 @@ impl Session {
             api,
             counter,
             counter_path,
+            replay_path: options.home.replay_path(&options.name),
             pins,
         })
     }
 
-    /// A receiving side for this session's identity.
-    pub fn inbox(&self) -> Inbox {
-        Inbox::new(self.name.clone(), self.key.clone())
+    /// A receiving side for this session's identity, with its replay state from the home dir.
+    pub fn inbox(&self) -> Result<Inbox, CliError> {
+        Inbox::new(self.name.clone(), self.key.clone()).with_replay_file(self.replay_path.clone())
     }
 
     pub async fn list_peers(&mut self) -> Result<ListPeersResponse, CliError> {
@@ -319,7 +321,18 @@ impl Session {
                     })
                     .await
                     .map_err(|e| CliError::Usage(e.to_string()))?;
-                    vec![inbox.finish(verified, plaintext)]
+                    let incoming = inbox.finish(verified, plaintext);
+                    // Recorded as received before it is shown, so a restart cannot accept it again.
+                    if let (Incoming::Message(_), Some((path, text))) =
+                        (&incoming, inbox.replay_state())
+                    {
+                        tokio::task::spawn_blocking(move || {
+                            svs_common::identity::write_secret_file(&path, text.as_bytes())
+                        })
+                        .await
+                        .map_err(|e| CliError::Usage(e.to_string()))??;
+                    }
+                    vec![incoming]
                 }
             },
             _ => inbox.handle(event, &mut self.pins),

@@ -52,7 +52,7 @@ async fn alice_messages_bob(dir: &TestDirectory, home: &Path, tag: &str) -> Dura
     let mut alice = dir.register(&alice_name, &home.join(&alice_name)).await;
     let mut bob = dir.register(&bob_name, &home.join(&bob_name)).await;
     let mut bob_stream = bob.subscribe().await.unwrap();
-    let mut bob_inbox = bob.inbox();
+    let mut bob_inbox = bob.inbox().unwrap();
     bob.await_roster(&mut bob_stream, &mut bob_inbox)
         .await
         .unwrap();
@@ -270,12 +270,12 @@ async fn a_connection_without_streams_is_closed_and_subscriptions_are_kept() {
     let mut alice = dir.register("alice", &tmp.path().join("alice")).await;
     let mut bob = dir.register("bob", &tmp.path().join("bob")).await;
     let mut bob_stream = bob.subscribe().await.unwrap();
-    let mut bob_inbox = bob.inbox();
+    let mut bob_inbox = bob.inbox().unwrap();
     bob.await_roster(&mut bob_stream, &mut bob_inbox)
         .await
         .unwrap();
     let mut alice_stream = alice.subscribe().await.unwrap();
-    let mut alice_inbox = alice.inbox();
+    let mut alice_inbox = alice.inbox().unwrap();
     alice
         .await_roster(&mut alice_stream, &mut alice_inbox)
         .await

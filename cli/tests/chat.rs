@@ -25,7 +25,7 @@ impl Client {
     async fn join(dir: &TestDirectory, name: &str, home: &std::path::Path) -> Client {
         let mut session = dir.register(name, home).await;
         let mut stream = session.subscribe().await.unwrap();
-        let mut inbox = session.inbox();
+        let mut inbox = session.inbox().unwrap();
         let first = session.await_roster(&mut stream, &mut inbox).await.unwrap();
         assert!(
             matches!(first[0], Incoming::Roster(_)),
@@ -724,5 +724,45 @@ async fn a_restarted_sender_whose_clock_stepped_back_is_not_taken_for_a_replayer
         ahead + 2,
         "the counter file holds the last counter used"
     );
+    dir.stop().await;
+}
+
+#[tokio::test]
+async fn a_restarted_recipient_still_refuses_an_envelope_it_accepted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TestDirectory::start(&tmp.path().join("data"), &[]).await;
+    let mut alice = Client::join(&dir, "alice", &tmp.path().join("alice")).await;
+    let mut bob = Client::join(&dir, "bob", &tmp.path().join("bob")).await;
+    let bob_peer = alice.wait_for_peer("bob").await;
+    bob.wait_for_peer("alice").await;
+    alice
+        .session
+        .send_text(&[bob_peer], "only once")
+        .await
+        .unwrap();
+    let event = Event {
+        kind: Some(event::Kind::Envelope(bob.raw_envelope().await)),
+    };
+    let first = bob
+        .session
+        .process(event.clone(), &mut bob.inbox)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&first[..], [Incoming::Message(m)] if m.text == "only once"),
+        "{first:?}"
+    );
+    // Bob's client restarts (a new session and inbox from the same home) and is handed the
+    // same envelope again, as a relay or an attacker replaying it would.
+    drop(bob);
+    let mut again = dir.register("bob", &tmp.path().join("bob")).await;
+    let mut inbox = again.inbox().unwrap();
+    let replayed = again.process(event, &mut inbox).await.unwrap();
+    assert!(
+        matches!(&replayed[..], [Incoming::Dropped { why, .. }] if why.contains("replayed")),
+        "{replayed:?}"
+    );
+    let kept = std::fs::read_to_string(tmp.path().join("bob/replay/bob")).unwrap();
+    assert!(kept.starts_with("alice "), "{kept}");
     dir.stop().await;
 }

@@ -453,7 +453,7 @@ async fn two_playbacks_and_a_chat_exchange_run_side_by_side() {
     let mut alice = dir.register("alice", &tmp.path().join("alice")).await;
     let mut bob = dir.register("bob", &tmp.path().join("bob")).await;
     let mut bob_events = bob.subscribe().await.unwrap();
-    let mut bob_inbox = bob.inbox();
+    let mut bob_inbox = bob.inbox().unwrap();
     bob.await_roster(&mut bob_events, &mut bob_inbox)
         .await
         .unwrap();

@@ -100,7 +100,7 @@ pub async fn run(global: &Global) -> Result<(), CliError> {
     );
     println!("type /help for commands");
     let mut stream = session.subscribe().await?;
-    let mut inbox = session.inbox();
+    let mut inbox = session.inbox()?;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     // One listener for the whole loop: a Ctrl-C that arrives while an iteration is busy is kept
     // for the next select instead of being lost with a listener made anew each pass.

@@ -23,7 +23,7 @@ pub struct ListenArgs {
 pub async fn run(global: &Global, args: ListenArgs) -> Result<(), CliError> {
     let mut session = global.register().await?;
     let mut stream = session.subscribe().await?;
-    let mut inbox = session.inbox();
+    let mut inbox = session.inbox()?;
     let deadline = args
         .timeout
         .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));

@@ -74,7 +74,7 @@ pub async fn send_and_wait(
     args: &SendArgs,
     text: &str,
 ) -> Result<(), CliError> {
-    let mut inbox = session.inbox();
+    let mut inbox = session.inbox()?;
     // The subscription starts with the snapshot of who is online.
     session.await_roster(stream, &mut inbox).await?;
     let online = inbox.online();
