@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use support::net::closed_within;
 use support::{TestDirectory, net};
-use svs_cli::inbox::Incoming;
 use svs_common::identity;
 use svs_common::proto::directory::directory_client::DirectoryClient;
 use svs_common::proto::directory::{GetChallengeRequest, RegisterRequest};
@@ -23,7 +22,6 @@ use tokio::net::TcpStream;
 use tonic::transport::Channel;
 
 const ATTACKER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
-const WAIT: Duration = Duration::from_secs(20);
 
 async fn channel_from(source: IpAddr, dir: &TestDirectory) -> Channel {
     net::channel_from(source, &dir.url, &dir.ca).await.unwrap()
@@ -56,27 +54,12 @@ async fn alice_messages_bob(dir: &TestDirectory, home: &Path, tag: &str) -> Dura
     bob.await_roster(&mut bob_stream, &mut bob_inbox)
         .await
         .unwrap();
-    let peers = alice.list_peers().await.unwrap().peers;
-    let bob_peer = peers.into_iter().find(|p| p.name == bob_name).unwrap();
+    let bob_peer = support::listed_peer(&mut alice, &bob_name).await;
     let sent = alice.send_text(&[bob_peer], "still here").await.unwrap();
     assert!(sent.reaches[0].queued, "{:?}", sent.reaches);
-    let text = tokio::time::timeout(WAIT, async {
-        loop {
-            let items = bob
-                .next_incoming(&mut bob_stream, &mut bob_inbox)
-                .await
-                .unwrap()
-                .unwrap();
-            if let Some(Incoming::Message(m)) = items
-                .into_iter()
-                .find(|i| matches!(i, Incoming::Message(_)))
-            {
-                return m.text;
-            }
-        }
-    })
-    .await
-    .expect("bob received alice's message");
+    let text = support::next_message(&mut bob, &mut bob_stream, &mut bob_inbox)
+        .await
+        .text;
     assert_eq!(text, "still here");
     started.elapsed()
 }
@@ -287,32 +270,13 @@ async fn a_connection_without_streams_is_closed_and_subscriptions_are_kept() {
     );
     // Both subscriptions outlived the idle timeout and still carry messages.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let bob_peer = alice
-        .list_peers()
-        .await
-        .unwrap()
-        .peers
-        .into_iter()
-        .find(|p| p.name == "bob")
-        .unwrap();
+    let bob_peer = support::listed_peer(&mut alice, "bob").await;
     alice.send_text(&[bob_peer], "after idle").await.unwrap();
-    let got = tokio::time::timeout(WAIT, async {
-        loop {
-            let items = bob
-                .next_incoming(&mut bob_stream, &mut bob_inbox)
-                .await
-                .unwrap()
-                .unwrap();
-            if items
-                .iter()
-                .any(|i| matches!(i, Incoming::Message(m) if m.text == "after idle"))
-            {
-                return;
-            }
-        }
-    })
-    .await;
-    assert!(got.is_ok(), "bob's subscription survived the idle timeout");
+    let got = support::next_message(&mut bob, &mut bob_stream, &mut bob_inbox).await;
+    assert_eq!(
+        got.text, "after idle",
+        "bob's subscription survived the idle timeout"
+    );
     dir.stop().await;
 }
 

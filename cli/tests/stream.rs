@@ -457,14 +457,7 @@ async fn two_playbacks_and_a_chat_exchange_run_side_by_side() {
     bob.await_roster(&mut bob_events, &mut bob_inbox)
         .await
         .unwrap();
-    let bob_peer = alice
-        .list_peers()
-        .await
-        .unwrap()
-        .peers
-        .into_iter()
-        .find(|p| p.name == "bob")
-        .unwrap();
+    let bob_peer = listed_peer(&mut alice, "bob").await;
 
     let (alice_token, bob_token) = (alice.token.clone(), bob.token.clone());
     let play = |token: String| {

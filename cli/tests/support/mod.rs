@@ -208,3 +208,36 @@ pub async fn start_both(root: &Path) -> (TestDirectory, TestStream) {
     let stream = TestStream::start(&data, &videos, &[]).await;
     (dir, stream)
 }
+
+/// The peer called `name` as the directory lists it now.
+pub async fn listed_peer(session: &mut Session, name: &str) -> svs_common::proto::directory::Peer {
+    session
+        .list_peers()
+        .await
+        .unwrap()
+        .peers
+        .into_iter()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("{name} is listed"))
+}
+
+/// The next message `session` receives on its subscription, within 20 s.
+pub async fn next_message(
+    session: &mut Session,
+    stream: &mut tonic::Streaming<svs_common::proto::directory::Event>,
+    inbox: &mut svs_cli::inbox::Inbox,
+) -> svs_cli::inbox::Message {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let items = session.next_incoming(stream, inbox).await.unwrap().unwrap();
+            if let Some(svs_cli::inbox::Incoming::Message(m)) = items
+                .into_iter()
+                .find(|i| matches!(i, svs_cli::inbox::Incoming::Message(_)))
+            {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("a message arrived in time")
+}
