@@ -239,6 +239,13 @@ mod tests {
     use super::*;
     use svs_common::proto::directory::{DeliveryReceipt, PeerLeft};
 
+    const LIMITS: QueueLimits = QueueLimits {
+        messages: 8,
+        bytes: 1 << 20,
+        events: 1024,
+        presence_window: Duration::from_millis(25),
+    };
+
     fn left(version: u64) -> Event {
         Event {
             kind: Some(event::Kind::Left(PeerLeft {
@@ -264,12 +271,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn presence_in_bursts_leaves_in_batches_and_in_order() {
-        let (sub, mut outbox) = Subscriber::new(QueueLimits {
-            messages: 8,
-            bytes: 1 << 20,
-            events: 1024,
-            presence_window: Duration::from_millis(25),
-        });
+        let (sub, mut outbox) = Subscriber::new(LIMITS);
         let start = tokio::time::Instant::now();
         // A quiet subscriber gets the first presence event at once.
         sub.push_control(left(1));
@@ -305,12 +307,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn receipts_and_messages_alone_never_wait() {
-        let (sub, mut outbox) = Subscriber::new(QueueLimits {
-            messages: 8,
-            bytes: 1 << 20,
-            events: 1024,
-            presence_window: Duration::from_millis(25),
-        });
+        let (sub, mut outbox) = Subscriber::new(LIMITS);
         let start = tokio::time::Instant::now();
         for _ in 0..5 {
             sub.push_control(receipt());

@@ -56,16 +56,11 @@ impl FrameCache {
         self.encodes.load(Ordering::Relaxed)
     }
 
-    /// Where the cache keeps its files.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     fn entries(&self) -> MutexGuard<'_, HashMap<CacheKey, Arc<Frames>>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn key(&self, video: &str, rendition: Rendition, source: &Source) -> CacheKey {
+    fn key(&self, video: &str, rendition: Rendition, source: &Source) -> CacheKey {
         CacheKey {
             video: video.to_string(),
             rendition,
