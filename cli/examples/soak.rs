@@ -139,33 +139,35 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn options(dir: &Service, ca: &Path, homes: &Path, name: &str) -> ConnectOptions {
-    ConnectOptions {
-        directory: dir.url.clone(),
-        ca: Some(ca.to_path_buf()),
-        name: name.to_string(),
-        home: Home::new(homes.join(name)),
-        key_bits: 2048,
-    }
+/// How the load generator's legitimate clients reach the directory: its URL and CA, a home
+/// directory per client, and a pool of keys (names share keys; generating one per client would
+/// cost more than the load itself).
+struct Clients {
+    url: String,
+    ca: PathBuf,
+    homes: PathBuf,
+    keys: Vec<String>,
 }
 
-/// A registered session for `name` from `source`, its key taken from the pool.
-async fn join(
-    dir: &Service,
-    ca: &Path,
-    homes: &Path,
-    name: &str,
-    source: IpAddr,
-    key_pem: &str,
-) -> Result<Session, String> {
-    let options = options(dir, ca, homes, name);
-    let key_path = options.home.key_path(name);
-    identity::create_private_dir(key_path.parent().unwrap()).unwrap();
-    identity::write_secret_file(&key_path, key_pem.as_bytes()).unwrap();
-    let channel = net::channel_from(source, &dir.url, ca).await?;
-    Session::register_on(&options, channel)
-        .await
-        .map_err(|e| format!("{e} ({e:?})"))
+impl Clients {
+    /// A registered session for `name`, client number `n`: from 127.0.1.(n % 250 + 1), with key
+    /// `n % 64` of the pool.
+    async fn join(&self, name: &str, n: usize) -> Result<Session, String> {
+        let options = ConnectOptions {
+            directory: self.url.clone(),
+            ca: Some(self.ca.clone()),
+            name: name.to_string(),
+            home: Home::new(self.homes.join(name)),
+            key_bits: 2048,
+        };
+        let key_path = options.home.key_path(name);
+        identity::create_private_dir(key_path.parent().unwrap()).unwrap();
+        identity::write_secret_file(&key_path, self.keys[n % self.keys.len()].as_bytes()).unwrap();
+        let channel = net::channel_from(legit_address(n), &self.url, &self.ca).await?;
+        Session::register_on(&options, channel)
+            .await
+            .map_err(|e| format!("{e} ({e:?})"))
+    }
 }
 
 /// The demo video from its start, in real time.
@@ -229,23 +231,21 @@ async fn soak(args: Args) {
         .unwrap();
 
     eprintln!("making a pool of 64 client keys (2048 bits)...");
-    let keys: Arc<Vec<String>> = Arc::new(
-        futures_join(
-            (0..64)
-                .map(|_| {
-                    tokio::task::spawn_blocking(|| {
-                        use svs_common::rsa::pkcs8::{EncodePrivateKey, LineEnding};
-                        identity::generate(2048)
-                            .unwrap()
-                            .to_pkcs8_pem(LineEnding::LF)
-                            .unwrap()
-                            .to_string()
-                    })
+    let keys: Vec<String> = futures_join(
+        (0..64)
+            .map(|_| {
+                tokio::task::spawn_blocking(|| {
+                    use svs_common::rsa::pkcs8::{EncodePrivateKey, LineEnding};
+                    identity::generate(2048)
+                        .unwrap()
+                        .to_pkcs8_pem(LineEnding::LF)
+                        .unwrap()
+                        .to_string()
                 })
-                .collect(),
-        )
-        .await,
-    );
+            })
+            .collect(),
+    )
+    .await;
 
     let stats = Arc::new(Stats {
         joined: AtomicU64::new(0),
@@ -267,18 +267,19 @@ async fn soak(args: Args) {
     let running = Arc::new(AtomicBool::new(true));
     // Senders stop first, so every accepted message has time to arrive before counting.
     let sending = Arc::new(AtomicBool::new(true));
-    let dir = Arc::new(dir);
-    let ca = Arc::new(ca);
-    let homes = Arc::new(homes);
+    let clients = Arc::new(Clients {
+        url: dir.url.clone(),
+        ca: ca.clone(),
+        homes: homes.clone(),
+        keys,
+    });
 
     // Long-lived recipients: every message to them is counted and timed.
     let mut recipients: Vec<Peer> = Vec::new();
     let mut tasks = Vec::new();
     for n in 0..args.recipients {
         let name = format!("r{n}");
-        let mut session = join(&dir, &ca, &homes, &name, legit_address(n), &keys[n % 64])
-            .await
-            .unwrap();
+        let mut session = clients.join(&name, n).await.unwrap();
         let mut events = session.subscribe().await.unwrap();
         let mut inbox = session.inbox().unwrap();
         session.await_roster(&mut events, &mut inbox).await.unwrap();
@@ -319,9 +320,7 @@ async fn soak(args: Args) {
         }));
     }
     {
-        let mut session = join(&dir, &ca, &homes, "lister", legit_address(0), &keys[0])
-            .await
-            .unwrap();
+        let mut session = clients.join("lister", 0).await.unwrap();
         for peer in session.list_peers().await.unwrap().peers {
             if peer.name.starts_with('r') {
                 recipients.push(peer);
@@ -335,16 +334,7 @@ async fn soak(args: Args) {
     let senders = 8;
     for s in 0..senders {
         let name = format!("s{s}");
-        let mut session = join(
-            &dir,
-            &ca,
-            &homes,
-            &name,
-            legit_address(100 + s),
-            &keys[(30 + s) % 64],
-        )
-        .await
-        .unwrap();
+        let mut session = clients.join(&name, 100 + s).await.unwrap();
         let mut events = session.subscribe().await.unwrap();
         let stats = stats.clone();
         let running = sending.clone();
@@ -376,9 +366,7 @@ async fn soak(args: Args) {
 
     // A subscriber that stops reading while messages keep coming: cut as too slow.
     {
-        let mut stalled = join(&dir, &ca, &homes, "stalled", legit_address(200), &keys[50])
-            .await
-            .unwrap();
+        let mut stalled = clients.join("stalled", 200).await.unwrap();
         let events = stalled.subscribe().await.unwrap();
         let peer = stalled
             .list_peers()
@@ -388,9 +376,7 @@ async fn soak(args: Args) {
             .into_iter()
             .find(|p| p.name == "stalled")
             .unwrap();
-        let mut feeder = join(&dir, &ca, &homes, "feeder", legit_address(201), &keys[51])
-            .await
-            .unwrap();
+        let mut feeder = clients.join("feeder", 201).await.unwrap();
         let running = running.clone();
         tasks.push(tokio::spawn(async move {
             let _never_read = events;
@@ -403,10 +389,7 @@ async fn soak(args: Args) {
     }
 
     // A viewer that stops reading after the header, and one that keeps watching.
-    let token = join(&dir, &ca, &homes, "viewer", legit_address(202), &keys[52])
-        .await
-        .unwrap()
-        .token;
+    let token = clients.join("viewer", 202).await.unwrap().token;
     {
         let mut client =
             svs_cli::stream_client::StreamClient::connect(&stream.url, Some(&ca), &token)
@@ -444,14 +427,7 @@ async fn soak(args: Args) {
 
     // Churn: a client joins every 1/joins_per_sec s, reads its stream, and quits after its time.
     {
-        let (dir, ca, homes, keys, stats, running) = (
-            dir.clone(),
-            ca.clone(),
-            homes.clone(),
-            keys.clone(),
-            stats.clone(),
-            running.clone(),
-        );
+        let (clients, stats, running) = (clients.clone(), stats.clone(), running.clone());
         let stay = Duration::from_secs_f64(args.clients as f64 / args.joins_per_sec);
         let every = Duration::from_secs_f64(1.0 / args.joins_per_sec);
         tasks.push(tokio::spawn(async move {
@@ -460,18 +436,10 @@ async fn soak(args: Args) {
             while running.load(Relaxed) {
                 tick.tick().await;
                 n += 1;
-                let (dir, ca, homes, keys, stats, running) = (
-                    dir.clone(),
-                    ca.clone(),
-                    homes.clone(),
-                    keys.clone(),
-                    stats.clone(),
-                    running.clone(),
-                );
+                let (clients, stats, running) = (clients.clone(), stats.clone(), running.clone());
                 tokio::spawn(async move {
                     let name = format!("c{n}");
-                    let joined =
-                        join(&dir, &ca, &homes, &name, legit_address(n), &keys[n % 64]).await;
+                    let joined = clients.join(&name, n).await;
                     let mut session = match joined {
                         Ok(s) => s,
                         Err(e) => {
@@ -498,7 +466,7 @@ async fn soak(args: Args) {
                     }
                     let _ = session.quit().await;
                     stats.online.fetch_sub(1, Relaxed);
-                    let _ = std::fs::remove_dir_all(homes.join(&name));
+                    let _ = std::fs::remove_dir_all(clients.homes.join(&name));
                 });
             }
         }));
@@ -506,20 +474,14 @@ async fn soak(args: Args) {
 
     // Flood 1: GetChallenge as fast as one connection goes, from 127.0.0.2.
     {
-        let (dir, ca, stats, running, key) = (
-            dir.clone(),
-            ca.clone(),
-            stats.clone(),
-            running.clone(),
-            keys[63].clone(),
-        );
+        let (clients, stats, running) = (clients.clone(), stats.clone(), running.clone());
         tasks.push(tokio::spawn(async move {
             use svs_common::rsa::pkcs8::DecodePrivateKey;
-            let key = svs_common::rsa::PrivateKey::from_pkcs8_pem(&key).unwrap();
+            let key = svs_common::rsa::PrivateKey::from_pkcs8_pem(&clients.keys[63]).unwrap();
             let spki = identity::public_key_der(&key.to_public_key());
             let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
             while running.load(Relaxed) {
-                let Ok(channel) = net::channel_from(source, &dir.url, &ca).await else {
+                let Ok(channel) = net::channel_from(source, &clients.url, &clients.ca).await else {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 };
@@ -544,11 +506,11 @@ async fn soak(args: Args) {
     }
     // Flood 2: 100 TLS connections from 127.0.0.3 that never send HTTP/2, re-opened when closed.
     for _ in 0..100 {
-        let (dir, ca, stats, running) = (dir.clone(), ca.clone(), stats.clone(), running.clone());
+        let (clients, stats, running) = (clients.clone(), stats.clone(), running.clone());
         tasks.push(tokio::spawn(async move {
             let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
             while running.load(Relaxed) {
-                if let Ok(tls) = net::tls_from(source, &dir.url, &ca).await {
+                if let Ok(tls) = net::tls_from(source, &clients.url, &clients.ca).await {
                     net::closed_within(tls, Duration::from_secs(60)).await;
                 }
                 stats.idlers_closed.fetch_add(1, Relaxed);
@@ -558,11 +520,11 @@ async fn soak(args: Args) {
     }
     // Flood 3: 300 TCP sockets from 127.0.0.4 that never start TLS, re-opened when closed.
     for _ in 0..300 {
-        let (dir, stats, running) = (dir.clone(), stats.clone(), running.clone());
+        let (clients, stats, running) = (clients.clone(), stats.clone(), running.clone());
         tasks.push(tokio::spawn(async move {
             let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 4));
             while running.load(Relaxed) {
-                if let Ok(tcp) = net::tcp_from(source, net::port_of(&dir.url)).await {
+                if let Ok(tcp) = net::tcp_from(source, net::port_of(&clients.url)).await {
                     net::closed_within(tcp, Duration::from_secs(60)).await;
                 }
                 stats.silent_closed.fetch_add(1, Relaxed);
