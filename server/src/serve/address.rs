@@ -98,17 +98,28 @@ impl Drop for AddressSlot {
 pub struct PerAddressRate {
     rate: f64,
     burst: f64,
-    buckets: Mutex<HashMap<AddressKey, TokenBucket>>,
-    prune_above: Mutex<usize>,
+    buckets: Mutex<Buckets>,
 }
+
+/// The buckets, and the size past which full ones are dropped (twice what survived the last
+/// pruning, so pruning costs amortised constant time per call).
+struct Buckets {
+    by_address: HashMap<AddressKey, TokenBucket>,
+    prune_above: usize,
+}
+
+/// Buckets are never pruned below this many.
+const MIN_PRUNE_ABOVE: usize = 1024;
 
 impl PerAddressRate {
     pub fn new(rate: f64, burst: f64) -> Self {
         Self {
             rate,
             burst: burst.max(1.0),
-            buckets: Mutex::default(),
-            prune_above: Mutex::new(1024),
+            buckets: Mutex::new(Buckets {
+                by_address: HashMap::new(),
+                prune_above: MIN_PRUNE_ABOVE,
+            }),
         }
     }
 
@@ -116,14 +127,12 @@ impl PerAddressRate {
     pub fn allow(&self, key: AddressKey) -> bool {
         let (rate, burst) = (self.rate, self.burst);
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        {
-            let mut prune_above = self.prune_above.lock().unwrap_or_else(|p| p.into_inner());
-            if buckets.len() > *prune_above {
-                buckets.retain(|_, b| !b.is_full(rate, burst));
-                *prune_above = (buckets.len() * 2).max(1024);
-            }
+        if buckets.by_address.len() > buckets.prune_above {
+            buckets.by_address.retain(|_, b| !b.is_full(rate, burst));
+            buckets.prune_above = (buckets.by_address.len() * 2).max(MIN_PRUNE_ABOVE);
         }
         buckets
+            .by_address
             .entry(key)
             .or_insert_with(|| TokenBucket::full(burst))
             .take(rate, burst)
@@ -131,7 +140,11 @@ impl PerAddressRate {
 
     /// Addresses remembered now (for tests and metrics).
     pub fn tracked(&self) -> usize {
-        self.buckets.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.buckets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_address
+            .len()
     }
 }
 
