@@ -96,10 +96,13 @@ async fn sweep(directory: Arc<Directory>, health: HealthReporter, stop: Cancella
             _ = tick.tick() => {}
         }
         directory.sweep();
-        let store = directory.clone();
-        let healthy = tokio::task::spawn_blocking(move || store.store().recover())
-            .await
-            .unwrap_or(false);
+        // Re-opening touches the disk: only for a store that failed, on a blocking thread.
+        let healthy = directory.store().is_healthy() || {
+            let store = directory.clone();
+            tokio::task::spawn_blocking(move || store.store().recover())
+                .await
+                .unwrap_or(false)
+        };
         if healthy != serving && !stop.is_cancelled() {
             serving = healthy;
             serve::set_serving(&health, service_name, healthy).await;
