@@ -352,7 +352,7 @@ async fn soak(args: Args) {
                 let to = &recipients[(n * 7 + s) % recipients.len()];
                 let text = format!("{} message {n} from s{s}", svs_common::time::now_ms());
                 match session.send_text(std::slice::from_ref(to), &text).await {
-                    Ok(sent) if sent.reaches.iter().all(|r| r.queued) => {
+                    Ok(sent) if sent.reaches.iter().all(|r| r.accepted()) => {
                         stats.sent_queued.fetch_add(1, Relaxed);
                     }
                     _ => {

@@ -9,6 +9,10 @@ pub enum CliError {
     Usage(String),
     #[error("the directory refused: {0}")]
     Refused(String),
+    /// The connection or the session was lost (the directory restarted, the network dropped):
+    /// reconnecting may help.
+    #[error("lost the directory: {0}")]
+    Lost(String),
     #[error("the stream service refused: {0}")]
     StreamRefused(String),
     #[error(
@@ -40,9 +44,31 @@ impl CliError {
     }
 }
 
-/// Statuses from the directory (the default: most calls go there).
+impl CliError {
+    /// Whether registering and subscribing again may cure this (a lost connection or session,
+    /// a directory that is down or restarting) rather than a refusal that would repeat.
+    pub fn is_lost_connection(&self) -> bool {
+        matches!(
+            self,
+            CliError::Lost(_) | CliError::Common(svs_common::Error::Connect { .. })
+        )
+    }
+}
+
+/// Statuses from the directory (the default: most calls go there). Codes that mean the
+/// connection or session went away become `Lost`.
 impl From<tonic::Status> for CliError {
     fn from(status: tonic::Status) -> Self {
-        CliError::Refused(status_text(&status))
+        use tonic::Code;
+        match status.code() {
+            Code::Unavailable
+            | Code::Unknown
+            | Code::Cancelled
+            | Code::DeadlineExceeded
+            | Code::Aborted
+            | Code::Internal
+            | Code::Unauthenticated => CliError::Lost(status_text(&status)),
+            _ => CliError::Refused(status_text(&status)),
+        }
     }
 }

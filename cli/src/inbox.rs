@@ -1,12 +1,18 @@
 //! The receiving side: keeps the roster in step with presence events, and turns envelopes into
-//! messages — signature verified against the sender's key before any decryption, replays and
-//! stale messages dropped, key changes flagged. The highest counter accepted from each sender is
-//! kept in a file (`sender counter` per line), so replay protection survives restarts: counters
-//! are signed and strictly increasing, so that alone refuses every replay.
+//! messages — signature verified against the sender's key before any decryption, replays
+//! dropped, key changes flagged.
+//!
+//! Replays are refused with a window per sender (as IPsec and DTLS do): the ids of the last
+//! `MAX_REMEMBERED_IDS` messages accepted, and a floor below which every counter is refused.
+//! Mailboxes deliver old messages and several sessions of one sender may send out of counter
+//! order, so neither age nor a strictly increasing counter would do. The window is kept in the
+//! home directory (`replay/NAME`, appended per message, compacted atomically) so it survives
+//! restarts. An envelope whose id was already accepted is a redelivery (the relay resends what
+//! was not acknowledged): it is acknowledged again and not shown twice.
 
 use crate::error::CliError;
 use crate::known_peers::{KnownPeers, PinCheck};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use svs_common::identity;
@@ -14,10 +20,6 @@ use svs_common::names;
 use svs_common::proto::directory::{Envelope, Event, ListPeersResponse, Peer, event};
 use svs_common::rsa::PrivateKey;
 use svs_common::sealed::{self, Header};
-use svs_common::time::now_ms;
-
-/// Messages older than this (by their signed timestamp) are dropped as possible replays.
-pub const MAX_MESSAGE_AGE_MS: u64 = 10 * 60 * 1000;
 
 /// A decrypted message.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -54,40 +56,73 @@ pub enum Incoming {
         from: String,
         why: String,
     },
+    /// An envelope already accepted, delivered again: acknowledge it, show nothing.
+    Redelivered,
     ResyncNeeded,
 }
 
-/// Ids remembered per sender at most (older ones are also refused by counter and age).
+/// Ids remembered per sender at most; older ones are refused by the floor.
 pub const MAX_REMEMBERED_IDS: usize = 4096;
 
-/// What is remembered of one sender to refuse replays: the highest counter accepted, and the
-/// ids of messages still young enough to be accepted (bounded in age and count).
+/// What is remembered of one sender to refuse replays.
 #[derive(Default)]
 struct SenderHistory {
-    last_counter: u64,
-    ids: HashSet<[u8; 16]>,
-    order: std::collections::VecDeque<([u8; 16], u64)>,
+    /// Every counter at or below this is refused.
+    floor: u64,
+    /// Accepted messages above the floor: counter → id, and id → counter.
+    by_counter: BTreeMap<u64, [u8; 16]>,
+    ids: HashMap<[u8; 16], u64>,
+}
+
+/// Whether a message from a sender is new.
+#[derive(Debug, PartialEq, Eq)]
+enum Fresh {
+    New,
+    /// This very message was accepted before.
+    Seen,
+    /// At or below the floor: a replay of something forgotten, or a sender counting wrongly.
+    BelowFloor,
 }
 
 impl SenderHistory {
-    fn remember(&mut self, id: [u8; 16], timestamp_ms: u64, now_ms: u64) {
-        self.ids.insert(id);
-        self.order.push_back((id, timestamp_ms));
-        while let Some(&(old, ts)) = self.order.front() {
-            let too_old = now_ms.saturating_sub(ts) > MAX_MESSAGE_AGE_MS;
-            if !too_old && self.order.len() <= MAX_REMEMBERED_IDS {
-                break;
-            }
+    fn judge(&self, id: &[u8; 16], counter: u64) -> Fresh {
+        if self.ids.contains_key(id) {
+            Fresh::Seen
+        } else if counter <= self.floor {
+            Fresh::BelowFloor
+        } else {
+            Fresh::New
+        }
+    }
+
+    fn remember(&mut self, id: [u8; 16], counter: u64) {
+        if counter <= self.floor || self.ids.contains_key(&id) {
+            return;
+        }
+        // Two ids with one counter: keep the later id under the counter; both stay refused
+        // once the floor passes the counter.
+        if let Some(old) = self.by_counter.insert(counter, id) {
             self.ids.remove(&old);
-            self.order.pop_front();
+        }
+        self.ids.insert(id, counter);
+        while self.by_counter.len() > MAX_REMEMBERED_IDS {
+            let Some((counter, old)) = self.by_counter.pop_first() else {
+                break;
+            };
+            self.ids.remove(&old);
+            self.floor = self.floor.max(counter);
         }
     }
 }
 
 /// Per-session receiving state.
 pub struct Inbox {
-    /// Where the highest accepted counters are kept between runs (`None`: memory only).
+    /// Where the replay window is kept between runs (`None`: memory only).
     replay_file: Option<PathBuf>,
+    /// Lines appended to the replay file since it was last compacted.
+    replay_appends: usize,
+    /// Keys of senders not online, looked up from the directory.
+    offline_keys: HashMap<String, Vec<u8>>,
     my_name: String,
     key: Arc<PrivateKey>,
     version: u64,
@@ -101,6 +136,8 @@ impl Inbox {
     pub fn new(my_name: String, key: Arc<PrivateKey>) -> Self {
         Self {
             replay_file: None,
+            replay_appends: 0,
+            offline_keys: HashMap::new(),
             my_name,
             key,
             version: 0,
@@ -110,50 +147,128 @@ impl Inbox {
         }
     }
 
-    /// An inbox that loads and keeps the highest counter accepted from each sender in `path`.
-    /// A damaged file stops the client: without it replays could not be refused.
+    /// An inbox that loads and keeps its replay window in `path` (lines `floor SENDER COUNTER`
+    /// and `seen SENDER COUNTER ID`; a line `SENDER COUNTER` from older versions is a floor).
+    /// A damaged file stops the client: without it replays could not be refused. A last line
+    /// without its newline (a write cut short by a crash) is ignored: its message was not shown.
     pub fn with_replay_file(mut self, path: PathBuf) -> Result<Self, CliError> {
         if path.exists() {
             let text = std::fs::read_to_string(&path)?;
-            for (n, line) in text.lines().enumerate() {
-                let mut parts = line.split_whitespace();
-                let parsed = match (parts.next(), parts.next(), parts.next()) {
-                    (Some(sender), Some(counter), None) if names::validate(sender).is_ok() => {
-                        counter.parse::<u64>().ok().map(|c| (sender, c))
-                    }
-                    _ => None,
-                };
-                let Some((sender, counter)) = parsed else {
+            let complete = match text.rfind('\n') {
+                Some(end) => &text[..=end],
+                None => "",
+            };
+            if complete.len() < text.len() {
+                // Drop the torn tail so the next append starts on a line of its own.
+                svs_common::identity::write_secret_file(&path, complete.as_bytes())?;
+            }
+            for (n, line) in complete.lines().enumerate() {
+                if !self.apply_replay_line(line) {
                     return Err(CliError::Usage(format!(
                         "{} line {} is damaged; it keeps replayed messages out, so restore it from a backup (deleting it accepts replays of old messages once)",
                         path.display(),
                         n + 1
                     )));
-                };
-                self.history
-                    .entry(names::canonical(sender))
-                    .or_default()
-                    .last_counter = counter;
+                }
             }
         }
         self.replay_file = Some(path);
         Ok(self)
     }
 
-    /// What to write to the replay file now, if this inbox keeps one.
-    pub fn replay_state(&self) -> Option<(PathBuf, String)> {
+    fn apply_replay_line(&mut self, line: &str) -> bool {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (kind, sender, counter, id) = match words.as_slice() {
+            ["floor", sender, counter] => ("floor", *sender, *counter, None),
+            ["seen", sender, counter, id] => ("seen", *sender, *counter, Some(*id)),
+            [sender, counter] => ("floor", *sender, *counter, None),
+            _ => return false,
+        };
+        let Ok(counter) = counter.parse::<u64>() else {
+            return false;
+        };
+        if names::validate(sender).is_err() {
+            return false;
+        }
+        let history = self.history.entry(names::canonical(sender)).or_default();
+        match (kind, id) {
+            ("floor", None) => history.floor = history.floor.max(counter),
+            (_, Some(id)) => {
+                let Some(id) = hex::decode(id)
+                    .ok()
+                    .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                else {
+                    return false;
+                };
+                history.remember(id, counter);
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// The whole replay window as the file's text.
+    fn replay_text(&self) -> String {
+        let mut senders: Vec<(&String, &SenderHistory)> = self.history.iter().collect();
+        senders.sort_by_key(|(name, _)| name.as_str());
+        let mut text = String::new();
+        for (sender, h) in senders {
+            text.push_str(&format!("floor {sender} {}\n", h.floor));
+            for (counter, id) in &h.by_counter {
+                text.push_str(&format!("seen {sender} {counter} {}\n", hex::encode(id)));
+            }
+        }
+        text
+    }
+
+    /// Records an accepted message in the replay file now (blocking; see `plan_record`).
+    pub fn record(&mut self, sender: &str, counter: u64, id: &[u8; 16]) -> Result<(), CliError> {
+        match self.plan_record(sender, counter, id) {
+            Some(write) => write.apply(),
+            None => Ok(()),
+        }
+    }
+
+    /// The write that records an accepted message: a line appended, or the whole window
+    /// rewritten atomically once the appends outgrow it. `None` without a replay file.
+    pub fn plan_record(
+        &mut self,
+        sender: &str,
+        counter: u64,
+        id: &[u8; 16],
+    ) -> Option<ReplayWrite> {
         let path = self.replay_file.clone()?;
-        let mut senders: Vec<(&String, u64)> = self
-            .history
-            .iter()
-            .map(|(sender, h)| (sender, h.last_counter))
-            .collect();
-        senders.sort();
-        let text = senders
-            .into_iter()
-            .map(|(sender, counter)| format!("{sender} {counter}\n"))
-            .collect();
-        Some((path, text))
+        let remembered: usize = self.history.values().map(|h| h.by_counter.len() + 1).sum();
+        if self.replay_appends > remembered + 1024 {
+            self.replay_appends = 0;
+            return Some(ReplayWrite::Rewrite {
+                path,
+                text: self.replay_text(),
+            });
+        }
+        self.replay_appends += 1;
+        Some(ReplayWrite::Append {
+            path,
+            line: format!(
+                "seen {} {counter} {}\n",
+                names::canonical(sender),
+                hex::encode(id)
+            ),
+        })
+    }
+
+    /// Whether the key of `sender` is known (online, pinned, or looked up).
+    pub fn knows_key(&self, sender: &str, pins: &KnownPeers) -> bool {
+        let canonical = names::canonical(sender);
+        self.roster.contains_key(&canonical)
+            || self.offline_keys.contains_key(&canonical)
+            || pins.key(sender).is_some()
+    }
+
+    /// Remembers the registered key of someone not online (from LookupKeys).
+    pub fn learn_key(&mut self, peer: &Peer) {
+        self.offline_keys
+            .insert(names::canonical(&peer.name), peer.public_key_der.to_vec());
     }
 
     /// Everyone online, by name.
@@ -247,18 +362,19 @@ impl Inbox {
     }
 
     /// Opens an envelope in one go (check, decrypt, record). `Session::process` runs the same
-    /// steps with the decryption on a blocking thread.
+    /// steps with the decryption and the write on a blocking thread.
     fn open(&mut self, envelope: &Envelope, pins: &mut KnownPeers) -> Incoming {
         match self.check(envelope.clone(), pins) {
             Err(dropped) => dropped,
             Ok(verified) => {
                 let plaintext = verified.decrypt();
+                let (sender, counter, id) = verified.identity();
                 let incoming = self.finish(verified, plaintext);
-                if let (Incoming::Message(_), Some((path, text))) = (&incoming, self.replay_state())
-                    && let Err(e) = svs_common::identity::write_secret_file(&path, text.as_bytes())
+                if matches!(incoming, Incoming::Message(_))
+                    && let Err(e) = self.record(&sender, counter, &id)
                 {
                     return Incoming::Dropped {
-                        from: "?".into(),
+                        from: sender,
                         why: format!("could not record the message as received ({e}); not shown"),
                     };
                 }
@@ -289,7 +405,10 @@ impl Inbox {
             Some(peer) => peer.public_key_der.to_vec(),
             None => match pins.key(&header.sender) {
                 Some(k) => k.to_vec(),
-                None => return Err(dropped("the sender's key is unknown".into())),
+                None => match self.offline_keys.get(&canonical) {
+                    Some(k) => k.clone(),
+                    None => return Err(dropped("the sender's key is unknown".into())),
+                },
             },
         };
         let warning = match pins.check(&header.sender, &spki) {
@@ -305,12 +424,19 @@ impl Inbox {
         if let Err(e) = sealed::verify(&envelope, &sender_key) {
             return Err(dropped(format!("rejected: {e}")));
         }
-        let history = self.history.entry(canonical).or_default();
-        if history.ids.contains(&header.message_id) || header.counter <= history.last_counter {
-            return Err(dropped("replayed message dropped".into()));
-        }
-        if now_ms().saturating_sub(header.timestamp_ms) > MAX_MESSAGE_AGE_MS {
-            return Err(dropped("message older than 10 minutes dropped".into()));
+        match self
+            .history
+            .entry(canonical)
+            .or_default()
+            .judge(&header.message_id, header.counter)
+        {
+            Fresh::New => {}
+            Fresh::Seen => return Err(Incoming::Redelivered),
+            Fresh::BelowFloor => {
+                return Err(dropped(
+                    "replayed message dropped (its counter is below what this client still remembers)".into(),
+                ));
+            }
         }
         Ok(Verified {
             envelope,
@@ -341,8 +467,7 @@ impl Inbox {
             .history
             .entry(names::canonical(&header.sender))
             .or_default();
-        history.remember(header.message_id, header.timestamp_ms, now_ms());
-        history.last_counter = header.counter;
+        history.remember(header.message_id, header.counter);
         Incoming::Message(Message {
             from: header.sender.clone(),
             to: header.recipients.iter().map(|r| r.name.clone()).collect(),
@@ -351,6 +476,37 @@ impl Inbox {
             time: header.timestamp_ms,
             warning: verified.warning,
         })
+    }
+}
+
+/// A change to the replay file, to run on a blocking thread.
+pub enum ReplayWrite {
+    Append { path: PathBuf, line: String },
+    Rewrite { path: PathBuf, text: String },
+}
+
+impl ReplayWrite {
+    /// Writes and syncs it: a message is recorded before it is shown.
+    pub fn apply(self) -> Result<(), CliError> {
+        match self {
+            ReplayWrite::Append { path, line } => {
+                use std::io::Write;
+                if let Some(dir) = path.parent() {
+                    svs_common::identity::create_private_dir(dir)?;
+                }
+                let mut options = std::fs::OpenOptions::new();
+                options.create(true).append(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                let mut file = options.open(&path)?;
+                file.write_all(line.as_bytes())?;
+                file.sync_data()?;
+            }
+            ReplayWrite::Rewrite { path, text } => {
+                svs_common::identity::write_secret_file(&path, text.as_bytes())?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -365,6 +521,15 @@ pub struct Verified {
 }
 
 impl Verified {
+    /// Sender, counter and message id: what `Inbox::record` keeps.
+    pub fn identity(&self) -> (String, u64, [u8; 16]) {
+        (
+            self.header.sender.clone(),
+            self.header.counter,
+            self.header.message_id,
+        )
+    }
+
     pub fn decrypt(&self) -> Result<Vec<u8>, svs_common::Error> {
         sealed::open(
             &mut identity::os_rng(),
@@ -405,14 +570,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("replay");
         let key = Arc::new(svs_common::identity::generate(2048).unwrap());
-        std::fs::write(&path, "alice 42\nbob 7\n").unwrap();
-        let inbox = Inbox::new("me".into(), key.clone())
+        // An old-format floor line, then a window written by this version, then a torn line.
+        std::fs::write(
+            &path,
+            format!(
+                "alice 42\nseen bob 7 {}\nseen bob 8 ab",
+                hex::encode([7u8; 16])
+            ),
+        )
+        .unwrap();
+        let mut inbox = Inbox::new("me".into(), key.clone())
             .with_replay_file(path.clone())
             .unwrap();
-        assert_eq!(inbox.history["alice"].last_counter, 42);
-        let (written_to, text) = inbox.replay_state().unwrap();
-        assert_eq!(written_to, path);
-        assert_eq!(text, "alice 42\nbob 7\n");
+        assert_eq!(
+            inbox.history["alice"].judge(&[1; 16], 42),
+            Fresh::BelowFloor
+        );
+        assert_eq!(inbox.history["alice"].judge(&[1; 16], 43), Fresh::New);
+        assert_eq!(inbox.history["bob"].judge(&[7; 16], 7), Fresh::Seen);
+        inbox.record("Bob", 9, &[9; 16]).unwrap();
+        let reloaded = Inbox::new("me".into(), key.clone())
+            .with_replay_file(path.clone())
+            .unwrap();
+        assert_eq!(reloaded.history["bob"].judge(&[9; 16], 9), Fresh::Seen);
         std::fs::write(&path, "alice 42\nbob seven\n").unwrap();
         let err = Inbox::new("me".into(), key)
             .with_replay_file(path)
@@ -422,23 +602,26 @@ mod tests {
     }
 
     #[test]
-    fn replay_memory_is_bounded_in_count_and_age() {
-        let now = 100 * MAX_MESSAGE_AGE_MS;
+    fn the_window_accepts_out_of_order_counters_once_and_is_bounded() {
         let mut history = SenderHistory::default();
-        for n in 0..(MAX_REMEMBERED_IDS as u32 + 1000) {
+        let id = |n: u64| {
             let mut id = [0u8; 16];
-            id[..4].copy_from_slice(&n.to_be_bytes());
-            history.remember(id, now, now);
+            id[..8].copy_from_slice(&n.to_be_bytes());
+            id
+        };
+        // Two sessions of one sender: 11 arrives before 10; both are new, each only once.
+        history.remember(id(11), 11);
+        assert_eq!(history.judge(&id(10), 10), Fresh::New);
+        history.remember(id(10), 10);
+        assert_eq!(history.judge(&id(10), 10), Fresh::Seen);
+        for n in 12..(12 + MAX_REMEMBERED_IDS as u64) {
+            history.remember(id(n), n);
         }
         assert_eq!(history.ids.len(), MAX_REMEMBERED_IDS);
-        assert_eq!(history.order.len(), MAX_REMEMBERED_IDS);
-        // Ten minutes later one new id pushes out every id too old to be accepted anyway.
-        history.remember(
-            [0xff; 16],
-            now + MAX_MESSAGE_AGE_MS + 1,
-            now + MAX_MESSAGE_AGE_MS + 1,
-        );
-        assert_eq!(history.ids.len(), 1);
+        assert_eq!(history.by_counter.len(), MAX_REMEMBERED_IDS);
+        // The oldest fell out of the window: refused by the floor instead.
+        assert_eq!(history.judge(&id(10), 10), Fresh::BelowFloor);
+        assert_eq!(history.floor, 11);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod home;
 pub mod inbox;
 pub mod known_peers;
 pub mod player;
+pub mod reconnect;
 pub mod session;
 pub mod stream_client;
 

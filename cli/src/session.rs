@@ -64,12 +64,31 @@ pub fn load_identity(home: &Home, name: &str, bits: usize) -> Result<(PrivateKey
     Ok(identity::load_or_generate(&home.key_path(name), bits)?)
 }
 
+/// Where a message stands for one recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReachState {
+    /// Stored and handed to a live session of the recipient.
+    Delivering,
+    /// Stored until the recipient comes online.
+    Stored,
+    /// Not stored (unknown name, other key, full mailbox, duplicate).
+    Refused,
+}
+
 /// One recipient's fate, as reported to the user.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Reach {
     pub recipient: String,
-    pub queued: bool,
+    pub state: ReachState,
     pub detail: String,
+}
+
+impl Reach {
+    /// Whether the message is on its way (stored or delivering).
+    pub fn accepted(&self) -> bool {
+        self.state != ReachState::Refused
+    }
 }
 
 /// The result of sending one message.
@@ -174,8 +193,49 @@ impl Session {
         Ok(self.api.list_peers(ListPeersRequest {}).await?.into_inner())
     }
 
+    /// The registered keys of names, online or not.
+    pub async fn lookup_keys(&mut self, names: &[String]) -> Result<LookupKeysResponse, CliError> {
+        Ok(self
+            .api
+            .lookup_keys(LookupKeysRequest {
+                names: names.to_vec(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Recipients by name: from the online roster, else looked up (someone offline gets the
+    /// message from their mailbox). Returns the peers and the names nobody registered.
+    pub async fn resolve(
+        &mut self,
+        inbox: &Inbox,
+        wanted: &[String],
+    ) -> Result<(Vec<Peer>, Vec<String>), CliError> {
+        let (mut found, offline) = resolve_recipients(&inbox.online(), wanted);
+        if offline.is_empty() {
+            return Ok((found, offline));
+        }
+        let looked_up = self.lookup_keys(&offline).await?;
+        for peer in looked_up.peers {
+            let canonical = names::canonical(&peer.name);
+            if !found.iter().any(|f| names::canonical(&f.name) == canonical) {
+                found.push(peer);
+            }
+        }
+        Ok((found, looked_up.unknown))
+    }
+
+    /// The session's event stream, with the name's mail (stored first, then new).
     pub async fn subscribe(&mut self) -> Result<Streaming<Event>, CliError> {
-        Ok(self.api.subscribe(SubscribeRequest {}).await?.into_inner())
+        self.subscribe_with(true).await
+    }
+
+    /// The event stream; `with_mail` false leaves the name's mail for sessions that show it.
+    pub async fn subscribe_with(&mut self, with_mail: bool) -> Result<Streaming<Event>, CliError> {
+        let request = SubscribeRequest {
+            without_mail: !with_mail,
+        };
+        Ok(self.api.subscribe(request).await?.into_inner())
     }
 
     /// Strictly increasing across runs, even if the clock steps back: the larger of microseconds
@@ -249,7 +309,11 @@ impl Session {
             .outcomes
             .into_iter()
             .map(|o| Reach {
-                queued: o.outcome() == Outcome::Queued,
+                state: match o.outcome() {
+                    Outcome::Delivering => ReachState::Delivering,
+                    Outcome::Stored => ReachState::Stored,
+                    _ => ReachState::Refused,
+                },
                 recipient: o.recipient,
                 detail: o.detail,
             })
@@ -293,56 +357,89 @@ impl Session {
         }
     }
 
-    /// Acknowledges an envelope before opening it, interprets the event, and resyncs the roster
-    /// when presence events were missed.
+    /// Interprets one event: an envelope is checked, decrypted, recorded in the replay file and
+    /// only then acknowledged (so a crash never loses it; a redelivery is acknowledged again and
+    /// not shown); every envelope is acknowledged whether it opens or not (no decryption
+    /// oracle). Stored receipts are acknowledged too. Resyncs the roster when presence events
+    /// were missed.
     pub async fn process(
         &mut self,
         event: Event,
         inbox: &mut Inbox,
     ) -> Result<Vec<Incoming>, CliError> {
-        if let Some(event::Kind::Envelope(envelope)) = &event.kind
-            && let Ok(header) = sealed::Header::decode(&envelope.header)
-        {
-            // Receipt first, independent of whether the content opens: no decryption oracle.
-            self.api
-                .ack(AckRequest {
-                    message_ids: vec![header.message_id.to_vec().into()],
-                })
-                .await?;
-        }
+        let mut ack = AckRequest::default();
         let mut items = match event.kind {
-            // The RSA decryption runs on a blocking thread, not on the runtime.
-            Some(event::Kind::Envelope(envelope)) => match inbox.check(envelope, &mut self.pins) {
-                Err(dropped) => vec![dropped],
-                Ok(verified) => {
-                    let (verified, plaintext) = tokio::task::spawn_blocking(move || {
-                        let plaintext = verified.decrypt();
-                        (verified, plaintext)
-                    })
-                    .await
-                    .map_err(|e| CliError::Usage(e.to_string()))?;
-                    let incoming = inbox.finish(verified, plaintext);
-                    // Recorded as received before it is shown, so a restart cannot accept it again.
-                    if let (Incoming::Message(_), Some((path, text))) =
-                        (&incoming, inbox.replay_state())
-                    {
-                        tokio::task::spawn_blocking(move || {
-                            svs_common::identity::write_secret_file(&path, text.as_bytes())
-                        })
-                        .await
-                        .map_err(|e| CliError::Usage(e.to_string()))??;
+            Some(event::Kind::Envelope(envelope)) => {
+                let header = sealed::Header::decode(&envelope.header).ok();
+                if let Some(header) = &header {
+                    ack.message_ids.push(header.message_id.to_vec().into());
+                    if !inbox.knows_key(&header.sender, &self.pins) {
+                        // Someone offline wrote while we were away: their registered key.
+                        let found = self
+                            .lookup_keys(std::slice::from_ref(&header.sender))
+                            .await?;
+                        for peer in &found.peers {
+                            inbox.learn_key(peer);
+                        }
                     }
-                    vec![incoming]
                 }
-            },
-            _ => inbox.handle(event, &mut self.pins),
+                vec![self.open(envelope, inbox).await?]
+            }
+            Some(event::Kind::Delivered(d)) if d.stored_seq > 0 => {
+                ack.receipt_seqs.push(d.stored_seq);
+                inbox.handle(
+                    Event {
+                        kind: Some(event::Kind::Delivered(d)),
+                    },
+                    &mut self.pins,
+                )
+            }
+            Some(event::Kind::Undelivered(u)) if u.stored_seq > 0 => {
+                ack.receipt_seqs.push(u.stored_seq);
+                inbox.handle(
+                    Event {
+                        kind: Some(event::Kind::Undelivered(u)),
+                    },
+                    &mut self.pins,
+                )
+            }
+            kind => inbox.handle(Event { kind }, &mut self.pins),
         };
+        if !ack.message_ids.is_empty() || !ack.receipt_seqs.is_empty() {
+            self.api.ack(ack).await?;
+        }
+        items.retain(|i| !matches!(i, Incoming::Redelivered));
         if items.iter().any(|i| matches!(i, Incoming::ResyncNeeded)) {
             let snapshot = self.list_peers().await?;
             items.retain(|i| !matches!(i, Incoming::ResyncNeeded));
             items.extend(inbox.resync(snapshot, &mut self.pins));
         }
         Ok(items)
+    }
+
+    /// Check, decrypt (RSA on a blocking thread) and record one envelope.
+    async fn open(&mut self, envelope: Envelope, inbox: &mut Inbox) -> Result<Incoming, CliError> {
+        let verified = match inbox.check(envelope, &mut self.pins) {
+            Err(dropped) => return Ok(dropped),
+            Ok(verified) => verified,
+        };
+        let (verified, plaintext) = tokio::task::spawn_blocking(move || {
+            let plaintext = verified.decrypt();
+            (verified, plaintext)
+        })
+        .await
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+        let (sender, counter, id) = verified.identity();
+        let incoming = inbox.finish(verified, plaintext);
+        // Recorded as received before it is shown, so a restart cannot accept it again.
+        if matches!(incoming, Incoming::Message(_))
+            && let Some(write) = inbox.plan_record(&sender, counter, &id)
+        {
+            tokio::task::spawn_blocking(move || write.apply())
+                .await
+                .map_err(|e| CliError::Usage(e.to_string()))??;
+        }
+        Ok(incoming)
     }
 
     /// Ends the session: the token is revoked and everyone sees the leave.
@@ -352,7 +449,7 @@ impl Session {
     }
 }
 
-/// Picks recipients from the online roster by name; names not online are reported separately.
+/// Picks recipients from the online roster by name; names not online are returned separately.
 pub fn resolve_recipients(online: &[Peer], wanted: &[String]) -> (Vec<Peer>, Vec<String>) {
     let mut found = Vec::new();
     let mut missing = Vec::new();

@@ -56,7 +56,7 @@ async fn alice_messages_bob(dir: &TestDirectory, home: &Path, tag: &str) -> Dura
         .unwrap();
     let bob_peer = support::listed_peer(&mut alice, &bob_name).await;
     let sent = alice.send_text(&[bob_peer], "still here").await.unwrap();
-    assert!(sent.reaches[0].queued, "{:?}", sent.reaches);
+    assert!(sent.reaches[0].accepted(), "{:?}", sent.reaches);
     let text = support::next_message(&mut bob, &mut bob_stream, &mut bob_inbox)
         .await
         .text;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use support::TestDirectory;
 use svs_cli::CliError;
 use svs_cli::inbox::{Inbox, Incoming, Message};
-use svs_cli::session::Session;
+use svs_cli::session::{ReachState, Session};
 use svs_common::proto::directory::{Envelope, Event, Outcome, Peer, event};
 use svs_common::{identity, sealed};
 use tonic::Streaming;
@@ -120,7 +120,12 @@ async fn two_clients_exchange_messages_and_receipts_a_third_cannot_read() {
         .await
         .unwrap();
     assert_eq!(sent.reaches.len(), 1);
-    assert!(sent.reaches[0].queued, "{:?}", sent.reaches);
+    assert_eq!(
+        sent.reaches[0].state,
+        ReachState::Delivering,
+        "{:?}",
+        sent.reaches
+    );
     let got = bob.message().await;
     assert_eq!(got.from, "alice");
     assert_eq!(got.text, "hello bob, only you can read this");
@@ -257,13 +262,20 @@ async fn forged_sender_bad_signature_replay_and_oversize_are_rejected() {
     let err = alice.session.send_envelope(forged).await.err().unwrap();
     assert!(code(err).contains("claims to be from carol"));
 
-    // A tampered ciphertext breaks the signature.
+    // A tampered ciphertext breaks the signature: the relay stores ciphertext without checking
+    // signatures (docs/protocol.md, Security); the recipient drops it before decrypting.
     let mut tampered = seal("alice", b"original");
     let mut ct = tampered.ciphertext.to_vec();
     ct[0] ^= 1;
     tampered.ciphertext = ct.into();
-    let err = alice.session.send_envelope(tampered).await.err().unwrap();
-    assert!(code(err).contains("signature does not verify"));
+    alice.session.send_envelope(tampered).await.unwrap();
+    let why = bob
+        .until(|i| match i {
+            Incoming::Dropped { why, .. } => Some(why.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(why.contains("signature does not verify"), "{why}");
 
     // The relay refuses a resent envelope...
     let once = seal("alice", b"once");
@@ -274,8 +286,8 @@ async fn forged_sender_bad_signature_replay_and_oversize_are_rejected() {
         .await
         .err()
         .unwrap();
-    assert!(code(err).contains("already sent"));
-    // ...and a recipient drops a replay that reaches it anyway.
+    assert!(code(err).contains("already accepted"));
+    // ...and a recipient does not show again one that reaches it anyway.
     assert_eq!(bob.message().await.text, "once");
     let mut pins =
         svs_cli::known_peers::KnownPeers::load(tmp.path().join("bob/known_peers")).unwrap();
@@ -286,7 +298,7 @@ async fn forged_sender_bad_signature_replay_and_oversize_are_rejected() {
         &mut pins,
     );
     assert!(
-        matches!(&replayed[..], [Incoming::Dropped { why, .. }] if why.contains("replayed")),
+        matches!(&replayed[..], [Incoming::Redelivered]),
         "{replayed:?}"
     );
 
@@ -387,15 +399,13 @@ async fn quit_and_dropped_connections_announce_leave() {
 }
 
 #[tokio::test]
-async fn a_stalled_subscriber_is_bounded_does_not_delay_others_and_is_cut_off() {
+async fn a_stalled_subscriber_does_not_delay_others_and_later_gets_everything_in_order() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = TestDirectory::start(
         &tmp.path().join("data"),
         &[
             "--queue-messages",
             "8",
-            "--slow-subscriber-secs",
-            "1",
             "--send-rate",
             "100000",
             "--send-burst",
@@ -405,70 +415,39 @@ async fn a_stalled_subscriber_is_bounded_does_not_delay_others_and_is_cut_off() 
     .await;
     let mut alice = Client::join(&dir, "alice", &tmp.path().join("alice")).await;
     let mut bob = Client::join(&dir, "bob", &tmp.path().join("bob")).await;
-    // Carol subscribes and then never reads her stream.
+    // Carol subscribes and then does not read her stream while 120 messages arrive.
     let mut carol = Client::join(&dir, "carol", &tmp.path().join("carol")).await;
     let bob_peer = alice.wait_for_peer("bob").await;
     let carol_peer = alice.wait_for_peer("carol").await;
     bob.wait_for_peer("carol").await;
 
     const MESSAGES: usize = 120;
-    let text = "y".repeat(32 * 1024);
-    let mut queued_for_carol = 0;
-    let mut full_for_carol = 0;
-    for _ in 0..MESSAGES {
+    let mut ids = Vec::new();
+    for n in 0..MESSAGES {
+        let text = format!("{n:03} {}", "y".repeat(32 * 1024));
         let sent = alice
             .session
             .send_text(&[bob_peer.clone(), carol_peer.clone()], &text)
             .await
             .unwrap();
-        for reach in &sent.reaches {
-            match (reach.recipient.as_str(), reach.queued) {
-                ("bob", queued) => assert!(queued, "bob's queue never fills: {}", reach.detail),
-                ("carol", true) => queued_for_carol += 1,
-                ("carol", false) => full_for_carol += 1,
-                _ => unreachable!(),
-            }
-        }
+        // Both are accepted: what does not fit carol's 8-message queue waits on disk.
+        assert!(
+            sent.reaches
+                .iter()
+                .all(|r| r.state == ReachState::Delivering),
+            "{:?}",
+            sent.reaches
+        );
+        ids.push(hex::encode(sent.message_id));
         // Bob reads as messages arrive.
-        assert_eq!(bob.message().await.text.len(), text.len());
+        assert_eq!(bob.message().await.text, text);
     }
-    println!("carol: {queued_for_carol} queued, {full_for_carol} refused as queue full");
-    assert!(full_for_carol > 0, "carol's queue filled");
-    // What was accepted for carol is bounded by the queue plus what HTTP/2 flow control lets
-    // through (a 2 MiB stream window = 64 messages of 32 KiB), not by how much alice sent.
-    assert!(
-        queued_for_carol <= 8 + 72,
-        "carol's backlog is bounded: {queued_for_carol}"
-    );
-    // Carol stays full past the deadline and is cut off; bob sees her leave as too slow.
-    let reason = bob
-        .until(|i| match i {
-            Incoming::Left { name, reason } if name == "carol" => Some(reason.clone()),
-            _ => None,
-        })
-        .await;
-    assert_eq!(reason, "too slow");
-    // Alice learns which of her messages carol never acknowledged.
-    alice
-        .until(|i| match i {
-            Incoming::Undelivered { to, .. } if to == "carol" => Some(()),
-            _ => None,
-        })
-        .await;
-    // Carol's stream ends with a status that says why (after whatever was already in flight).
-    let status = loop {
-        match tokio::time::timeout(WAIT, carol.stream.message())
-            .await
-            .unwrap()
-        {
-            Ok(Some(_)) => continue,
-            Ok(None) => panic!("stream ended without a status"),
-            Err(status) => break status,
-        }
-    };
-    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
-    assert!(status.message().contains("too slowly"));
-    let _ = &mut carol.inbox;
+    // Carol reads at last: every message, once, in the order sent.
+    let mut got = Vec::new();
+    while got.len() < MESSAGES {
+        got.push(carol.message().await.id);
+    }
+    assert_eq!(got, ids);
     dir.stop().await;
 }
 
@@ -484,12 +463,7 @@ async fn a_changed_key_is_flagged_and_blocks_sending_until_trusted() {
     drop(alice);
     dir.stop().await;
     // An operator frees "bob"; someone registers it with a new key.
-    directory_service::store::NameStore::open(
-        &directory_service::server::DataPaths::new(&data).names_db,
-    )
-    .unwrap()
-    .release("bob")
-    .unwrap();
+    assert!(directory_service::server::release_name(&data, "bob").unwrap());
     let dir = TestDirectory::start(&data, &[]).await;
     let mut alice = Client::join(&dir, "alice", &tmp.path().join("alice")).await;
     let _new_bob = Client::join(&dir, "bob", &tmp.path().join("new-bob")).await;
@@ -516,7 +490,8 @@ async fn a_changed_key_is_flagged_and_blocks_sending_until_trusted() {
 
 #[test]
 fn outcome_names_are_stable() {
-    assert_eq!(Outcome::QueueFull.as_str_name(), "OUTCOME_QUEUE_FULL");
+    assert_eq!(Outcome::MailboxFull.as_str_name(), "OUTCOME_MAILBOX_FULL");
+    assert_eq!(Outcome::Stored.as_str_name(), "OUTCOME_STORED");
 }
 
 /// Forwards TCP to `target` until frozen; then it stops moving bytes without closing anything,
@@ -675,8 +650,9 @@ async fn a_co_recipient_reusing_a_message_id_cannot_take_the_senders_receipt() {
         b"same id",
     )
     .unwrap();
-    let reach = carol.session.send_envelope(stolen).await.unwrap();
-    assert_eq!(reach.message_id, id);
+    // The relay refuses it: bob's mailbox already holds that id.
+    let refused = carol.session.send_envelope(stolen).await.err().unwrap();
+    assert!(code(refused).contains("already accepted"));
     // Bob now reads (and acknowledges) both; alice still gets bob's receipt for her message.
     assert_eq!(bob.message().await.text, "for both of you");
     let receipt_for = alice
@@ -753,16 +729,13 @@ async fn a_restarted_recipient_still_refuses_an_envelope_it_accepted() {
         "{first:?}"
     );
     // Bob's client restarts (a new session and inbox from the same home) and is handed the
-    // same envelope again, as a relay or an attacker replaying it would.
+    // same envelope again, as a relay or an attacker replaying it would: not shown again.
     drop(bob);
     let mut again = dir.register("bob", &tmp.path().join("bob")).await;
     let mut inbox = again.inbox().unwrap();
     let replayed = again.process(event, &mut inbox).await.unwrap();
-    assert!(
-        matches!(&replayed[..], [Incoming::Dropped { why, .. }] if why.contains("replayed")),
-        "{replayed:?}"
-    );
+    assert!(replayed.is_empty(), "{replayed:?}");
     let kept = std::fs::read_to_string(tmp.path().join("bob/replay/bob")).unwrap();
-    assert!(kept.starts_with("alice "), "{kept}");
+    assert!(kept.starts_with("seen alice "), "{kept}");
     dir.stop().await;
 }

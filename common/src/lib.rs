@@ -14,7 +14,7 @@ pub mod registration;
 pub mod sealed;
 pub mod time;
 pub mod token;
-mod wire;
+pub mod wire;
 
 pub use error::Error;
 pub use rsa;

@@ -4,7 +4,7 @@ use crate::Error;
 
 /// Builds a canonical byte string. A field too long for its length prefix makes `finish` fail,
 /// so encoders never panic and never truncate a length silently.
-pub(crate) struct Writer {
+pub struct Writer {
     what: &'static str,
     out: Vec<u8>,
     too_long: Option<&'static str>,
@@ -80,7 +80,7 @@ impl Writer {
 }
 
 /// Reads a canonical byte string, failing on truncation and on trailing bytes.
-pub(crate) struct Reader<'a> {
+pub struct Reader<'a> {
     what: &'static str,
     rest: &'a [u8],
 }
@@ -120,6 +120,11 @@ impl<'a> Reader<'a> {
     pub fn short(&mut self) -> Result<&'a [u8], Error> {
         let len = self.u8()?;
         self.take(usize::from(len))
+    }
+    /// A field with a 4-byte length.
+    pub fn long(&mut self) -> Result<&'a [u8], Error> {
+        let len = u32::from_be_bytes(self.array()?);
+        self.take(len as usize)
     }
     pub fn short_str(&mut self) -> Result<&'a str, Error> {
         let bytes = self.short()?;

@@ -138,7 +138,7 @@ type SentAt = Arc<Mutex<HashMap<[u8; 16], Instant>>>;
 /// Subscribes and counts envelopes, recording latency and acknowledging in batches.
 async fn subscriber(mut api: Api, sent_at: SentAt, latencies: Arc<Mutex<Vec<Duration>>>) {
     let mut stream = api
-        .subscribe(SubscribeRequest {})
+        .subscribe(SubscribeRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -162,7 +162,12 @@ async fn subscriber(mut api: Api, sent_at: SentAt, latencies: Arc<Mutex<Vec<Dura
         }
         if pending_ack.len() >= 64 || (!pending_ack.is_empty() && idle) {
             let ids = std::mem::take(&mut pending_ack);
-            let _ = api.ack(AckRequest { message_ids: ids }).await;
+            let _ = api
+                .ack(AckRequest {
+                    message_ids: ids,
+                    receipt_seqs: vec![],
+                })
+                .await;
         }
     }
 }

@@ -29,12 +29,26 @@ pub struct Limits {
     /// Largest gRPC request in bytes (an envelope to the most recipients with 4096-bit keys fits).
     #[arg(long, env = "SVS_MAX_REQUEST_BYTES", default_value_t = 1024 * 1024)]
     pub max_request_bytes: usize,
-    /// Messages waiting in one subscriber's queue before senders get "queue full".
-    #[arg(long, env = "SVS_QUEUE_MESSAGES", default_value_t = 1024)]
+    /// Messages waiting in one subscriber's memory queue; past this, it reads the rest from its
+    /// mailbox on disk as it catches up (nothing is dropped).
+    #[arg(long, env = "SVS_QUEUE_MESSAGES", default_value_t = 256)]
     pub queue_messages: usize,
-    /// Bytes waiting in one subscriber's queue before senders get "queue full".
-    #[arg(long, env = "SVS_QUEUE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    /// Bytes waiting in one subscriber's memory queue (as for --queue-messages).
+    #[arg(long, env = "SVS_QUEUE_BYTES", default_value_t = 1024 * 1024)]
     pub queue_bytes: usize,
+    /// How long an unread message (or a receipt for an offline sender) is kept in a mailbox,
+    /// e.g. 30d, 12h, 90s. The sender is told when one expires unread.
+    #[arg(long, env = "SVS_MAILBOX_TTL", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub mailbox_ttl: Duration,
+    /// Unread messages one name's mailbox may hold; senders are told when it is full.
+    #[arg(long, env = "SVS_MAILBOX_MAX_MESSAGES", default_value_t = 10_000)]
+    pub mailbox_max_messages: u64,
+    /// Bytes of unread messages one name's mailbox may hold.
+    #[arg(long, env = "SVS_MAILBOX_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub mailbox_max_bytes: u64,
+    /// Sessions one name may hold at once (terminals, scripts, machines sharing the key).
+    #[arg(long, env = "SVS_MAX_SESSIONS_PER_NAME", default_value_t = 8)]
+    pub max_sessions_per_name: usize,
     /// Presence events and receipts waiting in one subscriber's queue before it is disconnected
     /// as too slow (they are small and are never dropped silently).
     #[arg(long, env = "SVS_QUEUE_EVENTS", default_value_t = 16 * 1024)]
@@ -43,9 +57,6 @@ pub struct Limits {
     /// batches (one write instead of one each); 0 sends each at once.
     #[arg(long, env = "SVS_PRESENCE_BATCH_MS", default_value_t = 25)]
     pub presence_batch_ms: u64,
-    /// Seconds a subscriber may stay full before it is disconnected as too slow.
-    #[arg(long, env = "SVS_SLOW_SUBSCRIBER_SECS", default_value_t = 10)]
-    pub slow_subscriber_secs: u64,
     /// Messages per second one session may send (sustained).
     #[arg(long, env = "SVS_SEND_RATE", default_value_t = 50.0)]
     pub send_rate: f64,
@@ -60,7 +71,7 @@ pub struct Limits {
     /// RESOURCE_EXHAUSTED until one finishes.
     #[arg(long, env = "SVS_MAX_PENDING_REGISTRATIONS", default_value_t = 64)]
     pub max_pending_registrations: usize,
-    /// Threads doing RSA work (registration, token signing, envelope checks) at once; the rest of
+    /// Threads doing RSA work (registration and token signing) at once; the rest of
     /// the cores stay free for the streams. The default is one fewer than the cores, at least 1.
     #[arg(long, env = "SVS_CRYPTO_THREADS", default_value_t = default_crypto_threads())]
     pub crypto_threads: usize,
@@ -76,12 +87,6 @@ pub struct Limits {
     /// Largest accepted difference between a message timestamp and the service clock, in seconds.
     #[arg(long, env = "SVS_MAX_CLOCK_SKEW_SECS", default_value_t = 300)]
     pub max_clock_skew_secs: u64,
-}
-
-impl Limits {
-    pub fn slow_subscriber(&self) -> Duration {
-        Duration::from_secs(self.slow_subscriber_secs)
-    }
 }
 
 /// One thread fewer than the machine has cores, at least one.

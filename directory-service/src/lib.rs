@@ -3,11 +3,16 @@
 
 pub mod challenges;
 pub mod config;
+pub mod db;
 pub mod directory;
 pub mod error;
+pub mod mailbox;
+pub mod names;
+pub mod registration;
+pub mod registry;
+pub mod relay;
 pub mod server;
 pub mod service;
-pub mod store;
 pub mod subscriber;
 
 pub use config::Config;

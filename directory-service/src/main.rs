@@ -22,7 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Free a name so that another key can register it (stop the service first).
+    /// Free a name so that another key can register it, deleting its mailbox (stop the service
+    /// first).
     Release {
         /// The name to free.
         name: String,
@@ -38,10 +39,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Release { name, data_dir }) => {
-            let paths = server::DataPaths::new(&data_dir);
-            let result = directory_service::store::NameStore::open(&paths.names_db)
-                .and_then(|store| store.release(&svs_common::names::canonical(&name)));
-            match result {
+            match server::release_name(&data_dir, &name) {
                 Ok(true) => println!("released {name}: any key may register it now"),
                 Ok(false) => println!("{name} was not bound to any key"),
                 Err(e) => {

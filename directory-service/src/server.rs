@@ -5,7 +5,6 @@ use crate::Error;
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::service::DirectoryService;
-use crate::store::NameStore;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +27,7 @@ pub const OPEN_METHODS: &[&str] = &[
 pub struct DataPaths {
     pub token_key: std::path::PathBuf,
     pub token_public: std::path::PathBuf,
+    /// Name bindings and mailboxes.
     pub names_db: std::path::PathBuf,
 }
 
@@ -55,8 +55,8 @@ pub async fn run(
     let paths = DataPaths::new(&server.data_dir);
     let tokens = TokenIssuer::load_or_create(&paths.token_key, &paths.token_public)?;
     let verifier = Arc::new(tokens.verifier().clone());
-    let store = NameStore::open(&paths.names_db)?;
-    let directory = Arc::new(Directory::new(store, tokens, limits.clone())?);
+    let db = crate::directory::open_db(&paths.names_db)?;
+    let directory = Arc::new(Directory::new(db, tokens, &limits)?);
 
     let (router, health) = serve::base_router(&server.connections, verifier, OPEN_METHODS)?;
     let service_name = <DirectoryServer<DirectoryService> as NamedService>::NAME;
@@ -84,8 +84,8 @@ pub async fn run(
     result
 }
 
-/// Once a second until `stop`: expires sessions and used challenges, cuts stalled subscribers,
-/// re-opens a name store that failed, and keeps health in step with the store.
+/// Once a second until `stop`: expires sessions, used challenges and mail, cuts subscribers too
+/// slow to read their events, re-opens a database that failed, and keeps health in step with it.
 async fn sweep(directory: Arc<Directory>, health: HealthReporter, stop: CancellationToken) {
     let service_name = <DirectoryServer<DirectoryService> as NamedService>::NAME;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -95,11 +95,11 @@ async fn sweep(directory: Arc<Directory>, health: HealthReporter, stop: Cancella
             _ = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
-        directory.sweep();
-        // Re-opening touches the disk: only for a store that failed, on a blocking thread.
-        let healthy = directory.store().is_healthy() || {
-            let store = directory.clone();
-            tokio::task::spawn_blocking(move || store.store().recover())
+        directory.sweep().await;
+        // Re-opening touches the disk: only for a database that failed, on a blocking thread.
+        let healthy = directory.db().is_healthy() || {
+            let directory = directory.clone();
+            tokio::task::spawn_blocking(move || directory.db().recover())
                 .await
                 .unwrap_or(false)
         };
@@ -108,4 +108,14 @@ async fn sweep(directory: Arc<Directory>, health: HealthReporter, stop: Cancella
             serve::set_serving(&health, service_name, healthy).await;
         }
     }
+}
+
+/// Frees a name so another key may register it, and deletes its mailbox (sealed for the old key,
+/// it would only tell the new owner who wrote to the old one). The service must be stopped.
+pub fn release_name(data_dir: &std::path::Path, name: &str) -> Result<bool, Error> {
+    let db = crate::directory::open_db(&DataPaths::new(data_dir).names_db)?;
+    let canonical = svs_common::names::canonical(name);
+    let released = crate::names::NameStore::load(db.clone())?.release(&canonical)?;
+    crate::mailbox::redb_store::purge(&db, &canonical)?;
+    Ok(released)
 }

@@ -21,7 +21,7 @@ pub struct DirectoryService {
     /// registrations runs as many 3072-bit signatures in parallel as there are blocking threads,
     /// the OS shares the cores among all of them, and the runtime that answers keepalives and
     /// moves every stream starves: clients time out and the service melts down instead of
-    /// queueing. FIFO, so message relay and registrations take turns.
+    /// queueing.
     crypto: Arc<Semaphore>,
 }
 
@@ -54,11 +54,11 @@ impl DirectoryService {
         .map_err(Status::from)
     }
 
-    fn session<T>(&self, request: &Request<T>) -> Result<crate::directory::SessionRef, Status> {
+    fn session<T>(&self, request: &Request<T>) -> Result<crate::registry::SessionRef, Status> {
         let claims = request.extensions().get::<Claims>().ok_or_else(|| {
             Status::unauthenticated("missing `authorization: Bearer <token>` metadata")
         })?;
-        Ok(self.directory.session(claims)?)
+        Ok(self.directory.registry.session(claims)?)
     }
 }
 
@@ -74,8 +74,11 @@ struct StreamGuard {
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.directory
-            .subscription_ended(&self.canonical, self.session_id, &self.subscriber);
+        self.directory.registry.subscription_ended(
+            &self.canonical,
+            self.session_id,
+            &self.subscriber,
+        );
     }
 }
 
@@ -86,7 +89,10 @@ impl DirectoryApi for DirectoryService {
         request: Request<GetChallengeRequest>,
     ) -> Result<Response<GetChallengeResponse>, Status> {
         let r = request.into_inner();
-        let issued = self.directory.challenge(&r.name, &r.public_key_der)?;
+        let issued = self
+            .directory
+            .registrar
+            .challenge(&r.name, &r.public_key_der)?;
         Ok(Response::new(GetChallengeResponse {
             challenge: issued.challenge.to_vec().into(),
             service_id: issued.service_id,
@@ -113,7 +119,9 @@ impl DirectoryApi for DirectoryService {
         let registered = self
             .crypto(move || {
                 let _permit = permit;
-                directory.register(&r.name, &r.public_key_der, &r.challenge, &r.signature)
+                directory
+                    .registrar
+                    .register(&r.name, &r.public_key_der, &r.challenge, &r.signature)
             })
             .await?;
         Ok(Response::new(RegisterResponse {
@@ -128,7 +136,17 @@ impl DirectoryApi for DirectoryService {
         request: Request<ListPeersRequest>,
     ) -> Result<Response<ListPeersResponse>, Status> {
         self.session(&request)?;
-        Ok(Response::new(self.directory.snapshot()))
+        Ok(Response::new(self.directory.registry.snapshot()))
+    }
+
+    async fn lookup_keys(
+        &self,
+        request: Request<LookupKeysRequest>,
+    ) -> Result<Response<LookupKeysResponse>, Status> {
+        self.session(&request)?;
+        Ok(Response::new(
+            self.directory.relay.lookup(&request.into_inner().names)?,
+        ))
     }
 
     type SubscribeStream = EventStream;
@@ -138,7 +156,8 @@ impl DirectoryApi for DirectoryService {
         request: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let session = self.session(&request)?;
-        let (subscriber, mut outbox) = self.directory.subscribe(&session)?;
+        let takes_mail = !request.get_ref().without_mail;
+        let (subscriber, mut outbox) = self.directory.registry.subscribe(&session, takes_mail)?;
         let guard = StreamGuard {
             directory: self.directory.clone(),
             canonical: session.canonical.clone(),
@@ -160,10 +179,7 @@ impl DirectoryApi for DirectoryService {
             .into_inner()
             .envelope
             .ok_or_else(|| Error::InvalidArgument("the request carries no envelope".into()))?;
-        let directory = self.directory.clone();
-        let (header, outcomes) = self
-            .crypto(move || directory.relay(&session, envelope))
-            .await?;
+        let (header, outcomes) = self.directory.relay.send(&session, envelope).await?;
         Ok(Response::new(SendResponse {
             message_id: header.message_id.to_vec().into(),
             outcomes,
@@ -172,15 +188,18 @@ impl DirectoryApi for DirectoryService {
 
     async fn ack(&self, request: Request<AckRequest>) -> Result<Response<AckResponse>, Status> {
         let session = self.session(&request)?;
+        let request = request.into_inner();
         let acknowledged = self
             .directory
-            .ack(&session, &request.into_inner().message_ids)?;
+            .relay
+            .ack(&session, &request.message_ids, &request.receipt_seqs)
+            .await?;
         Ok(Response::new(AckResponse { acknowledged }))
     }
 
     async fn quit(&self, request: Request<QuitRequest>) -> Result<Response<QuitResponse>, Status> {
         let session = self.session(&request)?;
-        self.directory.quit(&session);
+        self.directory.registry.quit(&session);
         Ok(Response::new(QuitResponse {}))
     }
 }

@@ -1,16 +1,30 @@
-//! One subscriber's outbound queue: bounded in messages and bytes, with control events (presence,
-//! receipts) allowed a separate bound, a stall clock, and a way to end the stream with a status.
+//! One subscriber's outbound queue, built from bounded parts: every queued item carries the
+//! semaphore permits it counts against (messages, bytes, or control events) and gives them back
+//! when it leaves the queue, so the bounds cannot drift out of step.
+//!
+//! Mailbox items reach a subscriber two ways. While it is *live*, each commit is pushed straight
+//! into its queue; when the queue is full (or a push would skip a sequence number) it stops being
+//! live, and its `Outbox` reads the rest from the mailbox store in order until it has caught up,
+//! then goes live again. So a slow reader costs the store's disk, not the relay's memory, and
+//! nothing is lost or reordered. Presence events and receipts are small and never dropped: a
+//! subscriber with more than `events` of them waiting is disconnected as too slow.
+//!
 //! Presence is coalesced: when joins and leaves come faster than one per `presence_window`, the
 //! next one waits for the window to end and then everything queued leaves together (one HTTP/2
 //! frame, one write, instead of one each), in the order it was queued.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use crate::mailbox::Mailboxes;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use svs_common::proto::directory::{Event, event};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
+
+/// Mailbox items read from the store at a time while catching up.
+pub const CATCH_UP_PAGE: usize = 64;
 
 /// Bounds of one queue.
 #[derive(Debug, Clone, Copy)]
@@ -23,38 +37,43 @@ pub struct QueueLimits {
     pub presence_window: Duration,
 }
 
-/// What travels through the queue: the event and what it counts against the limits.
+/// What travels through the queue: the event and the permits it holds while queued.
 pub struct Queued {
     pub event: Event,
-    bytes: usize,
-    is_message: bool,
     is_presence: bool,
+    _permits: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
 }
 
-/// Whether a message found room.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Push {
-    Queued,
-    Full,
+/// Whether new mailbox items are pushed, and the highest sequence number handed over.
+#[derive(Debug, Default)]
+struct Delivery {
+    live: bool,
+    cursor: u64,
+    /// False for a stream that asked for no mail: it is never offered any, nor reads the store.
+    takes_mail: bool,
 }
 
-/// The sending half, held by the directory.
+/// The sending half, held by the session.
 pub struct Subscriber {
     tx: mpsc::UnboundedSender<Queued>,
-    limits: QueueLimits,
-    messages: AtomicUsize,
-    bytes: AtomicUsize,
-    control: AtomicUsize,
-    full_since: Mutex<Option<Instant>>,
+    messages: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+    events: Arc<Semaphore>,
+    delivery: Mutex<Delivery>,
     closed: CancellationToken,
     final_status: Mutex<Option<Status>>,
     /// Set when the queue itself cut the subscriber for not reading its events.
-    too_slow: std::sync::atomic::AtomicBool,
+    too_slow: AtomicBool,
 }
 
 /// The receiving half, owned by the response stream.
 pub struct Outbox {
     rx: mpsc::UnboundedReceiver<Queued>,
+    /// The name whose mailbox this subscription drains.
+    owner: String,
+    mail: Arc<dyn Mailboxes>,
+    /// Items read from the store, not yet yielded.
+    backlog: VecDeque<Event>,
     /// An item taken from the queue but held back for the presence window (kept here, not in a
     /// future, so a cancelled `next` loses nothing).
     held: Option<Queued>,
@@ -65,115 +84,136 @@ pub struct Outbox {
     draining: bool,
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Subscriber {
-    pub fn new(limits: QueueLimits) -> (std::sync::Arc<Self>, Outbox) {
+    /// A subscriber for `owner`'s mailbox; it starts by catching up from the store (unless it
+    /// takes no mail).
+    pub fn new(
+        limits: QueueLimits,
+        owner: String,
+        mail: Arc<dyn Mailboxes>,
+        takes_mail: bool,
+    ) -> (Arc<Self>, Outbox) {
         let (tx, rx) = mpsc::unbounded_channel();
         let sub = Self {
             tx,
-            limits,
-            messages: AtomicUsize::new(0),
-            bytes: AtomicUsize::new(0),
-            control: AtomicUsize::new(0),
-            full_since: Mutex::new(None),
+            messages: Arc::new(Semaphore::new(limits.messages)),
+            bytes: Arc::new(Semaphore::new(limits.bytes.min(Semaphore::MAX_PERMITS))),
+            events: Arc::new(Semaphore::new(limits.events)),
+            delivery: Mutex::new(Delivery {
+                live: !takes_mail,
+                cursor: 0,
+                takes_mail,
+            }),
             closed: CancellationToken::new(),
             final_status: Mutex::new(None),
-            too_slow: std::sync::atomic::AtomicBool::new(false),
+            too_slow: AtomicBool::new(false),
         };
         let outbox = Outbox {
             rx,
+            owner,
+            mail,
+            backlog: VecDeque::new(),
             held: None,
             presence_window: limits.presence_window,
             presence_ready_at: tokio::time::Instant::now(),
             draining: false,
         };
-        (std::sync::Arc::new(sub), outbox)
+        (Arc::new(sub), outbox)
     }
 
-    /// Queues an envelope if the queue has room in messages and bytes; otherwise starts (or keeps)
-    /// the stall clock and reports Full.
-    pub fn push_message(&self, event: Event, bytes: usize) -> Push {
-        let has_room = self.messages.load(Ordering::Acquire) < self.limits.messages
-            && self.bytes.load(Ordering::Acquire) + bytes <= self.limits.bytes;
-        if !has_room {
-            self.note_full();
-            return Push::Full;
+    /// Offers a mailbox item that was just committed. Queued if the subscriber is live, the item
+    /// is the next in sequence and the queue has room; otherwise the subscriber stops being live
+    /// (its outbox then reads the store) unless it already has the item. Returns whether queued.
+    pub fn offer(&self, seq: u64, event: &Event, bytes: usize) -> bool {
+        let mut delivery = lock(&self.delivery);
+        if !delivery.takes_mail || !delivery.live || seq <= delivery.cursor {
+            return false;
         }
-        self.messages.fetch_add(1, Ordering::AcqRel);
-        self.bytes.fetch_add(bytes, Ordering::AcqRel);
+        let permits = (seq == delivery.cursor + 1)
+            .then(|| {
+                let count = self.messages.clone().try_acquire_owned().ok()?;
+                let size = u32::try_from(bytes).ok()?;
+                let size = self.bytes.clone().try_acquire_many_owned(size).ok()?;
+                Some((count, Some(size)))
+            })
+            .flatten();
+        let Some(permits) = permits else {
+            delivery.live = false;
+            return false;
+        };
         let queued = Queued {
-            event,
-            bytes,
-            is_message: true,
+            event: event.clone(),
             is_presence: false,
+            _permits: permits,
         };
         if self.tx.send(queued).is_err() {
-            return Push::Full;
+            delivery.live = false;
+            return false;
         }
-        Push::Queued
+        delivery.cursor = seq;
+        true
     }
 
-    /// Queues a presence event or receipt. These are small and must not be lost: a subscriber
-    /// with more than `events` of them waiting is disconnected as too slow instead.
+    /// Goes live if nothing was committed after `cursor` (what the outbox has read up to).
+    fn go_live(&self, cursor: u64, last_committed: impl FnOnce() -> u64) -> bool {
+        let mut delivery = lock(&self.delivery);
+        delivery.cursor = delivery.cursor.max(cursor);
+        if last_committed() <= delivery.cursor {
+            delivery.live = true;
+        }
+        delivery.live
+    }
+
+    /// The highest sequence number handed to this subscriber, and whether it is live.
+    fn position(&self) -> (u64, bool) {
+        let delivery = lock(&self.delivery);
+        (delivery.cursor, delivery.live)
+    }
+
+    /// Queues a presence event or live receipt. These are small and must not be lost: a
+    /// subscriber with more than `events` of them waiting is disconnected as too slow instead.
     /// Returns false when the subscriber is (now) closed.
     pub fn push_control(&self, event: Event) -> bool {
-        if self.control.fetch_add(1, Ordering::AcqRel) >= self.limits.events {
+        let Ok(permit) = self.events.clone().try_acquire_owned() else {
             self.too_slow.store(true, Ordering::Release);
             self.close(Status::resource_exhausted(
                 "disconnected: this client read its event stream too slowly",
             ));
             return false;
-        }
+        };
         let is_presence = matches!(
             event.kind,
             Some(event::Kind::Joined(_) | event::Kind::Left(_))
         );
         let queued = Queued {
             event,
-            bytes: 0,
-            is_message: false,
             is_presence,
+            _permits: (permit, None),
         };
         self.tx.send(queued).is_ok()
     }
 
-    /// Starts the stall clock unless it runs already: the subscriber refused a message.
-    pub fn note_full(&self) {
-        self.full_since
-            .lock()
-            .expect("queue lock")
-            .get_or_insert_with(Instant::now);
-    }
-
-    /// Whether the queue has been full for longer than `deadline`.
-    pub fn stalled_longer_than(&self, deadline: Duration) -> bool {
-        self.full_since
-            .lock()
-            .expect("queue lock")
-            .is_some_and(|since| since.elapsed() > deadline)
-    }
-
     /// Ends the stream; `status` is the last thing the client sees (OK ends it cleanly).
     pub fn close(&self, status: Status) {
-        let mut slot = self.final_status.lock().expect("status lock");
+        let mut slot = lock(&self.final_status);
         if slot.is_none() {
             *slot = Some(status);
         }
         self.closed.cancel();
     }
 
+    /// Whether this stream carries the name's mail.
+    pub fn takes_mail(&self) -> bool {
+        lock(&self.delivery).takes_mail
+    }
+
     /// Whether the queue cut this subscriber for letting its events pile up.
     pub fn cut_as_too_slow(&self) -> bool {
         self.too_slow.load(Ordering::Acquire)
-    }
-
-    fn dequeued(&self, item: &Queued) {
-        if item.is_message {
-            self.messages.fetch_sub(1, Ordering::AcqRel);
-            self.bytes.fetch_sub(item.bytes, Ordering::AcqRel);
-            *self.full_since.lock().expect("queue lock") = None;
-        } else {
-            self.control.fetch_sub(1, Ordering::AcqRel);
-        }
     }
 }
 
@@ -181,19 +221,34 @@ impl Outbox {
     /// The next event, or the final status once the subscriber is closed. `None` ends the stream.
     pub async fn next(&mut self, sub: &Subscriber) -> Option<Result<Event, Status>> {
         loop {
+            if sub.closed.is_cancelled() {
+                return final_status(sub);
+            }
             let item = match self.held.take() {
                 Some(item) => item,
-                None if self.draining => match self.rx.try_recv() {
+                None => match self.rx.try_recv() {
                     Ok(item) => item,
-                    Err(_) => {
+                    Err(_) if self.draining => {
                         self.draining = false;
                         continue;
                     }
-                },
-                None => tokio::select! {
-                    biased;
-                    _ = sub.closed.cancelled() => return final_status(sub),
-                    item = self.rx.recv() => item?,
+                    Err(_) => {
+                        if let Some(event) = self.backlog.pop_front() {
+                            return Some(Ok(event));
+                        }
+                        let (cursor, live) = sub.position();
+                        if !live {
+                            if let Err(status) = self.catch_up(sub, cursor).await {
+                                return Some(Err(status));
+                            }
+                            continue;
+                        }
+                        tokio::select! {
+                            biased;
+                            _ = sub.closed.cancelled() => return final_status(sub),
+                            item = self.rx.recv() => item?,
+                        }
+                    }
                 },
             };
             if item.is_presence && !self.draining {
@@ -215,19 +270,34 @@ impl Outbox {
             if item.is_presence {
                 self.presence_ready_at = tokio::time::Instant::now() + self.presence_window;
             }
-            sub.dequeued(&item);
             return Some(Ok(item.event));
         }
+    }
+
+    /// Reads the next page of the mailbox after `cursor` into the backlog, or goes live when
+    /// there is nothing more.
+    async fn catch_up(&mut self, sub: &Subscriber, cursor: u64) -> Result<(), Status> {
+        let page = tokio::select! {
+            biased;
+            _ = sub.closed.cancelled() => return Ok(()),
+            page = self.mail.read(&self.owner, cursor, CATCH_UP_PAGE) => page.map_err(Status::from)?,
+        };
+        if page.scanned_to == cursor {
+            let mail = self.mail.clone();
+            let owner = self.owner.clone();
+            sub.go_live(cursor, move || mail.last_seq(&owner));
+            return Ok(());
+        }
+        self.backlog
+            .extend(page.items.into_iter().map(|(_, event)| event));
+        lock(&sub.delivery).cursor = page.scanned_to;
+        Ok(())
     }
 }
 
 /// What a closed subscriber's stream ends with: an error status, or nothing for a clean end.
 fn final_status(sub: &Subscriber) -> Option<Result<Event, Status>> {
-    let status = sub
-        .final_status
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
+    let status = lock(&sub.final_status).take();
     match status {
         Some(s) if s.code() != tonic::Code::Ok => Some(Err(s)),
         _ => None,
@@ -262,6 +332,21 @@ mod tests {
         }
     }
 
+    /// A live subscriber over an empty mailbox: these tests are about the queue alone.
+    fn live_subscriber(dir: &tempfile::TempDir) -> (Arc<Subscriber>, Outbox) {
+        let db = crate::directory::open_db(&dir.path().join("names.redb")).unwrap();
+        let quotas = crate::mailbox::Quotas {
+            ttl_ms: 1000,
+            max_messages: 10,
+            max_bytes: 1 << 20,
+            remember_ids_ms: 1000,
+        };
+        let mail = Arc::new(crate::mailbox::RedbMailboxes::open(db, quotas).unwrap());
+        let (sub, outbox) = Subscriber::new(LIMITS, "me".into(), mail, true);
+        assert!(sub.go_live(0, || 0));
+        (sub, outbox)
+    }
+
     fn version(event: &Event) -> u64 {
         match &event.kind {
             Some(event::Kind::Left(l)) => l.version,
@@ -271,7 +356,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn presence_in_bursts_leaves_in_batches_and_in_order() {
-        let (sub, mut outbox) = Subscriber::new(LIMITS);
+        let dir = tempfile::tempdir().unwrap();
+        let (sub, mut outbox) = live_subscriber(&dir);
         let start = tokio::time::Instant::now();
         // A quiet subscriber gets the first presence event at once.
         sub.push_control(left(1));
@@ -307,7 +393,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn receipts_and_messages_alone_never_wait() {
-        let (sub, mut outbox) = Subscriber::new(LIMITS);
+        let dir = tempfile::tempdir().unwrap();
+        let (sub, mut outbox) = live_subscriber(&dir);
         let start = tokio::time::Instant::now();
         for _ in 0..5 {
             sub.push_control(receipt());

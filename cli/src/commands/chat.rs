@@ -1,16 +1,17 @@
 //! `svs chat`: the interactive client. Incoming events print as they arrive; typed lines are
-//! commands or messages.
+//! commands or messages. Messages to someone offline are stored for them; a lost connection is
+//! re-established by itself (`reconnecting…`, `back online`).
 
 use crate::commands::{Global, display};
 use crate::error::CliError;
 use crate::inbox::Inbox;
-use crate::session::{Session, resolve_recipients};
+use crate::session::{ReachState, Session};
 use svs_common::identity;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 pub const HELP: &str = "\
 commands:
-  @NAME TEXT          send TEXT to NAME (also /msg NAME TEXT)
+  @NAME TEXT          send TEXT to NAME, online or not (also /msg NAME TEXT)
   /all TEXT           send TEXT to everyone online
   /who                who is online, with key fingerprints
   /fingerprint [NAME] your key's fingerprint, or NAME's pinned one
@@ -87,6 +88,7 @@ fn message(to: String, text: String) -> Input {
 enum Step {
     Line(Option<String>),
     Event(Option<svs_common::proto::directory::Event>),
+    Lost(CliError),
     Interrupted,
 }
 
@@ -112,27 +114,50 @@ pub async fn run(global: &Global) -> Result<(), CliError> {
             line = lines.next_line() => Step::Line(line.unwrap_or(None)),
             event = stream.message() => match event {
                 Ok(e) => Step::Event(e),
-                Err(status) => break Err(CliError::from(status)),
+                Err(status) => match CliError::from(status) {
+                    e if e.is_lost_connection() => Step::Lost(e),
+                    e => break Err(e),
+                },
             },
             _ = &mut ctrl_c => Step::Interrupted,
         };
         match step {
             Step::Line(None) | Step::Interrupted => break Ok(()),
             Step::Line(Some(line)) => {
-                match handle_line(global, &mut session, &inbox, &line).await {
+                match handle_line(global, &mut session, &mut inbox, &line).await {
                     Ok(true) => {}
                     Ok(false) => break Ok(()),
+                    Err(e) if e.is_lost_connection() => {
+                        println!("! not sent: {e}; type it again once back online")
+                    }
                     Err(e) => println!("! {e}"),
                 }
             }
             Step::Event(None) => {
                 break Err(CliError::Refused("the directory ended the session".into()));
             }
+            Step::Lost(e) => {
+                println!("* connection lost ({e})");
+                let reconnect = tokio::select! {
+                    r = global.reconnect() => r,
+                    _ = &mut ctrl_c => break Ok(()),
+                };
+                match reconnect {
+                    Ok(connected) => {
+                        session = connected.session;
+                        stream = connected.stream;
+                    }
+                    Err(e) => break Err(e),
+                }
+            }
             Step::Event(Some(event)) => match session.process(event, &mut inbox).await {
                 Ok(items) => {
                     for item in items {
                         println!("{}", display::render(&item, &session.name));
                     }
+                }
+                Err(e) if e.is_lost_connection() => {
+                    println!("* connection lost ({e}); the message will come again");
                 }
                 Err(e) => break Err(e),
             },
@@ -147,7 +172,7 @@ pub async fn run(global: &Global) -> Result<(), CliError> {
 async fn handle_line(
     global: &Global,
     session: &mut Session,
-    inbox: &Inbox,
+    inbox: &mut Inbox,
     line: &str,
 ) -> Result<bool, CliError> {
     match parse(line) {
@@ -242,21 +267,25 @@ async fn handle_line(
 
 async fn send(
     session: &mut Session,
-    inbox: &Inbox,
+    inbox: &mut Inbox,
     to: &[String],
     text: &str,
 ) -> Result<(), CliError> {
     crate::commands::send::check_text(text)?;
-    let (peers, missing) = resolve_recipients(&inbox.online(), to);
-    for name in missing {
-        println!("! {name} is not online");
+    let (peers, unknown) = session.resolve(inbox, to).await?;
+    for name in unknown {
+        println!("! nobody is registered as {name}");
     }
     if peers.is_empty() {
         return Ok(());
     }
     let sent = session.send_text(&peers, text).await?;
-    for reach in sent.reaches.iter().filter(|r| !r.queued) {
-        println!("  ✗ {}", reach.detail);
+    for reach in &sent.reaches {
+        match reach.state {
+            ReachState::Delivering => {}
+            ReachState::Stored => println!("  … {}", reach.detail),
+            ReachState::Refused => println!("  ✗ {}", reach.detail),
+        }
     }
     Ok(())
 }

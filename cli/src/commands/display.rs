@@ -97,5 +97,6 @@ pub fn render(item: &Incoming, me: &str) -> String {
         }
         Incoming::Dropped { from, why } => format!("! dropped a message from {from}: {why}"),
         Incoming::ResyncNeeded => "* resynchronising the directory".into(),
+        Incoming::Redelivered => String::new(),
     }
 }

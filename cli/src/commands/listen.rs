@@ -1,4 +1,6 @@
-//! `svs listen`: print each received message as a line (text or JSON) for scripts.
+//! `svs listen`: print each received message as a line (text or JSON) for scripts. Stored
+//! messages arrive first; a lost connection is re-established by itself (stderr says so), and
+//! nothing is lost or printed twice across it.
 
 use crate::commands::Global;
 use crate::commands::display;
@@ -50,6 +52,21 @@ pub async fn run(global: &Global, args: ListenArgs) -> Result<(), CliError> {
             _ = &mut ctrl_c => break Ok(()),
         };
         let items = match next {
+            Some(Err(e)) if e.is_lost_connection() => {
+                eprintln!("* connection lost ({e})");
+                let reconnect = tokio::select! {
+                    r = global.reconnect() => r,
+                    _ = &mut ctrl_c => break Ok(()),
+                };
+                match reconnect {
+                    Ok(connected) => {
+                        session = connected.session;
+                        stream = connected.stream;
+                        continue;
+                    }
+                    Err(e) => break Err(e),
+                }
+            }
             None => {
                 break match args.count {
                     Some(c) if received < c => Err(CliError::Usage(format!(

@@ -78,6 +78,26 @@ impl Global {
     pub async fn register(&self) -> Result<Session, CliError> {
         let options = self.connect_options()?;
         let session = Session::register(&options).await?;
+        self.note_new_key(&options, &session);
+        Ok(session)
+    }
+
+    /// Registers and subscribes again after a lost connection, telling the user on stderr
+    /// (`reconnecting…`, then `back online`) and retrying with backoff until it works.
+    pub async fn reconnect(&self) -> Result<crate::reconnect::Connected, CliError> {
+        let options = self.connect_options()?;
+        let connected = crate::reconnect::connect(&options, |e, delay| {
+            eprintln!(
+                "* reconnecting… next try in {:.1} s ({e})",
+                delay.as_secs_f64()
+            )
+        })
+        .await?;
+        eprintln!("* back online");
+        Ok(connected)
+    }
+
+    fn note_new_key(&self, options: &ConnectOptions, session: &Session) {
         if session.key_was_generated {
             eprintln!(
                 "generated a new {}-bit identity key for {} in {} (fingerprint {})",
@@ -87,6 +107,5 @@ impl Global {
                 svs_common::identity::fingerprint_display(&session.fingerprint)
             );
         }
-        Ok(session)
     }
 }

@@ -1,9 +1,11 @@
-//! `svs send`: one message to named recipients or everyone, waiting for delivery receipts.
+//! `svs send`: one message to named recipients (online or not) or everyone online. It is done
+//! once the directory has stored the message for each recipient; `--wait` also waits for their
+//! receipts.
 
 use crate::commands::Global;
 use crate::error::CliError;
 use crate::inbox::Incoming;
-use crate::session::{Session, resolve_recipients};
+use crate::session::{ReachState, Session};
 use clap::Args;
 use std::collections::HashSet;
 use std::io::Read;
@@ -22,9 +24,10 @@ pub struct SendArgs {
     /// Send to everyone online (except you).
     #[arg(long, conflicts_with = "to")]
     pub all: bool,
-    /// Seconds to wait for delivery receipts; 0 counts "queued" as reached.
-    #[arg(long, default_value_t = 10)]
-    pub wait: u64,
+    /// Also wait up to this many seconds for each recipient to read it (their receipt); fails
+    /// naming those who have not. Without it, stored counts as sent.
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "60")]
+    pub wait: Option<u64>,
     /// The message. Read from standard input when absent.
     pub text: Vec<String>,
 }
@@ -59,7 +62,8 @@ pub fn check_text(text: &str) -> Result<(), CliError> {
 pub async fn run(global: &Global, args: SendArgs) -> Result<(), CliError> {
     let text = message_text(&args.text)?;
     let mut session = global.register().await?;
-    let mut stream = session.subscribe().await?;
+    // Presence and receipts only: this one-shot command would not show the name's mail.
+    let mut stream = session.subscribe_with(false).await?;
     let result = send_and_wait(&mut session, &mut stream, &args, &text).await;
     // Quit while the stream is still open, so others see "quit" rather than "disconnected".
     let _ = session.quit().await;
@@ -91,28 +95,26 @@ pub async fn send_and_wait(
     if wanted.is_empty() {
         return Err(CliError::Usage("nobody else is online".into()));
     }
-    let (peers, missing) = resolve_recipients(&online, &wanted);
-    let mut failed: Vec<String> = missing
+    let (peers, unknown) = session.resolve(&inbox, &wanted).await?;
+    let mut failed: Vec<String> = unknown
         .iter()
-        .map(|n| format!("{n} is not online"))
+        .map(|n| format!("nobody is registered as {n}"))
         .collect();
     if !peers.is_empty() {
         let sent = session.send_text(&peers, text).await?;
         let id = hex::encode(sent.message_id);
         let mut waiting = HashSet::new();
         for reach in sent.reaches {
-            if reach.queued {
-                waiting.insert(reach.recipient);
-            } else {
-                failed.push(reach.detail);
+            match reach.state {
+                ReachState::Refused => failed.push(reach.detail),
+                _ => {
+                    println!("{}", reach.detail);
+                    waiting.insert(reach.recipient);
+                }
             }
         }
-        if args.wait == 0 {
-            for name in &waiting {
-                println!("queued for {name}");
-            }
-        } else {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(args.wait);
+        if let Some(wait) = args.wait {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
             while !waiting.is_empty() {
                 let next =
                     tokio::time::timeout_at(deadline, session.next_incoming(stream, &mut inbox))
@@ -137,10 +139,11 @@ pub async fn send_and_wait(
                     }
                 }
             }
-            for name in waiting {
+            let mut unread: Vec<String> = waiting.into_iter().collect();
+            unread.sort();
+            for name in unread {
                 failed.push(format!(
-                    "{name} sent no delivery receipt within {} s",
-                    args.wait
+                    "{name} has not read it yet (waited {wait} s; it stays in their mailbox)"
                 ));
             }
         }

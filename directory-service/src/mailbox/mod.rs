@@ -1,0 +1,131 @@
+//! Mailboxes: every accepted envelope is kept, as ciphertext, per recipient name until one of the
+//! name's sessions acknowledges it or it expires; receipts for a sender with no live session wait
+//! in the sender's mailbox the same way. `Mailboxes` is the storage interface (redb here, so a
+//! clustered store can implement it too); items of one name carry increasing sequence numbers.
+
+pub mod record;
+pub mod redb_store;
+
+use crate::Error;
+use std::sync::Arc;
+use svs_common::proto::directory::{Envelope, Event};
+
+/// How long things are kept and how much one name may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Quotas {
+    /// An unacknowledged envelope or receipt is dropped this long after it was accepted.
+    pub ttl_ms: u64,
+    /// Envelopes one name may hold (receipts do not count: they are small and bounded by what the
+    /// name itself sent).
+    pub max_messages: u64,
+    /// Envelope bytes one name may hold.
+    pub max_bytes: u64,
+    /// An acknowledged message id is remembered (so a resend is refused) until this long after
+    /// the message's own timestamp: after that the relay refuses the envelope as too old anyway.
+    pub remember_ids_ms: u64,
+}
+
+/// An envelope the relay accepted, to store for each recipient.
+pub struct NewEnvelope {
+    pub message_id: [u8; 16],
+    /// Canonical name of the sender.
+    pub sender: String,
+    /// The signed timestamp from the header.
+    pub timestamp_ms: u64,
+    /// Canonical recipient names, without repeats.
+    pub recipients: Vec<String>,
+    /// The envelope, encoded once for the disk.
+    pub encoded: Vec<u8>,
+    /// The same envelope as an event, handed to live sessions after the commit.
+    pub event: Event,
+}
+
+/// What happened to one recipient's copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    Stored {
+        seq: u64,
+    },
+    /// This message id was accepted for this name before.
+    Duplicate,
+    /// The name's mailbox is at its quota; the sentence says which.
+    Full(String),
+}
+
+/// A receipt to keep for a sender with no live session.
+pub struct NewReceipt {
+    /// Canonical name of the sender that gets it.
+    pub owner: String,
+    /// A `Delivered` or `Undelivered` event (its `stored_seq` is set when it is read back).
+    pub event: Event,
+}
+
+/// Something that was just made durable, in the order of its name's sequence numbers.
+#[derive(Clone)]
+pub struct Committed {
+    pub owner: String,
+    pub seq: u64,
+    pub event: Event,
+}
+
+/// Called by the store after each commit, in commit order, before the writers are answered.
+pub type Sink = Arc<dyn Fn(Vec<Committed>) + Send + Sync>;
+
+/// An envelope that left a mailbox, and whom to tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removed {
+    pub message_id: [u8; 16],
+    /// Canonical name of its sender.
+    pub sender: String,
+    /// Canonical name of the mailbox it left.
+    pub owner: String,
+}
+
+/// What an acknowledgement removed.
+#[derive(Debug, Default)]
+pub struct Acked {
+    pub envelopes: Vec<Removed>,
+    pub receipts: usize,
+}
+
+/// Stored items of one name after a sequence number.
+pub struct Page {
+    /// Items in sequence order; each event is as delivered (envelope, or receipt with stored_seq).
+    pub items: Vec<(u64, Event)>,
+    /// The highest sequence number looked at (acknowledged ones are skipped but counted).
+    pub scanned_to: u64,
+}
+
+/// Durable per-name mailboxes.
+#[tonic::async_trait]
+pub trait Mailboxes: Send + Sync {
+    /// Sets who is handed each commit (the live sessions).
+    fn set_sink(&self, sink: Sink);
+    /// Stores `envelope` for each recipient; answers once it is durable, one placement per
+    /// recipient in order.
+    async fn store_envelope(&self, envelope: NewEnvelope) -> Result<Vec<Placement>, Error>;
+    /// Stores receipts for senders with no live session; answers once they are durable.
+    async fn store_receipts(&self, receipts: Vec<NewReceipt>) -> Result<(), Error>;
+    /// Removes acknowledged envelopes (by message id) and receipts (by sequence number).
+    async fn ack(
+        &self,
+        owner: &str,
+        ids: Vec<[u8; 16]>,
+        receipt_seqs: Vec<u64>,
+    ) -> Result<Acked, Error>;
+    /// Up to `limit` stored items of `owner` after `after_seq`.
+    async fn read(&self, owner: &str, after_seq: u64, limit: usize) -> Result<Page, Error>;
+    /// The highest sequence number committed for `owner` (0 when none).
+    fn last_seq(&self, owner: &str) -> u64;
+    /// Removes what expired by `now_ms`; returns the unread envelopes among it.
+    async fn expire(&self, now_ms: u64) -> Result<Vec<Removed>, Error>;
+    /// Waiting envelopes and their bytes for `owner`.
+    fn usage(&self, owner: &str) -> (u64, u64);
+}
+
+pub use redb_store::RedbMailboxes;
+
+/// Encodes an envelope as it is kept on disk (the protobuf encoding).
+pub fn encode_envelope(envelope: &Envelope) -> Vec<u8> {
+    prost::Message::encode_to_vec(envelope)
+}

@@ -1,0 +1,808 @@
+//! `Mailboxes` on the directory's redb database. One writer thread takes every queued change and
+//! applies as many as are waiting in one transaction with one fsync (group commit): a Send is
+//! answered only once its envelope is on disk, yet a burst costs one sync, not one per message.
+//! Envelope bytes are kept once however many recipients hold them (reference counted).
+
+use super::record::Record;
+use super::{
+    Acked, Committed, Mailboxes, NewEnvelope, NewReceipt, Page, Placement, Quotas, Removed, Sink,
+};
+use crate::Error;
+use crate::db::{Db, storage};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use svs_common::proto::directory::{Event, event};
+use svs_common::time::now_ms;
+use tokio::sync::{mpsc, oneshot};
+
+/// (owner, seq) → `Record`.
+const MAIL: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("mail_v1");
+/// (owner, message id) → seq of its row, while the row exists.
+const MAIL_IDS: TableDefinition<(&str, &[u8; 16]), u64> = TableDefinition::new("mail_ids_v1");
+/// envelope ref → envelope protobuf, shared by every recipient's row.
+const ENVELOPES: TableDefinition<u64, &[u8]> = TableDefinition::new("envelopes_v1");
+/// envelope ref → rows that still point at it.
+const ENVELOPE_REFS: TableDefinition<u64, u32> = TableDefinition::new("envelope_refs_v1");
+/// (when, owner, seq): the row leaves the mailbox at `when`.
+const EXPIRY: TableDefinition<(u64, &str, u64), ()> = TableDefinition::new("mail_expiry_v1");
+/// owner → (envelopes held, their bytes, last seq given out).
+const USAGE: TableDefinition<&str, (u64, u64, u64)> = TableDefinition::new("mail_usage_v1");
+/// "next_envelope_ref" → the next envelope ref.
+const META: TableDefinition<&str, u64> = TableDefinition::new("mail_meta_v1");
+const NEXT_REF: &str = "next_envelope_ref";
+
+/// Most queued changes applied in one transaction.
+const MAX_GROUP: usize = 1024;
+/// Rows removed by one expiry pass (the next pass continues).
+const EXPIRE_BATCH: usize = 4096;
+/// Changes waiting for the writer before callers wait for room.
+const QUEUE: usize = 8192;
+
+/// Creates the mailbox tables in a fresh database.
+pub fn create_tables(db: &Database) -> Result<(), Error> {
+    let txn = db.begin_write().map_err(storage)?;
+    txn.open_table(MAIL).map_err(storage)?;
+    txn.open_table(MAIL_IDS).map_err(storage)?;
+    txn.open_table(ENVELOPES).map_err(storage)?;
+    txn.open_table(ENVELOPE_REFS).map_err(storage)?;
+    txn.open_table(EXPIRY).map_err(storage)?;
+    txn.open_table(USAGE).map_err(storage)?;
+    txn.open_table(META).map_err(storage)?;
+    txn.commit().map_err(storage)?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Usage {
+    count: u64,
+    bytes: u64,
+    last_seq: u64,
+}
+
+type UsageMap = HashMap<String, Usage>;
+
+enum Change {
+    Envelope(NewEnvelope),
+    Receipts(Vec<NewReceipt>),
+    Ack {
+        owner: String,
+        ids: Vec<[u8; 16]>,
+        seqs: Vec<u64>,
+    },
+    Expire {
+        now_ms: u64,
+    },
+}
+
+enum Applied {
+    Envelope(Vec<Placement>),
+    Receipts,
+    Ack(Acked),
+    Expire(Vec<Removed>),
+}
+
+struct Job {
+    change: Change,
+    reply: oneshot::Sender<Result<Applied, Error>>,
+}
+
+/// Mailboxes in redb.
+pub struct RedbMailboxes {
+    db: Arc<Db>,
+    jobs: mpsc::Sender<Job>,
+    usage: Arc<Mutex<UsageMap>>,
+    sink: Arc<OnceLock<Sink>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for RedbMailboxes {
+    /// Closes the queue and waits for the writer to finish what it holds, so the database is
+    /// released (and can be opened again) when this returns.
+    fn drop(&mut self) {
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.jobs, closed));
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+fn lock(usage: &Mutex<UsageMap>) -> std::sync::MutexGuard<'_, UsageMap> {
+    usage.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl RedbMailboxes {
+    /// Loads the per-name usage and starts the writer thread (it ends when this is dropped).
+    pub fn open(db: Arc<Db>, quotas: Quotas) -> Result<Self, Error> {
+        let (usage, next_ref) = db.with(|db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(USAGE).map_err(storage)?;
+            let mut usage = UsageMap::new();
+            for row in table.iter().map_err(storage)? {
+                let (owner, value) = row.map_err(storage)?;
+                let (count, bytes, last_seq) = value.value();
+                usage.insert(
+                    owner.value().to_string(),
+                    Usage {
+                        count,
+                        bytes,
+                        last_seq,
+                    },
+                );
+            }
+            let meta = txn.open_table(META).map_err(storage)?;
+            let next_ref = meta
+                .get(NEXT_REF)
+                .map_err(storage)?
+                .map_or(1, |v| v.value());
+            Ok((usage, next_ref))
+        })?;
+        let usage = Arc::new(Mutex::new(usage));
+        let sink: Arc<OnceLock<Sink>> = Arc::new(OnceLock::new());
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        let writer = Writer {
+            db: db.clone(),
+            quotas,
+            usage: usage.clone(),
+            sink: sink.clone(),
+            next_ref,
+        };
+        let writer = std::thread::Builder::new()
+            .name("mailbox-writer".into())
+            .spawn(move || writer.run(queue))
+            .map_err(|e| Error::Internal(format!("cannot start the mailbox writer: {e}")))?;
+        Ok(Self {
+            db,
+            jobs,
+            usage,
+            sink,
+            writer: Some(writer),
+        })
+    }
+
+    async fn submit(&self, change: Change) -> Result<Applied, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { change, reply })
+            .await
+            .map_err(|_| Error::Unavailable("the mailbox writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| Error::Unavailable("the mailbox writer has stopped".into()))?
+    }
+}
+
+fn unexpected() -> Error {
+    Error::Internal("the mailbox writer answered a different request".into())
+}
+
+#[tonic::async_trait]
+impl Mailboxes for RedbMailboxes {
+    fn set_sink(&self, sink: Sink) {
+        let _ = self.sink.set(sink);
+    }
+
+    async fn store_envelope(&self, envelope: NewEnvelope) -> Result<Vec<Placement>, Error> {
+        match self.submit(Change::Envelope(envelope)).await? {
+            Applied::Envelope(placements) => Ok(placements),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn store_receipts(&self, receipts: Vec<NewReceipt>) -> Result<(), Error> {
+        if receipts.is_empty() {
+            return Ok(());
+        }
+        match self.submit(Change::Receipts(receipts)).await? {
+            Applied::Receipts => Ok(()),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn ack(&self, owner: &str, ids: Vec<[u8; 16]>, seqs: Vec<u64>) -> Result<Acked, Error> {
+        let change = Change::Ack {
+            owner: owner.to_string(),
+            ids,
+            seqs,
+        };
+        match self.submit(change).await? {
+            Applied::Ack(acked) => Ok(acked),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn read(&self, owner: &str, after_seq: u64, limit: usize) -> Result<Page, Error> {
+        let db = self.db.clone();
+        let owner = owner.to_string();
+        tokio::task::spawn_blocking(move || db.with(|db| read_page(db, &owner, after_seq, limit)))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+    }
+
+    fn last_seq(&self, owner: &str) -> u64 {
+        lock(&self.usage).get(owner).map_or(0, |u| u.last_seq)
+    }
+
+    async fn expire(&self, now_ms: u64) -> Result<Vec<Removed>, Error> {
+        match self.submit(Change::Expire { now_ms }).await? {
+            Applied::Expire(removed) => Ok(removed),
+            _ => Err(unexpected()),
+        }
+    }
+
+    fn usage(&self, owner: &str) -> (u64, u64) {
+        lock(&self.usage)
+            .get(owner)
+            .map_or((0, 0), |u| (u.count, u.bytes))
+    }
+}
+
+fn read_page(db: &Database, owner: &str, after_seq: u64, limit: usize) -> Result<Page, Error> {
+    let txn = db.begin_read().map_err(storage)?;
+    let mail = txn.open_table(MAIL).map_err(storage)?;
+    let envelopes = txn.open_table(ENVELOPES).map_err(storage)?;
+    let mut page = Page {
+        items: Vec::new(),
+        scanned_to: after_seq,
+    };
+    let Some(start) = after_seq.checked_add(1) else {
+        return Ok(page);
+    };
+    for row in mail
+        .range((owner, start)..=(owner, u64::MAX))
+        .map_err(storage)?
+        .take(limit)
+    {
+        let (key, value) = row.map_err(storage)?;
+        let seq = key.value().1;
+        page.scanned_to = seq;
+        let Some(event) = stored_event(&envelopes, owner, seq, value.value())? else {
+            continue;
+        };
+        page.items.push((seq, event));
+    }
+    Ok(page)
+}
+
+/// The event a mailbox row delivers: `None` for a read row, and for a damaged row (logged and
+/// skipped: one bad row must not stop the name's mail, nor mark the database broken).
+fn stored_event(
+    envelopes: &redb::ReadOnlyTable<u64, &[u8]>,
+    owner: &str,
+    seq: u64,
+    row: &[u8],
+) -> Result<Option<Event>, Error> {
+    let damaged = |why: String| {
+        tracing::error!(%owner, seq, %why, "a mailbox row is damaged; skipped");
+        Ok(None)
+    };
+    let record = match Record::decode(row) {
+        Ok(record) => record,
+        Err(e) => return damaged(e.to_string()),
+    };
+    let event = match record {
+        Record::Envelope { envelope_ref, .. } => {
+            let Some(bytes) = envelopes.get(envelope_ref).map_err(storage)? else {
+                return damaged("its envelope is missing".into());
+            };
+            match prost::Message::decode(bytes.value()) {
+                Ok(envelope) => Event {
+                    kind: Some(event::Kind::Envelope(envelope)),
+                },
+                Err(e) => return damaged(e.to_string()),
+            }
+        }
+        Record::Receipt { event, .. } => match prost::Message::decode(event.as_slice()) {
+            Ok(mut event) => {
+                set_stored_seq(&mut event, seq);
+                event
+            }
+            Err(e) => return damaged(e.to_string()),
+        },
+        Record::Read { .. } => return Ok(None),
+    };
+    Ok(Some(event))
+}
+
+/// Marks a receipt event with the sequence number it is acknowledged by.
+fn set_stored_seq(event: &mut Event, seq: u64) {
+    match &mut event.kind {
+        Some(event::Kind::Delivered(d)) => d.stored_seq = seq,
+        Some(event::Kind::Undelivered(u)) => u.stored_seq = seq,
+        _ => {}
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    db: Arc<Db>,
+    quotas: Quotas,
+    /// Shared with readers of `last_seq` and `usage`; changed only after a commit.
+    usage: Arc<Mutex<UsageMap>>,
+    sink: Arc<OnceLock<Sink>>,
+    next_ref: u64,
+}
+
+/// What one transaction changes before it commits (discarded if it fails).
+struct Pending<'a> {
+    usage: HashMap<String, Usage>,
+    shared: &'a UsageMap,
+    next_ref: u64,
+    committed: Vec<Committed>,
+}
+
+impl Pending<'_> {
+    fn usage(&mut self, owner: &str) -> &mut Usage {
+        if !self.usage.contains_key(owner) {
+            let current = self.shared.get(owner).copied().unwrap_or_default();
+            self.usage.insert(owner.to_string(), current);
+        }
+        self.usage.get_mut(owner).expect("inserted above")
+    }
+}
+
+impl Writer {
+    fn run(mut self, mut queue: mpsc::Receiver<Job>) {
+        while let Some(first) = queue.blocking_recv() {
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_GROUP {
+                match queue.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            let (changes, replies): (Vec<Change>, Vec<_>) =
+                jobs.into_iter().map(|j| (j.change, j.reply)).unzip();
+            match self.apply_group(&changes) {
+                Ok((results, committed)) => {
+                    if let Some(sink) = self.sink.get()
+                        && !committed.is_empty()
+                    {
+                        sink(committed);
+                    }
+                    for (reply, result) in replies.into_iter().zip(results) {
+                        let _ = reply.send(Ok(result));
+                    }
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    for reply in replies {
+                        let _ = reply.send(Err(Error::Unavailable(why.clone())));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies every change in one transaction; on success publishes the new usage.
+    fn apply_group(&mut self, changes: &[Change]) -> Result<(Vec<Applied>, Vec<Committed>), Error> {
+        let shared = lock(&self.usage).clone();
+        let quotas = self.quotas;
+        let next_ref = self.next_ref;
+        let (results, pending_usage, next_ref, committed) = self.db.with(|db| {
+            let mut pending = Pending {
+                usage: HashMap::new(),
+                shared: &shared,
+                next_ref,
+                committed: Vec::new(),
+            };
+            let txn = db.begin_write().map_err(storage)?;
+            let mut results = Vec::with_capacity(changes.len());
+            for change in changes {
+                results.push(apply(&txn, change, &quotas, &mut pending)?);
+            }
+            {
+                let mut usage = txn.open_table(USAGE).map_err(storage)?;
+                for (owner, u) in &pending.usage {
+                    usage
+                        .insert(owner.as_str(), (u.count, u.bytes, u.last_seq))
+                        .map_err(storage)?;
+                }
+                let mut meta = txn.open_table(META).map_err(storage)?;
+                meta.insert(NEXT_REF, pending.next_ref).map_err(storage)?;
+            }
+            txn.commit().map_err(storage)?;
+            Ok((results, pending.usage, pending.next_ref, pending.committed))
+        })?;
+        self.next_ref = next_ref;
+        lock(&self.usage).extend(pending_usage);
+        Ok((results, committed))
+    }
+}
+
+fn apply(
+    txn: &WriteTransaction,
+    change: &Change,
+    quotas: &Quotas,
+    pending: &mut Pending<'_>,
+) -> Result<Applied, Error> {
+    let mut mail = txn.open_table(MAIL).map_err(storage)?;
+    let mut ids = txn.open_table(MAIL_IDS).map_err(storage)?;
+    let mut envelopes = txn.open_table(ENVELOPES).map_err(storage)?;
+    let mut refs = txn.open_table(ENVELOPE_REFS).map_err(storage)?;
+    let mut expiry = txn.open_table(EXPIRY).map_err(storage)?;
+    let now = now_ms();
+    match change {
+        Change::Envelope(new) => {
+            let size = new.encoded.len() as u64;
+            let envelope_ref = pending.next_ref;
+            let expires_at_ms = now.saturating_add(quotas.ttl_ms);
+            let mut holders = 0u32;
+            let mut placements = Vec::with_capacity(new.recipients.len());
+            for owner in &new.recipients {
+                if ids
+                    .get((owner.as_str(), &new.message_id))
+                    .map_err(storage)?
+                    .is_some()
+                {
+                    placements.push(Placement::Duplicate);
+                    continue;
+                }
+                let usage = pending.usage(owner);
+                if usage.count >= quotas.max_messages {
+                    placements.push(Placement::Full(format!(
+                        "{owner}'s mailbox is full ({} messages waiting, the limit); it takes more once {owner} reads",
+                        usage.count
+                    )));
+                    continue;
+                }
+                if usage.bytes + size > quotas.max_bytes {
+                    placements.push(Placement::Full(format!(
+                        "{owner}'s mailbox is full ({} KiB waiting, the limit is {} KiB); it takes more once {owner} reads",
+                        usage.bytes / 1024,
+                        quotas.max_bytes / 1024
+                    )));
+                    continue;
+                }
+                usage.count += 1;
+                usage.bytes += size;
+                usage.last_seq += 1;
+                let seq = usage.last_seq;
+                let record = Record::Envelope {
+                    message_id: new.message_id,
+                    envelope_ref,
+                    bytes: size,
+                    timestamp_ms: new.timestamp_ms,
+                    expires_at_ms,
+                    sender: new.sender.clone(),
+                };
+                mail.insert((owner.as_str(), seq), record.encode()?.as_slice())
+                    .map_err(storage)?;
+                ids.insert((owner.as_str(), &new.message_id), seq)
+                    .map_err(storage)?;
+                expiry
+                    .insert((expires_at_ms, owner.as_str(), seq), ())
+                    .map_err(storage)?;
+                holders += 1;
+                pending.committed.push(Committed {
+                    owner: owner.clone(),
+                    seq,
+                    event: new.event.clone(),
+                });
+                placements.push(Placement::Stored { seq });
+            }
+            if holders > 0 {
+                envelopes
+                    .insert(envelope_ref, new.encoded.as_slice())
+                    .map_err(storage)?;
+                refs.insert(envelope_ref, holders).map_err(storage)?;
+                pending.next_ref += 1;
+            }
+            Ok(Applied::Envelope(placements))
+        }
+        Change::Receipts(receipts) => {
+            let expires_at_ms = now.saturating_add(quotas.ttl_ms);
+            for receipt in receipts {
+                let usage = pending.usage(&receipt.owner);
+                usage.last_seq += 1;
+                let seq = usage.last_seq;
+                let record = Record::Receipt {
+                    expires_at_ms,
+                    event: prost::Message::encode_to_vec(&receipt.event),
+                };
+                mail.insert((receipt.owner.as_str(), seq), record.encode()?.as_slice())
+                    .map_err(storage)?;
+                expiry
+                    .insert((expires_at_ms, receipt.owner.as_str(), seq), ())
+                    .map_err(storage)?;
+                let mut event = receipt.event.clone();
+                set_stored_seq(&mut event, seq);
+                pending.committed.push(Committed {
+                    owner: receipt.owner.clone(),
+                    seq,
+                    event,
+                });
+            }
+            Ok(Applied::Receipts)
+        }
+        Change::Ack {
+            owner,
+            ids: acked_ids,
+            seqs,
+        } => {
+            let mut acked = Acked::default();
+            for id in acked_ids {
+                let Some(seq) = ids.get((owner.as_str(), id)).map_err(storage)? else {
+                    continue;
+                };
+                let seq = seq.value();
+                let Some(row) = mail.get((owner.as_str(), seq)).map_err(storage)? else {
+                    continue;
+                };
+                let Record::Envelope {
+                    envelope_ref,
+                    bytes,
+                    timestamp_ms,
+                    expires_at_ms,
+                    sender,
+                    ..
+                } = Record::decode(row.value())?
+                else {
+                    continue;
+                };
+                drop(row);
+                let forget_at_ms = timestamp_ms
+                    .saturating_add(quotas.remember_ids_ms)
+                    .max(now + 1);
+                let read = Record::Read {
+                    message_id: *id,
+                    forget_at_ms,
+                };
+                mail.insert((owner.as_str(), seq), read.encode()?.as_slice())
+                    .map_err(storage)?;
+                expiry
+                    .remove((expires_at_ms, owner.as_str(), seq))
+                    .map_err(storage)?;
+                expiry
+                    .insert((forget_at_ms, owner.as_str(), seq), ())
+                    .map_err(storage)?;
+                release_envelope(&mut envelopes, &mut refs, envelope_ref)?;
+                let usage = pending.usage(owner);
+                usage.count = usage.count.saturating_sub(1);
+                usage.bytes = usage.bytes.saturating_sub(bytes);
+                acked.envelopes.push(Removed {
+                    message_id: *id,
+                    sender,
+                    owner: owner.clone(),
+                });
+            }
+            for &seq in seqs {
+                let Some(row) = mail.get((owner.as_str(), seq)).map_err(storage)? else {
+                    continue;
+                };
+                let record = Record::decode(row.value())?;
+                drop(row);
+                if let Record::Receipt { expires_at_ms, .. } = record {
+                    mail.remove((owner.as_str(), seq)).map_err(storage)?;
+                    expiry
+                        .remove((expires_at_ms, owner.as_str(), seq))
+                        .map_err(storage)?;
+                    acked.receipts += 1;
+                }
+            }
+            Ok(Applied::Ack(acked))
+        }
+        Change::Expire { now_ms } => {
+            let due: Vec<(u64, String, u64)> = expiry
+                .range(..(now_ms.saturating_add(1), "", 0))
+                .map_err(storage)?
+                .take(EXPIRE_BATCH)
+                .map(|row| {
+                    row.map(|(k, _)| {
+                        let (at, owner, seq) = k.value();
+                        (at, owner.to_string(), seq)
+                    })
+                    .map_err(storage)
+                })
+                .collect::<Result<_, _>>()?;
+            let mut removed = Vec::new();
+            for (at, owner, seq) in due {
+                expiry.remove((at, owner.as_str(), seq)).map_err(storage)?;
+                let Some(row) = mail.remove((owner.as_str(), seq)).map_err(storage)? else {
+                    continue;
+                };
+                match Record::decode(row.value())? {
+                    Record::Envelope {
+                        message_id,
+                        envelope_ref,
+                        bytes,
+                        sender,
+                        ..
+                    } => {
+                        ids.remove((owner.as_str(), &message_id)).map_err(storage)?;
+                        release_envelope(&mut envelopes, &mut refs, envelope_ref)?;
+                        let usage = pending.usage(&owner);
+                        usage.count = usage.count.saturating_sub(1);
+                        usage.bytes = usage.bytes.saturating_sub(bytes);
+                        removed.push(Removed {
+                            message_id,
+                            sender,
+                            owner: owner.clone(),
+                        });
+                    }
+                    Record::Read { message_id, .. } => {
+                        ids.remove((owner.as_str(), &message_id)).map_err(storage)?;
+                    }
+                    Record::Receipt { .. } => {}
+                }
+            }
+            Ok(Applied::Expire(removed))
+        }
+    }
+}
+
+/// One holder fewer for an envelope; its bytes go when the last holder does.
+fn release_envelope(
+    envelopes: &mut redb::Table<u64, &[u8]>,
+    refs: &mut redb::Table<u64, u32>,
+    envelope_ref: u64,
+) -> Result<(), Error> {
+    let holders = refs
+        .get(envelope_ref)
+        .map_err(storage)?
+        .map_or(0, |v| v.value());
+    if holders <= 1 {
+        refs.remove(envelope_ref).map_err(storage)?;
+        envelopes.remove(envelope_ref).map_err(storage)?;
+    } else {
+        refs.insert(envelope_ref, holders - 1).map_err(storage)?;
+    }
+    Ok(())
+}
+
+/// Deletes every row of `owner`'s mailbox (used when an operator releases the name).
+pub fn purge(db: &Db, owner: &str) -> Result<(), Error> {
+    db.with(|db| {
+        let txn = db.begin_write().map_err(storage)?;
+        {
+            let mut mail = txn.open_table(MAIL).map_err(storage)?;
+            let mut ids = txn.open_table(MAIL_IDS).map_err(storage)?;
+            let mut envelopes = txn.open_table(ENVELOPES).map_err(storage)?;
+            let mut refs = txn.open_table(ENVELOPE_REFS).map_err(storage)?;
+            let mut expiry = txn.open_table(EXPIRY).map_err(storage)?;
+            let mut usage = txn.open_table(USAGE).map_err(storage)?;
+            let rows: Vec<(u64, Record)> = mail
+                .range((owner, 0)..=(owner, u64::MAX))
+                .map_err(storage)?
+                .map(|row| {
+                    let (k, v) = row.map_err(storage)?;
+                    Ok((k.value().1, Record::decode(v.value())?))
+                })
+                .collect::<Result<_, Error>>()?;
+            for (seq, record) in rows {
+                mail.remove((owner, seq)).map_err(storage)?;
+                expiry
+                    .remove((record.expires_at_ms(), owner, seq))
+                    .map_err(storage)?;
+                match record {
+                    Record::Envelope {
+                        message_id,
+                        envelope_ref,
+                        ..
+                    } => {
+                        ids.remove((owner, &message_id)).map_err(storage)?;
+                        release_envelope(&mut envelopes, &mut refs, envelope_ref)?;
+                    }
+                    Record::Read { message_id, .. } => {
+                        ids.remove((owner, &message_id)).map_err(storage)?;
+                    }
+                    Record::Receipt { .. } => {}
+                }
+            }
+            usage.remove(owner).map_err(storage)?;
+        }
+        txn.commit().map_err(storage)?;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::ReadableTableMetadata;
+    use svs_common::proto::directory::Envelope;
+
+    fn envelope_raw(id: u8, to: &[&str]) -> NewEnvelope {
+        NewEnvelope {
+            message_id: [id; 16],
+            sender: "alice".into(),
+            timestamp_ms: now_ms(),
+            recipients: to.iter().map(|s| s.to_string()).collect(),
+            encoded: vec![id; 100],
+            event: Event::default(),
+        }
+    }
+
+    /// An envelope whose stored form decodes (100 bytes on disk).
+    fn real(id: u8, to: &[&str]) -> NewEnvelope {
+        let envelope = Envelope {
+            ciphertext: vec![id; 98].into(),
+            ..Default::default()
+        };
+        NewEnvelope {
+            encoded: super::super::encode_envelope(&envelope),
+            ..envelope_raw(id, to)
+        }
+    }
+
+    fn open(path: &std::path::Path, quotas: Quotas) -> RedbMailboxes {
+        let db = crate::directory::open_db(path).unwrap();
+        RedbMailboxes::open(db, quotas).unwrap()
+    }
+
+    const QUOTAS: Quotas = Quotas {
+        ttl_ms: 60_000,
+        max_messages: 2,
+        max_bytes: 1 << 20,
+        remember_ids_ms: 600_000,
+    };
+
+    #[tokio::test]
+    async fn quota_duplicates_expiry_and_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("names.redb");
+        {
+            let mail = open(&path, QUOTAS);
+            let placed = mail
+                .store_envelope(real(1, &["bob", "carol"]))
+                .await
+                .unwrap();
+            assert_eq!(
+                placed,
+                [Placement::Stored { seq: 1 }, Placement::Stored { seq: 1 }]
+            );
+            let again = mail.store_envelope(real(1, &["bob"])).await.unwrap();
+            assert_eq!(again, [Placement::Duplicate]);
+            mail.store_envelope(real(2, &["bob"])).await.unwrap();
+            let full = mail.store_envelope(real(3, &["bob"])).await.unwrap();
+            assert!(
+                matches!(&full[0], Placement::Full(why) if why.contains("2 messages")),
+                "{full:?}"
+            );
+            assert_eq!(mail.usage("bob"), (2, 200));
+            // Reading one makes room; the read id is still refused as a duplicate.
+            let acked = mail.ack("bob", vec![[1; 16]], vec![]).await.unwrap();
+            assert_eq!(acked.envelopes.len(), 1);
+            assert_eq!(mail.usage("bob"), (1, 100));
+            let again = mail.store_envelope(real(1, &["bob"])).await.unwrap();
+            assert_eq!(again, [Placement::Duplicate]);
+        }
+        // After a restart: the same contents and sequence numbers, then expiry.
+        let mail = open(&path, QUOTAS);
+        assert_eq!(mail.usage("bob"), (1, 100));
+        assert_eq!(mail.last_seq("bob"), 2);
+        let page = mail.read("bob", 0, 10).await.unwrap();
+        assert_eq!(page.items.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [2]);
+        assert_eq!(page.scanned_to, 2);
+        let expired = mail.expire(now_ms() + 61_000).await.unwrap();
+        let mut owners: Vec<_> = expired
+            .iter()
+            .map(|r| (r.owner.as_str(), r.message_id[0]))
+            .collect();
+        owners.sort();
+        assert_eq!(owners, [("bob", 2), ("carol", 1)]);
+        assert_eq!(mail.usage("bob"), (0, 0));
+        assert!(mail.read("carol", 0, 10).await.unwrap().items.is_empty());
+        // A damaged row is skipped, not fatal: the rows after it still arrive.
+        mail.store_envelope(envelope_raw(4, &["dave"]))
+            .await
+            .unwrap();
+        mail.store_envelope(real(5, &["dave"])).await.unwrap();
+        let page = mail.read("dave", 0, 10).await.unwrap();
+        assert_eq!(page.items.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [2]);
+        assert!(mail.db.is_healthy());
+        // Shared envelope bytes went with their last holder: only dave's two are left.
+        let left = mail
+            .db
+            .with(|db| {
+                let txn = db.begin_read().map_err(storage)?;
+                txn.open_table(ENVELOPES)
+                    .map_err(storage)?
+                    .len()
+                    .map_err(storage)
+            })
+            .unwrap();
+        assert_eq!(left, 2);
+    }
+}

@@ -1,0 +1,141 @@
+//! Registration: stateless challenges, the signed statement that proves the key, the name claim,
+//! the session token, and the new session in the registry.
+
+use crate::Error;
+use crate::challenges::Challenges;
+use crate::names::{Claim, NameStore};
+use crate::registry::{Registry, peer_record};
+use std::sync::Arc;
+use svs_common::identity;
+use svs_common::names;
+use svs_common::registration::{self, CHALLENGE_LEN};
+use svs_common::time::now_ms;
+use svs_common::token::{Claims, TokenIssuer};
+
+/// A fresh challenge for the client to sign.
+pub struct IssuedChallenge {
+    pub challenge: [u8; CHALLENGE_LEN],
+    pub service_id: String,
+    pub expires_at_ms: u64,
+}
+
+/// A session created by registration.
+pub struct Registered {
+    pub token: String,
+    pub expires_at_ms: u64,
+    pub fingerprint: String,
+}
+
+/// Issues challenges and turns proven keys into sessions.
+pub struct Registrar {
+    challenges: Challenges,
+    names: Arc<NameStore>,
+    tokens: TokenIssuer,
+    registry: Arc<Registry>,
+    token_ms: u64,
+}
+
+impl Registrar {
+    pub fn new(
+        challenges: Challenges,
+        names: Arc<NameStore>,
+        tokens: TokenIssuer,
+        registry: Arc<Registry>,
+        token_ms: u64,
+    ) -> Self {
+        Self {
+            challenges,
+            names,
+            tokens,
+            registry,
+            token_ms,
+        }
+    }
+
+    /// The directory's identity bound into registration statements.
+    pub fn service_id(&self) -> &str {
+        self.tokens.verifier().service_id()
+    }
+
+    /// Forgets expired used challenges.
+    pub fn sweep(&self) {
+        self.challenges.sweep(now_ms());
+    }
+
+    /// Step 1 of registration. Keeps no state: the challenge authenticates itself.
+    pub fn challenge(&self, name: &str, key_der: &[u8]) -> Result<IssuedChallenge, Error> {
+        names::validate(name)?;
+        identity::parse_public_key(key_der)?;
+        let (challenge, expires_at_ms) =
+            self.challenges
+                .issue(&names::canonical(name), key_der, now_ms())?;
+        Ok(IssuedChallenge {
+            challenge,
+            service_id: self.service_id().to_string(),
+            expires_at_ms,
+        })
+    }
+
+    /// Step 2 of registration: checks the signed statement, claims the name, starts a session
+    /// beside any the name already has. RSA and disk work: call it on a blocking thread.
+    pub fn register(
+        &self,
+        name: &str,
+        key_der: &[u8],
+        challenge: &[u8],
+        signature: &[u8],
+    ) -> Result<Registered, Error> {
+        names::validate(name)?;
+        let canonical = names::canonical(name);
+        let challenge: [u8; CHALLENGE_LEN] = challenge.try_into().map_err(|_| {
+            Error::InvalidArgument(format!("the challenge must be {CHALLENGE_LEN} bytes"))
+        })?;
+        self.challenges
+            .check(&challenge, &canonical, key_der, now_ms())?;
+        let key = identity::parse_public_key(key_der)?;
+        registration::verify(
+            &key,
+            self.service_id(),
+            name,
+            key_der,
+            &challenge,
+            signature,
+        )
+        .map_err(|_| {
+            Error::PermissionDenied(
+                "the registration signature does not verify under the offered key".into(),
+            )
+        })?;
+        // Single use, remembered only now that the client has proved its key.
+        self.challenges.consume(&challenge, now_ms())?;
+        let fingerprint = identity::fingerprint_der(key_der);
+        self.registry.check_key(&canonical, name, &fingerprint)?;
+        if self.names.claim(&canonical, key_der)? == Claim::OtherKey {
+            return Err(Error::PermissionDenied(format!(
+                "the name {name} belongs to another key; its owner must use it, or an operator can free it with `directory-service release {name}`"
+            )));
+        }
+        let session_id = identity::random::<16>()?;
+        let now = now_ms();
+        let expires_at_ms = now + self.token_ms;
+        let token = self.tokens.issue(&Claims {
+            session_id,
+            name: name.to_string(),
+            fingerprint,
+            issued_at_ms: now,
+            expires_at_ms,
+        })?;
+        self.registry.add_session(
+            peer_record(name, key_der, &fingerprint),
+            fingerprint,
+            session_id,
+            expires_at_ms,
+        )?;
+        tracing::info!(%name, fingerprint = %identity::fingerprint_hex(&fingerprint), "registered");
+        Ok(Registered {
+            token,
+            expires_at_ms,
+            fingerprint: identity::fingerprint_hex(&fingerprint),
+        })
+    }
+}

@@ -1,0 +1,495 @@
+//! Who is online: the live sessions of each name (several per name, up to a cap), presence with
+//! versions (a name joins with its first session and leaves with its last), each session's event
+//! stream, and handing committed mailbox items and receipts to the live streams of a name.
+
+use crate::Error;
+use crate::mailbox::{Committed, Mailboxes};
+use crate::subscriber::{QueueLimits, Subscriber};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use svs_common::identity::{self, Fingerprint};
+use svs_common::names;
+use svs_common::proto::directory::{Event, ListPeersResponse, Peer, PeerJoined, PeerLeft, event};
+use svs_common::time::now_ms;
+use svs_common::token::Claims;
+use svs_server::rate::TokenBucket;
+use tokio::time::{Duration, Instant};
+use tonic::Status;
+
+/// Peers per snapshot page in a subscription. Each stream keeps an encode buffer as large as the
+/// largest message it sent, so one 1,000-peer snapshot would cost every subscriber ~400 KB for
+/// the life of its stream; pages keep that to ~25 KB.
+pub const SNAPSHOT_PAGE: usize = 64;
+
+/// Why a session ended. Announced as the reason of `left` when it was the name's last session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaveReason {
+    Quit,
+    Disconnected,
+    TooSlow,
+    Expired,
+    Shutdown,
+}
+
+impl LeaveReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaveReason::Quit => "quit",
+            LeaveReason::Disconnected => "disconnected",
+            LeaveReason::TooSlow => "too slow",
+            LeaveReason::Expired => "expired",
+            LeaveReason::Shutdown => "directory shutting down",
+        }
+    }
+
+    /// What the ending session's own stream ends with.
+    fn final_status(self) -> Status {
+        match self {
+            LeaveReason::Quit | LeaveReason::Disconnected => Status::ok(""),
+            LeaveReason::TooSlow => Status::resource_exhausted(
+                "disconnected: this client read its event stream too slowly",
+            ),
+            LeaveReason::Expired => Status::unauthenticated("the session expired; register again"),
+            LeaveReason::Shutdown => Status::unavailable("the directory service is shutting down"),
+        }
+    }
+}
+
+/// How sessions are bounded and their queues sized.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    pub max_per_name: usize,
+    pub idle: Duration,
+    pub queue: QueueLimits,
+    pub send_rate: f64,
+    pub send_burst: f64,
+}
+
+struct Session {
+    expires_at_ms: u64,
+    subscriber: Option<Arc<Subscriber>>,
+    last_active: Instant,
+    send_budget: TokenBucket,
+}
+
+/// A name with at least one live session.
+struct Online {
+    peer: Peer,
+    fingerprint: Fingerprint,
+    sessions: HashMap<[u8; 16], Session>,
+}
+
+impl Online {
+    fn listeners(&self) -> impl Iterator<Item = &Arc<Subscriber>> {
+        self.sessions.values().filter_map(|s| s.subscriber.as_ref())
+    }
+}
+
+#[derive(Default)]
+struct State {
+    version: u64,
+    names: HashMap<String, Online>,
+}
+
+/// The session an authenticated call belongs to.
+#[derive(Debug, Clone)]
+pub struct SessionRef {
+    pub canonical: String,
+    /// The name as its owner spelled it at registration.
+    pub name: String,
+    pub id: [u8; 16],
+    pub fingerprint: Fingerprint,
+}
+
+/// Live sessions and presence.
+pub struct Registry {
+    state: Mutex<State>,
+    limits: SessionLimits,
+    mail: Arc<dyn Mailboxes>,
+    shutting_down: AtomicBool,
+}
+
+fn event(kind: event::Kind) -> Event {
+    Event { kind: Some(kind) }
+}
+
+/// Bytes an event counts against a queue's byte bound.
+pub fn event_bytes(event: &Event) -> usize {
+    match &event.kind {
+        Some(event::Kind::Envelope(e)) => {
+            e.header.len()
+                + e.ciphertext.len()
+                + e.signature.len()
+                + e.wrapped_keys
+                    .iter()
+                    .map(|k| k.recipient.len() + k.wrapped_key.len())
+                    .sum::<usize>()
+        }
+        _ => 64,
+    }
+}
+
+fn session_ended() -> Error {
+    Error::Unauthenticated(
+        "this session has ended (quit, disconnected, expired, or the directory restarted); register again"
+            .into(),
+    )
+}
+
+impl Registry {
+    pub fn new(limits: SessionLimits, mail: Arc<dyn Mailboxes>) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            limits,
+            mail,
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Nothing under this lock can leave the state half-changed: keep serving after a panic.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Refuses early a name online under another key (before any disk work).
+    pub fn check_key(
+        &self,
+        canonical: &str,
+        name: &str,
+        fingerprint: &Fingerprint,
+    ) -> Result<(), Error> {
+        match self.state().names.get(canonical) {
+            Some(online) if &online.fingerprint != fingerprint => Err(already_online(name)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Adds a session to `peer`'s name; announces `joined` if it is the name's first.
+    pub fn add_session(
+        &self,
+        peer: Peer,
+        fingerprint: Fingerprint,
+        session_id: [u8; 16],
+        expires_at_ms: u64,
+    ) -> Result<(), Error> {
+        let canonical = names::canonical(&peer.name);
+        let session = Session {
+            expires_at_ms,
+            subscriber: None,
+            last_active: Instant::now(),
+            send_budget: TokenBucket::full(self.limits.send_burst),
+        };
+        let mut state = self.state();
+        if let Some(online) = state.names.get_mut(&canonical) {
+            if online.fingerprint != fingerprint {
+                return Err(already_online(&peer.name));
+            }
+            if online.sessions.len() >= self.limits.max_per_name {
+                return Err(Error::ResourceExhausted(format!(
+                    "{} already has {} sessions (the limit); quit one, or wait for an idle one to expire",
+                    peer.name,
+                    online.sessions.len()
+                )));
+            }
+            online.sessions.insert(session_id, session);
+            return Ok(());
+        }
+        state.names.insert(
+            canonical,
+            Online {
+                peer: peer.clone(),
+                fingerprint,
+                sessions: HashMap::from([(session_id, session)]),
+            },
+        );
+        state.version += 1;
+        let version = state.version;
+        broadcast(
+            &state,
+            event(event::Kind::Joined(PeerJoined {
+                version,
+                peer: Some(peer),
+            })),
+        );
+        Ok(())
+    }
+
+    /// Resolves a verified token to its live session, refreshing its activity time.
+    pub fn session(&self, claims: &Claims) -> Result<SessionRef, Error> {
+        let canonical = names::canonical(&claims.name);
+        let mut state = self.state();
+        let online = state.names.get_mut(&canonical).ok_or_else(session_ended)?;
+        let session = online
+            .sessions
+            .get_mut(&claims.session_id)
+            .ok_or_else(session_ended)?;
+        session.last_active = Instant::now();
+        Ok(SessionRef {
+            canonical,
+            name: online.peer.name.clone(),
+            id: claims.session_id,
+            fingerprint: online.fingerprint,
+        })
+    }
+
+    /// Takes one message from the session's send budget.
+    pub fn take_send_budget(&self, session: &SessionRef) -> Result<(), Error> {
+        let mut state = self.state();
+        let live = state
+            .names
+            .get_mut(&session.canonical)
+            .and_then(|o| o.sessions.get_mut(&session.id))
+            .ok_or_else(session_ended)?;
+        if live
+            .send_budget
+            .take(self.limits.send_rate, self.limits.send_burst)
+        {
+            Ok(())
+        } else {
+            Err(Error::ResourceExhausted(format!(
+                "sending too fast: the limit is {} messages per second (bursts of {})",
+                self.limits.send_rate, self.limits.send_burst
+            )))
+        }
+    }
+
+    /// Who is online now.
+    pub fn snapshot(&self) -> ListPeersResponse {
+        snapshot_locked(&self.state())
+    }
+
+    /// The online entry of a name: its peer record.
+    pub fn online_peer(&self, canonical: &str) -> Option<Peer> {
+        self.state().names.get(canonical).map(|o| o.peer.clone())
+    }
+
+    /// Whether any session of the name has an event stream that takes its mail.
+    pub fn is_listening(&self, canonical: &str) -> bool {
+        self.state()
+            .names
+            .get(canonical)
+            .is_some_and(|o| o.listeners().any(|s| s.takes_mail()))
+    }
+
+    /// Attaches a new event stream to the session (replacing an older one) and queues the
+    /// snapshot as its first events; the name's mailbox follows.
+    pub fn subscribe(
+        &self,
+        session: &SessionRef,
+        takes_mail: bool,
+    ) -> Result<(Arc<Subscriber>, crate::subscriber::Outbox), Error> {
+        let (subscriber, outbox) = Subscriber::new(
+            self.limits.queue,
+            session.canonical.clone(),
+            self.mail.clone(),
+            takes_mail,
+        );
+        let mut state = self.state();
+        let snapshot = snapshot_locked(&state);
+        let live = state
+            .names
+            .get_mut(&session.canonical)
+            .and_then(|o| o.sessions.get_mut(&session.id))
+            .ok_or_else(session_ended)?;
+        if let Some(old) = live.subscriber.replace(subscriber.clone()) {
+            old.close(Status::aborted(
+                "replaced by a newer subscription of this session",
+            ));
+        }
+        // Pages of at most SNAPSHOT_PAGE peers; an empty directory is one empty page.
+        let pages: Vec<&[Peer]> = if snapshot.peers.is_empty() {
+            vec![&[]]
+        } else {
+            snapshot.peers.chunks(SNAPSHOT_PAGE).collect()
+        };
+        let last = pages.len() - 1;
+        for (n, page) in pages.into_iter().enumerate() {
+            subscriber.push_control(event(event::Kind::Snapshot(ListPeersResponse {
+                version: snapshot.version,
+                peers: page.to_vec(),
+                more: n < last,
+            })));
+        }
+        Ok((subscriber, outbox))
+    }
+
+    /// Hands just-committed mailbox items to the live streams of their names (the mailbox sink).
+    pub fn deliver(&self, committed: Vec<Committed>) {
+        let state = self.state();
+        for item in &committed {
+            if let Some(online) = state.names.get(&item.owner) {
+                let bytes = event_bytes(&item.event);
+                for sub in online.listeners() {
+                    sub.offer(item.seq, &item.event, bytes);
+                }
+            }
+        }
+    }
+
+    /// Pushes a receipt to every live stream of `canonical`. Returns false if there is none.
+    pub fn push_receipt(&self, canonical: &str, kind: event::Kind) -> bool {
+        let state = self.state();
+        let Some(online) = state.names.get(canonical) else {
+            return false;
+        };
+        let mut any = false;
+        for sub in online.listeners() {
+            any |= sub.push_control(event(kind.clone()));
+        }
+        any
+    }
+
+    /// Called when a session's event stream ends for any reason.
+    pub fn subscription_ended(
+        &self,
+        canonical: &str,
+        session_id: [u8; 16],
+        subscriber: &Arc<Subscriber>,
+    ) {
+        let mut state = self.state();
+        let current = state
+            .names
+            .get(canonical)
+            .and_then(|o| o.sessions.get(&session_id))
+            .and_then(|s| s.subscriber.as_ref())
+            .is_some_and(|s| Arc::ptr_eq(s, subscriber));
+        if current {
+            let reason = if self.shutting_down.load(Ordering::SeqCst) {
+                LeaveReason::Shutdown
+            } else if subscriber.cut_as_too_slow() {
+                LeaveReason::TooSlow
+            } else {
+                LeaveReason::Disconnected
+            };
+            end_session_locked(&mut state, canonical, session_id, reason);
+        }
+    }
+
+    /// Ends a session at the client's request.
+    pub fn quit(&self, session: &SessionRef) {
+        end_session_locked(
+            &mut self.state(),
+            &session.canonical,
+            session.id,
+            LeaveReason::Quit,
+        );
+    }
+
+    /// Ends expired sessions, sessions idle without a stream, and subscribers cut as too slow.
+    pub fn sweep(&self) {
+        let mut state = self.state();
+        let now = Instant::now();
+        let wall = now_ms();
+        let ending: Vec<(String, [u8; 16], LeaveReason)> = state
+            .names
+            .iter()
+            .flat_map(|(canonical, online)| {
+                online.sessions.iter().filter_map(move |(id, s)| {
+                    let reason = if s.expires_at_ms <= wall {
+                        Some(LeaveReason::Expired)
+                    } else if s
+                        .subscriber
+                        .as_ref()
+                        .is_some_and(|sub| sub.cut_as_too_slow())
+                    {
+                        Some(LeaveReason::TooSlow)
+                    } else if s.subscriber.is_none()
+                        && now.duration_since(s.last_active) > self.limits.idle
+                    {
+                        Some(LeaveReason::Expired)
+                    } else {
+                        None
+                    };
+                    reason.map(|r| (canonical.clone(), *id, r))
+                })
+            })
+            .collect();
+        for (canonical, id, reason) in ending {
+            end_session_locked(&mut state, &canonical, id, reason);
+        }
+    }
+
+    /// Ends every stream with UNAVAILABLE; used on shutdown.
+    pub fn shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        let state = self.state();
+        for sub in state.names.values().flat_map(Online::listeners) {
+            sub.close(LeaveReason::Shutdown.final_status());
+        }
+    }
+
+    /// Sessions of a name now (for tests and the bench).
+    pub fn session_count(&self, canonical: &str) -> usize {
+        self.state()
+            .names
+            .get(canonical)
+            .map_or(0, |o| o.sessions.len())
+    }
+}
+
+fn end_session_locked(
+    state: &mut State,
+    canonical: &str,
+    session_id: [u8; 16],
+    reason: LeaveReason,
+) {
+    let Some(online) = state.names.get_mut(canonical) else {
+        return;
+    };
+    let Some(session) = online.sessions.remove(&session_id) else {
+        return;
+    };
+    if let Some(sub) = &session.subscriber {
+        sub.close(reason.final_status());
+    }
+    if !online.sessions.is_empty() {
+        tracing::debug!(name = %online.peer.name, reason = reason.as_str(), "one session of several ended");
+        return;
+    }
+    let online = state.names.remove(canonical).expect("looked up above");
+    state.version += 1;
+    let version = state.version;
+    broadcast(
+        state,
+        event(event::Kind::Left(PeerLeft {
+            version,
+            name: online.peer.name.clone(),
+            reason: reason.as_str().to_string(),
+        })),
+    );
+    tracing::info!(name = %online.peer.name, reason = reason.as_str(), "left");
+}
+
+fn already_online(name: &str) -> Error {
+    Error::AlreadyExists(format!(
+        "the name {name} is taken by someone online now; pick another name"
+    ))
+}
+
+fn snapshot_locked(state: &State) -> ListPeersResponse {
+    let mut peers: Vec<Peer> = state.names.values().map(|o| o.peer.clone()).collect();
+    peers.sort_by(|a, b| a.name.cmp(&b.name));
+    ListPeersResponse {
+        version: state.version,
+        peers,
+        more: false,
+    }
+}
+
+fn broadcast(state: &State, ev: Event) {
+    for sub in state.names.values().flat_map(Online::listeners) {
+        sub.push_control(ev.clone());
+    }
+}
+
+/// A peer record for a registration.
+pub fn peer_record(name: &str, key_der: &[u8], fingerprint: &Fingerprint) -> Peer {
+    Peer {
+        name: name.to_string(),
+        public_key_der: Bytes::copy_from_slice(key_der),
+        fingerprint: identity::fingerprint_hex(fingerprint),
+        online_since_ms: now_ms(),
+    }
+}

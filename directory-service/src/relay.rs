@@ -1,0 +1,305 @@
+//! The relay: checks an envelope against the sender's session, stores it in each recipient's
+//! mailbox (durably, before answering) and reports per recipient; turns acknowledgements and
+//! expiries into receipts for the sender, live or stored. It never sees plaintext and does not
+//! check signatures (docs/protocol.md, Security, says why): recipients verify every envelope.
+
+use crate::Error;
+use crate::mailbox::{Mailboxes, NewEnvelope, NewReceipt, Placement, Removed};
+use crate::names::NameStore;
+use crate::registry::{Registry, SessionRef};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::Arc;
+use svs_common::names;
+use svs_common::proto::directory::{
+    DeliveryFailure, DeliveryReceipt, Envelope, Event, LookupKeysResponse, Outcome,
+    RecipientOutcome, event,
+};
+use svs_common::sealed::Header;
+use svs_common::time::now_ms;
+
+/// Most ids in one Ack call, and most names in one LookupKeys call.
+pub const MAX_ACK_IDS: usize = 4096;
+pub const MAX_LOOKUP_NAMES: usize = 256;
+
+/// What the relay enforces on envelopes.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayLimits {
+    pub max_recipients: usize,
+    pub max_message_bytes: usize,
+    pub max_clock_skew_ms: u64,
+    pub ttl_days: u64,
+}
+
+/// Stores and routes sealed envelopes and their receipts.
+pub struct Relay {
+    registry: Arc<Registry>,
+    names: Arc<NameStore>,
+    mail: Arc<dyn Mailboxes>,
+    limits: RelayLimits,
+}
+
+impl Relay {
+    pub fn new(
+        registry: Arc<Registry>,
+        names: Arc<NameStore>,
+        mail: Arc<dyn Mailboxes>,
+        limits: RelayLimits,
+    ) -> Self {
+        Self {
+            registry,
+            names,
+            mail,
+            limits,
+        }
+    }
+
+    /// Checks what the relay must (sizes, sender, key, clock), stores the envelope for every
+    /// recipient registered under the key it was sealed for, and reports each in header order.
+    pub async fn send(
+        &self,
+        session: &SessionRef,
+        envelope: Envelope,
+    ) -> Result<(Header, Vec<RecipientOutcome>), Error> {
+        let limits = &self.limits;
+        if envelope.wrapped_keys.len() > limits.max_recipients {
+            return Err(Error::InvalidArgument(format!(
+                "a message may go to at most {} recipients; this one names {}",
+                limits.max_recipients,
+                envelope.wrapped_keys.len()
+            )));
+        }
+        let max_ciphertext = limits.max_message_bytes + 16;
+        if envelope.ciphertext.len() > max_ciphertext {
+            return Err(Error::ResourceExhausted(format!(
+                "the message is {} bytes; the limit is {} bytes",
+                envelope.ciphertext.len().saturating_sub(16),
+                limits.max_message_bytes
+            )));
+        }
+        let header = Header::decode(&envelope.header)?;
+        if names::canonical(&header.sender) != session.canonical {
+            return Err(Error::PermissionDenied(format!(
+                "the envelope claims to be from {} but this session is {}",
+                header.sender, session.canonical
+            )));
+        }
+        if header.sender_fingerprint != session.fingerprint {
+            return Err(Error::PermissionDenied(
+                "the envelope names a sender key other than the one this session registered".into(),
+            ));
+        }
+        if envelope.wrapped_keys.len() != header.recipients.len()
+            || envelope
+                .wrapped_keys
+                .iter()
+                .zip(&header.recipients)
+                .any(|(k, r)| k.recipient != r.name)
+        {
+            return Err(Error::InvalidArgument(
+                "the wrapped keys must name the header's recipients, in the same order".into(),
+            ));
+        }
+        let skew = now_ms().abs_diff(header.timestamp_ms);
+        if skew > limits.max_clock_skew_ms {
+            return Err(Error::InvalidArgument(format!(
+                "the message timestamp is {} s away from the directory's clock (limit {} s); check the sender's clock",
+                skew / 1000,
+                limits.max_clock_skew_ms / 1000
+            )));
+        }
+        self.registry.take_send_budget(session)?;
+
+        // Each recipient must be registered under the key the sender sealed for.
+        let mut outcomes: Vec<Option<RecipientOutcome>> = Vec::new();
+        let mut storing = Vec::new();
+        for r in &header.recipients {
+            let canonical = names::canonical(&r.name);
+            let refused = match self.names.binding(&canonical) {
+                None => Some((
+                    Outcome::UnknownName,
+                    format!("nobody is registered as {}; nothing was stored", r.name),
+                )),
+                Some(b) if b.fingerprint != r.fingerprint => Some((
+                    Outcome::KeyMismatch,
+                    format!(
+                        "{} is registered with a different key than the one you sealed for; nothing was stored",
+                        r.name
+                    ),
+                )),
+                Some(_) => None,
+            };
+            outcomes.push(refused.map(|(outcome, detail)| RecipientOutcome {
+                recipient: r.name.clone(),
+                outcome: outcome as i32,
+                detail,
+            }));
+            if outcomes.last().is_some_and(Option::is_none) {
+                storing.push(canonical);
+            }
+        }
+        let mut placements: HashMap<String, Placement> = HashMap::new();
+        if !storing.is_empty() {
+            let encoded = crate::mailbox::encode_envelope(&envelope);
+            let new = NewEnvelope {
+                message_id: header.message_id,
+                sender: session.canonical.clone(),
+                timestamp_ms: header.timestamp_ms,
+                recipients: storing.clone(),
+                encoded,
+                event: Event {
+                    kind: Some(event::Kind::Envelope(envelope)),
+                },
+            };
+            let stored = self.mail.store_envelope(new).await?;
+            placements.extend(storing.into_iter().zip(stored));
+        }
+        let mut duplicates = 0;
+        let outcomes: Vec<RecipientOutcome> = header
+            .recipients
+            .iter()
+            .zip(outcomes)
+            .map(|(r, refused)| {
+                refused.unwrap_or_else(|| {
+                    let canonical = names::canonical(&r.name);
+                    let (outcome, detail) = match placements.remove(&canonical) {
+                        Some(Placement::Stored { .. })
+                            if self.registry.is_listening(&canonical) =>
+                        {
+                            (Outcome::Delivering, format!("delivering to {}", r.name))
+                        }
+                        Some(Placement::Stored { .. }) => {
+                            (Outcome::Stored, format!("stored for {} (offline)", r.name))
+                        }
+                        Some(Placement::Full(why)) => (Outcome::MailboxFull, why),
+                        Some(Placement::Duplicate) | None => {
+                            duplicates += 1;
+                            (
+                                Outcome::Duplicate,
+                                format!("this message was already accepted for {}", r.name),
+                            )
+                        }
+                    };
+                    RecipientOutcome {
+                        recipient: r.name.clone(),
+                        outcome: outcome as i32,
+                        detail,
+                    }
+                })
+            })
+            .collect();
+        if duplicates == outcomes.len() {
+            return Err(Error::AlreadyExists(
+                "this message id was already accepted for every recipient; a resent envelope is refused".into(),
+            ));
+        }
+        Ok((header, outcomes))
+    }
+
+    /// Acknowledges envelopes and stored receipts of the session's name; each acknowledged
+    /// envelope's sender gets a receipt. Returns how many matched.
+    pub async fn ack(
+        &self,
+        session: &SessionRef,
+        message_ids: &[Bytes],
+        receipt_seqs: &[u64],
+    ) -> Result<u32, Error> {
+        if message_ids.len() + receipt_seqs.len() > MAX_ACK_IDS {
+            return Err(Error::InvalidArgument(format!(
+                "at most {MAX_ACK_IDS} ids and seqs per Ack call"
+            )));
+        }
+        let ids = message_ids
+            .iter()
+            .filter_map(|id| <[u8; 16]>::try_from(id.as_ref()).ok())
+            .collect();
+        let acked = self
+            .mail
+            .ack(&session.canonical, ids, receipt_seqs.to_vec())
+            .await?;
+        let count = acked.envelopes.len() + acked.receipts;
+        let receipts = acked
+            .envelopes
+            .into_iter()
+            .map(|removed| {
+                let kind = event::Kind::Delivered(DeliveryReceipt {
+                    message_id: Bytes::copy_from_slice(&removed.message_id),
+                    recipient: session.name.clone(),
+                    stored_seq: 0,
+                });
+                (removed.sender, kind)
+            })
+            .collect();
+        self.tell_senders(receipts).await?;
+        Ok(count as u32)
+    }
+
+    /// Drops what expired from every mailbox and tells the senders of unread envelopes.
+    pub async fn expire(&self) -> Result<(), Error> {
+        let expired = self.mail.expire(now_ms()).await?;
+        let ttl_days = self.limits.ttl_days;
+        let failures = expired
+            .into_iter()
+            .map(
+                |Removed {
+                     message_id,
+                     sender,
+                     owner,
+                 }| {
+                    let kind = event::Kind::Undelivered(DeliveryFailure {
+                        message_id: Bytes::copy_from_slice(&message_id),
+                        reason: format!(
+                            "{owner} did not read it within {ttl_days} days; it expired unread"
+                        ),
+                        recipient: owner,
+                        stored_seq: 0,
+                    });
+                    (sender, kind)
+                },
+            )
+            .collect();
+        self.tell_senders(failures).await
+    }
+
+    /// Pushes each receipt to its sender's live streams, or stores it if there is none.
+    async fn tell_senders(&self, receipts: Vec<(String, event::Kind)>) -> Result<(), Error> {
+        let to_store: Vec<NewReceipt> = receipts
+            .into_iter()
+            .filter_map(|(sender, kind)| {
+                (!self.registry.push_receipt(&sender, kind.clone())).then(|| NewReceipt {
+                    owner: sender,
+                    event: Event { kind: Some(kind) },
+                })
+            })
+            .collect();
+        self.mail.store_receipts(to_store).await
+    }
+
+    /// The registered key of each name, online or not.
+    pub fn lookup(&self, wanted: &[String]) -> Result<LookupKeysResponse, Error> {
+        if wanted.len() > MAX_LOOKUP_NAMES {
+            return Err(Error::InvalidArgument(format!(
+                "at most {MAX_LOOKUP_NAMES} names per LookupKeys call"
+            )));
+        }
+        let mut response = LookupKeysResponse::default();
+        for name in wanted {
+            names::validate(name)?;
+            let canonical = names::canonical(name);
+            match (
+                self.registry.online_peer(&canonical),
+                self.names.binding(&canonical),
+            ) {
+                (Some(peer), _) => response.peers.push(peer),
+                (None, Some(binding)) => response.peers.push(svs_common::proto::directory::Peer {
+                    name: canonical,
+                    public_key_der: binding.key_der.into(),
+                    fingerprint: svs_common::identity::fingerprint_hex(&binding.fingerprint),
+                    online_since_ms: 0,
+                }),
+                (None, None) => response.unknown.push(name.clone()),
+            }
+        }
+        Ok(response)
+    }
+}
