@@ -3,101 +3,13 @@
 
 mod support;
 
-use std::time::Duration;
 use support::TestDirectory;
+use support::client::Client;
 use svs_cli::CliError;
-use svs_cli::inbox::{Inbox, Incoming, Message};
+use svs_cli::inbox::Incoming;
 use svs_cli::session::{ReachState, Session};
-use svs_common::proto::directory::{Envelope, Event, Outcome, Peer, event};
+use svs_common::proto::directory::{Event, Outcome, event};
 use svs_common::{identity, sealed};
-use tonic::Streaming;
-
-const WAIT: Duration = Duration::from_secs(20);
-
-/// A registered, subscribed client.
-struct Client {
-    session: Session,
-    stream: Streaming<Event>,
-    inbox: Inbox,
-}
-
-impl Client {
-    async fn join(dir: &TestDirectory, name: &str, home: &std::path::Path) -> Client {
-        let mut session = dir.register(name, home).await;
-        let mut stream = session.subscribe().await.unwrap();
-        let mut inbox = session.inbox().unwrap();
-        let first = session.await_roster(&mut stream, &mut inbox).await.unwrap();
-        assert!(
-            matches!(first[0], Incoming::Roster(_)),
-            "snapshot comes first"
-        );
-        Client {
-            session,
-            stream,
-            inbox,
-        }
-    }
-
-    /// Processes events until `pick` returns something.
-    async fn until<T>(&mut self, mut pick: impl FnMut(&Incoming) -> Option<T>) -> T {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let items = tokio::time::timeout_at(
-                deadline,
-                self.session
-                    .next_incoming(&mut self.stream, &mut self.inbox),
-            )
-            .await
-            .expect("expected event did not arrive in time")
-            .unwrap()
-            .expect("stream ended");
-            if let Some(found) = items.iter().find_map(&mut pick) {
-                return found;
-            }
-        }
-    }
-
-    async fn message(&mut self) -> Message {
-        self.until(|i| match i {
-            Incoming::Message(m) => Some(m.clone()),
-            _ => None,
-        })
-        .await
-    }
-
-    /// Raw next event (no processing), for tests that inspect envelopes.
-    async fn raw_envelope(&mut self) -> Envelope {
-        loop {
-            let event = tokio::time::timeout(WAIT, self.stream.message())
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap();
-            if let Some(event::Kind::Envelope(e)) = event.kind {
-                return e;
-            }
-        }
-    }
-
-    fn peer(&self, name: &str) -> Peer {
-        self.inbox
-            .online()
-            .into_iter()
-            .find(|p| p.name == name)
-            .unwrap_or_else(|| panic!("{name} is online"))
-    }
-
-    async fn wait_for_peer(&mut self, name: &str) -> Peer {
-        if let Some(p) = self.inbox.online().into_iter().find(|p| p.name == name) {
-            return p;
-        }
-        self.until(|i| match i {
-            Incoming::Joined(p, _) if p.name == name => Some(p.clone()),
-            _ => None,
-        })
-        .await
-    }
-}
 
 fn code(e: CliError) -> String {
     e.to_string()

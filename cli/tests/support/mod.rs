@@ -2,6 +2,7 @@
 //! register through the real client code.
 #![allow(dead_code)]
 
+pub mod client;
 pub mod net;
 
 use clap::Parser;

@@ -1,0 +1,95 @@
+//! A registered, subscribed client driven through the real client code.
+
+use super::TestDirectory;
+use std::time::Duration;
+use svs_cli::inbox::{Inbox, Incoming, Message};
+use svs_cli::session::Session;
+use svs_common::proto::directory::{Envelope, Event, Peer, event};
+use tonic::Streaming;
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A registered, subscribed client.
+pub struct Client {
+    pub session: Session,
+    pub stream: Streaming<Event>,
+    pub inbox: Inbox,
+}
+
+impl Client {
+    pub async fn join(dir: &TestDirectory, name: &str, home: &std::path::Path) -> Client {
+        let mut session = dir.register(name, home).await;
+        let mut stream = session.subscribe().await.unwrap();
+        let mut inbox = session.inbox().unwrap();
+        let first = session.await_roster(&mut stream, &mut inbox).await.unwrap();
+        assert!(
+            matches!(first[0], Incoming::Roster(_)),
+            "snapshot comes first"
+        );
+        Client {
+            session,
+            stream,
+            inbox,
+        }
+    }
+
+    /// Processes events until `pick` returns something.
+    pub async fn until<T>(&mut self, mut pick: impl FnMut(&Incoming) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let items = tokio::time::timeout_at(
+                deadline,
+                self.session
+                    .next_incoming(&mut self.stream, &mut self.inbox),
+            )
+            .await
+            .expect("expected event did not arrive in time")
+            .unwrap()
+            .expect("stream ended");
+            if let Some(found) = items.iter().find_map(&mut pick) {
+                return found;
+            }
+        }
+    }
+
+    pub async fn message(&mut self) -> Message {
+        self.until(|i| match i {
+            Incoming::Message(m) => Some(m.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Raw next event (no processing), for tests that inspect envelopes.
+    pub async fn raw_envelope(&mut self) -> Envelope {
+        loop {
+            let event = tokio::time::timeout(WAIT, self.stream.message())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            if let Some(event::Kind::Envelope(e)) = event.kind {
+                return e;
+            }
+        }
+    }
+
+    pub fn peer(&self, name: &str) -> Peer {
+        self.inbox
+            .online()
+            .into_iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("{name} is online"))
+    }
+
+    pub async fn wait_for_peer(&mut self, name: &str) -> Peer {
+        if let Some(p) = self.inbox.online().into_iter().find(|p| p.name == name) {
+            return p;
+        }
+        self.until(|i| match i {
+            Incoming::Joined(p, _) if p.name == name => Some(p.clone()),
+            _ => None,
+        })
+        .await
+    }
+}
