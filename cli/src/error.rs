@@ -11,7 +11,7 @@ pub enum CliError {
     Refused(String),
     /// The connection or the session was lost (the directory restarted, the network dropped):
     /// reconnecting may help.
-    #[error("lost the directory: {0}")]
+    #[error("the connection was lost: {0}")]
     Lost(String),
     #[error("the stream service refused: {0}")]
     StreamRefused(String),
@@ -40,7 +40,11 @@ fn status_text(status: &tonic::Status) -> String {
 impl CliError {
     /// A status from stream-service, named as such (a bare `?` would blame the directory).
     pub fn stream(status: tonic::Status) -> Self {
-        CliError::StreamRefused(status_text(&status))
+        if is_lost(&status) {
+            CliError::Lost(format!("stream service: {}", status_text(&status)))
+        } else {
+            CliError::StreamRefused(status_text(&status))
+        }
     }
 }
 
@@ -55,20 +59,29 @@ impl CliError {
     }
 }
 
-/// Statuses from the directory (the default: most calls go there). Codes that mean the
-/// connection or session went away become `Lost`.
-impl From<tonic::Status> for CliError {
-    fn from(status: tonic::Status) -> Self {
-        use tonic::Code;
-        match status.code() {
-            Code::Unavailable
+/// Whether a status means the connection (or, for the directory, the session) went away rather
+/// than a refusal that would repeat: the service restarted or is down, the network dropped.
+pub fn is_lost(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    matches!(
+        status.code(),
+        Code::Unavailable
             | Code::Unknown
             | Code::Cancelled
             | Code::DeadlineExceeded
             | Code::Aborted
             | Code::Internal
-            | Code::Unauthenticated => CliError::Lost(status_text(&status)),
-            _ => CliError::Refused(status_text(&status)),
+    )
+}
+
+/// Statuses from the directory (the default: most calls go there). Codes that mean the
+/// connection or session went away become `Lost`.
+impl From<tonic::Status> for CliError {
+    fn from(status: tonic::Status) -> Self {
+        if is_lost(&status) || status.code() == tonic::Code::Unauthenticated {
+            CliError::Lost(status_text(&status))
+        } else {
+            CliError::Refused(status_text(&status))
         }
     }
 }

@@ -53,6 +53,8 @@ pub struct Summary {
     pub mean_fps: f64,
     pub kbits_per_second: f64,
     pub switches: u32,
+    /// Times the playback was resumed on a new connection after losing one.
+    pub resumes: u32,
     pub p99_lateness_ms: f64,
     #[serde(skip)]
     pub frames: Vec<FrameRecord>,
@@ -186,6 +188,32 @@ fn percentile(mut values: Vec<f64>, p: f64) -> f64 {
     values[((values.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Starts `request` again on a fresh connection, retrying lost connections with backoff (for
+/// at most `RESUME_ATTEMPTS` tries); a refusal ends it.
+async fn resume_playback(
+    client: &mut StreamClient,
+    request: &PlayRequest,
+) -> Result<Playing, CliError> {
+    const RESUME_ATTEMPTS: u32 = 12;
+    let mut backoff = crate::reconnect::Backoff::default();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let tried = async {
+            *client = client.reconnect().await?;
+            client.play(request.clone()).await
+        }
+        .await;
+        match tried {
+            Ok(playing) => return Ok(playing),
+            Err(e) if attempt < RESUME_ATTEMPTS && e.is_lost_connection() => {
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Plays one video to the end (or until q, Esc, Ctrl-C), returning the summary.
 pub async fn play(
     client: &mut StreamClient,
@@ -194,7 +222,11 @@ pub async fn play(
 ) -> Result<Summary, CliError> {
     let asked = Instant::now();
     let video = request.video.clone();
-    let Playing { header, mut stream } = client.play(request).await?;
+    let mut resume = request.clone();
+    let Playing {
+        mut header,
+        mut stream,
+    } = client.play(request).await?;
     let window = !options.headless && has_display();
     let (view_tx, view_rx) = mpsc::channel::<ViewItem>(4);
     let (key_tx, mut key_rx) = mpsc::unbounded_channel();
@@ -227,6 +259,26 @@ pub async fn play(
                 let message = match message {
                     Ok(Some(m)) => m,
                     Ok(None) => break Ok(()),
+                    Err(status) if crate::error::is_lost(&status) => {
+                        // Resume on a new connection at the frame after the last one shown.
+                        resume.start_seconds = position + 1.0 / header.fps.max(1.0);
+                        eprintln!("* connection to the stream service lost ({}); reconnecting at {:.1} s…", status.message(), resume.start_seconds);
+                        let resumed = tokio::select! {
+                            r = resume_playback(client, &resume) => r,
+                            _ = &mut ctrl_c => break Ok(()),
+                        };
+                        match resumed {
+                            Ok(playing) => {
+                                eprintln!("* back: playing {} from {:.1} s", resume.video, resume.start_seconds);
+                                header = playing.header;
+                                stream = playing.stream;
+                                summary.resumes += 1;
+                                anchor = None;
+                                continue;
+                            }
+                            Err(e) => break Err(e),
+                        }
+                    }
                     Err(status) => break Err(CliError::stream(status)),
                 };
                 match message.kind {
@@ -276,7 +328,10 @@ pub async fn play(
             Some(key) = key_rx.recv() => {
                 let action = match key {
                     Key::Quit => break Ok(()),
-                    Key::Switch(r) => control_request::Action::SwitchTo(r as i32),
+                    Key::Switch(r) => {
+                        resume.resolution = r as i32;
+                        control_request::Action::SwitchTo(r as i32)
+                    }
                     Key::TogglePause => {
                         paused = !paused;
                         if paused { control_request::Action::Pause(true) } else { control_request::Action::Resume(true) }

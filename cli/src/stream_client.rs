@@ -13,6 +13,10 @@ use tonic::transport::Channel;
 #[derive(Clone)]
 pub struct StreamClient {
     api: Raw<InterceptedService<Channel, Bearer>>,
+    /// Where and how it connected, to connect again after a lost connection.
+    url: String,
+    ca: Option<std::path::PathBuf>,
+    token: String,
 }
 
 /// A started playback: its header and the rest of the stream.
@@ -26,7 +30,17 @@ impl StreamClient {
         let channel = svs_common::client::connect(url, ca).await?;
         let api = Raw::with_interceptor(channel, Bearer::new(token)?)
             .max_decoding_message_size(svs_common::client::CLIENT_MAX_DECODE);
-        Ok(Self { api })
+        Ok(Self {
+            api,
+            url: url.to_string(),
+            ca: ca.map(Path::to_path_buf),
+            token: token.to_string(),
+        })
+    }
+
+    /// A fresh connection to the same service with the same token.
+    pub async fn reconnect(&self) -> Result<Self, CliError> {
+        Self::connect(&self.url, self.ca.as_deref(), &self.token).await
     }
 
     pub async fn list_videos(&mut self) -> Result<Vec<Video>, CliError> {

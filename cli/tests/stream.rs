@@ -765,3 +765,38 @@ async fn sessions_that_stopped_playing_are_not_remembered() {
     assert_eq!(s.stream.handle.sessions_tracked(), 0);
     s.stream.stop().await;
 }
+
+#[tokio::test]
+async fn a_playback_resumes_at_the_next_frame_after_the_service_restarts() {
+    let s = setup(&[]).await;
+    let port: u16 = s.stream.url.rsplit(':').next().unwrap().parse().unwrap();
+    let data = s._tmp.path().join("data");
+    let mut client = s.client("viewer").await;
+    let playback = tokio::spawn(async move {
+        player::play(
+            &mut client,
+            request(Resolution::Resolution240p, Pacing::Realtime),
+            &HEADLESS,
+        )
+        .await
+    });
+    // A second into the four-second video the service goes away and comes back.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    s.stream.stop().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let restarted = TestStream::start_on(port, &data, &s.videos, &[]).await;
+    let summary = tokio::time::timeout(Duration::from_secs(30), playback)
+        .await
+        .expect("the playback ended")
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.resumes, 1);
+    let indices: Vec<u64> = summary.frames.iter().map(|f| f.index).collect();
+    assert_eq!(
+        indices,
+        (0..DEMO_FRAMES).collect::<Vec<_>>(),
+        "every frame once, in order, across the restart"
+    );
+    assert_eq!(summary.frames_decoded, DEMO_FRAMES);
+    restarted.stop().await;
+}

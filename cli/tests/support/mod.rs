@@ -110,6 +110,11 @@ pub struct TestStream {
 impl TestStream {
     /// Needs `<data_dir>/token_public.pem` (a TestDirectory or `test_issuer` writes it).
     pub async fn start(data_dir: &Path, videos: &Path, extra: &[&str]) -> Self {
+        Self::start_on(0, data_dir, videos, extra).await
+    }
+
+    /// As `start`, on a given port (0: any), so a restart keeps the URL.
+    pub async fn start_on(port: u16, data_dir: &Path, videos: &Path, extra: &[&str]) -> Self {
         let mut args = vec![
             "stream-service".to_string(),
             "--data-dir".into(),
@@ -121,7 +126,9 @@ impl TestStream {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let config = StreamFlags::parse_from(args).config;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
         let port = listener.local_addr().unwrap().port();
         let (stop, stopped) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = oneshot::channel();
