@@ -5,6 +5,13 @@ use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic::{Code, Status};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
+/// Initial encode buffer of each call. Every open stream keeps its buffer (grown to its largest
+/// message) for its whole life, and a directory holds one stream per subscriber: tonic's 8 KiB
+/// default would be most of an idle subscriber's cost. Small messages fit in 1 KiB.
+pub const ENCODE_BUFFER: usize = 1024;
+/// tonic's default: messages are gathered up to this many bytes before a write.
+const YIELD_THRESHOLD: usize = 32 * 1024;
+
 /// `tonic_prost::ProstCodec` with decode failures reported as INVALID_ARGUMENT.
 pub struct ProtoCodec<T, U>(ProstCodec<T, U>);
 
@@ -25,7 +32,7 @@ where
     type Decoder = ProtoDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        self.0.encoder()
+        ProstCodec::<T, U>::raw_encoder(BufferSettings::new(ENCODE_BUFFER, YIELD_THRESHOLD))
     }
 
     fn decoder(&mut self) -> Self::Decoder {

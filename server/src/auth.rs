@@ -6,6 +6,7 @@
 use crate::serve::ConnectionInfo;
 use crate::serve::address::PerAddressRate;
 use crate::serve::log_throttle::LogThrottle;
+use crate::verified_tokens::VerifiedTokens;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ pub const ALWAYS_OPEN: &[&str] = &[
 /// Checks session tokens.
 #[derive(Clone)]
 pub struct AuthLayer {
-    verifier: Arc<TokenVerifier>,
+    verifier: Arc<VerifiedTokens>,
     open: Arc<Vec<String>>,
     open_budget: Arc<PerAddressRate>,
 }
@@ -39,6 +40,10 @@ impl AuthLayer {
         open_paths: &[&str],
         open_budget: PerAddressRate,
     ) -> Self {
+        let verifier = Arc::new(VerifiedTokens::new(
+            (*verifier).clone(),
+            crate::verified_tokens::MAX_VERIFIED_TOKENS,
+        ));
         let open = ALWAYS_OPEN
             .iter()
             .chain(open_paths)

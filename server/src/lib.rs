@@ -11,6 +11,7 @@ pub mod serve;
 pub mod shutdown;
 pub mod status;
 pub mod tls;
+pub mod verified_tokens;
 
 pub use error::Error;
 pub use run::{ServerOptions, run_main};
