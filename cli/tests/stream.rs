@@ -655,12 +655,20 @@ async fn damaged_cache_frames_are_never_served_and_leftovers_are_removed_at_star
     stream.stop().await;
 
     // Damage two frames in place (same length), and leave what a killed build leaves.
+    // The version directory of the finished rendition: the encoder thread may still be
+    // finishing its files for a moment after the service stopped (a build it could not finish
+    // is removed at the next start).
     let version = std::fs::read_dir(data.join("cache/demo/240p"))
         .unwrap()
         .next()
         .unwrap()
         .unwrap()
         .path();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !(version.join("frames").exists() && version.join("index").exists()) {
+        assert!(std::time::Instant::now() < deadline, "the build finished");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let frames = version.join("frames");
     let mut bytes = std::fs::read(&frames).unwrap();
     let len = bytes.len();
