@@ -1,6 +1,8 @@
 //! Relay benchmark: runs the real directory-service binary over TLS on loopback and reports, for
-//! 100 and 1,000 subscribed clients (each on its own connection), delivered messages per second,
-//! p50/p99 send-to-receive latency, and the service's resident memory per idle subscriber.
+//! 100 and 1,000 subscribed clients (each on its own connection), delivered messages per second
+//! (every message durable in the mailbox before Send answers), p50/p99 send-to-receive latency,
+//! the service's resident memory per idle subscriber, and how fast a returning client drains
+//! 10,000 stored messages.
 //! Prints figures; asserts nothing about speed. Run: `cargo bench -p directory-service`.
 //! Envelopes are sealed before the timed phase (signing is the client's cost, not the relay's).
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
@@ -136,7 +138,14 @@ async fn register(id: Identity, name: String) -> Api {
 type SentAt = Arc<Mutex<HashMap<[u8; 16], Instant>>>;
 
 /// Subscribes and counts envelopes, recording latency and acknowledging in batches.
-async fn subscriber(mut api: Api, sent_at: SentAt, latencies: Arc<Mutex<Vec<Duration>>>) {
+/// With `count_all`, every envelope is counted (as a zero latency) whether or not its send was
+/// timed.
+async fn subscriber(
+    mut api: Api,
+    sent_at: SentAt,
+    latencies: Arc<Mutex<Vec<Duration>>>,
+    count_all: bool,
+) {
     let mut stream = api
         .subscribe(SubscribeRequest::default())
         .await
@@ -151,8 +160,10 @@ async fn subscriber(mut api: Api, sent_at: SentAt, latencies: Arc<Mutex<Vec<Dura
                 kind: Some(event::Kind::Envelope(e)),
             }))) => {
                 let id: [u8; 16] = e.header[5..21].try_into().unwrap();
-                if let Some(t) = sent_at.lock().unwrap().get(&id) {
-                    latencies.lock().unwrap().push(t.elapsed());
+                match sent_at.lock().unwrap().get(&id) {
+                    Some(t) => latencies.lock().unwrap().push(t.elapsed()),
+                    None if count_all => latencies.lock().unwrap().push(Duration::ZERO),
+                    None => {}
                 }
                 pending_ack.push(bytes::Bytes::copy_from_slice(&id));
             }
@@ -160,7 +171,7 @@ async fn subscriber(mut api: Api, sent_at: SentAt, latencies: Arc<Mutex<Vec<Dura
             Ok(_) => return,
             Err(_) => {}
         }
-        if pending_ack.len() >= 64 || (!pending_ack.is_empty() && idle) {
+        if pending_ack.len() >= 256 || (!pending_ack.is_empty() && idle) {
             let ids = std::mem::take(&mut pending_ack);
             let _ = api
                 .ack(AckRequest {
@@ -207,7 +218,12 @@ async fn run(subscribers: usize, fanout: usize, messages: usize, key: &PrivateKe
         apis.extend(got.into_iter().map(|(_, a)| a));
     }
     for api in &apis {
-        tokio::spawn(subscriber(api.clone(), sent_at.clone(), latencies.clone()));
+        tokio::spawn(subscriber(
+            api.clone(),
+            sent_at.clone(),
+            latencies.clone(),
+            false,
+        ));
     }
     // Let every subscription settle, then read the idle footprint.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -216,51 +232,12 @@ async fn run(subscribers: usize, fanout: usize, messages: usize, key: &PrivateKe
 
     // Senders: 4 sessions, envelopes sealed up front.
     let senders = 4;
-    let pub_key = key.to_public_key();
     let mut sender_apis = Vec::new();
     for s in 0..senders {
         sender_apis.push(register(identity.clone(), format!("sender{s}")).await);
     }
     let names: Vec<String> = (0..subscribers).map(|i| format!("sub{i}")).collect();
-    let sealed: Vec<Vec<Envelope>> = {
-        let per_sender = messages / senders;
-        let mut handles = Vec::new();
-        for s in 0..senders {
-            let key = key.clone();
-            let pub_key = pub_key.clone();
-            let names = names.clone();
-            handles.push(tokio::task::spawn_blocking(move || {
-                (0..per_sender)
-                    .map(|m| {
-                        let first = (s * per_sender + m) * fanout;
-                        let recipients: Vec<SealRecipient<'_>> = (0..fanout)
-                            .map(|k| SealRecipient {
-                                name: &names[(first + k) % names.len()],
-                                key: &pub_key,
-                            })
-                            .collect();
-                        sealed::seal(
-                            &mut identity::os_rng(),
-                            &SealParams {
-                                sender: Box::leak(format!("sender{s}").into_boxed_str()),
-                                sender_key: &key,
-                                counter: m as u64 + 1,
-                                timestamp_ms: svs_common::time::now_ms(),
-                                recipients: &recipients,
-                            },
-                            &[b'm'; 600],
-                        )
-                        .unwrap()
-                    })
-                    .collect()
-            }));
-        }
-        let mut out = Vec::new();
-        for h in handles {
-            out.push(h.await.unwrap());
-        }
-        out
-    };
+    let sealed = seal_all(key, senders, messages / senders, fanout, &names).await;
     let envelope_bytes = {
         let e = &sealed[0][0];
         e.header.len()
@@ -274,31 +251,7 @@ async fn run(subscribers: usize, fanout: usize, messages: usize, key: &PrivateKe
     let total_deliveries = sealed.iter().map(|v| v.len()).sum::<usize>() * fanout;
 
     let start = Instant::now();
-    let mut tasks = Vec::new();
-    for (api, envelopes) in sender_apis.into_iter().zip(sealed) {
-        let sent_at = sent_at.clone();
-        tasks.push(tokio::spawn(async move {
-            use tokio_stream::StreamExt;
-            let stream = tokio_stream::iter(envelopes.into_iter().map(|e| {
-                let mut api = api.clone();
-                let sent_at = sent_at.clone();
-                async move {
-                    let id: [u8; 16] = e.header[5..21].try_into().unwrap();
-                    sent_at.lock().unwrap().insert(id, Instant::now());
-                    api.send(SendRequest { envelope: Some(e) }).await.is_ok()
-                }
-            }));
-            let mut ok = 0usize;
-            let mut buffered = Box::pin(futures_buffered(stream, 32));
-            while let Some(sent) = buffered.next().await {
-                ok += sent as usize;
-            }
-            ok
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    send_all(sender_apis, sealed, &sent_at).await;
     // Wait until every delivery arrived (or 60 s pass).
     let deadline = Instant::now() + Duration::from_secs(60);
     while latencies.lock().unwrap().len() < total_deliveries && Instant::now() < deadline {
@@ -321,28 +274,125 @@ async fn run(subscribers: usize, fanout: usize, messages: usize, key: &PrivateKe
     );
 }
 
-fn futures_buffered<S, F>(stream: S, n: usize) -> impl tokio_stream::Stream<Item = F::Output>
-where
-    S: tokio_stream::Stream<Item = F> + Unpin,
-    F: std::future::Future,
-{
-    async_stream::stream! {
-        use tokio_stream::StreamExt;
-        let mut stream = stream;
-        let mut inflight = std::collections::VecDeque::new();
-        loop {
-            while inflight.len() < n {
-                match stream.next().await {
-                    Some(f) => inflight.push_back(Box::pin(f)),
-                    None => break,
-                }
-            }
-            match inflight.pop_front() {
-                Some(f) => yield f.await,
-                None => break,
-            }
-        }
+/// Envelopes from `senders` sessions (`per_sender` each), each to `fanout` of `names` in turn,
+/// sealed on blocking threads before any timing starts.
+async fn seal_all(
+    key: &PrivateKey,
+    senders: usize,
+    per_sender: usize,
+    fanout: usize,
+    names: &[String],
+) -> Vec<Vec<Envelope>> {
+    let pub_key = key.to_public_key();
+    let mut handles = Vec::new();
+    for s in 0..senders {
+        let key = key.clone();
+        let pub_key = pub_key.clone();
+        let names = names.to_vec();
+        handles.push(tokio::task::spawn_blocking(move || {
+            let sender = format!("sender{s}");
+            (0..per_sender)
+                .map(|m| {
+                    let first = (s * per_sender + m) * fanout;
+                    let recipients: Vec<SealRecipient<'_>> = (0..fanout)
+                        .map(|k| SealRecipient {
+                            name: &names[(first + k) % names.len()],
+                            key: &pub_key,
+                        })
+                        .collect();
+                    sealed::seal(
+                        &mut identity::os_rng(),
+                        &SealParams {
+                            sender: &sender,
+                            sender_key: &key,
+                            counter: m as u64 + 1,
+                            timestamp_ms: svs_common::time::now_ms(),
+                            recipients: &recipients,
+                        },
+                        &[b'm'; 600],
+                    )
+                    .unwrap()
+                })
+                .collect()
+        }));
     }
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+/// Sends every sender's envelopes, 32 in flight per sender, noting when each left.
+async fn send_all(sender_apis: Vec<Api>, sealed: Vec<Vec<Envelope>>, sent_at: &SentAt) {
+    let mut senders = tokio::task::JoinSet::new();
+    for (api, envelopes) in sender_apis.into_iter().zip(sealed) {
+        let sent_at = sent_at.clone();
+        senders.spawn(async move {
+            let in_flight = Arc::new(tokio::sync::Semaphore::new(32));
+            let mut sends = tokio::task::JoinSet::new();
+            for e in envelopes {
+                let permit = in_flight.clone().acquire_owned().await.unwrap();
+                let mut api = api.clone();
+                let sent_at = sent_at.clone();
+                sends.spawn(async move {
+                    let _permit = permit;
+                    let id: [u8; 16] = e.header[5..21].try_into().unwrap();
+                    sent_at.lock().unwrap().insert(id, Instant::now());
+                    api.send(SendRequest { envelope: Some(e) }).await.is_ok()
+                });
+            }
+            while sends.join_next().await.is_some() {}
+        });
+    }
+    while senders.join_next().await.is_some() {}
+}
+
+/// A client returning to 10,000 stored messages: how fast its subscription drains them.
+async fn drain(key: &PrivateKey, spki: &[u8]) {
+    const STORED: usize = 10_000;
+    let data = tempfile::tempdir().unwrap();
+    let service = start_service(data.path()).await;
+    let identity = Identity {
+        url: service.url.clone(),
+        ca: service.ca.clone(),
+        key: Arc::new(key.clone()),
+        spki: Arc::new(spki.to_vec()),
+    };
+    // The returning client claims its name, then is away while the mail arrives.
+    let mut away = register(identity.clone(), "returning".into()).await;
+    away.quit(QuitRequest {}).await.unwrap();
+    let senders = 4;
+    let mut sender_apis = Vec::new();
+    for s in 0..senders {
+        sender_apis.push(register(identity.clone(), format!("sender{s}")).await);
+    }
+    let sealed = seal_all(
+        key,
+        senders,
+        STORED / senders,
+        1,
+        &["returning".to_string()],
+    )
+    .await;
+    let stored_at = Instant::now();
+    send_all(sender_apis, sealed, &Arc::default()).await;
+    let store_secs = stored_at.elapsed().as_secs_f64();
+    let back = register(identity, "returning".into()).await;
+    let received: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let start = Instant::now();
+    tokio::spawn(subscriber(back, Arc::default(), received.clone(), true));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while received.lock().unwrap().len() < STORED && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let got = received.lock().unwrap().len();
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "mailbox: stored {STORED} messages (durable, fan-out 1) in {store_secs:.2} s = {:.0}/s; the returning client drained {got} in {secs:.2} s = {:.0} messages/s",
+        STORED as f64 / store_secs,
+        got as f64 / secs
+    );
 }
 
 #[tokio::main]
@@ -366,4 +416,5 @@ async fn main() {
         run(subscribers, 1, 8000 / scale, &key, &spki).await;
         run(subscribers, 16, 2000 / scale, &key, &spki).await;
     }
+    drain(&key, &spki).await;
 }

@@ -20,8 +20,8 @@ use tonic::Status;
 
 /// Peers per snapshot page in a subscription. Each stream keeps an encode buffer as large as the
 /// largest message it sent, so one 1,000-peer snapshot would cost every subscriber ~400 KB for
-/// the life of its stream; pages keep that to ~25 KB.
-pub const SNAPSHOT_PAGE: usize = 64;
+/// the life of its stream; pages of 16 keep that to ~7 KB.
+pub const SNAPSHOT_PAGE: usize = 16;
 
 /// Why a session ended. Announced as the reason of `left` when it was the name's last session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
