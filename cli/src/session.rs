@@ -385,25 +385,18 @@ impl Session {
                 }
                 vec![self.open(envelope, inbox).await?]
             }
-            Some(event::Kind::Delivered(d)) if d.stored_seq > 0 => {
-                ack.receipt_seqs.push(d.stored_seq);
-                inbox.handle(
-                    Event {
-                        kind: Some(event::Kind::Delivered(d)),
-                    },
-                    &mut self.pins,
-                )
+            kind => {
+                // A receipt kept in the mailbox (stored_seq > 0) is acknowledged so it goes.
+                let stored_seq = match &kind {
+                    Some(event::Kind::Delivered(d)) => d.stored_seq,
+                    Some(event::Kind::Undelivered(u)) => u.stored_seq,
+                    _ => 0,
+                };
+                if stored_seq > 0 {
+                    ack.receipt_seqs.push(stored_seq);
+                }
+                inbox.handle(Event { kind }, &mut self.pins)
             }
-            Some(event::Kind::Undelivered(u)) if u.stored_seq > 0 => {
-                ack.receipt_seqs.push(u.stored_seq);
-                inbox.handle(
-                    Event {
-                        kind: Some(event::Kind::Undelivered(u)),
-                    },
-                    &mut self.pins,
-                )
-            }
-            kind => inbox.handle(Event { kind }, &mut self.pins),
         };
         if !ack.message_ids.is_empty() || !ack.receipt_seqs.is_empty() {
             self.api.ack(ack).await?;

@@ -54,6 +54,21 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system) the process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the ")" that closes the command name: utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
+    });
+    ticks / 100.0
+}
+
 async fn start_service(data: &Path) -> Service {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -251,6 +266,7 @@ async fn run(subscribers: usize, fanout: usize, messages: usize, key: &PrivateKe
     let total_deliveries = sealed.iter().map(|v| v.len()).sum::<usize>() * fanout;
 
     let start = Instant::now();
+    let cpu_before = cpu_seconds(pid);
     send_all(sender_apis, sealed, &sent_at).await;
     // Wait until every delivery arrived (or 60 s pass).
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -258,11 +274,12 @@ async fn run(subscribers: usize, fanout: usize, messages: usize, key: &PrivateKe
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = start.elapsed();
+    let service_cpu = cpu_seconds(pid) - cpu_before;
     let mut lat = latencies.lock().unwrap().clone();
     lat.sort();
     let busy_rss = rss_kib(pid);
     println!(
-        "subscribers {subscribers:>5}  fan-out {fanout:>3}  envelope {envelope_bytes:>6} B  delivered {:>6}/{total_deliveries:<6} in {:>6.2} s = {:>8.0} deliveries/s  p50 {:>7.2} ms  p99 {:>7.2} ms  idle RSS/subscriber {:>5.1} KiB  RSS idle {} KiB busy {} KiB",
+        "subscribers {subscribers:>5}  fan-out {fanout:>3}  envelope {envelope_bytes:>6} B  delivered {:>6}/{total_deliveries:<6} in {:>6.2} s = {:>8.0} deliveries/s  p50 {:>7.2} ms  p99 {:>7.2} ms  idle RSS/subscriber {:>5.1} KiB  RSS idle {} KiB busy {} KiB  service CPU {:.2} s = {:.0} µs/delivery (ceiling on 2 cores {:.0}/s)",
         lat.len(),
         elapsed.as_secs_f64(),
         lat.len() as f64 / elapsed.as_secs_f64(),
@@ -271,6 +288,9 @@ async fn run(subscribers: usize, fanout: usize, messages: usize, key: &PrivateKe
         per_sub_kib,
         idle_rss,
         busy_rss,
+        service_cpu,
+        service_cpu * 1e6 / lat.len().max(1) as f64,
+        2.0 * lat.len() as f64 / service_cpu.max(0.01),
     );
 }
 
@@ -403,6 +423,11 @@ async fn main() {
     let spki = identity::public_key_der(&key.to_public_key());
     let quick = std::env::args().any(|a| a == "--quick");
     let scale = if quick { 4 } else { 1 };
+    // SVS_BENCH_LONGER=N sends N times as many messages (for profiling a longer timed phase).
+    let longer: usize = std::env::var("SVS_BENCH_LONGER")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     println!(
         "directory relay benchmark (2-core machine, load generator on the same machine, TLS on loopback)"
     );
@@ -413,8 +438,8 @@ async fn main() {
         .into_iter()
         .filter(|n| only.is_none_or(|o| o == *n))
     {
-        run(subscribers, 1, 8000 / scale, &key, &spki).await;
-        run(subscribers, 16, 2000 / scale, &key, &spki).await;
+        run(subscribers, 1, 8000 * longer / scale, &key, &spki).await;
+        run(subscribers, 16, 2000 * longer / scale, &key, &spki).await;
     }
     drain(&key, &spki).await;
 }

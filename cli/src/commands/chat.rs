@@ -136,20 +136,14 @@ pub async fn run(global: &Global) -> Result<(), CliError> {
             Step::Event(None) => {
                 break Err(CliError::Refused("the directory ended the session".into()));
             }
-            Step::Lost(e) => {
-                println!("* connection lost ({e})");
-                let reconnect = tokio::select! {
-                    r = global.reconnect() => r,
-                    _ = &mut ctrl_c => break Ok(()),
-                };
-                match reconnect {
-                    Ok(connected) => {
-                        session = connected.session;
-                        stream = connected.stream;
-                    }
-                    Err(e) => break Err(e),
+            Step::Lost(e) => match global.recover(&e, &mut ctrl_c).await {
+                Ok(Some(connected)) => {
+                    session = connected.session;
+                    stream = connected.stream;
                 }
-            }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            },
             Step::Event(Some(event)) => match session.process(event, &mut inbox).await {
                 Ok(items) => {
                     for item in items {

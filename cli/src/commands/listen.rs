@@ -52,21 +52,15 @@ pub async fn run(global: &Global, args: ListenArgs) -> Result<(), CliError> {
             _ = &mut ctrl_c => break Ok(()),
         };
         let items = match next {
-            Some(Err(e)) if e.is_lost_connection() => {
-                eprintln!("* connection lost ({e})");
-                let reconnect = tokio::select! {
-                    r = global.reconnect() => r,
-                    _ = &mut ctrl_c => break Ok(()),
-                };
-                match reconnect {
-                    Ok(connected) => {
-                        session = connected.session;
-                        stream = connected.stream;
-                        continue;
-                    }
-                    Err(e) => break Err(e),
+            Some(Err(e)) if e.is_lost_connection() => match global.recover(&e, &mut ctrl_c).await {
+                Ok(Some(connected)) => {
+                    session = connected.session;
+                    stream = connected.stream;
+                    continue;
                 }
-            }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            },
             None => {
                 break match args.count {
                     Some(c) if received < c => Err(CliError::Usage(format!(

@@ -97,6 +97,20 @@ impl Global {
         Ok(connected)
     }
 
+    /// After a lost connection: says so, then registers and subscribes again (retrying) unless
+    /// `interrupted` (Ctrl-C) completes first, which gives `None`.
+    pub async fn recover(
+        &self,
+        lost: &CliError,
+        interrupted: impl std::future::Future,
+    ) -> Result<Option<crate::reconnect::Connected>, CliError> {
+        eprintln!("* connection lost ({lost})");
+        tokio::select! {
+            connected = self.reconnect() => connected.map(Some),
+            _ = interrupted => Ok(None),
+        }
+    }
+
     fn note_new_key(&self, options: &ConnectOptions, session: &Session) {
         if session.key_was_generated {
             eprintln!(
