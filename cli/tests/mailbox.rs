@@ -181,3 +181,39 @@ async fn send_to_an_unknown_name_fails_naming_it() {
     assert!(err.contains("nobody is registered as nobody"), "{err}");
     dir.stop().await;
 }
+
+#[tokio::test]
+async fn send_wait_names_who_has_not_read_it_yet_and_then_reports_the_receipt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TestDirectory::start(&tmp.path().join("data"), &[]).await;
+    let (alice_home, bob_home) = (tmp.path().join("alice"), tmp.path().join("bob"));
+    dir.register("bob", &bob_home).await.quit().await.unwrap();
+    let (ok, out, err) = svs(
+        &dir,
+        &alice_home,
+        "alice",
+        &["send", "--to", "bob", "--wait", "1", "read me"],
+    )
+    .await;
+    assert!(!ok, "{out}");
+    assert!(out.contains("stored for bob (offline)"), "{out}");
+    assert!(err.contains("bob has not read it yet"), "{err}");
+    // With bob reading, the same command sees the receipt and succeeds.
+    let mut bob = Client::join(&dir, "bob", &bob_home).await;
+    assert_eq!(bob.message().await.text, "read me");
+    let reader = tokio::spawn(async move {
+        let got = bob.message().await;
+        (bob, got.text)
+    });
+    let (ok, out, err) = svs(
+        &dir,
+        &alice_home,
+        "alice",
+        &["send", "--to", "bob", "--wait", "20", "and this one"],
+    )
+    .await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("delivered to bob"), "{out}");
+    assert_eq!(reader.await.unwrap().1, "and this one");
+    dir.stop().await;
+}

@@ -401,4 +401,23 @@ mod tests {
             "an acknowledged receipt is not delivered again"
         );
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_without_a_stream_expires_after_the_idle_time_on_the_tokio_clock() {
+        let f = fixture(&["--idle-session-secs", "60"]);
+        let watcher = f.join("watcher");
+        let (watcher_sub, mut watcher_outbox) = f.subscribe(&watcher);
+        let _one_shot = f.join("script");
+        drain(&mut watcher_outbox, &watcher_sub).await;
+        tokio::time::advance(Duration::from_secs(59)).await;
+        f.directory.sweep().await;
+        assert_eq!(f.directory.registry.session_count("script"), 1);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        f.directory.sweep().await;
+        assert_eq!(f.directory.registry.session_count("script"), 0);
+        // The subscribed one stays, however long it is quiet.
+        assert_eq!(f.directory.registry.session_count("watcher"), 1);
+        let seen = drain(&mut watcher_outbox, &watcher_sub).await;
+        assert_eq!(left_reasons(&seen, "script"), ["expired"]);
+    }
 }
