@@ -138,6 +138,28 @@ async fn grpcurl_lists_describes_checks_health_and_calls_with_a_token() {
     ))
     .await;
     assert!(ok && out.contains("alice"), "{out}");
+    // A registered name's key, online or not; an unknown one is listed as such.
+    dir.register("bob", &tmp.path().join("bob"))
+        .await
+        .quit()
+        .await
+        .unwrap();
+    let (ok, out) = run(args(
+        &ca,
+        &dir.url,
+        &[
+            "-H",
+            &header,
+            "-d",
+            r#"{"names":["bob","nobody"]}"#,
+            "svs.directory.v1.Directory/LookupKeys",
+        ],
+    ))
+    .await;
+    assert!(
+        ok && out.contains("\"bob\"") && out.contains("fingerprint") && out.contains("nobody"),
+        "{out}"
+    );
     stream.stop().await;
     dir.stop().await;
 }
