@@ -55,9 +55,23 @@ pub struct Summary {
     pub switches: u32,
     /// Times the playback was resumed on a new connection after losing one.
     pub resumes: u32,
+    /// Where the playback stopped (the last frame's time) and how long the video is, in seconds.
+    pub position_seconds: f64,
+    pub duration_seconds: f64,
     pub p99_lateness_ms: f64,
     #[serde(skip)]
     pub frames: Vec<FrameRecord>,
+}
+
+/// A position as `m:ss`, or `h:mm:ss` from an hour on.
+pub fn clock(seconds: f64) -> String {
+    let whole = seconds.max(0.0) as u64;
+    let (h, m, s) = (whole / 3600, whole / 60 % 60, whole % 60);
+    if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else {
+        format!("{m}:{s:02}")
+    }
 }
 
 /// Whether a window can be opened (X11 or Wayland).
@@ -382,5 +396,7 @@ pub async fn play(
         }
     }
     summary.p99_lateness_ms = percentile(lateness, 0.99);
+    summary.position_seconds = position;
+    summary.duration_seconds = header.frame_count as f64 / header.fps.max(1.0);
     outcome.map(|()| summary)
 }

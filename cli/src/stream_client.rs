@@ -107,3 +107,50 @@ pub fn resolution_label(value: i32) -> &'static str {
         _ => "auto",
     }
 }
+
+/// Parses a position in a video: seconds (`90`, `12.5`), `mm:ss` or `hh:mm:ss` (seconds may have
+/// a fraction; minutes and seconds after a colon are below 60).
+pub fn parse_position(text: &str) -> Result<f64, String> {
+    let bad = || {
+        format!("{text:?} is not a position; use seconds (90), mm:ss (1:30) or hh:mm:ss (1:02:03)")
+    };
+    let parts: Vec<&str> = text.trim().split(':').collect();
+    if parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
+        return Err(bad());
+    }
+    let (last, whole) = parts.split_last().ok_or_else(bad)?;
+    let seconds: f64 = last.parse().map_err(|_| bad())?;
+    if !seconds.is_finite() || seconds < 0.0 || (!whole.is_empty() && seconds >= 60.0) {
+        return Err(bad());
+    }
+    let mut total = 0.0;
+    for (n, part) in whole.iter().enumerate() {
+        let value: u64 = part.parse().map_err(|_| bad())?;
+        // Minutes after hours must be below 60; the leading field may be any size.
+        if n > 0 && value >= 60 {
+            return Err(bad());
+        }
+        total = total * 60.0 + value as f64;
+    }
+    Ok(total * 60.0 + seconds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_position;
+
+    #[test]
+    fn positions_in_seconds_minutes_and_hours() {
+        assert_eq!(parse_position("90"), Ok(90.0));
+        assert_eq!(parse_position("12.5"), Ok(12.5));
+        assert_eq!(parse_position("1:30"), Ok(90.0));
+        assert_eq!(parse_position("01:02:03"), Ok(3723.0));
+        assert_eq!(parse_position("1:02:03.5"), Ok(3723.5));
+        assert_eq!(parse_position("75:00"), Ok(4500.0));
+        for bad in [
+            "", "-1", "1:60", "1:61:00", "a:10", "1::2", "1:2:3:4", "nan", "inf", "1:",
+        ] {
+            assert!(parse_position(bad).is_err(), "{bad}");
+        }
+    }
+}

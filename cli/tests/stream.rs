@@ -806,5 +806,7 @@ async fn a_playback_resumes_at_the_next_frame_after_the_service_restarts() {
         "every frame once, in order, across the restart"
     );
     assert_eq!(summary.frames_decoded, DEMO_FRAMES);
+    assert_eq!(summary.duration_seconds, DEMO_SECONDS);
+    assert!((summary.position_seconds - (DEMO_FRAMES - 1) as f64 / DEMO_FPS).abs() < 1e-6);
     restarted.stop().await;
 }

@@ -88,8 +88,8 @@ pub struct PlayArgs {
     /// 240p, 720p, 1440p or auto. Keys 1, 2, 3 and a switch while playing.
     #[arg(long, default_value = "auto", value_parser = parse_resolution)]
     pub resolution: Resolution,
-    /// Start this many seconds in.
-    #[arg(long, default_value_t = 0.0)]
+    /// Where to start: seconds (90), mm:ss (1:30) or hh:mm:ss (1:02:03).
+    #[arg(long, default_value = "0", value_parser = crate::stream_client::parse_position)]
     pub start: f64,
     /// Decode and count frames without a window (automatic when there is no display).
     #[arg(long)]
@@ -133,7 +133,7 @@ pub async fn play(global: &Global, args: PlayArgs) -> Result<(), CliError> {
         );
     } else {
         println!(
-            "{}: {} frames received, {} decoded, {} skipped, last {} {}x{}, first frame after {:.0} ms, {:.1} fps, {:.0} kbit/s",
+            "{}: {} frames received, {} decoded, {} skipped, last {} {}x{}, first frame after {:.0} ms, {:.1} fps, {:.0} kbit/s, stopped at {} of {}",
             summary.video,
             summary.frames_received,
             summary.frames_decoded,
@@ -143,7 +143,9 @@ pub async fn play(global: &Global, args: PlayArgs) -> Result<(), CliError> {
             summary.height,
             summary.time_to_first_frame_ms,
             summary.mean_fps,
-            summary.kbits_per_second
+            summary.kbits_per_second,
+            player::clock(summary.position_seconds),
+            player::clock(summary.duration_seconds)
         );
     }
     if let Some(path) = &args.record {
