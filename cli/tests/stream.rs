@@ -392,7 +392,14 @@ async fn a_changed_source_file_rebuilds_its_cache() {
     assert_eq!(s.stream.handle.cache.encodes(), 1);
     // Replace the 240p file with a shorter one (2 s instead of 4).
     let other = s._tmp.path().join("other");
-    stream_service::media::make_demo(&other, "demo", 2.0, DEMO_FPS).unwrap();
+    stream_service::media::make_demo(
+        &other,
+        "demo",
+        2.0,
+        DEMO_FPS,
+        &mut stream_service::progress::Progress::hidden(),
+    )
+    .unwrap();
     std::fs::copy(other.join("demo_240p.mp4"), s.videos.join("demo_240p.mp4")).unwrap();
     for _ in 0..50 {
         let listed = client.list_videos().await.unwrap();
@@ -520,8 +527,13 @@ async fn ingest_makes_three_renditions_with_the_source_frame_count() {
     let videos = tmp.path().join("videos");
     demo_videos(&videos);
     let out = tmp.path().join("library");
-    let frames =
-        stream_service::media::ingest(&videos.join("demo_720p.mp4"), &out, "talk").unwrap();
+    let frames = stream_service::media::ingest(
+        &videos.join("demo_720p.mp4"),
+        &out,
+        "talk",
+        &mut stream_service::progress::Progress::hidden(),
+    )
+    .unwrap();
     assert_eq!(frames, DEMO_FRAMES);
     for (label, width, height) in [
         ("240p", 426, 240),

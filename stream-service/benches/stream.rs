@@ -154,7 +154,14 @@ async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let tmp = tempfile::tempdir().unwrap();
     let videos = tmp.path().join("videos");
-    stream_service::media::make_demo(&videos, "demo", 10.0, 30.0).unwrap();
+    stream_service::media::make_demo(
+        &videos,
+        "demo",
+        10.0,
+        30.0,
+        &mut stream_service::progress::Progress::hidden(),
+    )
+    .unwrap();
     let service = start(&tmp.path().join("data"), &videos).await;
     println!(
         "stream benchmark (2-core machine, viewers on the same machine, TLS on loopback, 10 s 30 fps demo)"

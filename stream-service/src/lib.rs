@@ -7,6 +7,7 @@ pub mod error;
 pub mod library;
 pub mod media;
 pub mod playback;
+pub mod progress;
 pub mod resolution;
 pub mod server;
 pub mod service;

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use stream_service::progress::Progress;
 use stream_service::{Config, media, server};
 
 #[derive(Parser)]
@@ -70,22 +71,31 @@ async fn main() -> ExitCode {
             name,
             seconds,
             fps,
-        }) => finish(
-            media::make_demo(&videos, &name, seconds, fps)
-                .map(|()| {
+        }) => {
+            let frames = 3 * (seconds * fps).round().max(1.0) as u64;
+            let mut progress = Progress::on_stderr("make-demo", frames);
+            let made = media::make_demo(&videos, &name, seconds, fps, &mut progress);
+            progress.finish();
+            finish(
+                made.map(|()| {
                     format!(
                         "wrote {name}_240p.mp4, {name}_720p.mp4 and {name}_1440p.mp4 to {}",
                         videos.display()
                     )
                 })
                 .map_err(|e| e.to_string()),
-        ),
+            )
+        }
         Some(Command::Ingest { file, name, videos }) => {
             if let Err(e) = svs_common::names::validate(&name) {
                 return finish(Err(e.to_string()));
             }
+            let frames = media::probe(&file).map_or(0, |p| p.frame_count);
+            let mut progress = Progress::on_stderr("ingest", frames);
+            let ingested = media::ingest(&file, &videos, &name, &mut progress);
+            progress.finish();
             finish(
-                media::ingest(&file, &videos, &name)
+                ingested
                     .map(|n| {
                         format!(
                             "wrote three renditions of {n} frames as {name}_*.mp4 in {}",

@@ -3,6 +3,7 @@
 //! them on blocking threads and no OpenCV object leaves the thread that made it.
 
 use crate::Error;
+use crate::progress::Progress;
 use crate::resolution::Rendition;
 use opencv::core::{CV_8UC3, Mat, Point, Rect, Scalar, Size, Vector};
 use opencv::prelude::*;
@@ -112,7 +113,13 @@ pub fn rendition_path(dir: &Path, name: &str, rendition: Rendition) -> std::path
 
 /// Writes `<name>_240p/720p/1440p.mp4`: a moving test pattern with the frame number and the
 /// rendition drawn on every frame. Files are written under a temporary name and renamed.
-pub fn make_demo(dir: &Path, name: &str, seconds: f64, fps: f64) -> Result<(), Error> {
+pub fn make_demo(
+    dir: &Path,
+    name: &str,
+    seconds: f64,
+    fps: f64,
+    progress: &mut Progress,
+) -> Result<(), Error> {
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::Media(format!("creating {}: {e}", dir.display())))?;
     let frames = (seconds * fps).round().max(1.0) as i32;
@@ -125,6 +132,7 @@ pub fn make_demo(dir: &Path, name: &str, seconds: f64, fps: f64) -> Result<(), E
         for i in 0..frames {
             let frame = test_pattern(width, height, i, frames, rendition.label())?;
             out.write(&frame).map_err(cv("writing frame"))?;
+            progress.advance(1);
         }
         out.release().map_err(cv("closing writer"))?;
         std::fs::rename(&tmp, &path)
@@ -195,7 +203,12 @@ fn test_pattern(
 
 /// Makes the three renditions of `source` (same frame rate and frame count, resized keeping the
 /// aspect ratio) as `<name>_<rendition>.mp4` in `dir`.
-pub fn ingest(source: &Path, dir: &Path, name: &str) -> Result<u64, Error> {
+pub fn ingest(
+    source: &Path,
+    dir: &Path,
+    name: &str,
+    progress: &mut Progress,
+) -> Result<u64, Error> {
     let info = probe(source)?;
     let mut capture = open_capture(source)?;
     let aspect = info.width as f64 / info.height as f64;
@@ -217,6 +230,7 @@ pub fn ingest(source: &Path, dir: &Path, name: &str) -> Result<u64, Error> {
             out.write(&resized).map_err(cv("writing frame"))?;
         }
         count += 1;
+        progress.advance(1);
     }
     for (rendition, _, tmp, mut out) in outputs {
         out.release().map_err(cv("closing writer"))?;

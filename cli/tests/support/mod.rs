@@ -203,7 +203,14 @@ pub const DEMO_FRAMES: u64 = 60;
 
 /// Writes the demo video (all three renditions) into `dir`, once per test binary run.
 pub fn demo_videos(dir: &Path) {
-    stream_service::media::make_demo(dir, "demo", DEMO_SECONDS, DEMO_FPS).unwrap();
+    stream_service::media::make_demo(
+        dir,
+        "demo",
+        DEMO_SECONDS,
+        DEMO_FPS,
+        &mut stream_service::progress::Progress::hidden(),
+    )
+    .unwrap();
 }
 
 /// A directory and a stream service sharing `<root>/data` (the directory issues the tokens the
