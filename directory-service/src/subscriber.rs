@@ -37,9 +37,11 @@ pub struct QueueLimits {
     pub presence_window: Duration,
 }
 
-/// What travels through the queue: the event and the permits it holds while queued.
+/// What travels through the queue: the event and the permits it holds while queued. The event
+/// is boxed so the channel's preallocated slots stay small (an idle subscriber's queue costs a
+/// block of 32 of them).
 pub struct Queued {
-    pub event: Event,
+    pub event: Box<Event>,
     is_presence: bool,
     _permits: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
 }
@@ -146,7 +148,7 @@ impl Subscriber {
             return false;
         };
         let queued = Queued {
-            event: event.clone(),
+            event: Box::new(event.clone()),
             is_presence: false,
             _permits: permits,
         };
@@ -190,7 +192,7 @@ impl Subscriber {
             Some(event::Kind::Joined(_) | event::Kind::Left(_))
         );
         let queued = Queued {
-            event,
+            event: Box::new(event),
             is_presence,
             _permits: (permit, None),
         };
@@ -270,7 +272,7 @@ impl Outbox {
             if item.is_presence {
                 self.presence_ready_at = tokio::time::Instant::now() + self.presence_window;
             }
-            return Some(Ok(item.event));
+            return Some(Ok(*item.event));
         }
     }
 
