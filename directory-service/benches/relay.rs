@@ -247,12 +247,9 @@ async fn run(subscribers: usize, fanout: usize, messages: usize, key: &PrivateKe
 
     // Senders: 4 sessions, envelopes sealed up front.
     let senders = 4;
-    let mut sender_apis = Vec::new();
-    for s in 0..senders {
-        sender_apis.push(register(identity.clone(), format!("sender{s}")).await);
-    }
     let names: Vec<String> = (0..subscribers).map(|i| format!("sub{i}")).collect();
     let sealed = seal_all(key, senders, messages / senders, fanout, &names).await;
+    let sender_apis = register_senders(&identity, senders).await;
     let envelope_bytes = {
         let e = &sealed[0][0];
         e.header.len()
@@ -292,6 +289,15 @@ async fn run(subscribers: usize, fanout: usize, messages: usize, key: &PrivateKe
         service_cpu * 1e6 / lat.len().max(1) as f64,
         2.0 * lat.len() as f64 / service_cpu.max(0.01),
     );
+}
+
+/// Registers `sender0`..: after sealing, which can take longer than an idle session lives.
+async fn register_senders(identity: &Identity, senders: usize) -> Vec<Api> {
+    let mut apis = Vec::new();
+    for s in 0..senders {
+        apis.push(register(identity.clone(), format!("sender{s}")).await);
+    }
+    apis
 }
 
 /// Envelopes from `senders` sessions (`per_sender` each), each to `fanout` of `names` in turn,
@@ -359,7 +365,15 @@ async fn send_all(sender_apis: Vec<Api>, sealed: Vec<Vec<Envelope>>, sent_at: &S
                     let _permit = permit;
                     let id: [u8; 16] = e.header[5..21].try_into().unwrap();
                     sent_at.lock().unwrap().insert(id, Instant::now());
-                    api.send(SendRequest { envelope: Some(e) }).await.is_ok()
+                    match api.send(SendRequest { envelope: Some(e) }).await {
+                        Ok(_) => true,
+                        Err(status) => {
+                            // One line per failure kind is enough to see what went wrong.
+                            static SHOWN: std::sync::Once = std::sync::Once::new();
+                            SHOWN.call_once(|| eprintln!("a send failed: {status:?}"));
+                            false
+                        }
+                    }
                 });
             }
             while sends.join_next().await.is_some() {}
@@ -383,10 +397,6 @@ async fn drain(key: &PrivateKey, spki: &[u8]) {
     let mut away = register(identity.clone(), "returning".into()).await;
     away.quit(QuitRequest {}).await.unwrap();
     let senders = 4;
-    let mut sender_apis = Vec::new();
-    for s in 0..senders {
-        sender_apis.push(register(identity.clone(), format!("sender{s}")).await);
-    }
     let sealed = seal_all(
         key,
         senders,
@@ -395,6 +405,7 @@ async fn drain(key: &PrivateKey, spki: &[u8]) {
         &["returning".to_string()],
     )
     .await;
+    let sender_apis = register_senders(&identity, senders).await;
     let stored_at = Instant::now();
     send_all(sender_apis, sealed, &Arc::default()).await;
     let store_secs = stored_at.elapsed().as_secs_f64();
