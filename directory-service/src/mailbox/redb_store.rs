@@ -344,7 +344,8 @@ struct Writer {
 /// What one transaction changes before it commits (discarded if it fails).
 struct Pending<'a> {
     usage: HashMap<String, Usage>,
-    shared: &'a UsageMap,
+    /// The committed usage, read for names this transaction has not touched yet.
+    shared: &'a Mutex<UsageMap>,
     next_ref: u64,
     committed: Vec<Committed>,
 }
@@ -352,7 +353,7 @@ struct Pending<'a> {
 impl Pending<'_> {
     fn usage(&mut self, owner: &str) -> &mut Usage {
         if !self.usage.contains_key(owner) {
-            let current = self.shared.get(owner).copied().unwrap_or_default();
+            let current = lock(self.shared).get(owner).copied().unwrap_or_default();
             self.usage.insert(owner.to_string(), current);
         }
         self.usage.get_mut(owner).expect("inserted above")
@@ -394,7 +395,7 @@ impl Writer {
 
     /// Applies every change in one transaction; on success publishes the new usage.
     fn apply_group(&mut self, changes: &[Change]) -> Result<(Vec<Applied>, Vec<Committed>), Error> {
-        let shared = lock(&self.usage).clone();
+        let shared = self.usage.clone();
         let quotas = self.quotas;
         let next_ref = self.next_ref;
         let (results, pending_usage, next_ref, committed) = self.db.with(|db| {
