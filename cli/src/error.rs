@@ -9,6 +9,10 @@ pub enum CliError {
     Usage(String),
     #[error("the directory refused: {0}")]
     Refused(String),
+    /// A refusal that says "not now" (RESOURCE_EXHAUSTED: too many registrations at once, a
+    /// rate, a session cap): the same request may work after a wait.
+    #[error("the directory refused: {0}")]
+    RefusedForNow(String),
     /// The connection or the session was lost (the directory restarted, the network dropped):
     /// reconnecting may help.
     #[error("the connection was lost: {0}")]
@@ -57,6 +61,12 @@ impl CliError {
             CliError::Lost(_) | CliError::Common(svs_common::Error::Connect { .. })
         )
     }
+
+    /// Whether registering again after a wait may work: a lost connection, or a directory too
+    /// busy right now (as after a restart, when every client comes back at once).
+    pub fn is_worth_retrying(&self) -> bool {
+        self.is_lost_connection() || matches!(self, CliError::RefusedForNow(_))
+    }
 }
 
 /// Whether a status means the connection (or, for the directory, the session) went away rather
@@ -80,6 +90,8 @@ impl From<tonic::Status> for CliError {
     fn from(status: tonic::Status) -> Self {
         if is_lost(&status) || status.code() == tonic::Code::Unauthenticated {
             CliError::Lost(status_text(&status))
+        } else if status.code() == tonic::Code::ResourceExhausted {
+            CliError::RefusedForNow(status_text(&status))
         } else {
             CliError::Refused(status_text(&status))
         }

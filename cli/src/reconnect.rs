@@ -37,8 +37,9 @@ pub struct Connected {
     pub stream: Streaming<Event>,
 }
 
-/// Registers and subscribes; lost connections are retried with backoff, calling `waiting` with
-/// each failure before the wait. Other errors (a refused name, a bad key) end it.
+/// Registers and subscribes; lost connections and "not now" refusals (a directory busy with
+/// everyone reconnecting at once) are retried with backoff, calling `waiting` with each failure
+/// before the wait. Other errors (a refused name, a bad key) end it.
 pub async fn connect(
     options: &ConnectOptions,
     mut waiting: impl FnMut(&CliError, Duration),
@@ -53,7 +54,7 @@ pub async fn connect(
         .await;
         match attempt {
             Ok(connected) => return Ok(connected),
-            Err(e) if e.is_lost_connection() => {
+            Err(e) if e.is_worth_retrying() => {
                 let delay = backoff.next_delay();
                 waiting(&e, delay);
                 tokio::time::sleep(delay).await;

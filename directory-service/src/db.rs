@@ -122,16 +122,28 @@ impl Db {
     }
 }
 
-/// Writes and removes a probe row: proof that the disk takes writes again.
+/// Bytes the probe writes: enough that the file must grow unless the disk has room, since a
+/// tiny write fits in pages the failed transaction left free and proves nothing.
+const PROBE_BYTES: usize = 256 * 1024;
+
+/// Writes and then removes a probe row: proof that the disk takes writes again.
 fn probe_write(db: &Database) -> Result<(), Error> {
-    const PROBE: TableDefinition<&str, u64> = TableDefinition::new("probe_v1");
-    let txn = db.begin_write().map_err(storage)?;
-    {
-        let mut table = txn.open_table(PROBE).map_err(storage)?;
-        table
-            .insert("probe", svs_common::time::now_ms())
-            .map_err(storage)?;
-    }
-    txn.commit().map_err(storage)?;
-    Ok(())
+    const PROBE: TableDefinition<&str, &[u8]> = TableDefinition::new("probe_v2");
+    let write = |value: Option<&[u8]>| -> Result<(), Error> {
+        let txn = db.begin_write().map_err(storage)?;
+        {
+            let mut table = txn.open_table(PROBE).map_err(storage)?;
+            match value {
+                Some(bytes) => {
+                    table.insert("probe", bytes).map_err(storage)?;
+                }
+                None => {
+                    table.remove("probe").map_err(storage)?;
+                }
+            }
+        }
+        txn.commit().map_err(storage)
+    };
+    write(Some(&vec![0u8; PROBE_BYTES]))?;
+    write(None)
 }
