@@ -76,6 +76,45 @@ pub enum ReachState {
     Refused,
 }
 
+/// Registration attempts when the directory answers RESOURCE_EXHAUSTED ("try again in a moment").
+pub const REGISTER_ATTEMPTS: u32 = 5;
+
+/// GetChallenge, then Register with the signed statement.
+async fn prove_key(
+    channel: &Channel,
+    key: &Arc<PrivateKey>,
+    name: &str,
+    spki: &[u8],
+) -> Result<RegisterResponse, CliError> {
+    let mut open = DirectoryClient::new(channel.clone());
+    let challenge = open
+        .get_challenge(GetChallengeRequest {
+            name: name.to_string(),
+            public_key_der: spki.to_vec().into(),
+        })
+        .await?
+        .into_inner();
+    // The RSA signature runs on a blocking thread, not on the runtime.
+    let signature = {
+        let (key, name, spki) = (key.clone(), name.to_string(), spki.to_vec());
+        let (service_id, nonce) = (challenge.service_id.clone(), challenge.challenge.clone());
+        tokio::task::spawn_blocking(move || {
+            registration::sign(&key, &service_id, &name, &spki, &nonce)
+        })
+        .await
+        .map_err(|e| CliError::Usage(e.to_string()))??
+    };
+    Ok(open
+        .register(RegisterRequest {
+            name: name.to_string(),
+            public_key_der: spki.to_vec().into(),
+            challenge: challenge.challenge,
+            signature: signature.into(),
+        })
+        .await?
+        .into_inner())
+}
+
 /// One recipient's fate, as reported to the user.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Reach {
@@ -136,31 +175,23 @@ impl Session {
                 .await
                 .map_err(|e| CliError::Usage(e.to_string()))??
         };
-        let mut open = DirectoryClient::new(channel.clone());
+        let key = Arc::new(key);
         let spki = identity::public_key_der(&key.to_public_key());
-        let challenge = open
-            .get_challenge(GetChallengeRequest {
-                name: options.name.clone(),
-                public_key_der: spki.clone().into(),
-            })
-            .await?
-            .into_inner();
-        let signature = registration::sign(
-            &key,
-            &challenge.service_id,
-            &options.name,
-            &spki,
-            &challenge.challenge,
-        )?;
-        let registered = open
-            .register(RegisterRequest {
-                name: options.name.clone(),
-                public_key_der: spki.clone().into(),
-                challenge: challenge.challenge,
-                signature: signature.into(),
-            })
-            .await?
-            .into_inner();
+        // A directory answering "not now" (everyone registering at once) is asked again a few
+        // times, with the reconnect backoff, before the refusal reaches the user.
+        let mut backoff = crate::reconnect::Backoff::default();
+        let mut attempts = 0;
+        let registered = loop {
+            attempts += 1;
+            match prove_key(&channel, &key, &options.name, &spki).await {
+                Err(e)
+                    if attempts < REGISTER_ATTEMPTS && matches!(e, CliError::RefusedForNow(_)) =>
+                {
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                other => break other?,
+            }
+        };
         let api = DirectoryClient::with_interceptor(channel, Bearer::new(&registered.token)?)
             .max_decoding_message_size(svs_common::client::CLIENT_MAX_DECODE);
         let pins = KnownPeers::load(options.home.known_peers_path())?;
@@ -175,7 +206,7 @@ impl Session {
             token: registered.token,
             token_expires_at_ms: registered.expires_at_ms,
             key_was_generated,
-            key: Arc::new(key),
+            key,
             api,
             counter,
             counter_path,
