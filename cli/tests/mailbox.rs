@@ -36,13 +36,18 @@ async fn svs(
     )
 }
 
+/// Registers `name` once (claiming it) and quits: someone offline with a mailbox.
+async fn offline(dir: &TestDirectory, name: &str, home: &std::path::Path) {
+    dir.register(name, home).await.quit().await.unwrap();
+}
+
 #[tokio::test]
 async fn an_offline_recipient_gets_the_message_and_the_offline_sender_gets_the_receipt() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = TestDirectory::start(&tmp.path().join("data"), &[]).await;
     let (alice_home, bob_home) = (tmp.path().join("alice"), tmp.path().join("bob"));
     // Bob registers once and goes away.
-    dir.register("bob", &bob_home).await.quit().await.unwrap();
+    offline(&dir, "bob", &bob_home).await;
     // `svs send` to someone offline succeeds and says where the message is.
     let (ok, out, err) = svs(
         &dir,
@@ -120,11 +125,7 @@ async fn a_full_mailbox_refuses_with_a_sentence_and_unread_mail_expires_with_not
         &["--mailbox-max-messages", "2", "--mailbox-ttl", "2s"],
     )
     .await;
-    dir.register("bob", &tmp.path().join("bob"))
-        .await
-        .quit()
-        .await
-        .unwrap();
+    offline(&dir, "bob", &tmp.path().join("bob")).await;
     let mut alice = Client::join(&dir, "alice", &tmp.path().join("alice")).await;
     let bob = alice
         .session
@@ -187,7 +188,7 @@ async fn send_wait_names_who_has_not_read_it_yet_and_then_reports_the_receipt() 
     let tmp = tempfile::tempdir().unwrap();
     let dir = TestDirectory::start(&tmp.path().join("data"), &[]).await;
     let (alice_home, bob_home) = (tmp.path().join("alice"), tmp.path().join("bob"));
-    dir.register("bob", &bob_home).await.quit().await.unwrap();
+    offline(&dir, "bob", &bob_home).await;
     let (ok, out, err) = svs(
         &dir,
         &alice_home,
