@@ -18,8 +18,9 @@ use svs_common::proto::directory::{
 use svs_common::sealed::Header;
 use svs_common::time::now_ms;
 
-/// Most ids in one Ack call, and most names in one LookupKeys call.
+/// Most ids and receipt seqs in one Ack call.
 pub const MAX_ACK_IDS: usize = 4096;
+/// Most names in one LookupKeys call.
 pub const MAX_LOOKUP_NAMES: usize = 256;
 
 /// What the relay enforces on envelopes.
