@@ -256,7 +256,11 @@ pub async fn play(
     let mut bytes = 0u64;
     let mut first_frame: Option<Instant> = None;
     let mut last_frame = Instant::now();
+    // The clock a frame's lateness is measured on: the first frame of a run (reset by a switch,
+    // pause, seek or resume) and the earliest any frame of the run has arrived against it, so a
+    // first frame that came late does not make every later one look early.
     let mut anchor: Option<(Instant, f64)> = None;
+    let mut earliest_ms: Option<f64> = None;
     let mut lateness = Vec::new();
     let mut paused = false;
     let mut position = 0.0f64;
@@ -288,6 +292,7 @@ pub async fn play(
                                 stream = playing.stream;
                                 summary.resumes += 1;
                                 anchor = None;
+                                earliest_ms = None;
                                 continue;
                             }
                             Err(e) => break Err(e),
@@ -301,7 +306,10 @@ pub async fn play(
                         first_frame.get_or_insert(now);
                         last_frame = now;
                         let (t0, pts0) = *anchor.get_or_insert((now, frame.pts_seconds));
-                        lateness.push(((now - t0).as_secs_f64() - (frame.pts_seconds - pts0)) * 1000.0);
+                        let offset_ms = ((now - t0).as_secs_f64() - (frame.pts_seconds - pts0)) * 1000.0;
+                        let earliest = earliest_ms.get_or_insert(offset_ms);
+                        *earliest = earliest.min(offset_ms);
+                        lateness.push(offset_ms - *earliest);
                         position = frame.pts_seconds;
                         summary.frames_received += 1;
                         summary.frames_skipped = frame.skipped_total;
@@ -325,6 +333,7 @@ pub async fn play(
                     Some(play_response::Kind::Notice(n)) => {
                         // The clock restarts after a switch, pause, resume or seek.
                         anchor = None;
+                        earliest_ms = None;
                         match n.kind {
                             Some(notice::Kind::Switched(s)) => {
                                 summary.switches += 1;
