@@ -205,7 +205,16 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn run(subscribers: usize, fanout: usize, messages: usize, key: &PrivateKey, spki: &[u8]) {
+/// One configuration. `pace`: total envelopes per second to offer (None: as fast as 32 calls in
+/// flight per sender allow).
+async fn run(
+    subscribers: usize,
+    fanout: usize,
+    messages: usize,
+    pace: Option<f64>,
+    key: &PrivateKey,
+    spki: &[u8],
+) {
     let data = tempfile::tempdir().unwrap();
     let service = start_service(data.path()).await;
     let pid = service.child.id();
@@ -264,7 +273,7 @@ async fn run(subscribers: usize, fanout: usize, messages: usize, key: &PrivateKe
 
     let start = Instant::now();
     let cpu_before = cpu_seconds(pid);
-    send_all(sender_apis, sealed, &sent_at).await;
+    send_all(sender_apis, sealed, &sent_at, pace).await;
     // Wait until every delivery arrived (or 60 s pass).
     let deadline = Instant::now() + Duration::from_secs(60);
     while latencies.lock().unwrap().len() < total_deliveries && Instant::now() < deadline {
@@ -275,6 +284,10 @@ async fn run(subscribers: usize, fanout: usize, messages: usize, key: &PrivateKe
     let mut lat = latencies.lock().unwrap().clone();
     lat.sort();
     let busy_rss = rss_kib(pid);
+    let paced = pace.map_or("as fast as possible".to_string(), |p| {
+        format!("paced {p:.0} envelopes/s")
+    });
+    println!("{paced}:");
     println!(
         "subscribers {subscribers:>5}  fan-out {fanout:>3}  envelope {envelope_bytes:>6} B  delivered {:>6}/{total_deliveries:<6} in {:>6.2} s = {:>8.0} deliveries/s  p50 {:>7.2} ms  p99 {:>7.2} ms  idle RSS/subscriber {:>5.1} KiB  RSS idle {} KiB busy {} KiB  service CPU {:.2} s = {:.0} µs/delivery (ceiling on 2 cores {:.0}/s)",
         lat.len(),
@@ -350,14 +363,29 @@ async fn seal_all(
 }
 
 /// Sends every sender's envelopes, 32 in flight per sender, noting when each left.
-async fn send_all(sender_apis: Vec<Api>, sealed: Vec<Vec<Envelope>>, sent_at: &SentAt) {
+async fn send_all(
+    sender_apis: Vec<Api>,
+    sealed: Vec<Vec<Envelope>>,
+    sent_at: &SentAt,
+    pace: Option<f64>,
+) {
     let mut senders = tokio::task::JoinSet::new();
+    let count = sender_apis.len() as f64;
     for (api, envelopes) in sender_apis.into_iter().zip(sealed) {
         let sent_at = sent_at.clone();
         senders.spawn(async move {
             let in_flight = Arc::new(tokio::sync::Semaphore::new(32));
             let mut sends = tokio::task::JoinSet::new();
+            let mut tick = pace.map(|total| {
+                let mut tick =
+                    tokio::time::interval(Duration::from_secs_f64(count / total.max(1.0)));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                tick
+            });
             for e in envelopes {
+                if let Some(tick) = tick.as_mut() {
+                    tick.tick().await;
+                }
                 let permit = in_flight.clone().acquire_owned().await.unwrap();
                 let mut api = api.clone();
                 let sent_at = sent_at.clone();
@@ -407,7 +435,7 @@ async fn drain(key: &PrivateKey, spki: &[u8]) {
     .await;
     let sender_apis = register_senders(&identity, senders).await;
     let stored_at = Instant::now();
-    send_all(sender_apis, sealed, &Arc::default()).await;
+    send_all(sender_apis, sealed, &Arc::default(), None).await;
     let store_secs = stored_at.elapsed().as_secs_f64();
     let back = register(identity, "returning".into()).await;
     let received: Arc<Mutex<Vec<Duration>>> = Arc::default();
@@ -449,8 +477,13 @@ async fn main() {
         .into_iter()
         .filter(|n| only.is_none_or(|o| o == *n))
     {
-        run(subscribers, 1, 8000 * longer / scale, &key, &spki).await;
-        run(subscribers, 16, 2000 * longer / scale, &key, &spki).await;
+        run(subscribers, 1, 8000 * longer / scale, None, &key, &spki).await;
+        run(subscribers, 16, 2000 * longer / scale, None, &key, &spki).await;
+    }
+    // Latency at a sustainable rate (about half what the closed loop reached), 1,000 subscribers.
+    if only.is_none_or(|o| o == 1000) {
+        run(1000, 1, 12_000 / scale, Some(6000.0), &key, &spki).await;
+        run(1000, 16, 1_200 / scale, Some(600.0), &key, &spki).await;
     }
     drain(&key, &spki).await;
 }
