@@ -130,14 +130,14 @@ impl Relay {
                 )),
                 Some(_) => None,
             };
+            if refused.is_none() {
+                storing.push(canonical);
+            }
             outcomes.push(refused.map(|(outcome, detail)| RecipientOutcome {
                 recipient: r.name.clone(),
                 outcome: outcome as i32,
                 detail,
             }));
-            if outcomes.last().is_some_and(Option::is_none) {
-                storing.push(canonical);
-            }
         }
         let mut placements: HashMap<String, Placement> = HashMap::new();
         if !storing.is_empty() {
