@@ -129,7 +129,8 @@ async fn every_rendition_plays_in_order_at_its_size_and_shares_one_encode() {
         p240.frames_skipped, 0,
         "an idle loopback viewer at 240p keeps up"
     );
-    assert_eq!(s.stream.handle.cache.encodes(), 3);
+    // Two 2-second segments (30 frames each) per rendition.
+    assert_eq!(s.stream.handle.cache.counts().encoded, 6);
 
     // A second viewer of a rendition is served from the cache: no new encode.
     let mut client = s.client("second").await;
@@ -141,7 +142,11 @@ async fn every_rendition_plays_in_order_at_its_size_and_shares_one_encode() {
     .await
     .unwrap();
     assert_eq!(again.frames_received, DEMO_FRAMES);
-    assert_eq!(s.stream.handle.cache.encodes(), 3, "no second encode");
+    assert_eq!(
+        s.stream.handle.cache.counts().encoded,
+        6,
+        "no second encode"
+    );
     s.stream.stop().await;
 }
 
@@ -389,7 +394,7 @@ async fn a_changed_source_file_rebuilds_its_cache() {
     .await
     .unwrap();
     assert_eq!(first.frames_received, DEMO_FRAMES);
-    assert_eq!(s.stream.handle.cache.encodes(), 1);
+    assert_eq!(s.stream.handle.cache.counts().encoded, 2);
     // Replace the 240p file with a shorter one (2 s instead of 4).
     let other = s._tmp.path().join("other");
     stream_service::media::make_demo(
@@ -420,10 +425,16 @@ async fn a_changed_source_file_rebuilds_its_cache() {
         "the new file's frames are served"
     );
     assert_eq!(
-        s.stream.handle.cache.encodes(),
-        2,
-        "the changed source was encoded again"
+        s.stream.handle.cache.counts().encoded,
+        3,
+        "the changed source (one segment) was encoded again"
     );
+    // Its older version's segments were removed once the new one was cached.
+    until_files(&s.stream, 1).await;
+    let versions = std::fs::read_dir(s._tmp.path().join("data/cache/demo/240p"))
+        .unwrap()
+        .count();
+    assert_eq!(versions, 1);
     s.stream.stop().await;
 }
 
@@ -552,8 +563,8 @@ async fn ingest_makes_three_renditions_with_the_source_frame_count() {
 }
 
 #[tokio::test]
-async fn the_cache_evicts_least_recently_used_renditions_past_its_cap() {
-    // A cap of one byte: every finished rendition not in use is evicted when the next one is built.
+async fn the_cache_evicts_least_recently_used_segments_past_its_cap() {
+    // A cap of one byte: every segment nobody holds is evicted when the next one is written.
     let s = setup(&["--cache-max-bytes", "1"]).await;
     let mut client = s.client("viewer").await;
     for resolution in [Resolution::Resolution240p, Resolution::Resolution720p] {
@@ -565,19 +576,18 @@ async fn the_cache_evicts_least_recently_used_renditions_past_its_cap() {
         .await
         .unwrap();
         assert_eq!(seen.frames_received, DEMO_FRAMES);
+        assert_eq!(seen.frames_decoded, DEMO_FRAMES);
     }
-    // Eviction runs on the build thread just after the last frame is served: give it a moment.
     let cache_dir = s._tmp.path().join("data/cache/demo");
-    let cached = |label: &str| cache_dir.join(label).exists();
-    for _ in 0..100 {
-        if !cached("240p") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(!cached("240p"), "240p was evicted");
-    assert!(cached("720p"), "720p, just built, stays");
-    // Playing 240p again needs a new encode.
+    assert!(
+        !cache_dir.join("240p").exists(),
+        "240p was evicted while 720p was written"
+    );
+    assert!(
+        cache_dir.join("720p").exists(),
+        "720p, in use when written, stays"
+    );
+    // Playing 240p again needs new encodes.
     player::play(
         &mut client,
         request(Resolution::Resolution240p, Pacing::AsFastAsPossible),
@@ -585,7 +595,7 @@ async fn the_cache_evicts_least_recently_used_renditions_past_its_cap() {
     )
     .await
     .unwrap();
-    assert_eq!(s.stream.handle.cache.encodes(), 3);
+    assert_eq!(s.stream.handle.cache.counts().encoded, 6);
     s.stream.stop().await;
 }
 
@@ -596,6 +606,21 @@ async fn play_240p(client: &mut StreamClient, video: &str) -> u64 {
     let summary = player::play(client, r, &HEADLESS).await.unwrap();
     assert_eq!(summary.frames_decoded, summary.frames_received);
     summary.frames_decoded
+}
+
+/// Waits until the cache holds `n` segment files (each is written just after its last frame
+/// is served).
+async fn until_files(stream: &TestStream, n: usize) {
+    for _ in 0..200 {
+        if stream.handle.cache.counts().files == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "the cache holds {:?}, not {n} files",
+        stream.handle.cache.counts()
+    );
 }
 
 /// Waits until the library lists `n` videos.
@@ -623,32 +648,27 @@ async fn videos_whose_names_share_a_prefix_keep_their_own_caches() {
     until_listed(&mut client, 3).await;
     assert_eq!(play_240p(&mut client, "a-b").await, DEMO_FRAMES);
     assert_eq!(play_240p(&mut client, "a-c").await, DEMO_FRAMES);
-    // Wait for the second build to finish its clean-up, then check the first survived it.
+    // A segment's file is written just after its last frame is served.
+    until_files(&s.stream, 4).await;
     let cache = s._tmp.path().join("data/cache");
-    for _ in 0..100 {
-        if cache
-            .join("a-c/240p")
-            .read_dir()
-            .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.path().join("index").exists())))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let has_index = |video: &str| {
+    let segments = |video: &str| {
         cache
             .join(video)
             .join("240p")
             .read_dir()
-            .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.path().join("index").exists())))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|version| version.path().read_dir().into_iter().flatten().flatten())
+            .filter(|f| f.path().extension().is_some_and(|e| e == "seg"))
+            .count()
     };
-    assert!(has_index("a-b"), "building a-c left a-b's cache alone");
-    assert!(has_index("a-c"));
+    assert_eq!(segments("a-b"), 2, "building a-c left a-b's cache alone");
+    assert_eq!(segments("a-c"), 2);
     assert_eq!(play_240p(&mut client, "a-b").await, DEMO_FRAMES);
     assert_eq!(
-        s.stream.handle.cache.encodes(),
-        2,
+        s.stream.handle.cache.counts().encoded,
+        4,
         "a-b was not encoded again"
     );
     s.stream.stop().await;
@@ -664,31 +684,26 @@ async fn damaged_cache_frames_are_never_served_and_leftovers_are_removed_at_star
     let stream = TestStream::start(&data, &videos, &[]).await;
     let mut client = stream.client(&token(&issuer, "viewer", 3_600_000)).await;
     assert_eq!(play_240p(&mut client, "demo").await, DEMO_FRAMES);
+    until_files(&stream, 2).await;
     stream.stop().await;
 
-    // Damage two frames in place (same length), and leave what a killed build leaves.
-    // The version directory of the finished rendition: the encoder thread may still be
-    // finishing its files for a moment after the service stopped (a build it could not finish
-    // is removed at the next start).
+    // Damage two frames of the first segment in place (same length), and leave what a killed
+    // build leaves.
     let version = std::fs::read_dir(data.join("cache/demo/240p"))
         .unwrap()
         .next()
         .unwrap()
         .unwrap()
         .path();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !(version.join("frames").exists() && version.join("index").exists()) {
-        assert!(std::time::Instant::now() < deadline, "the build finished");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let frames = version.join("frames");
-    let mut bytes = std::fs::read(&frames).unwrap();
+    let first = version.join("0.seg");
+    assert!(version.join("1.seg").exists(), "both segments were kept");
+    let mut bytes = std::fs::read(&first).unwrap();
     let len = bytes.len();
     for at in [len / 3, 2 * len / 3] {
         bytes[at] ^= 0xff;
     }
-    std::fs::write(&frames, &bytes).unwrap();
-    let leftover = version.join(".frames.999.0.tmp");
+    std::fs::write(&first, &bytes).unwrap();
+    let leftover = version.join(".1.seg.999.0.tmp");
     std::fs::write(&leftover, vec![0u8; 4096]).unwrap();
 
     let stream = TestStream::start(&data, &videos, &[]).await;
@@ -703,9 +718,14 @@ async fn damaged_cache_frames_are_never_served_and_leftovers_are_removed_at_star
     assert_eq!(summary.frames_received, DEMO_FRAMES);
     assert_eq!(
         summary.frames_decoded, DEMO_FRAMES,
-        "every frame served decodes: the damaged rendition was rebuilt"
+        "every frame served decodes: the damaged segment was encoded again"
     );
-    assert_eq!(stream.handle.cache.encodes(), 1, "rebuilt once");
+    let counts = stream.handle.cache.counts();
+    assert_eq!(
+        (counts.encoded, counts.loaded),
+        (1, 1),
+        "the damaged segment encoded again, the intact one loaded"
+    );
     stream.stop().await;
 }
 

@@ -41,15 +41,45 @@ impl Config {
     }
 }
 
+fn segment_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if (0.2..=30.0).contains(&s) => Ok(s),
+        _ => Err("a number of seconds from 0.2 to 30".into()),
+    }
+}
+
+impl Limits {
+    /// Encoder threads: as set, or one per core.
+    pub fn encoders(&self) -> usize {
+        self.encoders.map(usize::from).unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+        })
+    }
+}
+
 /// Limits and tunables.
 #[derive(Debug, Clone, Args)]
 pub struct Limits {
     /// JPEG quality of encoded frames (1-100).
     #[arg(long, env = "SVS_JPEG_QUALITY", default_value_t = 80, value_parser = clap::value_parser!(i32).range(1..=100))]
     pub jpeg_quality: i32,
-    /// Frame cache size cap in bytes; least recently used renditions are evicted beyond it.
+    /// Frame cache size cap in bytes; least recently used segments are evicted beyond it.
     #[arg(long, env = "SVS_CACHE_MAX_BYTES", default_value_t = 20 * 1024 * 1024 * 1024)]
     pub cache_max_bytes: u64,
+    /// Seconds of video in one cache segment (the unit encoded, kept and evicted).
+    #[arg(long, env = "SVS_SEGMENT_SECONDS", default_value_t = 2.0, value_parser = segment_seconds)]
+    pub segment_seconds: f64,
+    /// Encoder threads (a viewer waiting for a frame goes first, then read-ahead, then
+    /// warming) [default: the number of cores].
+    #[arg(long, env = "SVS_ENCODERS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub encoders: Option<u16>,
+    /// Segments encoded ahead of each playing viewer.
+    #[arg(long, env = "SVS_READ_AHEAD_SEGMENTS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=30))]
+    pub read_ahead_segments: u64,
+    /// Segments at the start of every rendition encoded when the library changes, before anyone
+    /// asks, so most starts are warm (0: off).
+    #[arg(long, env = "SVS_PREWARM_SEGMENTS", default_value_t = 1)]
+    pub prewarm_segments: u64,
     /// Playbacks open at once, in total.
     #[arg(long, env = "SVS_MAX_STREAMS", default_value_t = 1000)]
     pub max_streams: usize,

@@ -124,6 +124,14 @@ impl Library {
         changed
     }
 
+    /// Every video (a copy).
+    pub fn videos(&self) -> BTreeMap<String, Video> {
+        self.videos
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn get(&self, name: &str) -> Option<Video> {
         self.videos.read().expect("library lock").get(name).cloned()
     }

@@ -59,22 +59,57 @@ pub fn probe(path: &Path) -> Result<Probe, Error> {
     Ok(probe)
 }
 
-/// Decodes a video file frame by frame and JPEG-encodes each frame.
-pub struct JpegFrames {
+/// A source decoder that JPEG-encodes the frames it reads, and knows which frame comes next so
+/// an encoder thread can keep it between segments: the next segment of the same file needs no
+/// seek, any other position is one seek away.
+pub struct SourceReader {
+    path: std::path::PathBuf,
+    /// Which version of the file this is (the library's tag): a file replaced in place is a
+    /// different source.
+    version: String,
     capture: videoio::VideoCapture,
+    next: u64,
     params: Vector<i32>,
     frame: Mat,
     buffer: Vector<u8>,
 }
 
-impl JpegFrames {
-    pub fn open(path: &Path, quality: i32) -> Result<Self, Error> {
+impl SourceReader {
+    pub fn open(path: &Path, version: &str, quality: i32) -> Result<Self, Error> {
         Ok(Self {
+            path: path.to_path_buf(),
+            version: version.to_string(),
             capture: open_capture(path)?,
+            next: 0,
             params: Vector::from_slice(&[imgcodecs::IMWRITE_JPEG_QUALITY, quality]),
             frame: Mat::default(),
             buffer: Vector::new(),
         })
+    }
+
+    /// Whether this reads `version` of the file at `path`.
+    pub fn reads(&self, path: &Path, version: &str) -> bool {
+        self.path == path && self.version == version
+    }
+
+    /// Positions the decoder so the next frame read is `frame` (OpenCV seeks to a keyframe
+    /// before it and decodes forward, so the position is exact).
+    pub fn seek(&mut self, frame: u64) -> Result<(), Error> {
+        if frame == self.next {
+            return Ok(());
+        }
+        let moved = self
+            .capture
+            .set(videoio::CAP_PROP_POS_FRAMES, frame as f64)
+            .map_err(cv("seeking"))?;
+        if !moved {
+            return Err(Error::Media(format!(
+                "OpenCV cannot seek {} to frame {frame}",
+                self.path.display()
+            )));
+        }
+        self.next = frame;
+        Ok(())
     }
 
     /// The next frame as JPEG, or `None` at the end.
@@ -82,6 +117,7 @@ impl JpegFrames {
         if !self.capture.read(&mut self.frame).map_err(cv("decoding"))? || self.frame.empty() {
             return Ok(None);
         }
+        self.next += 1;
         imgcodecs::imencode(".jpg", &self.frame, &mut self.buffer, &self.params)
             .map_err(cv("JPEG encoding"))?;
         Ok(Some(self.buffer.to_vec()))
@@ -120,25 +156,37 @@ pub fn make_demo(
     fps: f64,
     progress: &mut Progress,
 ) -> Result<(), Error> {
+    for rendition in Rendition::ALL {
+        make_demo_rendition(dir, name, rendition, seconds, fps, progress)?;
+    }
+    Ok(())
+}
+
+/// Writes one rendition of the demo (benchmarks make long single-rendition videos with it).
+pub fn make_demo_rendition(
+    dir: &Path,
+    name: &str,
+    rendition: Rendition,
+    seconds: f64,
+    fps: f64,
+    progress: &mut Progress,
+) -> Result<(), Error> {
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::Media(format!("creating {}: {e}", dir.display())))?;
     let frames = (seconds * fps).round().max(1.0) as i32;
-    for rendition in Rendition::ALL {
-        let height = rendition.height();
-        let width = width_for(height, 16.0 / 9.0);
-        let path = rendition_path(dir, name, rendition);
-        let tmp = dir.join(format!(".{name}_{}.tmp.mp4", rendition.label()));
-        let mut out = writer(&tmp, fps, Size::new(width, height))?;
-        for i in 0..frames {
-            let frame = test_pattern(width, height, i, frames, rendition.label())?;
-            out.write(&frame).map_err(cv("writing frame"))?;
-            progress.advance(1);
-        }
-        out.release().map_err(cv("closing writer"))?;
-        std::fs::rename(&tmp, &path)
-            .map_err(|e| Error::Media(format!("writing {}: {e}", path.display())))?;
+    let height = rendition.height();
+    let width = width_for(height, 16.0 / 9.0);
+    let path = rendition_path(dir, name, rendition);
+    let tmp = dir.join(format!(".{name}_{}.tmp.mp4", rendition.label()));
+    let mut out = writer(&tmp, fps, Size::new(width, height))?;
+    for i in 0..frames {
+        let frame = test_pattern(width, height, i, frames, rendition.label())?;
+        out.write(&frame).map_err(cv("writing frame"))?;
+        progress.advance(1);
     }
-    Ok(())
+    out.release().map_err(cv("closing writer"))?;
+    std::fs::rename(&tmp, &path)
+        .map_err(|e| Error::Media(format!("writing {}: {e}", path.display())))
 }
 
 fn test_pattern(
@@ -184,6 +232,7 @@ fn test_pattern(
         0,
     )
     .map_err(cv("drawing"))?;
+    draw_frame_mark(&mut frame, width, height, index as u64)?;
     let scale = height as f64 / 240.0;
     let text = format!("frame {index} {label}");
     imgproc::put_text(
@@ -199,6 +248,48 @@ fn test_pattern(
     )
     .map_err(cv("drawing"))?;
     Ok(frame)
+}
+
+/// Bits of the frame number drawn along the bottom edge of every demo frame.
+const MARK_BITS: i32 = 24;
+
+/// Side of one mark square for a frame `width` wide.
+fn mark_block(width: i32) -> i32 {
+    (width / (2 * MARK_BITS)).max(4)
+}
+
+/// Draws the frame number in binary along the bottom edge (a white square for 1, black for 0,
+/// most significant bit first), so a test can tell which frame it got from the pixels alone.
+fn draw_frame_mark(frame: &mut Mat, width: i32, height: i32, index: u64) -> Result<(), Error> {
+    let block = mark_block(width);
+    for bit in 0..MARK_BITS {
+        let on = (index >> (MARK_BITS - 1 - bit)) & 1 == 1;
+        let level = if on { 255.0 } else { 0.0 };
+        let rect = Rect::new(bit * block, height - block, block, block);
+        imgproc::rectangle(frame, rect, Scalar::all(level), -1, imgproc::LINE_8, 0)
+            .map_err(cv("drawing"))?;
+    }
+    Ok(())
+}
+
+/// The frame number drawn on a demo frame (JPEG), read back from the pixels; `None` if the
+/// image does not decode.
+pub fn read_frame_mark(jpeg: &[u8]) -> Option<u64> {
+    let image =
+        imgcodecs::imdecode(&Vector::<u8>::from_slice(jpeg), imgcodecs::IMREAD_GRAYSCALE).ok()?;
+    let (width, height) = (image.cols(), image.rows());
+    if width == 0 || height == 0 {
+        return None;
+    }
+    let block = mark_block(width);
+    let mut index = 0u64;
+    for bit in 0..MARK_BITS {
+        let level = *image
+            .at_2d::<u8>(height - block / 2 - 1, bit * block + block / 2)
+            .ok()?;
+        index = (index << 1) | u64::from(level > 127);
+    }
+    Some(index)
 }
 
 /// Makes the three renditions of `source` (same frame rate and frame count, resized keeping the

@@ -2,7 +2,7 @@
 //! skips frames when the viewer cannot keep up, adapts the rendition in AUTO, and applies
 //! control actions (switch, pause, resume, seek) between frames.
 
-use crate::cache::{FrameCache, Frames};
+use crate::cache::{FrameCache, Reader};
 use crate::library::Source;
 use crate::library::Video;
 use crate::resolution::Rendition;
@@ -55,7 +55,7 @@ pub struct Playback {
     start: PlaybackStart,
     cache: Arc<FrameCache>,
     current: Rendition,
-    frames: Arc<Frames>,
+    frames: Reader,
     next_index: u64,
     clock_start: Instant,
     clock_index: u64,
@@ -72,8 +72,8 @@ fn response(kind: play_response::Kind) -> PlayResponse {
 }
 
 impl Playback {
-    pub async fn new(start: PlaybackStart, cache: Arc<FrameCache>, source: &Source) -> Self {
-        let frames = cache.open(&start.video_name, start.rendition, source).await;
+    pub fn new(start: PlaybackStart, cache: Arc<FrameCache>, source: &Source) -> Self {
+        let frames = cache.reader(&start.video_name, start.rendition, source);
         let now = Instant::now();
         Self {
             current: start.rendition,
@@ -273,7 +273,7 @@ impl Playback {
         let Some(source) = self.start.video.renditions.get(&to) else {
             return true;
         };
-        self.frames = self.cache.open(&self.start.video_name, to, source).await;
+        self.frames = self.cache.reader(&self.start.video_name, to, source);
         self.current = to;
         // Same instant in the new rendition (renditions normally share the frame rate).
         let pts = self.next_index as f64 / old_fps;

@@ -1,5 +1,6 @@
-//! Progress of long work (making the demo, ingesting a video): a bar with rate and time left on
-//! a terminal (indicatif), plain lines every few seconds otherwise, nothing when hidden.
+//! Progress of long work (making the demo, ingesting a video, warming the cache): a bar with rate
+//! and time left on a terminal (indicatif), plain lines every few seconds otherwise (on stderr,
+//! or in the service's log), nothing when hidden.
 
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
@@ -11,6 +12,8 @@ const LINE_EVERY: Duration = Duration::from_secs(5);
 /// How long work reports its progress.
 pub struct Progress {
     what: String,
+    /// What is counted ("frames", "segments").
+    unit: &'static str,
     total: u64,
     done: u64,
     started: Instant,
@@ -20,6 +23,7 @@ pub struct Progress {
 enum Shown {
     Bar(ProgressBar),
     Lines { last: Instant },
+    Log { last: Instant },
     Hidden,
 }
 
@@ -48,6 +52,19 @@ impl Progress {
         Self::with(what, total, shown)
     }
 
+    /// As lines in the log (tracing, at info) every few seconds; for work inside a service.
+    pub fn in_log(what: &str, total: u64, unit: &'static str) -> Self {
+        let mut progress = Self::with(
+            what,
+            total,
+            Shown::Log {
+                last: Instant::now(),
+            },
+        );
+        progress.unit = unit;
+        progress
+    }
+
     /// Reports nothing (library callers, tests).
     pub fn hidden() -> Self {
         Self::with("", 0, Shown::Hidden)
@@ -56,6 +73,7 @@ impl Progress {
     fn with(what: &str, total: u64, shown: Shown) -> Self {
         Self {
             what: what.to_string(),
+            unit: "frames",
             total,
             done: 0,
             started: Instant::now(),
@@ -72,8 +90,17 @@ impl Progress {
                 *last = Instant::now();
                 eprintln!("{}", self.line());
             }
+            Shown::Log { last } if last.elapsed() >= LINE_EVERY => {
+                *last = Instant::now();
+                tracing::info!("{}", self.line());
+            }
             _ => {}
         }
+    }
+
+    /// Whether everything counted is done.
+    pub fn is_done(&self) -> bool {
+        self.total > 0 && self.done >= self.total
     }
 
     /// One line: done of total, rate, and time left.
@@ -81,11 +108,13 @@ impl Progress {
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
         let rate = self.done as f64 / secs;
         if self.total == 0 || rate <= 0.0 {
-            return format!("{}: {} frames, {rate:.0} frames/s", self.what, self.done);
+            let (what, done, unit) = (&self.what, self.done, self.unit);
+            return format!("{what}: {done} {unit}, {rate:.0} {unit}/s");
         }
         let left = self.total.saturating_sub(self.done) as f64 / rate;
+        let unit = self.unit;
         format!(
-            "{}: {}/{} frames ({:.0}%), {rate:.0} frames/s, {left:.0} s left",
+            "{}: {}/{} {unit} ({:.0}%), {rate:.1} {unit}/s, {left:.0} s left",
             self.what,
             self.done,
             self.total,
@@ -93,16 +122,22 @@ impl Progress {
         )
     }
 
+    fn summary(&self) -> String {
+        format!(
+            "{}: {} {} in {:.1} s",
+            self.what,
+            self.done,
+            self.unit,
+            self.started.elapsed().as_secs_f64()
+        )
+    }
+
     /// Ends the report (the bar is cleared; a last line says how long it took).
     pub fn finish(self) {
         match self.shown {
             Shown::Bar(bar) => bar.finish_and_clear(),
-            Shown::Lines { .. } => eprintln!(
-                "{}: {} frames in {:.1} s",
-                self.what,
-                self.done,
-                self.started.elapsed().as_secs_f64()
-            ),
+            Shown::Lines { .. } => eprintln!("{}", self.summary()),
+            Shown::Log { .. } => tracing::info!("{}", self.summary()),
             Shown::Hidden => {}
         }
     }

@@ -3,7 +3,7 @@
 //! running playbacks with a status.
 
 use crate::Error;
-use crate::cache::FrameCache;
+use crate::cache::{CacheOptions, FrameCache};
 use crate::config::Config;
 use crate::library::Library;
 use crate::service::{Shared, StreamService};
@@ -73,29 +73,41 @@ pub async fn run(
     if library.is_empty() {
         tracing::warn!(dir = %config.videos.display(), "no videos yet; `stream-service make-demo --videos DIR` makes one");
     }
-    let cache = Arc::new(FrameCache::new(
-        config.cache_dir(),
-        limits.cache_max_bytes,
-        limits.jpeg_quality,
-    )?);
+    let options = CacheOptions {
+        max_bytes: limits.cache_max_bytes,
+        quality: limits.jpeg_quality,
+        segment_seconds: limits.segment_seconds,
+        encoders: limits.encoders(),
+        read_ahead: limits.read_ahead_segments,
+    };
+    let cache_dir = config.cache_dir();
+    let cache = tokio::task::spawn_blocking(move || FrameCache::new(cache_dir, options))
+        .await
+        .map_err(|e| Error::Startup(format!("opening the frame cache: {e}")))??;
+    cache.prewarm(&library, limits.prewarm_segments);
     let stop = CancellationToken::new();
     let shared = Arc::new(Shared::new(
         library.clone(),
-        cache,
+        cache.clone(),
         limits.clone(),
         stop.clone(),
     ));
 
     let rescanner = {
         let stop = stop.clone();
+        let cache = cache.clone();
+        let prewarm = limits.prewarm_segments;
         let every = Duration::from_secs(limits.rescan_secs.max(1));
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = tokio::time::sleep(every) => {
-                        let library = library.clone();
-                        let _ = tokio::task::spawn_blocking(move || library.rescan()).await;
+                        let scanning = library.clone();
+                        let changed = tokio::task::spawn_blocking(move || scanning.rescan()).await;
+                        if changed.unwrap_or(false) {
+                            cache.prewarm(&library, prewarm);
+                        }
                     }
                 }
             }

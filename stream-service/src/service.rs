@@ -235,7 +235,7 @@ impl StreamService {
             // The permits live exactly as long as the playback (dropped in this order, so the
             // session's permit is back before `Unregister` looks at it).
             let _permits = (total, per_session, guard);
-            let playback = Playback::new(start, cache, &source).await;
+            let playback = Playback::new(start, cache, &source);
             playback.run(sink, actions, stop).await;
         });
         Ok(ReceiverStream::new(frames))

@@ -124,6 +124,10 @@ impl TestStream {
             "--rescan-secs".into(),
             "1".into(),
         ];
+        // Tests count encodes: nothing is warmed unless a test asks for it.
+        if !extra.contains(&"--prewarm-segments") {
+            args.extend(["--prewarm-segments".into(), "0".into()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let config = StreamFlags::parse_from(args).config;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))

@@ -1,92 +1,145 @@
-//! Encoding one rendition into the cache, on a blocking thread: JPEG frames appended to a
-//! temporary file that viewers already read from, then the file and its checksummed index put in
-//! place by rename (index last, so an index always describes a complete frames file).
+//! Encoding a segment on an encoder thread: frames published to viewers one by one as they are
+//! encoded, then the complete segment written under a temporary name and renamed, so a killed
+//! build never leaves a half segment with a segment's name.
 
-use super::frames::{Frames, State};
-use super::index::{self, Entry};
-use super::layout::CacheKey;
+use super::pool::Encode;
+use super::segment::{Phase, Priority, Segment};
+use super::{FrameCache, segment_file};
 use crate::Error;
-use crate::media::JpegFrames;
-use memmap2::Mmap;
-use std::fs::File;
+use crate::media::SourceReader;
+use bytes::Bytes;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-fn cache_err(context: &str, path: &Path) -> impl Fn(std::io::Error) -> Error {
-    let text = format!("{context} {}", path.display());
-    move |e| Error::Cache(format!("{text}: {e}"))
+/// Numbers temporary files so concurrent writers never share one.
+static TEMPORARY: AtomicU64 = AtomicU64::new(0);
+
+/// What became of an encoding run.
+enum Run {
+    /// Every frame there (or the source ended).
+    Complete,
+    /// Stopped between two frames for more urgent work.
+    Yielded,
 }
 
-/// Maps a complete frames file read-only.
-pub(super) fn map(path: &Path) -> Result<Mmap, Error> {
-    let file = File::open(path).map_err(cache_err("opening", path))?;
-    // SAFETY: the cache directory belongs to this service; a frames file is complete before it
-    // gets its final name and is never written again (a new version gets a new directory), so
-    // the mapped bytes do not change while mapped. Its checksums are verified before use.
-    #[allow(unsafe_code)]
-    let map = unsafe { Mmap::map(&file) }.map_err(cache_err("mapping", path))?;
-    Ok(map)
-}
-
-/// Creates the temporary frames file of a build and a reader on it for viewers.
-pub(super) fn start(
-    root: &Path,
-    key: &CacheKey,
-    build: u64,
-) -> Result<(File, File, std::path::PathBuf), Error> {
-    let dir = key.dir(root);
-    std::fs::create_dir_all(&dir).map_err(cache_err("creating", &dir))?;
-    // Each build writes its own temporary file: a rebuild never touches another's.
-    let tmp = dir.join(format!(".frames.{}.{build}.tmp", std::process::id()));
-    let writer = File::create(&tmp).map_err(cache_err("creating", &tmp))?;
-    let reader = File::open(&tmp).map_err(cache_err("opening", &tmp))?;
-    Ok((writer, reader, tmp))
-}
-
-/// Encodes every frame of `source`, publishing each to viewers as it is written, and leaves the
-/// finished rendition mapped in `frames`. Returns the frame count.
-pub(super) fn encode(
-    frames: &Arc<Frames>,
-    source: &Path,
-    quality: i32,
-    mut writer: File,
-    tmp_path: &Path,
-    root: &Path,
-    key: &CacheKey,
-) -> Result<u64, Error> {
-    let mut jpegs = JpegFrames::open(source, quality)?;
-    let mut entries: Vec<Entry> = Vec::new();
-    while let Some(jpeg) = jpegs.next_jpeg()? {
-        writer
-            .write_all(&jpeg)
-            .map_err(cache_err("writing", tmp_path))?;
-        let entry = index::next_entry(entries.last(), &jpeg);
-        entries.push(entry);
-        if let State::Building { index, .. } =
-            &mut *frames.state.write().unwrap_or_else(|p| p.into_inner())
-        {
-            index.push(entry);
+impl FrameCache {
+    fn encode_frames(
+        &self,
+        segment: &Segment,
+        reader: &mut Option<SourceReader>,
+        should_stop: &dyn Fn() -> bool,
+    ) -> Result<Run, Error> {
+        let track = &segment.track;
+        let expected = segment.expected_frames() as usize;
+        let reader = match reader {
+            Some(r) if r.reads(&track.source, &track.key.source_tag) => r,
+            _ => reader.insert(SourceReader::open(
+                &track.source,
+                &track.key.source_tag,
+                self.options.quality,
+            )?),
+        };
+        reader.seek(segment.first_frame() + segment.available() as u64)?;
+        while segment.available() < expected {
+            if should_stop() {
+                return Ok(Run::Yielded);
+            }
+            match reader.next_jpeg()? {
+                Some(jpeg) => segment.push(Bytes::from(jpeg)),
+                None => break,
+            }
         }
-        frames.progress.send_modify(|p| p.available += 1);
+        Ok(Run::Complete)
     }
-    writer.sync_all().map_err(cache_err("syncing", tmp_path))?;
-    let frames_path = key.frames_path(root);
-    std::fs::rename(tmp_path, &frames_path).map_err(cache_err("renaming", tmp_path))?;
-    let index_path = key.index_path(root);
-    let tmp_index = index_path.with_extension("tmp");
-    let mut index_file = File::create(&tmp_index).map_err(cache_err("creating", &tmp_index))?;
-    index_file
-        .write_all(&index::encode(&entries))
-        .and_then(|_| index_file.sync_all())
-        .map_err(cache_err("writing", &tmp_index))?;
-    std::fs::rename(&tmp_index, &index_path).map_err(cache_err("renaming", &tmp_index))?;
-    let map = map(&frames_path)?;
-    let count = entries.len() as u64;
-    *frames.state.write().unwrap_or_else(|p| p.into_inner()) = State::Ready {
-        map: Arc::new(map),
-        index: entries,
-    };
-    frames.progress.send_modify(|p| p.done = true);
-    Ok(count)
+
+    /// Writes a complete segment to disk (blocking); returns the bytes written.
+    fn write(&self, segment: &Segment, frames: &[Bytes]) -> Result<u64, Error> {
+        let key = &segment.track.key;
+        let dir = key.dir(&self.root);
+        let path = key.segment_path(&self.root, segment.number);
+        let tmp = dir.join(format!(
+            ".{}.seg.{}.{}.tmp",
+            segment.number,
+            std::process::id(),
+            TEMPORARY.fetch_add(1, Ordering::Relaxed)
+        ));
+        let io = |what: &str, p: &Path| {
+            let text = format!("{what} {}", p.display());
+            move |e: std::io::Error| Error::Cache(format!("{text}: {e}"))
+        };
+        std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+        let header = segment_file::header(segment.first_frame(), frames);
+        let written = (|| {
+            let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+            file.write_all(&header)?;
+            for frame in frames {
+                file.write_all(frame)?;
+            }
+            file.into_inner().map_err(|e| e.into_error())?;
+            // No fsync: every load verifies the whole file, so one torn by a power cut is
+            // rebuilt, not served.
+            std::fs::rename(&tmp, &path)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io("writing", &path)(e));
+        }
+        Ok(header.len() as u64 + frames.iter().map(|f| f.len() as u64).sum::<u64>())
+    }
+
+    /// Keeps a complete segment: on disk, counted, older versions and the excess evicted.
+    fn keep(&self, segment: &Segment) {
+        let frames = segment.frames();
+        if frames.is_empty() {
+            return; // past the end of a source shorter than probed
+        }
+        match self.write(segment, &frames) {
+            Ok(bytes) => {
+                let key = &segment.track.key;
+                lock(&self.disk).add(key.segment_path(&self.root, segment.number), bytes);
+                self.remove_stale_versions(key);
+                self.evict();
+            }
+            // Still served from memory to whoever holds it; encoded again later if needed.
+            Err(e) => tracing::warn!(error = %e, "cannot keep a segment on disk"),
+        }
+    }
+}
+
+use super::lock;
+
+impl Encode for FrameCache {
+    fn encode(
+        &self,
+        segment: &Arc<Segment>,
+        reader: &mut Option<SourceReader>,
+        should_stop: &dyn Fn() -> bool,
+    ) -> bool {
+        match self.encode_frames(segment, reader, should_stop) {
+            Ok(Run::Yielded) => {
+                segment.set_phase(Phase::Waiting);
+                true
+            }
+            Ok(Run::Complete) => {
+                segment.complete();
+                self.encoded.fetch_add(1, Ordering::Relaxed);
+                self.keep(segment);
+                if segment.priority() == Priority::Warm {
+                    self.warmed();
+                }
+                false
+            }
+            Err(e) => {
+                // A decoder that failed once is not trusted again.
+                *reader = None;
+                tracing::warn!(video = %segment.track.key.video, rendition = segment.track.key.rendition.label(),
+                    segment = segment.number, error = %e, "encoding a segment failed");
+                segment.fail(e.to_string());
+                self.forget(segment);
+                false
+            }
+        }
+    }
 }

@@ -1,11 +1,12 @@
-//! Where cached renditions live on disk: one directory per `CacheKey`,
-//! `<cache>/<video>/<rendition>/<source tag>-q<quality>/` holding `frames` and `index`, so the
+//! Where cached segments live on disk: one directory per `CacheKey`,
+//! `<cache>/<video>/<rendition>/<source tag>-q<quality>-f<frames per segment>/<n>.seg`, so the
 //! versions of one rendition are siblings and no name is ever parsed back out of a file name.
 
 use crate::resolution::Rendition;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
-/// Which encoding of which source a cache entry holds.
+/// Which encoding of which source a set of segments holds.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
     pub video: String,
@@ -13,6 +14,7 @@ pub struct CacheKey {
     /// Changes when the source file changes.
     pub source_tag: String,
     pub quality: i32,
+    pub frames_per_segment: u64,
 }
 
 impl CacheKey {
@@ -22,24 +24,22 @@ impl CacheKey {
     }
 
     pub fn dir(&self, root: &Path) -> PathBuf {
-        self.rendition_dir(root)
-            .join(format!("{}-q{}", self.source_tag, self.quality))
+        self.rendition_dir(root).join(format!(
+            "{}-q{}-f{}",
+            self.source_tag, self.quality, self.frames_per_segment
+        ))
     }
 
-    pub fn frames_path(&self, root: &Path) -> PathBuf {
-        self.dir(root).join("frames")
-    }
-
-    pub fn index_path(&self, root: &Path) -> PathBuf {
-        self.dir(root).join("index")
+    pub fn segment_path(&self, root: &Path, number: u64) -> PathBuf {
+        self.dir(root).join(format!("{number}.seg"))
     }
 }
 
-/// A version directory found on disk, with the bytes it holds and when it was last used.
+/// A segment file found on disk.
 pub struct OnDisk {
-    pub dir: PathBuf,
+    pub path: PathBuf,
     pub bytes: u64,
-    pub modified: std::time::SystemTime,
+    pub modified: SystemTime,
 }
 
 fn subdirs(dir: &Path) -> Vec<PathBuf> {
@@ -66,45 +66,36 @@ fn files(dir: &Path) -> Vec<(PathBuf, std::fs::Metadata)> {
         .unwrap_or_default()
 }
 
+fn is_segment(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "seg")
+}
+
 /// Every version directory under `root` (three levels down).
-pub fn versions(root: &Path) -> Vec<OnDisk> {
-    let mut found = Vec::new();
-    for video in subdirs(root) {
-        for rendition in subdirs(&video) {
-            for version in subdirs(&rendition) {
-                let contents = files(&version);
-                let bytes = contents.iter().map(|(_, m)| m.len()).sum();
-                let modified = contents
-                    .iter()
-                    .filter(|(p, _)| p.file_name().is_some_and(|n| n == "frames"))
-                    .find_map(|(_, m)| m.modified().ok())
-                    .unwrap_or(std::time::UNIX_EPOCH);
-                found.push(OnDisk {
-                    dir: version,
-                    bytes,
-                    modified,
-                });
-            }
-        }
-    }
-    found
+fn version_dirs(root: &Path) -> Vec<PathBuf> {
+    subdirs(root)
+        .iter()
+        .flat_map(|video| subdirs(video))
+        .flat_map(|rendition| subdirs(&rendition))
+        .collect()
 }
 
-/// Bytes of every regular file under `root`, temporary files of running builds included.
-pub fn total_bytes(root: &Path) -> u64 {
-    fn walk(dir: &Path, depth: usize) -> u64 {
-        let here: u64 = files(dir).iter().map(|(_, m)| m.len()).sum();
-        if depth == 0 {
-            return here;
-        }
-        here + subdirs(dir).iter().map(|d| walk(d, depth - 1)).sum::<u64>()
-    }
-    walk(root, 3)
+/// Every segment file under `root`.
+pub fn segment_files(root: &Path) -> Vec<OnDisk> {
+    version_dirs(root)
+        .iter()
+        .flat_map(|dir| files(dir))
+        .filter(|(path, _)| is_segment(path))
+        .map(|(path, meta)| OnDisk {
+            path,
+            bytes: meta.len(),
+            modified: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+        })
+        .collect()
 }
 
-/// At start, before any build runs: removes what a killed build or an older layout left behind
-/// (temporary files anywhere, files at the top level, version directories without an index).
-/// Returns the bytes freed.
+/// At start, before any build runs: removes what killed builds or an older layout left behind
+/// (files at the top level, anything in a version directory that is not a segment, empty
+/// directories). Returns the bytes freed.
 pub fn clean_leftovers(root: &Path) -> u64 {
     let mut freed = 0;
     let mut remove_file = |path: &Path, len: u64| {
@@ -115,32 +106,35 @@ pub fn clean_leftovers(root: &Path) -> u64 {
     for (path, meta) in files(root) {
         remove_file(&path, meta.len());
     }
-    for version in versions(root) {
-        for (path, meta) in files(&version.dir) {
-            if path.extension().is_some_and(|e| e == "tmp") {
+    for dir in version_dirs(root) {
+        for (path, meta) in files(&dir) {
+            if !is_segment(&path) {
                 remove_file(&path, meta.len());
             }
         }
-        if !version.dir.join("index").exists() {
-            for (path, meta) in files(&version.dir) {
-                remove_file(&path, meta.len());
-            }
-            let _ = std::fs::remove_dir(&version.dir);
-        }
+        remove_empty(&dir);
     }
     freed
 }
 
-/// Removes a version directory and, when they become empty, its rendition and video directories.
-pub fn remove_version(dir: &Path) {
-    let _ = std::fs::remove_dir_all(dir);
-    let rendition = dir.parent();
-    if let Some(rendition) = rendition
-        && std::fs::remove_dir(rendition).is_ok()
-        && let Some(video) = rendition.parent()
-    {
-        let _ = std::fs::remove_dir(video);
+/// Removes `dir` and then its rendition and video directories, each only if empty.
+pub fn remove_empty(dir: &Path) {
+    let mut at = Some(dir);
+    for _ in 0..3 {
+        match at {
+            Some(d) if std::fs::remove_dir(d).is_ok() => at = d.parent(),
+            _ => return,
+        }
     }
+}
+
+/// The other versions of `key`'s rendition (older source files or settings).
+pub fn sibling_versions(root: &Path, key: &CacheKey) -> Vec<PathBuf> {
+    let current = key.dir(root);
+    subdirs(&key.rendition_dir(root))
+        .into_iter()
+        .filter(|d| *d != current)
+        .collect()
 }
 
 #[cfg(test)]
@@ -153,6 +147,7 @@ mod tests {
             rendition: Rendition::P240,
             source_tag: tag.into(),
             quality: 80,
+            frames_per_segment: 60,
         }
     }
 
@@ -164,28 +159,29 @@ mod tests {
             key("a-c", "1-2").rendition_dir(root)
         );
         assert_eq!(
-            key("a-b", "1-2").dir(root),
-            Path::new("/c/a-b/240p/1-2-q80")
+            key("a-b", "1-2").segment_path(root, 7),
+            Path::new("/c/a-b/240p/1-2-q80-f60/7.seg")
         );
     }
 
     #[test]
-    fn leftovers_are_cleaned_and_complete_versions_kept() {
+    fn leftovers_are_cleaned_and_segments_kept() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
         let done = key("a", "1").dir(root);
-        let half = key("b", "1").dir(root);
+        let old = key("b", "1").dir(root);
         std::fs::create_dir_all(&done).unwrap();
-        std::fs::create_dir_all(&half).unwrap();
-        std::fs::write(done.join("frames"), b"xx").unwrap();
-        std::fs::write(done.join("index"), b"i").unwrap();
-        std::fs::write(done.join(".frames.1.0.tmp"), vec![0u8; 100]).unwrap();
-        std::fs::write(half.join(".frames.9.0.tmp"), vec![0u8; 50]).unwrap();
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::write(done.join("0.seg"), b"xx").unwrap();
+        std::fs::write(done.join(".1.seg.9.0.tmp"), vec![0u8; 100]).unwrap();
+        // An older layout: one frames file and an index.
+        std::fs::write(old.join("frames"), vec![0u8; 50]).unwrap();
+        std::fs::write(old.join("index"), b"i").unwrap();
         std::fs::write(root.join("demo_240p-x-q80.frames"), b"old").unwrap();
-        assert_eq!(total_bytes(root), 2 + 1 + 100 + 50 + 3);
-        assert_eq!(clean_leftovers(root), 153);
-        assert!(done.join("frames").exists() && done.join("index").exists());
-        assert!(!half.exists());
-        assert_eq!(total_bytes(root), 3);
+        assert_eq!(clean_leftovers(root), 100 + 50 + 1 + 3);
+        assert!(done.join("0.seg").exists());
+        assert!(!old.exists() && !root.join("b").exists(), "empty dirs go");
+        let left: Vec<_> = segment_files(root).into_iter().map(|f| f.path).collect();
+        assert_eq!(left, [done.join("0.seg")]);
     }
 }

@@ -1,270 +1,295 @@
-//! The frame cache: each rendition of each source file is decoded and JPEG-encoded once, by one
-//! blocking thread, into its own directory (`layout`). Viewers during the build read the frames
-//! already written; later viewers get slices of one shared memory map (`frames`). An index with
-//! a checksum per frame (`index`) is verified before a cached rendition is served, and a damaged
-//! one is rebuilt. A changed source gets a new directory and the older versions are removed; past
-//! the size cap the least recently used renditions are evicted. Everything here that touches the
-//! disk runs on blocking threads.
+//! The frame cache, cut into segments: a few seconds of one rendition each (`segment`), encoded
+//! on demand from the source at the position a viewer needs by a bounded pool of encoder threads
+//! (`pool`, `build`), shared by every viewer who reaches them, written to disk with a checksum
+//! per frame (`segment_file`, `layout`) and loaded back verified (`load`), evicted least recently
+//! used first past the size cap (`disk`). A viewer reads through a `Reader`, which holds the
+//! segment it plays and asks for the next few ahead of it.
 
 mod build;
-mod frames;
-pub mod index;
+mod disk;
 pub mod layout;
+mod load;
+mod pool;
+mod reader;
+pub mod segment;
+pub mod segment_file;
 
-pub use frames::Frames;
 pub use layout::CacheKey;
+pub use reader::Reader;
+pub use segment::Priority;
 
 use crate::Error;
-use crate::library::Source;
-use crate::media::Probe;
+use crate::library::{Library, Source};
+use crate::progress::Progress;
 use crate::resolution::Rendition;
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use disk::DiskUse;
+use pool::Pool;
+use segment::{Phase, Segment, Track};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-/// All cached renditions.
+/// How the cache cuts, encodes and keeps segments.
+#[derive(Debug, Clone)]
+pub struct CacheOptions {
+    /// Bytes of segment files kept; least recently used ones are evicted beyond it.
+    pub max_bytes: u64,
+    /// JPEG quality (1-100).
+    pub quality: i32,
+    /// Seconds of video per segment.
+    pub segment_seconds: f64,
+    /// Encoder threads.
+    pub encoders: usize,
+    /// Segments encoded ahead of a playing viewer.
+    pub read_ahead: u64,
+}
+
+type SegmentId = (CacheKey, u64);
+
+/// Counters, for tests, benchmarks and logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheCounts {
+    /// Segments encoded since start.
+    pub encoded: u64,
+    /// Segments loaded from disk (and verified) since start.
+    pub loaded: u64,
+    /// Segment files on disk, and their bytes.
+    pub files: usize,
+    pub bytes: u64,
+}
+
 pub struct FrameCache {
     root: PathBuf,
-    max_bytes: u64,
-    quality: i32,
-    entries: Mutex<HashMap<CacheKey, Arc<Frames>>>,
-    encodes: AtomicU64,
+    options: CacheOptions,
+    /// Segments some viewer or encoder holds, by rendition version and number.
+    live: Mutex<HashMap<SegmentId, Weak<Segment>>>,
+    disk: Mutex<DiskUse>,
+    pool: Arc<Pool>,
+    /// Version directories whose older siblings have been removed this run.
+    cleaned: Mutex<HashSet<PathBuf>>,
+    encoded: AtomicU64,
+    loaded: AtomicU64,
+    warming: Mutex<Option<Progress>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl FrameCache {
-    /// Opens the cache directory, removing what killed builds or an older layout left there.
-    pub fn new(root: PathBuf, max_bytes: u64, quality: i32) -> Result<Self, Error> {
+    /// Opens the cache directory (blocking: removes what killed builds or an older layout left
+    /// there and takes stock of the rest) and starts the encoders.
+    pub fn new(root: PathBuf, options: CacheOptions) -> Result<Arc<Self>, Error> {
         std::fs::create_dir_all(&root)
             .map_err(|e| Error::Cache(format!("creating {}: {e}", root.display())))?;
         let freed = layout::clean_leftovers(&root);
         if freed > 0 {
             tracing::info!(bytes = freed, dir = %root.display(), "removed unfinished or outdated cache files");
         }
-        Ok(Self {
+        let disk = DiskUse::scan(&root);
+        tracing::info!(segments = disk.files(), bytes = disk.total(), dir = %root.display(), "frame cache opened");
+        let cache = Arc::new_cyclic(|me: &Weak<Self>| Self {
             root,
-            max_bytes,
-            quality,
-            entries: Mutex::new(HashMap::new()),
-            encodes: AtomicU64::new(0),
+            pool: Pool::start(options.encoders, me.clone()),
+            options,
+            live: Mutex::new(HashMap::new()),
+            disk: Mutex::new(disk),
+            cleaned: Mutex::new(HashSet::new()),
+            encoded: AtomicU64::new(0),
+            loaded: AtomicU64::new(0),
+            warming: Mutex::new(None),
+        });
+        cache.evict();
+        Ok(cache)
+    }
+
+    pub fn counts(&self) -> CacheCounts {
+        let disk = lock(&self.disk);
+        CacheCounts {
+            encoded: self.encoded.load(Ordering::Relaxed),
+            loaded: self.loaded.load(Ordering::Relaxed),
+            files: disk.files(),
+            bytes: disk.total(),
+        }
+    }
+
+    fn track(&self, video: &str, rendition: Rendition, source: &Source) -> Arc<Track> {
+        let per_segment = (self.options.segment_seconds * source.probe.fps)
+            .round()
+            .max(1.0) as u64;
+        Arc::new(Track {
+            key: CacheKey {
+                video: video.to_string(),
+                rendition,
+                source_tag: source.tag.clone(),
+                quality: self.options.quality,
+                frames_per_segment: per_segment,
+            },
+            source: source.path.clone(),
+            frame_count: source.probe.frame_count,
         })
     }
 
-    /// How many renditions were encoded since start.
-    pub fn encodes(&self) -> u64 {
-        self.encodes.load(Ordering::Relaxed)
-    }
-
-    fn entries(&self) -> MutexGuard<'_, HashMap<CacheKey, Arc<Frames>>> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn key(&self, video: &str, rendition: Rendition, source: &Source) -> CacheKey {
-        CacheKey {
-            video: video.to_string(),
-            rendition,
-            source_tag: source.tag.clone(),
-            quality: self.quality,
-        }
-    }
-
-    /// The frames of a rendition: shared if someone has them open, loaded from disk (and
-    /// verified) if built before, otherwise built now (the first viewer's call starts the one
-    /// encoder).
-    pub async fn open(
-        self: &Arc<Self>,
-        video: &str,
-        rendition: Rendition,
-        source: &Source,
-    ) -> Arc<Frames> {
-        let cache = self.clone();
-        let key = self.key(video, rendition, source);
-        let source = source.clone();
-        let probe = source.probe;
-        tokio::task::spawn_blocking(move || cache.open_blocking(key, source))
-            .await
-            .unwrap_or_else(|e| Frames::failed(probe, format!("opening the cache failed: {e}")))
-    }
-
-    fn open_blocking(self: &Arc<Self>, key: CacheKey, source: Source) -> Arc<Frames> {
-        let mut entries = self.entries();
-        if let Some(frames) = entries.get(&key) {
-            frames.touch();
-            return frames.clone();
-        }
-        let frames = match self.load(&key, source.probe) {
-            Ok(frames) => frames,
-            Err(reason) => {
-                tracing::info!(video = %key.video, rendition = key.rendition.label(), %reason, "building the frame cache");
-                self.build(key.clone(), source)
-            }
-        };
-        entries.insert(key, frames.clone());
-        frames
-    }
-
-    /// A complete, verified rendition from disk.
-    fn load(&self, key: &CacheKey, probe: Probe) -> Result<Arc<Frames>, String> {
-        let raw = std::fs::read(key.index_path(&self.root)).map_err(|_| "not cached yet")?;
-        let frames_path = key.frames_path(&self.root);
-        let map = build::map(&frames_path).map_err(|e| e.to_string())?;
-        let checked = index::decode(&raw, map.len() as u64).and_then(|index| {
-            match index::first_damaged(&index, &map) {
-                Some(n) => Err(format!("frame {n} does not match its checksum")),
-                None => Ok(index),
-            }
-        });
-        let index = match checked {
-            Ok(index) => index,
-            Err(why) => {
-                tracing::warn!(video = %key.video, rendition = key.rendition.label(), %why, "the cached rendition is damaged; rebuilding it");
-                drop(map);
-                layout::remove_version(&key.dir(&self.root));
-                return Err(format!("damaged cache ({why})"));
-            }
-        };
-        // The modification time orders eviction across restarts.
-        let _ = std::fs::File::options()
-            .append(true)
-            .open(&frames_path)
-            .and_then(|f| f.set_modified(SystemTime::now()));
-        let count = index.len() as u64;
-        Ok(Frames::new(
-            probe,
-            frames::State::Ready {
-                map: Arc::new(map),
-                index,
-            },
-            frames::Progress {
-                available: count,
-                done: true,
-                failed: None,
-            },
-        ))
-    }
-
-    fn build(self: &Arc<Self>, key: CacheKey, source: Source) -> Arc<Frames> {
-        let build_number = self.encodes.fetch_add(1, Ordering::Relaxed);
-        let (writer, reader, tmp_path) = match build::start(&self.root, &key, build_number) {
-            Ok(started) => started,
-            Err(e) => return Frames::failed(source.probe, e.to_string()),
-        };
-        let frames = Frames::new(
+    /// A viewer's way into one rendition of `video`.
+    pub fn reader(self: &Arc<Self>, video: &str, rendition: Rendition, source: &Source) -> Reader {
+        Reader::new(
+            self.clone(),
+            self.track(video, rendition, source),
             source.probe,
-            frames::State::Building {
-                reader,
-                index: Vec::new(),
-            },
-            frames::Progress::default(),
-        );
-        let cache = self.clone();
-        let building = frames.clone();
-        tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            let encoded = build::encode(
-                &building,
-                &source.path,
-                cache.quality,
-                writer,
-                &tmp_path,
-                &cache.root,
-                &key,
-            );
-            match encoded {
-                Ok(count) => {
-                    let secs = started.elapsed().as_secs_f64();
-                    tracing::info!(video = %key.video, rendition = key.rendition.label(), frames = count,
-                        fps = count as f64 / secs.max(1e-9), "frame cache built");
-                    cache.remove_stale_versions(&key);
-                    cache.evict(Some(&key));
-                }
-                Err(e) => {
-                    tracing::warn!(video = %key.video, rendition = key.rendition.label(), error = %e, "frame cache build failed");
-                    let _ = std::fs::remove_file(&tmp_path);
-                    *building.state.write().unwrap_or_else(|p| p.into_inner()) =
-                        frames::State::Failed;
-                    building
-                        .progress
-                        .send_modify(|p| p.failed = Some(e.to_string()));
-                    cache.entries().remove(&key);
-                }
+            self.options.read_ahead,
+        )
+    }
+
+    /// Segment `number` of `track`, wanted at `priority`: the one in memory if someone holds
+    /// it, else loaded from disk in the background, else queued for an encoder.
+    fn segment(
+        self: &Arc<Self>,
+        track: &Arc<Track>,
+        number: u64,
+        priority: Priority,
+    ) -> Arc<Segment> {
+        let path = track.key.segment_path(&self.root, number);
+        let id = (track.key.clone(), number);
+        let mut live = lock(&self.live);
+        if let Some(segment) = live.get(&id).and_then(Weak::upgrade) {
+            drop(live);
+            lock(&self.disk).touch(&path);
+            self.pool.request(&segment, priority, false);
+            return segment;
+        }
+        let on_disk = lock(&self.disk).touch(&path);
+        let phase = if on_disk {
+            Phase::Loading
+        } else {
+            Phase::Waiting
+        };
+        let segment = Segment::new(track.clone(), number, phase);
+        if live.len() > 1024 {
+            live.retain(|_, s| s.strong_count() > 0);
+        }
+        live.insert(id, Arc::downgrade(&segment));
+        drop(live);
+        if on_disk {
+            segment.raise(priority);
+            self.load_in_background(segment.clone());
+        } else {
+            self.pool.request(&segment, priority, true);
+        }
+        segment
+    }
+
+    /// After a failed load: the segment goes to an encoder instead.
+    fn encode_instead(&self, segment: &Arc<Segment>) {
+        segment.set_phase(Phase::Waiting);
+        self.pool.request(segment, segment.priority(), true);
+    }
+
+    /// Forgets `segment` in the live map if that entry is this segment.
+    fn forget(&self, segment: &Arc<Segment>) {
+        let id = (segment.track.key.clone(), segment.number);
+        let mut live = lock(&self.live);
+        if live
+            .get(&id)
+            .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(segment)))
+        {
+            live.remove(&id);
+        }
+    }
+
+    /// Files of segments someone holds now: never evicted or removed.
+    fn in_use(&self) -> HashSet<PathBuf> {
+        lock(&self.live)
+            .iter()
+            .filter(|(_, s)| s.strong_count() > 0)
+            .map(|((key, number), _)| key.segment_path(&self.root, *number))
+            .collect()
+    }
+
+    /// Deletes least recently used segment files until the cache fits its cap (blocking).
+    pub fn evict(&self) {
+        let in_use = self.in_use();
+        let gone = lock(&self.disk).evict(self.options.max_bytes, &in_use);
+        for path in &gone {
+            let _ = std::fs::remove_file(path);
+            if let Some(dir) = path.parent() {
+                layout::remove_empty(dir);
             }
-        });
-        frames
+        }
+        if !gone.is_empty() {
+            tracing::debug!(segments = gone.len(), "evicted from the frame cache");
+        }
     }
 
-    /// The key cached at `dir`, if it is open.
-    fn key_at<'a>(
-        &self,
-        entries: &'a HashMap<CacheKey, Arc<Frames>>,
-        dir: &Path,
-    ) -> Option<(&'a CacheKey, &'a Arc<Frames>)> {
-        entries.iter().find(|(k, _)| k.dir(&self.root) == dir)
-    }
-
-    /// Deletes other versions (older source files) of `key`'s rendition that nobody plays.
+    /// Removes other versions of `key`'s rendition (an older source file or other settings)
+    /// that nobody plays, once per version per run (blocking).
     fn remove_stale_versions(&self, key: &CacheKey) {
         let current = key.dir(&self.root);
-        let Ok(siblings) = std::fs::read_dir(key.rendition_dir(&self.root)) else {
+        if !lock(&self.cleaned).insert(current) {
             return;
-        };
-        let mut entries = self.entries();
-        for dir in siblings.flatten().map(|e| e.path()) {
-            if dir == current {
+        }
+        let in_use = self.in_use();
+        for dir in layout::sibling_versions(&self.root, key) {
+            if in_use.iter().any(|p| p.starts_with(&dir)) {
+                lock(&self.cleaned).remove(&key.dir(&self.root));
                 continue;
             }
-            let open = self
-                .key_at(&entries, &dir)
-                .map(|(k, f)| (k.clone(), f.clone()));
-            match open {
-                // Held by the map, this loop, and a viewer: leave it for that viewer.
-                Some((_, frames)) if Arc::strong_count(&frames) > 2 => continue,
-                Some((stale, _)) => {
-                    entries.remove(&stale);
-                }
-                None => {}
-            }
-            layout::remove_version(&dir);
+            let _ = std::fs::remove_dir_all(&dir);
+            lock(&self.disk).remove_under(&dir);
+            tracing::info!(dir = %dir.display(), "removed the cache of an older version");
         }
     }
 
-    /// Removes least recently used renditions until everything under the cache directory
-    /// (temporary files of running builds included) fits the cap. Renditions being played or
-    /// built stay, and so does `keep` (the one just built).
-    pub fn evict(&self, keep: Option<&CacheKey>) {
-        let mut total = layout::total_bytes(&self.root);
-        if total <= self.max_bytes {
+    /// Queues the first `segments` segments of every rendition of every video that are not
+    /// cached yet, at the lowest priority, so most starts are warm. Progress goes to the log.
+    pub fn prewarm(self: &Arc<Self>, library: &Library, segments: u64) {
+        if segments == 0 {
             return;
         }
-        let mut entries = self.entries();
-        let mut versions = layout::versions(&self.root);
-        let last_used = |v: &layout::OnDisk| -> SystemTime {
-            self.key_at(&entries, &v.dir)
-                .map(|(_, f)| SystemTime::now() - f.idle_for())
-                .unwrap_or(v.modified)
-        };
-        versions.sort_by_cached_key(last_used);
-        for version in versions {
-            if total <= self.max_bytes {
-                break;
-            }
-            let open = self
-                .key_at(&entries, &version.dir)
-                .map(|(k, f)| (k.clone(), Arc::strong_count(f) > 1 || f.is_building()));
-            if keep.is_some_and(|k| k.dir(&self.root) == version.dir) {
-                continue;
-            }
-            match open {
-                Some((_, true)) => continue,
-                Some((key, false)) => {
-                    entries.remove(&key);
+        let mut queued = 0u64;
+        for (name, video) in library.videos() {
+            for (rendition, source) in &video.renditions {
+                let track = self.track(&name, *rendition, source);
+                for number in 0..segments.min(track.segment_count()) {
+                    let path = track.key.segment_path(&self.root, number);
+                    let id = (track.key.clone(), number);
+                    let held = lock(&self.live)
+                        .get(&id)
+                        .is_some_and(|s| s.strong_count() > 0);
+                    if held || lock(&self.disk).touch(&path) {
+                        continue;
+                    }
+                    // Queued and held by the pool alone until built.
+                    drop(self.segment(&track, number, Priority::Warm));
+                    queued += 1;
                 }
-                None => {}
             }
-            layout::remove_version(&version.dir);
-            total = total.saturating_sub(version.bytes);
-            tracing::info!(dir = %version.dir.display(), "evicted from the frame cache");
         }
+        if queued > 0 {
+            tracing::info!(segments = queued, "warming the frame cache");
+            *lock(&self.warming) = Some(Progress::in_log(
+                "warming the frame cache",
+                queued,
+                "segments",
+            ));
+        }
+    }
+
+    /// A warming segment was built.
+    fn warmed(&self) {
+        let mut warming = lock(&self.warming);
+        let finished = warming.as_mut().is_some_and(|p| {
+            p.advance(1);
+            p.is_done()
+        });
+        if finished && let Some(progress) = warming.take() {
+            progress.finish();
+        }
+    }
+}
+
+impl Drop for FrameCache {
+    fn drop(&mut self) {
+        self.pool.stop();
     }
 }

@@ -1,0 +1,211 @@
+//! The encoder pool: a fixed number of threads, each keeping its own source decoder, building
+//! segments highest priority first (a viewer waiting > read-ahead > warming). Work nobody waits
+//! for yields to a waiting viewer between two frames, and a segment every viewer has left is
+//! dropped instead of built, so one viewer's seeks cannot keep every core busy.
+
+use super::segment::{Phase, Priority, Segment};
+use crate::media::SourceReader;
+use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+
+/// What the pool asks of whoever owns the cache.
+pub trait Encode: Send + Sync + 'static {
+    /// Encodes the rest of `segment` with `reader` (reopened as needed). Stops early, leaving
+    /// the segment `Waiting`, when `should_stop` says so; returns whether it stopped early.
+    fn encode(
+        &self,
+        segment: &Arc<Segment>,
+        reader: &mut Option<SourceReader>,
+        should_stop: &dyn Fn() -> bool,
+    ) -> bool;
+}
+
+/// A queued segment. Warming holds it (nobody else does); viewers' work holds it weakly, so a
+/// segment every viewer has left is not built.
+enum Held {
+    Strong(Arc<Segment>),
+    Weak(Weak<Segment>),
+}
+
+struct Job {
+    priority: Priority,
+    /// Earlier first among equals.
+    seq: u64,
+    segment: Held,
+}
+
+impl Job {
+    fn segment(&self) -> Option<Arc<Segment>> {
+        match &self.segment {
+            Held::Strong(s) => Some(s.clone()),
+            Held::Weak(w) => w.upgrade(),
+        }
+    }
+
+    /// Still worth an encoder: alive, waiting, and not since raised above this entry (a raise
+    /// pushes a new entry).
+    fn is_current(&self) -> bool {
+        self.segment()
+            .is_some_and(|s| s.phase() == Phase::Waiting && s.priority() == self.priority)
+    }
+}
+
+impl PartialEq for Job {
+    fn eq(&self, other: &Self) -> bool {
+        (self.priority, self.seq) == (other.priority, other.seq)
+    }
+}
+impl Eq for Job {}
+impl PartialOrd for Job {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Job {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.priority
+            .cmp(&other.priority)
+            .then(other.seq.cmp(&self.seq))
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: BinaryHeap<Job>,
+    seq: u64,
+}
+
+impl Queue {
+    /// Drops entries at the top that no longer matter.
+    fn prune_top(&mut self) {
+        while self.jobs.peek().is_some_and(|j| !j.is_current()) {
+            self.jobs.pop();
+        }
+    }
+}
+
+pub struct Pool {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    stopping: AtomicBool,
+}
+
+impl Pool {
+    /// Starts `encoders` threads working for `owner` (held weakly: the pool stops with it).
+    pub fn start<E: Encode>(encoders: usize, owner: Weak<E>) -> Arc<Self> {
+        let pool = Arc::new(Self {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            stopping: AtomicBool::new(false),
+        });
+        for n in 0..encoders.max(1) {
+            let pool = pool.clone();
+            let owner = owner.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("encoder-{n}"))
+                .spawn(move || pool.work(&owner));
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start an encoder thread");
+            }
+        }
+        pool
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wants `segment` built at `priority` at least. Queues it if it is waiting and this raises
+    /// its priority (or it was never queued); an encoder already on it just learns the new
+    /// priority.
+    pub fn request(&self, segment: &Arc<Segment>, priority: Priority, first: bool) {
+        let raised = segment.raise(priority);
+        if !(raised || first) || segment.phase() != Phase::Waiting {
+            return;
+        }
+        let priority = segment.priority();
+        let held = if priority == Priority::Warm {
+            Held::Strong(segment.clone())
+        } else {
+            Held::Weak(Arc::downgrade(segment))
+        };
+        let mut queue = self.queue();
+        queue.seq += 1;
+        let seq = queue.seq;
+        queue.jobs.push(Job {
+            priority,
+            seq,
+            segment: held,
+        });
+        drop(queue);
+        self.wake.notify_one();
+    }
+
+    /// Puts back a segment an encoder yielded, ahead of later work of its priority.
+    fn requeue(&self, segment: &Arc<Segment>) {
+        let priority = segment.priority();
+        let held = if priority == Priority::Warm {
+            Held::Strong(segment.clone())
+        } else {
+            Held::Weak(Arc::downgrade(segment))
+        };
+        self.queue().jobs.push(Job {
+            priority,
+            seq: 0,
+            segment: held,
+        });
+        self.wake.notify_one();
+    }
+
+    /// Whether work of a higher priority than `than` is waiting.
+    fn more_urgent_waiting(&self, than: Priority) -> bool {
+        let mut queue = self.queue();
+        queue.prune_top();
+        queue.jobs.peek().is_some_and(|j| j.priority > than)
+    }
+
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.wake.notify_all();
+    }
+
+    fn next(&self) -> Option<Arc<Segment>> {
+        let mut queue = self.queue();
+        loop {
+            if self.stopping.load(Ordering::Acquire) {
+                return None;
+            }
+            queue.prune_top();
+            if let Some(job) = queue.jobs.pop() {
+                let segment = job.segment();
+                if let Some(segment) = segment
+                    && segment.claim(Phase::Waiting, Phase::Encoding)
+                {
+                    return Some(segment);
+                }
+                continue;
+            }
+            queue = self.wake.wait(queue).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn work<E: Encode>(&self, owner: &Weak<E>) {
+        let mut reader: Option<SourceReader> = None;
+        while let Some(segment) = self.next() {
+            let Some(owner) = owner.upgrade() else { break };
+            let should_stop = || {
+                let priority = segment.priority();
+                // Only this thread and the queue hold it: every viewer left.
+                let abandoned = priority > Priority::Warm && Arc::strong_count(&segment) <= 1;
+                abandoned
+                    || self.stopping.load(Ordering::Acquire)
+                    || (priority < Priority::Now && self.more_urgent_waiting(priority))
+            };
+            let stopped = owner.encode(&segment, &mut reader, &should_stop);
+            if stopped && Arc::strong_count(&segment) > 1 {
+                self.requeue(&segment);
+            }
+        }
+    }
+}
