@@ -107,6 +107,8 @@ fn key_for(code: i32) -> Option<Key> {
 struct ViewItem {
     jpeg: Bytes,
     fps: f64,
+    /// The window's title: video, rendition, position and duration.
+    title: String,
 }
 
 fn cv(e: opencv::Error) -> String {
@@ -124,6 +126,7 @@ fn view_loop(
     let mut sizes = Vec::new();
     let mut writer: Option<(videoio::VideoWriter, Size)> = None;
     let mut resized = Mat::default();
+    let mut shown_title = String::new();
     if window {
         highgui::named_window("svs", highgui::WINDOW_AUTOSIZE).map_err(cv)?;
     }
@@ -179,6 +182,10 @@ fn view_loop(
             }
         }
         if window {
+            if item.title != shown_title {
+                highgui::set_window_title("svs", &item.title).map_err(cv)?;
+                shown_title = item.title;
+            }
             highgui::imshow("svs", &mat).map_err(cv)?;
             if let Some(key) = key_for(highgui::wait_key(1).map_err(cv)?) {
                 let _ = keys.send(key);
@@ -326,7 +333,14 @@ pub async fn play(
                             decoded_width: 0,
                             decoded_height: 0,
                         });
-                        if view_tx.send(ViewItem { jpeg: frame.jpeg, fps: header.fps }).await.is_err() {
+                        let title = format!(
+                            "{} — {} — {} / {}",
+                            summary.video,
+                            summary.rendition,
+                            clock(position),
+                            clock(header.frame_count as f64 / header.fps.max(1.0))
+                        );
+                        if view_tx.send(ViewItem { jpeg: frame.jpeg, fps: header.fps, title }).await.is_err() {
                             break Ok(());
                         }
                     }

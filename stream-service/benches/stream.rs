@@ -7,147 +7,11 @@
 //! load generator); `svs play` decodes every frame. Run: `cargo bench -p stream-service`.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-use svs_cli::stream_client::StreamClient;
+mod support;
+
+use std::time::Instant;
+use support::{RENDITIONS, percentile, watch};
 use svs_common::proto::stream::{Pacing, PlayRequest, Resolution, play_response};
-
-struct Service {
-    child: Child,
-    url: String,
-    ca: std::path::PathBuf,
-    token: String,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start(data: &Path, videos: &Path) -> Service {
-    let issuer = svs_common::token::TokenIssuer::load_or_create(
-        &data.join("directory/token_key.pem"),
-        &data.join("token_public.pem"),
-    )
-    .unwrap();
-    let now = svs_common::time::now_ms();
-    let token = issuer
-        .issue(&svs_common::token::Claims {
-            session_id: [1; 16],
-            name: "bench".into(),
-            fingerprint: [0; 32],
-            issued_at_ms: now,
-            expires_at_ms: now + 3_600_000,
-        })
-        .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_stream-service"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(data)
-        .arg("--videos")
-        .arg(videos)
-        .args([
-            "--max-streams",
-            "100000",
-            "--max-streams-per-session",
-            "100000",
-            // Hundreds of viewers connect from this one address.
-            "--max-connections-per-address",
-            "100000",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start stream-service");
-    let url = format!("https://localhost:{port}");
-    let ca = data.join("tls/ca.pem");
-    svs_common::client::wait_healthy(&url, Some(&ca), Duration::from_secs(10))
-        .await
-        .expect("service became healthy");
-    Service {
-        child,
-        url,
-        ca,
-        token,
-    }
-}
-
-impl Service {
-    async fn client(&self) -> StreamClient {
-        StreamClient::connect(&self.url, Some(&self.ca), &self.token)
-            .await
-            .unwrap()
-    }
-}
-
-/// What one playback saw.
-#[derive(Default)]
-struct Seen {
-    first_frame: Duration,
-    frames: u64,
-    skipped: u64,
-    bytes: u64,
-    lateness_ms: Vec<f64>,
-    width: u32,
-    height: u32,
-}
-
-async fn watch(
-    client: &mut StreamClient,
-    resolution: Resolution,
-    pacing: Pacing,
-    start_seconds: f64,
-) -> Seen {
-    let asked = Instant::now();
-    let request = PlayRequest {
-        video: "demo".into(),
-        resolution: resolution as i32,
-        start_seconds,
-        pacing: pacing as i32,
-    };
-    let mut playing = client.play(request).await.unwrap();
-    let mut seen = Seen::default();
-    let mut anchor: Option<(Instant, f64)> = None;
-    while let Ok(Some(message)) = playing.stream.message().await {
-        if let Some(play_response::Kind::Frame(f)) = message.kind {
-            let now = Instant::now();
-            if seen.frames == 0 {
-                seen.first_frame = now - asked;
-            }
-            let (t0, pts0) = *anchor.get_or_insert((now, f.pts_seconds));
-            seen.lateness_ms
-                .push(((now - t0).as_secs_f64() - (f.pts_seconds - pts0)) * 1000.0);
-            seen.frames += 1;
-            seen.skipped = f.skipped_total;
-            seen.bytes += f.jpeg.len() as u64;
-            seen.width = f.width;
-            seen.height = f.height;
-        }
-    }
-    seen
-}
-
-fn percentile(values: &mut [f64], p: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    values.sort_by(|a, b| a.total_cmp(b));
-    values[((values.len() - 1) as f64 * p).round() as usize]
-}
-
-const RENDITIONS: [(Resolution, &str); 3] = [
-    (Resolution::Resolution240p, "240p"),
-    (Resolution::Resolution720p, "720p"),
-    (Resolution::Resolution1440p, "1440p"),
-];
 
 #[tokio::main]
 async fn main() {
@@ -162,7 +26,7 @@ async fn main() {
         &mut stream_service::progress::Progress::hidden(),
     )
     .unwrap();
-    let service = start(&tmp.path().join("data"), &videos).await;
+    let service = support::start(&tmp.path().join("data"), &videos, &[]).await;
     println!(
         "stream benchmark (2-core machine, viewers on the same machine, TLS on loopback, 10 s 30 fps demo)"
     );
@@ -172,7 +36,15 @@ async fn main() {
     for (resolution, label) in RENDITIONS {
         let mut client = service.client().await;
         let started = Instant::now();
-        let seen = watch(&mut client, resolution, Pacing::AsFastAsPossible, 0.0).await;
+        let seen = watch(
+            &mut client,
+            "demo",
+            resolution,
+            Pacing::AsFastAsPossible,
+            0.0,
+            None,
+        )
+        .await;
         let secs = started.elapsed().as_secs_f64();
         let raw = seen.width as f64 * seen.height as f64 * 3.0;
         let per_frame = seen.bytes as f64 / seen.frames as f64;
@@ -217,9 +89,11 @@ async fn main() {
         let mut client = service.client().await;
         let mut seen = watch(
             &mut client,
+            "demo",
             Resolution::Resolution720p,
             Pacing::Realtime,
             5.0,
+            None,
         )
         .await;
         let mut jitter: Vec<f64> = seen.lateness_ms.iter().map(|v| v.abs()).collect();
@@ -241,9 +115,11 @@ async fn main() {
             tasks.push(tokio::spawn(async move {
                 watch(
                     &mut client,
+                    "demo",
                     Resolution::Resolution720p,
                     Pacing::AsFastAsPossible,
                     0.0,
+                    None,
                 )
                 .await
                 .bytes
@@ -277,7 +153,7 @@ async fn main() {
             let mut tasks = Vec::new();
             for mut client in clients {
                 tasks.push(tokio::spawn(async move {
-                    watch(&mut client, resolution, Pacing::Realtime, 5.0).await
+                    watch(&mut client, "demo", resolution, Pacing::Realtime, 5.0, None).await
                 }));
             }
             let mut lateness = Vec::new();

@@ -203,9 +203,133 @@ impl Pool {
                     || (priority < Priority::Now && self.more_urgent_waiting(priority))
             };
             let stopped = owner.encode(&segment, &mut reader, &should_stop);
-            if stopped && Arc::strong_count(&segment) > 1 {
+            // Warming is held by the queue alone; other work only while a viewer holds it.
+            let wanted = segment.priority() == Priority::Warm || Arc::strong_count(&segment) > 1;
+            if stopped && wanted {
                 self.requeue(&segment);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::layout::CacheKey;
+    use crate::cache::segment::Track;
+    use crate::resolution::Rendition;
+    use bytes::Bytes;
+    use std::time::Duration;
+
+    /// Encodes by sleeping a millisecond per frame, and records what it started and finished.
+    #[derive(Default)]
+    struct Recorder {
+        started: Mutex<Vec<u64>>,
+        finished: Mutex<Vec<u64>>,
+    }
+
+    impl Encode for Recorder {
+        fn encode(
+            &self,
+            segment: &Arc<Segment>,
+            _reader: &mut Option<SourceReader>,
+            should_stop: &dyn Fn() -> bool,
+        ) -> bool {
+            self.started.lock().unwrap().push(segment.number);
+            while (segment.available() as u64) < segment.expected_frames() {
+                if should_stop() {
+                    segment.set_phase(Phase::Waiting);
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+                segment.push(Bytes::from_static(b"frame"));
+            }
+            segment.complete();
+            self.finished.lock().unwrap().push(segment.number);
+            false
+        }
+    }
+
+    fn track() -> Arc<Track> {
+        Arc::new(Track {
+            key: CacheKey {
+                video: "v".into(),
+                rendition: Rendition::P240,
+                source_tag: "t".into(),
+                quality: 80,
+                frames_per_segment: 40,
+            },
+            source: "/nonexistent".into(),
+            frame_count: 4000,
+        })
+    }
+
+    fn wait_until(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    #[test]
+    fn a_waiting_viewer_goes_before_warming_which_yields_between_frames() {
+        let recorder = Arc::new(Recorder::default());
+        let pool = Pool::start(1, Arc::downgrade(&recorder));
+        let track = track();
+        for n in 0..3 {
+            let warm = Segment::new(track.clone(), n, Phase::Waiting);
+            pool.request(&warm, Priority::Warm, true);
+        }
+        wait_until("warming started", || {
+            !recorder.started.lock().unwrap().is_empty()
+        });
+        let now = Segment::new(track.clone(), 50, Phase::Waiting);
+        pool.request(&now, Priority::Now, true);
+        wait_until("all done", || recorder.finished.lock().unwrap().len() == 4);
+        let finished = recorder.finished.lock().unwrap().clone();
+        assert_eq!(finished[0], 50, "the viewer's segment first: {finished:?}");
+        let started = recorder.started.lock().unwrap().clone();
+        assert_eq!(
+            started.iter().filter(|n| **n == 0).count(),
+            2,
+            "segment 0 yielded once and resumed: {started:?}"
+        );
+        pool.stop();
+    }
+
+    #[test]
+    fn a_segment_every_viewer_left_is_not_encoded() {
+        let recorder = Arc::new(Recorder::default());
+        let pool = Pool::start(1, Arc::downgrade(&recorder));
+        let track = track();
+        let busy = Segment::new(track.clone(), 1, Phase::Waiting);
+        pool.request(&busy, Priority::Now, true);
+        wait_until("busy started", || {
+            !recorder.started.lock().unwrap().is_empty()
+        });
+        let left = Segment::new(track.clone(), 2, Phase::Waiting);
+        pool.request(&left, Priority::ReadAhead, true);
+        drop(left);
+        let kept = Segment::new(track.clone(), 3, Phase::Waiting);
+        pool.request(&kept, Priority::ReadAhead, true);
+        wait_until("kept done", || {
+            recorder.finished.lock().unwrap().contains(&3)
+        });
+        assert_eq!(*recorder.started.lock().unwrap(), [1, 3]);
+        // A segment left while being encoded stops between two frames.
+        let leaving = Segment::new(track.clone(), 4, Phase::Waiting);
+        pool.request(&leaving, Priority::ReadAhead, true);
+        wait_until("leaving started", || {
+            recorder.started.lock().unwrap().contains(&4)
+        });
+        drop(leaving);
+        let after = Segment::new(track, 5, Phase::Waiting);
+        pool.request(&after, Priority::Now, true);
+        wait_until("after done", || {
+            recorder.finished.lock().unwrap().contains(&5)
+        });
+        assert!(!recorder.finished.lock().unwrap().contains(&4));
+        pool.stop();
     }
 }
