@@ -142,6 +142,30 @@ async fn frame_after_notice(
     }
 }
 
+/// Plays from `start` to the end as fast as possible on a new connection, checking every frame
+/// at `size`; returns each frame's index and bytes.
+async fn play_to_end(
+    s: &Setup,
+    resolution: Resolution,
+    start: f64,
+    size: (i32, i32),
+) -> Vec<(u64, usize)> {
+    let mut client = s.client().await;
+    let mut playing = client
+        .play(request(resolution, start, Pacing::AsFastAsPossible))
+        .await
+        .unwrap();
+    let mut frames = Vec::new();
+    while let Some(kind) = next(&mut playing.stream).await {
+        if let play_response::Kind::Frame(f) = kind {
+            check(&f, size);
+            frames.push((f.index, f.jpeg.len()));
+        }
+    }
+    frames
+}
+
+const P240: (i32, i32) = (426, 240);
 const P720: (i32, i32) = (1280, 720);
 const P1440: (i32, i32) = (2560, 1440);
 
@@ -220,22 +244,8 @@ async fn start_seek_and_switch_anywhere_land_on_the_right_frame() {
     }
 
     // Start in the last segment: every frame to the end, in order, at 1440p.
-    let mut client = s.client().await;
-    let mut playing = client
-        .play(request(
-            Resolution::Resolution1440p,
-            SECONDS - 1.0,
-            Pacing::AsFastAsPossible,
-        ))
-        .await
-        .unwrap();
-    let mut indexes = Vec::new();
-    while let Some(kind) = next(&mut playing.stream).await {
-        if let play_response::Kind::Frame(f) = kind {
-            check(&f, P1440);
-            indexes.push(f.index);
-        }
-    }
+    let frames = play_to_end(&s, Resolution::Resolution1440p, SECONDS - 1.0, P1440).await;
+    let indexes: Vec<u64> = frames.iter().map(|(i, _)| *i).collect();
     assert_eq!(indexes, ((FRAMES - 8)..FRAMES).collect::<Vec<_>>());
     s.stream.stop().await;
 }
@@ -244,43 +254,15 @@ async fn start_seek_and_switch_anywhere_land_on_the_right_frame() {
 async fn viewers_at_different_places_share_segments_and_only_theirs_are_encoded() {
     let s = setup(&["--read-ahead-segments", "0"]).await;
     // One viewer plays 1:40 to the end (25 segments), as fast as it can.
-    let mut one = s.client().await;
-    let mut playing = one
-        .play(request(
-            Resolution::Resolution240p,
-            100.0,
-            Pacing::AsFastAsPossible,
-        ))
-        .await
-        .unwrap();
-    let mut frames = 0;
-    while let Some(kind) = next(&mut playing.stream).await {
-        if let play_response::Kind::Frame(f) = kind {
-            check(&f, (426, 240));
-            frames += 1;
-        }
-    }
-    assert_eq!(frames, FRAMES - 800);
+    let frames = play_to_end(&s, Resolution::Resolution240p, 100.0, P240).await;
+    assert_eq!(frames.len() as u64, FRAMES - 800);
     let after_one = s.stream.handle.cache.counts().encoded;
     assert_eq!(after_one, 25, "only the segments it played were encoded");
 
     // A second viewer inside that range encodes nothing; a third before it encodes its own.
     for (start, new_segments) in [(110.0, 0), (30.0, (800 - 240) / PER_SEGMENT)] {
-        let mut client = s.client().await;
-        let mut playing = client
-            .play(request(
-                Resolution::Resolution240p,
-                start,
-                Pacing::AsFastAsPossible,
-            ))
-            .await
-            .unwrap();
-        let mut last = None;
-        while let Some(kind) = next(&mut playing.stream).await {
-            if let play_response::Kind::Frame(f) = kind {
-                last = Some(f.index);
-            }
-        }
+        let frames = play_to_end(&s, Resolution::Resolution240p, start, P240).await;
+        let last = frames.last().map(|(i, _)| *i);
         assert_eq!(last, Some(FRAMES - 1));
         let encoded = s.stream.handle.cache.counts().encoded;
         assert_eq!(encoded, after_one + new_segments, "starting at {start} s");
@@ -309,30 +291,13 @@ async fn a_small_cache_evicts_segments_while_two_viewers_play() {
     let play = |start: f64| {
         let s = &s;
         async move {
-            let mut client = s.client().await;
-            let mut playing = client
-                .play(request(
-                    Resolution::Resolution720p,
-                    start,
-                    Pacing::AsFastAsPossible,
-                ))
-                .await
-                .unwrap();
-            let mut frames = 0;
-            let mut largest_segment = 0;
-            let mut segment_bytes = 0;
-            while let Some(kind) = next(&mut playing.stream).await {
-                if let play_response::Kind::Frame(f) = kind {
-                    check(&f, P720);
-                    segment_bytes += f.jpeg.len();
-                    if f.index % PER_SEGMENT == PER_SEGMENT - 1 {
-                        largest_segment = largest_segment.max(segment_bytes);
-                        segment_bytes = 0;
-                    }
-                    frames += 1;
-                }
-            }
-            (frames, largest_segment as u64)
+            let frames = play_to_end(s, Resolution::Resolution720p, start, P720).await;
+            let largest_segment = frames
+                .chunks(PER_SEGMENT as usize)
+                .map(|c| c.iter().map(|(_, bytes)| *bytes as u64).sum::<u64>())
+                .max()
+                .unwrap_or(0);
+            (frames.len() as u64, largest_segment)
         }
     };
     let ((one, seg_one), (two, seg_two)) = tokio::join!(play(110.0), play(40.0));
@@ -341,7 +306,7 @@ async fn a_small_cache_evicts_segments_while_two_viewers_play() {
     let counts = s.stream.handle.cache.counts();
     let cache_dir = s._tmp.path().join("data/cache");
     let on_disk = bytes_under(&cache_dir);
-    let largest = seg_one.max(seg_two) + 4096;
+    let largest = seg_one.max(seg_two) + 4096; // and its header
     println!("{counts:?}; {on_disk} bytes on disk; largest segment about {largest} bytes");
     assert!(
         counts.encoded * largest / 2 > CAP,

@@ -9,6 +9,12 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 /// Largest message a client accepts (a 1440p frame fits with room).
 pub const CLIENT_MAX_DECODE: usize = 16 * 1024 * 1024;
 
+/// HTTP/2 receive window per stream: a whole 1440p frame (typically 0.1–0.5 MB) arrives without
+/// waiting for window updates, and a link with 50 ms of round trip still carries 160 Mbit/s;
+/// yet a viewer that stops reading holds at most this much before the service starts skipping
+/// (h2's default of 64 KiB needed several round trips per 1440p frame).
+pub const STREAM_WINDOW: u32 = 1024 * 1024;
+
 /// Opens a channel to `url` (`https://host:port`, or `http://` for --plaintext services).
 pub async fn connect(url: &str, ca: Option<&Path>) -> Result<Channel, Error> {
     endpoint(url, ca)?
@@ -29,6 +35,8 @@ pub fn endpoint(url: &str, ca: Option<&Path>) -> Result<Endpoint, Error> {
         })?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(2 * STREAM_WINDOW)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20))
         .keep_alive_while_idle(true);

@@ -120,6 +120,9 @@ fn summary(values: &[f64]) -> String {
 async fn main() {
     let dir = videos_dir();
     make_videos(&dir);
+    // Extra service flags, e.g. SVS_BENCH_FLAGS="--encoders 1".
+    let flags_text = std::env::var("SVS_BENCH_FLAGS").unwrap_or_default();
+    let flags: Vec<&str> = flags_text.split_whitespace().collect();
     let only: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
@@ -135,13 +138,13 @@ async fn main() {
             continue;
         }
         let tmp = tempfile::tempdir().unwrap();
-        let service = support::start(&tmp.path().join("data"), &dir, &[]).await;
+        let service = support::start(&tmp.path().join("data"), &dir, &flags).await;
         let starts: Vec<f64> = (0..10).map(|_| positions.next(seconds - 5.0)).collect();
         let mut cold = Vec::new();
         for &at in &starts {
             cold.push(first_frame(&service, name, resolution, at).await);
-            // Let the abandoned read-ahead settle so each start is measured alone.
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            // Let the encoders finish what the viewer left, so each start is measured alone.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
         }
         let mut warm = Vec::new();
         for &at in &starts {
@@ -156,6 +159,7 @@ async fn main() {
 
         // One viewer watches 5 minutes (as fast as it can) from a cold position.
         let (files_before, _) = cache_on_disk(&service);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         let cpu_before = service.cpu_seconds();
         let started = Instant::now();
         let mut client = service.client().await;
@@ -183,8 +187,16 @@ async fn main() {
         );
         drop(seen);
 
-        // Viewers at different cold positions in real time, 20 s each.
-        for n in [2usize, 4, 6, 8, 12, 16] {
+        // Viewers at different cold positions in real time, 20 s each, on an empty cache.
+        drop(service);
+        let tmp = tempfile::tempdir().unwrap();
+        let service = support::start(&tmp.path().join("data"), &dir, &flags).await;
+        let steps: &[usize] = match rendition {
+            Rendition::P240 => &[8, 16, 32, 48, 64],
+            Rendition::P720 => &[4, 8, 12, 16, 24, 32],
+            Rendition::P1440 => &[2, 4, 6, 8, 12],
+        };
+        for &n in steps {
             let mut tasks = Vec::new();
             for _ in 0..n {
                 let mut client = service.client().await;

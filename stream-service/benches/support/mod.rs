@@ -63,7 +63,10 @@ pub async fn start(data: &Path, videos: &Path, extra: &[&str]) -> Service {
             "0",
         ])
         .args(extra)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("SVS_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -104,6 +107,7 @@ impl Service {
 #[derive(Default)]
 pub struct Seen {
     pub first_frame: Duration,
+    /// Per frame: arrival minus the video clock, relative to the best-paced frame.
     pub frames: u64,
     pub skipped: u64,
     pub bytes: u64,
@@ -149,6 +153,16 @@ pub async fn watch(
                 break;
             }
         }
+    }
+    // Lateness against the best-paced frame of the run (as `svs play` reports it), so a first
+    // frame that came late does not make every later one look early.
+    let earliest = seen
+        .lateness_ms
+        .iter()
+        .copied()
+        .fold(f64::INFINITY, f64::min);
+    for v in &mut seen.lateness_ms {
+        *v -= earliest;
     }
     seen
 }

@@ -32,7 +32,7 @@ impl FrameCache {
         should_stop: &dyn Fn() -> bool,
     ) -> Result<Run, Error> {
         let track = &segment.track;
-        let expected = segment.expected_frames() as usize;
+        let started = std::time::Instant::now();
         let reader = match reader {
             Some(r) if r.reads(&track.source, &track.key.source_tag) => r,
             _ => reader.insert(SourceReader::open(
@@ -41,17 +41,28 @@ impl FrameCache {
                 self.options.quality,
             )?),
         };
-        reader.seek(segment.first_frame() + segment.available() as u64)?;
-        while segment.available() < expected {
+        let from = segment.filled();
+        let mut first_frame_ms = None;
+        let mut run = Run::Complete;
+        while let Some(slot) = segment.next_missing() {
             if should_stop() {
-                return Ok(Run::Yielded);
+                run = Run::Yielded;
+                break;
             }
+            // A no-op when the reader is already there (the next slot of a run).
+            reader.seek(segment.first_frame() + slot as u64)?;
             match reader.next_jpeg()? {
-                Some(jpeg) => segment.push(Bytes::from(jpeg)),
-                None => break,
+                Some(jpeg) => segment.put(slot, Bytes::from(jpeg)),
+                None => segment.end_at(slot),
             }
+            first_frame_ms.get_or_insert(started.elapsed().as_secs_f64() * 1e3);
         }
-        Ok(Run::Complete)
+        tracing::debug!(video = %track.key.video, rendition = track.key.rendition.label(),
+            segment = segment.number, priority = ?segment.priority(), from, to = segment.filled(),
+            since_asked_ms = segment.asked.elapsed().as_secs_f64() * 1e3, first_frame_ms,
+            total_ms = started.elapsed().as_secs_f64() * 1e3,
+            yielded = matches!(run, Run::Yielded), "encoded");
+        Ok(run)
     }
 
     /// Writes a complete segment to disk (blocking); returns the bytes written.
@@ -91,7 +102,9 @@ impl FrameCache {
 
     /// Keeps a complete segment: on disk, counted, older versions and the excess evicted.
     fn keep(&self, segment: &Segment) {
-        let frames = segment.frames();
+        let Some(frames) = segment.frames() else {
+            return; // not every slot is there: nothing to keep
+        };
         if frames.is_empty() {
             return; // past the end of a source shorter than probed
         }

@@ -1,7 +1,11 @@
 //! The encoder pool: a fixed number of threads, each keeping its own source decoder, building
-//! segments highest priority first (a viewer waiting > read-ahead > warming). Work nobody waits
-//! for yields to a waiting viewer between two frames, and a segment every viewer has left is
-//! dropped instead of built, so one viewer's seeks cannot keep every core busy.
+//! segments highest priority first (a viewer waiting > read-ahead > warming), and within one
+//! priority those without a head start first. Work yields between two frames to more urgent
+//! work: anything to a waiting viewer, and a segment with its head start (a quarter of it) to
+//! one without, so viewers starting at once each see a first frame soon. A queued segment every viewer has left is
+//! dropped, and one left half-encoded is finished only as warming (at most `MAX_DEMOTED` wait
+//! so), so one viewer's seeks cannot keep every core busy, and the work already done for a
+//! viewer who watched a second and left is not thrown away.
 
 use super::segment::{Phase, Priority, Segment};
 use crate::media::SourceReader;
@@ -30,12 +34,18 @@ enum Held {
 
 struct Job {
     priority: Priority,
+    /// The segment lacked its head start when queued.
+    starving: bool,
     /// Earlier first among equals.
     seq: u64,
     segment: Held,
 }
 
 impl Job {
+    fn rank(&self) -> (Priority, bool) {
+        (self.priority, self.starving)
+    }
+
     fn segment(&self) -> Option<Arc<Segment>> {
         match &self.segment {
             Held::Strong(s) => Some(s.clone()),
@@ -53,7 +63,7 @@ impl Job {
 
 impl PartialEq for Job {
     fn eq(&self, other: &Self) -> bool {
-        (self.priority, self.seq) == (other.priority, other.seq)
+        (self.rank(), self.seq) == (other.rank(), other.seq)
     }
 }
 impl Eq for Job {}
@@ -64,8 +74,8 @@ impl PartialOrd for Job {
 }
 impl Ord for Job {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.priority
-            .cmp(&other.priority)
+        self.rank()
+            .cmp(&other.rank())
             .then(other.seq.cmp(&self.seq))
     }
 }
@@ -84,6 +94,9 @@ impl Queue {
         }
     }
 }
+
+/// Half-encoded segments every viewer left that wait, as warming, to be finished.
+const MAX_DEMOTED: usize = 8;
 
 pub struct Pool {
     queue: Mutex<Queue>,
@@ -135,6 +148,7 @@ impl Pool {
         let seq = queue.seq;
         queue.jobs.push(Job {
             priority,
+            starving: segment.is_starving(),
             seq,
             segment: held,
         });
@@ -152,17 +166,29 @@ impl Pool {
         };
         self.queue().jobs.push(Job {
             priority,
+            starving: segment.is_starving(),
             seq: 0,
             segment: held,
         });
         self.wake.notify_one();
     }
 
-    /// Whether work of a higher priority than `than` is waiting.
-    fn more_urgent_waiting(&self, than: Priority) -> bool {
+    /// Half-encoded segments waiting as warming.
+    fn demoted_waiting(&self) -> usize {
+        self.queue()
+            .jobs
+            .iter()
+            .filter(|j| {
+                matches!(&j.segment, Held::Strong(s) if s.filled() > 0 && s.priority() == Priority::Warm)
+            })
+            .count()
+    }
+
+    /// Whether work ranked above `than` (priority, then lacking a head start) is waiting.
+    fn more_urgent_waiting(&self, than: (Priority, bool)) -> bool {
         let mut queue = self.queue();
         queue.prune_top();
-        queue.jobs.peek().is_some_and(|j| j.priority > than)
+        queue.jobs.peek().is_some_and(|j| j.rank() > than)
     }
 
     pub fn stop(&self) {
@@ -200,14 +226,21 @@ impl Pool {
                 let abandoned = priority > Priority::Warm && Arc::strong_count(&segment) <= 1;
                 abandoned
                     || self.stopping.load(Ordering::Acquire)
-                    || (priority < Priority::Now && self.more_urgent_waiting(priority))
+                    || self.more_urgent_waiting((priority, segment.is_starving()))
             };
-            let stopped = owner.encode(&segment, &mut reader, &should_stop);
-            // Warming is held by the queue alone; other work only while a viewer holds it.
-            let wanted = segment.priority() == Priority::Warm || Arc::strong_count(&segment) > 1;
-            if stopped && wanted {
-                self.requeue(&segment);
+            if !owner.encode(&segment, &mut reader, &should_stop) {
+                continue;
             }
+            // Warming is held by the queue alone; other work while a viewer holds it, or, once
+            // every viewer left it half-encoded, as warming (within a bound).
+            let abandoned = segment.priority() > Priority::Warm && Arc::strong_count(&segment) <= 1;
+            if abandoned {
+                if segment.filled() == 0 || self.demoted_waiting() >= MAX_DEMOTED {
+                    continue;
+                }
+                segment.demote();
+            }
+            self.requeue(&segment);
         }
     }
 }
@@ -236,13 +269,13 @@ mod tests {
             should_stop: &dyn Fn() -> bool,
         ) -> bool {
             self.started.lock().unwrap().push(segment.number);
-            while (segment.available() as u64) < segment.expected_frames() {
+            while let Some(slot) = segment.next_missing() {
                 if should_stop() {
                     segment.set_phase(Phase::Waiting);
                     return true;
                 }
                 std::thread::sleep(Duration::from_millis(1));
-                segment.push(Bytes::from_static(b"frame"));
+                segment.put(slot, Bytes::from_static(b"frame"));
             }
             segment.complete();
             self.finished.lock().unwrap().push(segment.number);
@@ -299,7 +332,24 @@ mod tests {
     }
 
     #[test]
-    fn a_segment_every_viewer_left_is_not_encoded() {
+    fn a_viewer_without_a_head_start_goes_before_one_with_it() {
+        let recorder = Arc::new(Recorder::default());
+        let pool = Pool::start(1, Arc::downgrade(&recorder));
+        let track = track();
+        let first = Segment::new(track.clone(), 1, Phase::Waiting);
+        pool.request(&first, Priority::Now, true);
+        // A quarter of its 40 frames is its head start.
+        wait_until("head start", || first.filled() >= 12);
+        let second = Segment::new(track, 2, Phase::Waiting);
+        pool.request(&second, Priority::Now, true);
+        wait_until("both done", || recorder.finished.lock().unwrap().len() == 2);
+        assert_eq!(*recorder.started.lock().unwrap(), [1, 2, 1]);
+        assert_eq!(*recorder.finished.lock().unwrap(), [2, 1]);
+        pool.stop();
+    }
+
+    #[test]
+    fn a_queued_segment_every_viewer_left_is_dropped_and_a_half_encoded_one_finished_last() {
         let recorder = Arc::new(Recorder::default());
         let pool = Pool::start(1, Arc::downgrade(&recorder));
         let track = track();
@@ -317,7 +367,8 @@ mod tests {
             recorder.finished.lock().unwrap().contains(&3)
         });
         assert_eq!(*recorder.started.lock().unwrap(), [1, 3]);
-        // A segment left while being encoded stops between two frames.
+        // A segment left while being encoded stops between two frames and lets the waiting
+        // viewer's go first.
         let leaving = Segment::new(track.clone(), 4, Phase::Waiting);
         pool.request(&leaving, Priority::ReadAhead, true);
         wait_until("leaving started", || {
@@ -326,10 +377,9 @@ mod tests {
         drop(leaving);
         let after = Segment::new(track, 5, Phase::Waiting);
         pool.request(&after, Priority::Now, true);
-        wait_until("after done", || {
-            recorder.finished.lock().unwrap().contains(&5)
-        });
-        assert!(!recorder.finished.lock().unwrap().contains(&4));
+        // Left half-encoded, it is finished as warming once nothing else waits.
+        wait_until("both done", || recorder.finished.lock().unwrap().len() == 4);
+        assert_eq!(*recorder.finished.lock().unwrap(), [1, 3, 5, 4]);
         pool.stop();
     }
 }

@@ -50,9 +50,11 @@ impl Reader {
         let Some(segment) = self.held.first().cloned() else {
             return Ok(None);
         };
-        segment
-            .frame((index - segment.first_frame()) as usize)
-            .await
+        let slot = (index - segment.first_frame()) as usize;
+        // Entering (or seeking within) a segment not yet encoded there: the encoder starts at
+        // this frame rather than at the segment's first.
+        segment.want(slot);
+        segment.frame(slot).await
     }
 
     /// Holds segment `number` (wanted now) and the next `read_ahead` (wanted soon); lets go of

@@ -1,11 +1,12 @@
-//! One segment in memory: the frames of a few seconds of one rendition, appended as they are
-//! encoded (or set at once when loaded from disk), shared by every viewer who reaches them.
+//! One segment in memory: the frames of a few seconds of one rendition, put in their slots as
+//! they are encoded (from where a viewer entered the segment, then the frames before it) or set
+//! at once when loaded from disk, shared by every viewer who reaches them.
 
 use crate::Error;
 use crate::cache::layout::CacheKey;
 use bytes::Bytes;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
 
@@ -39,10 +40,16 @@ impl Track {
     }
 }
 
-/// How far a segment has got, watched by viewers waiting for a frame.
-#[derive(Debug, Clone, Default)]
-struct Fill {
-    available: usize,
+/// A wanted slot this close after the encoder's next one is reached by decoding on.
+const NEAR_SLOTS: usize = 8;
+
+/// The frames so far, by slot (frame number within the segment).
+#[derive(Debug, Default)]
+struct Slots {
+    frames: Vec<Option<Bytes>>,
+    filled: usize,
+    /// Slots past this do not exist (the source ended early); starts at the probed count.
+    end: usize,
     complete: bool,
     failed: Option<String>,
 }
@@ -73,21 +80,33 @@ pub enum Priority {
 pub struct Segment {
     pub track: Arc<Track>,
     pub number: u64,
-    frames: RwLock<Vec<Bytes>>,
-    fill: watch::Sender<Fill>,
+    slots: RwLock<Slots>,
+    /// Bumped on every change of `slots`; viewers wait on it.
+    changed: watch::Sender<u64>,
+    /// Where the encoder goes next: the slot a viewer most recently needed that was missing.
+    wanted_from: AtomicUsize,
     phase: AtomicU8,
     priority: AtomicU8,
+    /// When it was first asked for (logs say how long it waited for an encoder).
+    pub asked: std::time::Instant,
 }
 
 impl Segment {
     pub fn new(track: Arc<Track>, number: u64, phase: Phase) -> Arc<Self> {
+        let expected = track.frames_in(number) as usize;
         Arc::new(Self {
             track,
             number,
-            frames: RwLock::new(Vec::new()),
-            fill: watch::Sender::new(Fill::default()),
+            slots: RwLock::new(Slots {
+                frames: vec![None; expected],
+                end: expected,
+                ..Slots::default()
+            }),
+            changed: watch::Sender::new(0),
+            wanted_from: AtomicUsize::new(0),
             phase: AtomicU8::new(phase as u8),
             priority: AtomicU8::new(Priority::Warm as u8),
+            asked: std::time::Instant::now(),
         })
     }
 
@@ -133,70 +152,212 @@ impl Segment {
         self.priority.fetch_max(to as u8, Ordering::AcqRel) < to as u8
     }
 
-    /// Frames already there.
-    pub fn available(&self) -> usize {
-        self.fill.borrow().available
+    /// Lowers the priority to warming (work every viewer left, finished when nothing else waits).
+    pub fn demote(&self) {
+        self.priority.store(Priority::Warm as u8, Ordering::Release);
     }
 
-    /// Appends an encoded frame and wakes viewers waiting for it.
-    pub fn push(&self, frame: Bytes) {
-        let mut frames = self.frames.write().unwrap_or_else(|p| p.into_inner());
-        frames.push(frame);
-        let available = frames.len();
-        drop(frames);
-        self.fill.send_modify(|f| f.available = available);
+    /// Whether a viewer waits for it and it has fewer frames than that viewer needs to start
+    /// smoothly (a quarter of a segment): such work goes before other work for viewers.
+    pub fn is_starving(&self) -> bool {
+        if self.priority() != Priority::Now {
+            return false;
+        }
+        let headstart = (self.track.frames_per_segment() / 4).max(1) as usize;
+        let slots = self.slots();
+        slots.filled < headstart.min(slots.end)
+    }
+
+    fn slots(&self) -> std::sync::RwLockReadGuard<'_, Slots> {
+        self.slots.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Slots)) {
+        change(&mut self.slots.write().unwrap_or_else(|p| p.into_inner()));
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Frames there so far.
+    pub fn filled(&self) -> usize {
+        self.slots().filled
+    }
+
+    /// Asks the encoder to go to `slot` next if it is missing (a viewer entered or seeked
+    /// there) and not just ahead of where the encoder is (then decoding on beats a seek).
+    pub fn want(&self, slot: usize) {
+        let slots = self.slots();
+        if slots.frames.get(slot).is_none_or(Option::is_some) {
+            return;
+        }
+        let next = self.next_missing_in(&slots);
+        if next.is_some_and(|n| n <= slot && slot - n < NEAR_SLOTS) {
+            return;
+        }
+        self.wanted_from.store(slot, Ordering::Release);
+    }
+
+    /// The next slot to encode: the first missing one from the wanted slot on, then from the
+    /// start of the segment. `None` when every slot is there.
+    pub fn next_missing(&self) -> Option<usize> {
+        self.next_missing_in(&self.slots())
+    }
+
+    fn next_missing_in(&self, slots: &Slots) -> Option<usize> {
+        let from = self.wanted_from.load(Ordering::Acquire).min(slots.end);
+        let missing = |range: std::ops::Range<usize>| {
+            range
+                .into_iter()
+                .find(|i| slots.frames.get(*i).is_some_and(Option::is_none))
+        };
+        missing(from..slots.end).or_else(|| missing(0..from))
+    }
+
+    /// Puts an encoded frame in its slot and wakes viewers waiting for it.
+    pub fn put(&self, slot: usize, frame: Bytes) {
+        self.update(|s| {
+            if let Some(place) = s.frames.get_mut(slot)
+                && place.is_none()
+            {
+                *place = Some(frame);
+                s.filled += 1;
+            }
+        });
+    }
+
+    /// The source ended before `slot`: the segment is shorter than probed.
+    pub fn end_at(&self, slot: usize) {
+        self.update(|s| {
+            if slot < s.end {
+                s.end = slot;
+                s.frames.truncate(slot);
+                s.filled = s.frames.iter().filter(|f| f.is_some()).count();
+            }
+        });
     }
 
     /// Sets every frame at once (loaded from disk) and marks the segment complete.
     pub fn fill_with(&self, frames: Vec<Bytes>) {
-        let available = frames.len();
-        *self.frames.write().unwrap_or_else(|p| p.into_inner()) = frames;
         self.set_phase(Phase::Done);
-        self.fill.send_modify(|f| {
-            f.available = available;
-            f.complete = true;
+        self.update(|s| {
+            s.end = frames.len();
+            s.filled = frames.len();
+            s.frames = frames.into_iter().map(Some).collect();
+            s.complete = true;
         });
     }
 
-    /// No more frames will come (the source ended, or every expected frame is there).
+    /// Every slot is there.
     pub fn complete(&self) {
         self.set_phase(Phase::Done);
-        self.fill.send_modify(|f| f.complete = true);
+        self.update(|s| s.complete = true);
     }
 
     /// Viewers waiting for a frame that will never come get `why`.
     pub fn fail(&self, why: String) {
         self.set_phase(Phase::Done);
-        self.fill.send_modify(|f| f.failed = Some(why));
+        self.update(|s| s.failed = Some(why));
     }
 
-    /// The frames so far (cheap: each is a shared `Bytes`).
-    pub fn frames(&self) -> Vec<Bytes> {
-        self.frames
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    /// Every frame in order, if every slot is there (cheap: each is a shared `Bytes`).
+    pub fn frames(&self) -> Option<Vec<Bytes>> {
+        self.slots().frames.iter().cloned().collect()
     }
 
     /// Frame `offset` of this segment, waiting for it to be encoded or loaded. `None` when the
     /// segment ended before it (the source was shorter than probed).
     pub async fn frame(&self, offset: usize) -> Result<Option<Bytes>, Error> {
-        let mut fill = self.fill.subscribe();
+        let mut changed = self.changed.subscribe();
         loop {
-            let seen = fill.borrow_and_update().clone();
-            if offset < seen.available {
-                let frames = self.frames.read().unwrap_or_else(|p| p.into_inner());
-                return Ok(frames.get(offset).cloned());
+            {
+                let slots = self.slots();
+                if offset >= slots.end {
+                    return Ok(None);
+                }
+                if let Some(Some(frame)) = slots.frames.get(offset) {
+                    return Ok(Some(frame.clone()));
+                }
+                if let Some(why) = &slots.failed {
+                    return Err(Error::Cache(why.clone()));
+                }
+                if slots.complete {
+                    return Ok(None);
+                }
             }
-            if let Some(why) = seen.failed {
-                return Err(Error::Cache(why));
-            }
-            if seen.complete {
-                return Ok(None);
-            }
-            if fill.changed().await.is_err() {
+            if changed.changed().await.is_err() {
                 return Ok(None);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolution::Rendition;
+
+    fn segment(frames: u64) -> Arc<Segment> {
+        let track = Arc::new(Track {
+            key: CacheKey {
+                video: "v".into(),
+                rendition: Rendition::P240,
+                source_tag: "t".into(),
+                quality: 80,
+                frames_per_segment: 20,
+            },
+            source: "/nonexistent".into(),
+            frame_count: frames,
+        });
+        Segment::new(track, 0, Phase::Encoding)
+    }
+
+    #[tokio::test]
+    async fn encoding_starts_where_a_viewer_entered_then_fills_the_start() {
+        let s = segment(20);
+        s.want(12);
+        let mut order = Vec::new();
+        while let Some(slot) = s.next_missing() {
+            order.push(slot);
+            s.put(slot, Bytes::from(vec![slot as u8]));
+            if slot == 15 {
+                // A viewer seeks back within the segment, far from the encoder: it goes there.
+                s.want(2);
+            }
+            if slot == 3 {
+                // Just ahead of the encoder: decoding on gets there without a seek.
+                s.want(6);
+            }
+        }
+        assert_eq!(
+            order,
+            [
+                12, 13, 14, 15, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 16, 17, 18, 19, 0, 1
+            ]
+        );
+        assert_eq!(s.frame(7).await.unwrap().unwrap()[..], [7]);
+        let all = s.frames().unwrap();
+        assert_eq!(all.len(), 20);
+        assert!(all.iter().enumerate().all(|(i, f)| f[..] == [i as u8]));
+    }
+
+    #[tokio::test]
+    async fn a_source_shorter_than_probed_ends_the_segment_early() {
+        let s = segment(20);
+        s.want(10);
+        for slot in 10..14 {
+            s.put(slot, Bytes::from_static(b"f"));
+        }
+        s.end_at(14);
+        assert!(s.frames().is_none(), "the start is still missing");
+        assert_eq!(s.frame(15).await.unwrap(), None, "past the end");
+        let waiting = tokio::spawn({
+            let s = s.clone();
+            async move { s.frame(3).await }
+        });
+        while let Some(slot) = s.next_missing() {
+            s.put(slot, Bytes::from_static(b"f"));
+        }
+        s.complete();
+        assert!(waiting.await.unwrap().unwrap().is_some());
+        assert_eq!(s.frames().unwrap().len(), 14);
     }
 }
