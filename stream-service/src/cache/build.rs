@@ -49,6 +49,13 @@ impl FrameCache {
                 run = Run::Yielded;
                 break;
             }
+            // The viewer's frames are done; the start of the segment it skipped can wait until
+            // nothing else does (a viewer who needs it asks again).
+            if segment.is_backfill(slot) && segment.priority() > Priority::Warm {
+                segment.demote();
+                run = Run::Yielded;
+                break;
+            }
             // A no-op when the reader is already there (the next slot of a run).
             reader.seek(segment.first_frame() + slot as u64)?;
             match reader.next_jpeg()? {

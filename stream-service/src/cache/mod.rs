@@ -179,6 +179,11 @@ impl FrameCache {
         segment
     }
 
+    /// A viewer waits for a frame of `segment`: it is wanted now.
+    fn urge(&self, segment: &Arc<Segment>) {
+        self.pool.request(segment, Priority::Now, false);
+    }
+
     /// After a failed load: the segment goes to an encoder instead.
     fn encode_instead(&self, segment: &Arc<Segment>) {
         segment.set_phase(Phase::Waiting);

@@ -95,7 +95,7 @@ impl Queue {
     }
 }
 
-/// Half-encoded segments every viewer left that wait, as warming, to be finished.
+/// Half-encoded segments nobody waits for that wait, as warming, to be finished.
 const MAX_DEMOTED: usize = 8;
 
 pub struct Pool {
@@ -235,10 +235,17 @@ impl Pool {
             // every viewer left it half-encoded, as warming (within a bound).
             let abandoned = segment.priority() > Priority::Warm && Arc::strong_count(&segment) <= 1;
             if abandoned {
-                if segment.filled() == 0 || self.demoted_waiting() >= MAX_DEMOTED {
+                if segment.filled() == 0 {
                     continue;
                 }
                 segment.demote();
+            }
+            // Half-done work nobody waits for (left by every viewer, or the start of a segment
+            // its viewer entered later) waits as warming, within a bound; past it, it is
+            // dropped from the queue (a viewer who needs it asks again, which requeues it).
+            let deferred = segment.priority() == Priority::Warm && segment.filled() > 0;
+            if deferred && self.demoted_waiting() >= MAX_DEMOTED {
+                continue;
             }
             self.requeue(&segment);
         }

@@ -52,8 +52,10 @@ impl Reader {
         };
         let slot = (index - segment.first_frame()) as usize;
         // Entering (or seeking within) a segment not yet encoded there: the encoder starts at
-        // this frame rather than at the segment's first.
-        segment.want(slot);
+        // this frame rather than at the segment's first, and a viewer waits for it.
+        if segment.want(slot) {
+            self.cache.urge(&segment);
+        }
         segment.frame(slot).await
     }
 

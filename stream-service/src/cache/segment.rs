@@ -184,16 +184,23 @@ impl Segment {
 
     /// Asks the encoder to go to `slot` next if it is missing (a viewer entered or seeked
     /// there) and not just ahead of where the encoder is (then decoding on beats a seek).
-    pub fn want(&self, slot: usize) {
+    /// Returns whether the slot is missing (a viewer will wait for it).
+    pub fn want(&self, slot: usize) -> bool {
         let slots = self.slots();
         if slots.frames.get(slot).is_none_or(Option::is_some) {
-            return;
+            return false;
         }
         let next = self.next_missing_in(&slots);
-        if next.is_some_and(|n| n <= slot && slot - n < NEAR_SLOTS) {
-            return;
+        if next.is_none_or(|n| n > slot || slot - n >= NEAR_SLOTS) {
+            self.wanted_from.store(slot, Ordering::Release);
         }
-        self.wanted_from.store(slot, Ordering::Release);
+        true
+    }
+
+    /// Whether `slot` lies before the slot the encoder was sent to: filling in the start of a
+    /// segment a viewer entered later, which that viewer does not need.
+    pub fn is_backfill(&self, slot: usize) -> bool {
+        slot < self.wanted_from.load(Ordering::Acquire)
     }
 
     /// The next slot to encode: the first missing one from the wanted slot on, then from the
