@@ -137,6 +137,17 @@ impl Pool {
         if !(raised || first) || segment.phase() != Phase::Waiting {
             return;
         }
+        self.push(segment, false);
+    }
+
+    /// Puts back a segment an encoder yielded, ahead of later work of its priority.
+    fn requeue(&self, segment: &Arc<Segment>) {
+        self.push(segment, true);
+    }
+
+    /// Queues `segment` at its priority: after the work queued so far, or (`ahead`) before all
+    /// other work of its rank.
+    fn push(&self, segment: &Arc<Segment>, ahead: bool) {
         let priority = segment.priority();
         let held = if priority == Priority::Warm {
             Held::Strong(segment.clone())
@@ -145,7 +156,7 @@ impl Pool {
         };
         let mut queue = self.queue();
         queue.seq += 1;
-        let seq = queue.seq;
+        let seq = if ahead { 0 } else { queue.seq };
         queue.jobs.push(Job {
             priority,
             starving: segment.is_starving(),
@@ -153,23 +164,6 @@ impl Pool {
             segment: held,
         });
         drop(queue);
-        self.wake.notify_one();
-    }
-
-    /// Puts back a segment an encoder yielded, ahead of later work of its priority.
-    fn requeue(&self, segment: &Arc<Segment>) {
-        let priority = segment.priority();
-        let held = if priority == Priority::Warm {
-            Held::Strong(segment.clone())
-        } else {
-            Held::Weak(Arc::downgrade(segment))
-        };
-        self.queue().jobs.push(Job {
-            priority,
-            starving: segment.is_starving(),
-            seq: 0,
-            segment: held,
-        });
         self.wake.notify_one();
     }
 
