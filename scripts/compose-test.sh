@@ -2,7 +2,8 @@
 # End-to-end test of the container setup: builds the images (building local base images first
 # where they cannot be pulled), runs `docker compose up -d`, waits for both healthchecks,
 # registers two clients over the compose network, exchanges a message, plays the demo headless,
-# and removes every container and volume it made.
+# checks that both services' Prometheus metrics counted it, and removes every container and
+# volume it made.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,4 +60,9 @@ echo "message delivered"
 summary="$(cli alice play demo --headless --json --resolution 240p | tail -n 1)"
 echo "$summary"
 echo "$summary" | grep -q '"frames_decoded":[1-9]' || { echo "no frames decoded"; exit 1; }
+curl -sf http://127.0.0.1:9101/metrics | grep '^svs_rpc_total{' | grep 'Directory/Register' | grep -q 'code="Ok"' ||
+  { echo "directory metrics do not count the registrations"; exit 1; }
+curl -sf http://127.0.0.1:9102/metrics | grep -q '^svs_stream_frames_sent_total{rendition="240p"} [1-9]' ||
+  { echo "stream metrics do not count the frames"; exit 1; }
+echo "metrics counted"
 echo "compose test passed"

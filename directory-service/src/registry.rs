@@ -377,7 +377,8 @@ impl Registry {
         );
     }
 
-    /// Ends expired sessions, sessions idle without a stream, and subscribers cut as too slow.
+    /// Ends expired sessions, sessions idle without a stream, and subscribers cut as too slow;
+    /// updates the session gauges.
     pub fn sweep(&self) {
         let mut state = self.state();
         let now = Instant::now();
@@ -409,6 +410,13 @@ impl Registry {
         for (canonical, id, reason) in ending {
             end_session_locked(&mut state, &canonical, id, reason);
         }
+        let sessions = state.names.values().flat_map(|o| o.sessions.values());
+        let (sessions, subscribed) = sessions.fold((0, 0), |(n, s), session| {
+            (n + 1, s + usize::from(session.subscriber.is_some()))
+        });
+        metrics::gauge!("svs_directory_names_online").set(state.names.len() as f64);
+        metrics::gauge!("svs_directory_sessions").set(sessions as f64);
+        metrics::gauge!("svs_directory_subscribers").set(subscribed as f64);
     }
 
     /// Ends every stream with UNAVAILABLE; used on shutdown.
@@ -441,6 +449,8 @@ fn end_session_locked(
     let Some(session) = online.sessions.remove(&session_id) else {
         return;
     };
+    metrics::counter!("svs_directory_sessions_ended_total", "reason" => reason.as_str())
+        .increment(1);
     if let Some(sub) = &session.subscriber {
         sub.close(reason.final_status());
     }

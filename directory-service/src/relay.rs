@@ -189,6 +189,10 @@ impl Relay {
                 })
             })
             .collect();
+        for o in &outcomes {
+            let outcome = Outcome::try_from(o.outcome).map_or("unknown", |o| o.as_str_name());
+            metrics::counter!("svs_directory_recipients_total", "outcome" => outcome).increment(1);
+        }
         if duplicates == outcomes.len() {
             return Err(Error::AlreadyExists(
                 "this message id was already accepted for every recipient; a resent envelope is refused".into(),
@@ -219,6 +223,10 @@ impl Relay {
             .ack(&session.canonical, ids, receipt_seqs.to_vec())
             .await?;
         let count = acked.envelopes.len() + acked.receipts;
+        metrics::counter!("svs_directory_acknowledged_total", "kind" => "message")
+            .increment(acked.envelopes.len() as u64);
+        metrics::counter!("svs_directory_acknowledged_total", "kind" => "receipt")
+            .increment(acked.receipts as u64);
         let receipts = acked
             .envelopes
             .into_iter()
@@ -238,6 +246,7 @@ impl Relay {
     /// Drops what expired from every mailbox and tells the senders of unread envelopes.
     pub async fn expire(&self) -> Result<(), Error> {
         let expired = self.mail.expire(now_ms()).await?;
+        metrics::counter!("svs_directory_expired_total").increment(expired.len() as u64);
         let ttl_days = self.limits.ttl_days;
         let failures = expired
             .into_iter()

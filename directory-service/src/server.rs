@@ -52,6 +52,7 @@ pub async fn run(
     std::fs::create_dir_all(&server.data_dir)
         .map_err(|e| Error::Storage(format!("cannot create {}: {e}", server.data_dir.display())))?;
     let tls_config = tls::server_tls(&server.data_dir, &server.tls)?;
+    let _metrics = svs_server::metrics::start(&server.metrics).await?;
     let paths = DataPaths::new(&server.data_dir);
     let tokens = TokenIssuer::load_or_create(&paths.token_key, &paths.token_public)?;
     let verifier = Arc::new(tokens.verifier().clone());

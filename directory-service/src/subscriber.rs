@@ -144,6 +144,8 @@ impl Subscriber {
             })
             .flatten();
         let Some(permits) = permits else {
+            // Its memory queue is full: it catches up from the store instead.
+            metrics::counter!("svs_directory_subscribers_behind_total").increment(1);
             delivery.live = false;
             return false;
         };
@@ -157,6 +159,7 @@ impl Subscriber {
             return false;
         }
         delivery.cursor = seq;
+        metrics::counter!("svs_directory_messages_queued_live_total").increment(1);
         true
     }
 

@@ -7,6 +7,8 @@ pub enum Error {
     Tls(String),
     #[error("gRPC reflection setup: {0}")]
     Reflection(String),
+    #[error("cannot listen for {0}")]
+    Listen(String),
     #[error(transparent)]
     Common(#[from] svs_common::Error),
 }

@@ -1,10 +1,11 @@
 //! svs-server: what both svs services run on — the accept loop and its per-address limits
 //! (`serve`), admission of calls (`auth`), generated TLS (`tls`), health and reflection, the
-//! shared flags (`ServerOptions`), the serve-until-shutdown ending both use (`run`), and the
-//! mapping of protocol errors to gRPC statuses (`status`).
+//! shared flags (`ServerOptions`), the serve-until-shutdown ending both use (`run`), Prometheus
+//! metrics (`metrics`), and the mapping of protocol errors to gRPC statuses (`status`).
 
 pub mod auth;
 pub mod error;
+pub mod metrics;
 pub mod rate;
 pub mod run;
 pub mod serve;

@@ -23,6 +23,8 @@ pub struct ServerOptions {
     pub tls: crate::tls::TlsOptions,
     #[command(flatten)]
     pub connections: ConnectionOptions,
+    #[command(flatten)]
+    pub metrics: crate::metrics::MetricsOptions,
     /// Emit logs as JSON lines (filter with RUST_LOG).
     #[arg(long, env = "SVS_LOG_JSON")]
     pub log_json: bool,

@@ -121,7 +121,13 @@ impl Playback {
         }
     }
 
+    fn sent(&self) {
+        metrics::counter!("svs_stream_frames_sent_total", "rendition" => self.current.label())
+            .increment(1);
+    }
+
     fn skip(&mut self, frames: u64) {
+        metrics::counter!("svs_stream_frames_skipped_total").increment(frames);
         self.next_index += frames;
         self.skipped_total += frames;
         self.pending_skips = self.pending_skips.saturating_add(frames as u32);
@@ -218,6 +224,7 @@ impl Playback {
             if realtime {
                 match sink.try_send(message) {
                     Ok(()) => {
+                        self.sent();
                         self.pending_skips = 0;
                         self.next_index += 1;
                         self.record(false);
@@ -230,6 +237,7 @@ impl Playback {
                 if sink.send(message).await.is_err() {
                     return;
                 }
+                self.sent();
                 self.next_index += 1;
             }
             if self.start.adaptive && !self.adapt(&sink).await {

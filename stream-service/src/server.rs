@@ -58,6 +58,7 @@ pub async fn run(
     std::fs::create_dir_all(data_dir)
         .map_err(|e| Error::Startup(format!("cannot create {}: {e}", data_dir.display())))?;
     let tls_config = tls::server_tls(data_dir, &config.server.tls)?;
+    let _metrics = svs_server::metrics::start(&config.server.metrics).await?;
     let verifier = Arc::new(token_verifier(&config).await?);
 
     let library = Arc::new(Library::new(config.videos.clone()));

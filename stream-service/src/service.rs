@@ -94,6 +94,7 @@ struct Unregister {
 
 impl Drop for Unregister {
     fn drop(&mut self) {
+        metrics::gauge!("svs_stream_playbacks").decrement(1.0);
         self.shared
             .running
             .lock()
@@ -225,6 +226,8 @@ impl StreamService {
         };
         let source = start.video.renditions[&rendition].clone();
         let cache = shared.cache.clone();
+        metrics::gauge!("svs_stream_playbacks").increment(1.0);
+        metrics::counter!("svs_stream_playbacks_total").increment(1);
         let guard = Unregister {
             shared: shared.clone(),
             id,

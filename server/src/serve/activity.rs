@@ -115,36 +115,12 @@ where
         Box::pin(async move {
             let response = response.await?;
             Ok(match guard {
-                Some(guard) => response.map(|body| tonic::body::Body::new(Guarded { body, guard })),
+                Some(guard) => super::watched_body::watch(response, guard),
                 None => response,
             })
         })
     }
 }
 
-/// A response body that keeps its stream counted until it is dropped.
-struct Guarded {
-    body: tonic::body::Body,
-    #[allow(dead_code)]
-    guard: StreamGuard,
-}
-
-impl http_body::Body for Guarded {
-    type Data = bytes::Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
+/// A response body keeps its stream counted until it is dropped.
+impl super::watched_body::Watcher for StreamGuard {}

@@ -6,6 +6,7 @@ pub mod accept;
 pub mod activity;
 pub mod address;
 pub mod log_throttle;
+pub mod watched_body;
 
 pub use accept::{AcceptConfig, ServerIo, incoming};
 pub use activity::{ActivityLayer, ConnectionInfo};
@@ -79,10 +80,14 @@ pub struct ConnectionOptions {
     pub drain_secs: u64,
 }
 
-/// The layers every request passes: stream counting for idle connections, then admission.
+/// The layers every request passes: RPC metrics, stream counting for idle connections, then
+/// admission (so refused calls are counted too).
 pub type BaseLayers = tower::layer::util::Stack<
     crate::auth::AuthLayer,
-    tower::layer::util::Stack<ActivityLayer, tower::layer::util::Identity>,
+    tower::layer::util::Stack<
+        ActivityLayer,
+        tower::layer::util::Stack<crate::metrics::RpcMetricsLayer, tower::layer::util::Identity>,
+    >,
 >;
 
 /// What every svs server has before its own service: keepalive and unary timeout, stream
@@ -111,6 +116,7 @@ pub fn base_router(
         .http2_keepalive_interval(Some(Duration::from_secs(options.keepalive_secs)))
         .http2_keepalive_timeout(Some(Duration::from_secs(options.keepalive_timeout_secs)))
         .timeout(Duration::from_secs(options.request_timeout_secs))
+        .layer(crate::metrics::RpcMetricsLayer)
         .layer(ActivityLayer)
         .layer(auth)
         .add_service(health)

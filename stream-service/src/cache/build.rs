@@ -145,6 +145,7 @@ impl Encode for FrameCache {
             Ok(Run::Complete) => {
                 segment.complete();
                 self.encoded.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("svs_stream_segments_encoded_total").increment(1);
                 self.keep(segment);
                 if segment.priority() == Priority::Warm {
                     self.warmed();

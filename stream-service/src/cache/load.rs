@@ -68,6 +68,7 @@ impl FrameCache {
             .collect();
         segment.fill_with(frames);
         self.loaded.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("svs_stream_segments_loaded_total").increment(1);
         Ok(())
     }
 

@@ -154,6 +154,7 @@ impl FrameCache {
         let mut live = lock(&self.live);
         if let Some(segment) = live.get(&id).and_then(Weak::upgrade) {
             drop(live);
+            metrics::counter!("svs_stream_cache_lookups_total", "found" => "memory").increment(1);
             lock(&self.disk).touch(&path);
             self.pool.request(&segment, priority, false);
             return segment;
@@ -164,6 +165,8 @@ impl FrameCache {
         } else {
             Phase::Waiting
         };
+        let found = if on_disk { "disk" } else { "encoder" };
+        metrics::counter!("svs_stream_cache_lookups_total", "found" => found).increment(1);
         let segment = Segment::new(track.clone(), number, phase);
         if live.len() > 1024 {
             live.retain(|_, s| s.strong_count() > 0);
@@ -214,7 +217,11 @@ impl FrameCache {
     /// Deletes least recently used segment files until the cache fits its cap (blocking).
     pub fn evict(&self) {
         let in_use = self.in_use();
-        let gone = lock(&self.disk).evict(self.options.max_bytes, &in_use);
+        let mut disk = lock(&self.disk);
+        let gone = disk.evict(self.options.max_bytes, &in_use);
+        metrics::gauge!("svs_stream_cache_bytes").set(disk.total() as f64);
+        metrics::counter!("svs_stream_cache_evicted_total").increment(gone.len() as u64);
+        drop(disk);
         for path in &gone {
             let _ = std::fs::remove_file(path);
             if let Some(dir) = path.parent() {

@@ -1,0 +1,158 @@
+//! Prometheus metrics move with what the services do: both real services over TLS, each serving
+//! metrics on its own port, scraped over HTTP after registrations, a message, a refused call and
+//! a playback. (One test in its own binary: the recorder is process-wide.)
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+mod support;
+
+use std::time::Duration;
+use support::*;
+use svs_cli::player::{self, PlayOptions};
+use svs_common::proto::stream::{Pacing, PlayRequest, Resolution};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn scrape(port: u16) -> String {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text
+}
+
+/// The value of the sample of `name` whose labels include every one of `labels`.
+fn value(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| {
+            l[name.len()..].starts_with([' ', '{']) && labels.iter().all(|want| l.contains(want))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn counters_move_with_what_the_services_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let videos = tmp.path().join("videos");
+    demo_videos(&videos);
+    let (dir_port, stream_port) = (free_port(), free_port());
+    let dir = TestDirectory::start(
+        &data,
+        &["--metrics-listen", &format!("127.0.0.1:{dir_port}")],
+    )
+    .await;
+    let stream = TestStream::start(
+        &data,
+        &videos,
+        &["--metrics-listen", &format!("127.0.0.1:{stream_port}")],
+    )
+    .await;
+    let before = scrape(dir_port).await;
+
+    let mut alice = dir.register("alice", &tmp.path().join("alice")).await;
+    let mut bob = dir.register("bob", &tmp.path().join("bob")).await;
+    let mut bob_events = bob.subscribe().await.unwrap();
+    let mut bob_inbox = bob.inbox().unwrap();
+    bob.await_roster(&mut bob_events, &mut bob_inbox)
+        .await
+        .unwrap();
+    let bob_peer = listed_peer(&mut alice, "bob").await;
+    alice
+        .send_text(std::slice::from_ref(&bob_peer), "counted")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_message(&mut bob, &mut bob_events, &mut bob_inbox)
+            .await
+            .text,
+        "counted"
+    );
+    // The session gauges are updated by the once-a-second sweep.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = scrape(dir_port).await;
+    let register = [
+        "method=\"/svs.directory.v1.Directory/Register\"",
+        "code=\"Ok\"",
+    ];
+    assert_eq!(
+        value(&after, "svs_rpc_total", &register) - value(&before, "svs_rpc_total", &register),
+        2.0,
+        "two registrations"
+    );
+    assert_eq!(
+        value(
+            &after,
+            "svs_directory_recipients_total",
+            &["outcome=\"OUTCOME_DELIVERING\""]
+        ),
+        1.0
+    );
+    assert_eq!(value(&after, "svs_directory_sessions", &[]), 2.0);
+    assert_eq!(value(&after, "svs_directory_subscribers", &[]), 1.0);
+
+    // A refused call and a playback on the stream service.
+    let channel = svs_common::client::connect(&stream.url, Some(&stream.ca))
+        .await
+        .unwrap();
+    let mut bare = svs_common::proto::stream::stream_client::StreamClient::new(channel);
+    let request = PlayRequest {
+        video: "demo".into(),
+        resolution: Resolution::Resolution240p as i32,
+        start_seconds: 0.0,
+        pacing: Pacing::AsFastAsPossible as i32,
+    };
+    assert!(bare.play(request.clone()).await.is_err());
+    let mut client = stream.client(&alice.token).await;
+    let options = PlayOptions {
+        headless: true,
+        record: None,
+        live_stats: false,
+    };
+    let summary = player::play(&mut client, request, &options).await.unwrap();
+    assert_eq!(summary.frames_received, DEMO_FRAMES);
+    let metrics = scrape(stream_port).await;
+    assert_eq!(
+        value(
+            &metrics,
+            "svs_rpc_total",
+            &[
+                "method=\"/svs.stream.v1.Stream/Play\"",
+                "code=\"Unauthenticated\""
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &metrics,
+            "svs_stream_frames_sent_total",
+            &["rendition=\"240p\""]
+        ),
+        DEMO_FRAMES as f64
+    );
+    assert_eq!(value(&metrics, "svs_stream_playbacks_total", &[]), 1.0);
+    assert!(
+        value(
+            &metrics,
+            "svs_stream_cache_lookups_total",
+            &["found=\"encoder\""]
+        ) >= 1.0
+    );
+    stream.stop().await;
+    dir.stop().await;
+}

@@ -1,0 +1,173 @@
+//! Prometheus metrics: one process-wide recorder (the `metrics` facade rendered by
+//! metrics-exporter-prometheus), served as plain-text HTTP on `--metrics-listen` when it is set
+//! (off by default: it says how busy the service is, so bind it where only operators reach), and
+//! a layer counting RPCs by method and gRPC status code.
+
+use crate::serve::watched_body::{Watcher, watch};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
+use tokio::net::TcpListener;
+use tower::{Layer, Service};
+
+/// Where metrics are served.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MetricsOptions {
+    /// Serve Prometheus metrics over plain HTTP on this address (e.g. 127.0.0.1:9101); off
+    /// when unset.
+    #[arg(long, env = "SVS_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The process's recorder, installed on first use (`None` if another recorder was installed).
+fn recorder() -> Option<&'static PrometheusHandle> {
+    RECORDER
+        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot install the metrics recorder");
+                None
+            }
+        })
+        .as_ref()
+}
+
+/// The metrics endpoint while it runs; stops when dropped.
+pub struct MetricsEndpoint {
+    pub address: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MetricsEndpoint {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts serving metrics if `options` asks for it.
+pub async fn start(options: &MetricsOptions) -> Result<Option<MetricsEndpoint>, crate::Error> {
+    let Some(listen) = options.metrics_listen else {
+        return Ok(None);
+    };
+    let Some(handle) = recorder() else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| crate::Error::Listen(format!("metrics on {listen}: {e}")))?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| crate::Error::Listen(format!("metrics on {listen}: {e}")))?;
+    tracing::info!(%address, "serving Prometheus metrics");
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_request| async move {
+                    let body = http_body_util::Full::new(bytes::Bytes::from(handle.render()));
+                    http::Response::builder()
+                        .header("content-type", "text/plain; version=0.0.4")
+                        .body(body)
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let served = hyper::server::conn::http1::Builder::new()
+                    .header_read_timeout(std::time::Duration::from_secs(5))
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .serve_connection(io, service);
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(30), served).await;
+            });
+        }
+    });
+    Ok(Some(MetricsEndpoint { address, task }))
+}
+
+/// Counts every RPC as `svs_rpc_total{method, code}` when its response ends.
+#[derive(Clone, Default)]
+pub struct RpcMetricsLayer;
+
+impl<S> Layer<S> for RpcMetricsLayer {
+    type Service = RpcMetrics<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RpcMetrics { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct RpcMetrics<S> {
+    inner: S,
+}
+
+/// One call: its method, and its status once known.
+struct Call {
+    method: String,
+    code: Option<tonic::Code>,
+}
+
+fn code_of(headers: &http::HeaderMap) -> Option<tonic::Code> {
+    let value = headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .parse::<i32>()
+        .ok()?;
+    Some(tonic::Code::from_i32(value))
+}
+
+impl Watcher for Call {
+    fn trailers(&mut self, trailers: &http::HeaderMap) {
+        self.code = self.code.or(code_of(trailers));
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        // A body dropped before its status: the client went away.
+        let code = self.code.unwrap_or(tonic::Code::Cancelled);
+        // Unknown paths are one label, so a client cannot grow the label set at will.
+        let method = if code == tonic::Code::Unimplemented {
+            "unknown".to_string()
+        } else {
+            std::mem::take(&mut self.method)
+        };
+        metrics::counter!("svs_rpc_total", "method" => method, "code" => format!("{code:?}"))
+            .increment(1);
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B> Service<http::Request<B>> for RpcMetrics<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method: String = request.uri().path().chars().take(128).collect();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            // An error before any message is "trailers only": the status is in the headers.
+            let call = Call {
+                method,
+                code: code_of(response.headers()),
+            };
+            Ok(watch(response, call))
+        })
+    }
+}
