@@ -651,3 +651,47 @@ async fn a_restarted_recipient_still_refuses_an_envelope_it_accepted() {
     assert!(kept.starts_with("seen alice "), "{kept}");
     dir.stop().await;
 }
+
+#[tokio::test]
+async fn a_list_of_directories_fails_over_to_the_next_one_that_answers() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Two directories with their own data, the second trusting the first's CA (as replicas
+    // behind one certificate authority would).
+    let first = TestDirectory::start(&tmp.path().join("one"), &[]).await;
+    let second_data = tmp.path().join("two");
+    std::fs::create_dir_all(second_data.join("tls")).unwrap();
+    for file in ["ca.pem", "ca.key", "server.pem", "server.key"] {
+        std::fs::copy(
+            tmp.path().join("one/tls").join(file),
+            second_data.join("tls").join(file),
+        )
+        .unwrap();
+    }
+    let second = TestDirectory::start(&second_data, &[]).await;
+    let mut options = first.options("alice", &tmp.path().join("alice"));
+    // Nothing listens on the first address; the list goes on to the next.
+    options.directory = format!("https://localhost:1,{},{}", first.url, second.url);
+    let connected = svs_cli::reconnect::connect(&options, |_, _| {})
+        .await
+        .unwrap();
+    drop(connected);
+    // The first replica goes away: reconnecting lands on the second.
+    first.stop().await;
+    let mut connected = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        svs_cli::reconnect::connect(&options, |_, _| {}),
+    )
+    .await
+    .expect("failed over in time")
+    .unwrap();
+    let listed = connected.session.list_peers().await.unwrap();
+    assert!(listed.peers.iter().any(|p| p.name == "alice"));
+    // With every address down, the error names each one.
+    second.stop().await;
+    let err = svs_common::client::connect(&options.directory, options.ca.as_deref())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("none of the 3 addresses answered"), "{err}");
+    assert!(err.contains("localhost:1"), "{err}");
+}

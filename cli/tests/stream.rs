@@ -848,3 +848,54 @@ async fn a_playback_resumes_at_the_next_frame_after_the_service_restarts() {
     assert!((summary.position_seconds - (DEMO_FRAMES - 1) as f64 / DEMO_FPS).abs() < 1e-6);
     restarted.stop().await;
 }
+
+#[tokio::test]
+async fn a_playback_whose_replica_dies_resumes_on_the_next_at_the_frame_it_reached() {
+    let s = setup(&[]).await;
+    // A second replica of the same library with its own cache, trusting the same token key.
+    let data = s._tmp.path().join("data");
+    let other_cache = s._tmp.path().join("other-cache");
+    let other = TestStream::start(
+        &data,
+        &s.videos,
+        &["--cache-dir", other_cache.to_str().unwrap()],
+    )
+    .await;
+    let token = token(&s.issuer, "viewer", 3_600_000);
+    let mut client = StreamClient::connect(
+        &format!("{},{}", s.stream.url, other.url),
+        Some(&s.stream.ca),
+        &token,
+    )
+    .await
+    .unwrap();
+    let playback = tokio::spawn(async move {
+        player::play(
+            &mut client,
+            request(Resolution::Resolution240p, Pacing::Realtime),
+            &HEADLESS,
+        )
+        .await
+    });
+    // A second into the four-second video the first replica goes away for good.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    s.stream.stop().await;
+    let summary = tokio::time::timeout(Duration::from_secs(30), playback)
+        .await
+        .expect("the playback ended")
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.resumes, 1);
+    let indices: Vec<u64> = summary.frames.iter().map(|f| f.index).collect();
+    assert_eq!(
+        indices,
+        (0..DEMO_FRAMES).collect::<Vec<_>>(),
+        "every frame once, in order, across the failover"
+    );
+    assert_eq!(summary.frames_decoded, DEMO_FRAMES);
+    assert!(
+        other.handle.cache.counts().encoded > 0,
+        "the second replica served the rest"
+    );
+    other.stop().await;
+}

@@ -15,8 +15,42 @@ pub const CLIENT_MAX_DECODE: usize = 16 * 1024 * 1024;
 /// (h2's default of 64 KiB needed several round trips per 1440p frame).
 pub const STREAM_WINDOW: u32 = 1024 * 1024;
 
-/// Opens a channel to `url` (`https://host:port`, or `http://` for --plaintext services).
-pub async fn connect(url: &str, ca: Option<&Path>) -> Result<Channel, Error> {
+/// Opens a channel to `urls`: one `https://host:port` (or `http://` for --plaintext services),
+/// or several separated by commas (replicas), tried in order until one answers, so a client
+/// reconnecting after losing one replica fails over to the next.
+pub async fn connect(urls: &str, ca: Option<&Path>) -> Result<Channel, Error> {
+    let list = url_list(urls);
+    let mut failures = Vec::new();
+    for url in &list {
+        match connect_one(url, ca).await {
+            Ok(channel) => return Ok(channel),
+            Err(Error::Connect { url, reason }) if list.len() > 1 => {
+                failures.push(format!("{url}: {reason}"));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::Connect {
+        url: urls.to_string(),
+        reason: match failures.len() {
+            0 => "no address given".into(),
+            n => format!(
+                "none of the {n} addresses answered ({})",
+                failures.join("; ")
+            ),
+        },
+    })
+}
+
+/// The addresses in a comma-separated list, in order.
+pub fn url_list(urls: &str) -> Vec<&str> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
+async fn connect_one(url: &str, ca: Option<&Path>) -> Result<Channel, Error> {
     endpoint(url, ca)?
         .connect()
         .await

@@ -16,7 +16,8 @@ use std::path::PathBuf;
 /// Options every command takes.
 #[derive(Debug, Clone, Args)]
 pub struct Global {
-    /// Directory service URL.
+    /// Directory service URL, or several replicas' URLs separated by commas (tried in order;
+    /// a lost connection fails over to the next).
     #[arg(
         long,
         env = "SVS_DIRECTORY",
@@ -24,7 +25,8 @@ pub struct Global {
         global = true
     )]
     pub directory: String,
-    /// Stream service URL.
+    /// Stream service URL, or several replicas' separated by commas (a playback whose replica
+    /// is lost resumes on the next at the frame it reached).
     #[arg(
         long,
         env = "SVS_STREAM",
