@@ -6,18 +6,11 @@
 mod support;
 
 use std::time::Duration;
+use support::net::free_port;
 use support::*;
 use svs_cli::player::{self, PlayOptions};
 use svs_common::proto::stream::{Pacing, PlayRequest, Resolution};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn scrape(port: u16) -> String {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))

@@ -806,6 +806,18 @@ async fn sessions_that_stopped_playing_are_not_remembered() {
     s.stream.stop().await;
 }
 
+/// One resume, and every frame of the demo once, in order, decoded.
+fn assert_resumed_once_with_every_frame(summary: &player::Summary) {
+    assert_eq!(summary.resumes, 1);
+    let indices: Vec<u64> = summary.frames.iter().map(|f| f.index).collect();
+    assert_eq!(
+        indices,
+        (0..DEMO_FRAMES).collect::<Vec<_>>(),
+        "every frame once, in order, across the lost connection"
+    );
+    assert_eq!(summary.frames_decoded, DEMO_FRAMES);
+}
+
 #[tokio::test]
 async fn a_playback_resumes_at_the_next_frame_after_the_service_restarts() {
     let s = setup(&[]).await;
@@ -830,14 +842,7 @@ async fn a_playback_resumes_at_the_next_frame_after_the_service_restarts() {
         .expect("the playback ended")
         .unwrap()
         .unwrap();
-    assert_eq!(summary.resumes, 1);
-    let indices: Vec<u64> = summary.frames.iter().map(|f| f.index).collect();
-    assert_eq!(
-        indices,
-        (0..DEMO_FRAMES).collect::<Vec<_>>(),
-        "every frame once, in order, across the restart"
-    );
-    assert_eq!(summary.frames_decoded, DEMO_FRAMES);
+    assert_resumed_once_with_every_frame(&summary);
     assert_eq!(summary.duration_seconds, DEMO_SECONDS);
     // Lateness is measured against the earliest arrival of each run: never negative.
     assert!(
@@ -885,14 +890,7 @@ async fn a_playback_whose_replica_dies_resumes_on_the_next_at_the_frame_it_reach
         .expect("the playback ended")
         .unwrap()
         .unwrap();
-    assert_eq!(summary.resumes, 1);
-    let indices: Vec<u64> = summary.frames.iter().map(|f| f.index).collect();
-    assert_eq!(
-        indices,
-        (0..DEMO_FRAMES).collect::<Vec<_>>(),
-        "every frame once, in order, across the failover"
-    );
-    assert_eq!(summary.frames_decoded, DEMO_FRAMES);
+    assert_resumed_once_with_every_frame(&summary);
     assert!(
         other.handle.cache.counts().encoded > 0,
         "the second replica served the rest"

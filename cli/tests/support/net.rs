@@ -11,6 +11,15 @@ use tokio::net::TcpStream;
 use tonic::transport::Channel;
 
 /// The port of an `https://host:port` URL.
+/// A port nothing listens on now (for a service told its port in advance).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn port_of(url: &str) -> u16 {
     url.rsplit(':')
         .next()
