@@ -256,7 +256,7 @@ async fn viewers_at_different_places_share_segments_and_only_theirs_are_encoded(
     // One viewer plays 1:40 to the end (25 segments), as fast as it can.
     let frames = play_to_end(&s, Resolution::Resolution240p, 100.0, P240).await;
     assert_eq!(frames.len() as u64, FRAMES - 800);
-    let after_one = s.stream.handle.cache.counts().encoded;
+    let after_one = s.stream.settled_encodes().await;
     assert_eq!(after_one, 25, "only the segments it played were encoded");
 
     // A second viewer inside that range encodes nothing; a third before it encodes its own.
@@ -264,7 +264,7 @@ async fn viewers_at_different_places_share_segments_and_only_theirs_are_encoded(
         let frames = play_to_end(&s, Resolution::Resolution240p, start, P240).await;
         let last = frames.last().map(|(i, _)| *i);
         assert_eq!(last, Some(FRAMES - 1));
-        let encoded = s.stream.handle.cache.counts().encoded;
+        let encoded = s.stream.settled_encodes().await;
         assert_eq!(encoded, after_one + new_segments, "starting at {start} s");
     }
     s.stream.stop().await;
@@ -360,8 +360,12 @@ async fn warming_encodes_the_first_segments_of_every_rendition_before_anyone_ask
             started.elapsed().as_secs_f64() * 1e3
         );
     }
-    // Served from disk: the warmed segments were loaded, not encoded again (read-ahead may
-    // have started on the third segment).
+    // Served from disk: the warmed segments were loaded (each start loads its first two in the
+    // background), not encoded again (read-ahead may have started on the third).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.stream.handle.cache.counts().loaded < 3 * 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let counts = s.stream.handle.cache.counts();
     assert_eq!(counts.loaded, 3 * 2, "{counts:?}");
     s.stream.stop().await;

@@ -130,7 +130,7 @@ async fn every_rendition_plays_in_order_at_its_size_and_shares_one_encode() {
         "an idle loopback viewer at 240p keeps up"
     );
     // Two 2-second segments (30 frames each) per rendition.
-    assert_eq!(s.stream.handle.cache.counts().encoded, 6);
+    assert_eq!(s.stream.settled_encodes().await, 6);
 
     // A second viewer of a rendition is served from the cache: no new encode.
     let mut client = s.client("second").await;
@@ -142,11 +142,7 @@ async fn every_rendition_plays_in_order_at_its_size_and_shares_one_encode() {
     .await
     .unwrap();
     assert_eq!(again.frames_received, DEMO_FRAMES);
-    assert_eq!(
-        s.stream.handle.cache.counts().encoded,
-        6,
-        "no second encode"
-    );
+    assert_eq!(s.stream.settled_encodes().await, 6, "no second encode");
     s.stream.stop().await;
 }
 
@@ -394,7 +390,7 @@ async fn a_changed_source_file_rebuilds_its_cache() {
     .await
     .unwrap();
     assert_eq!(first.frames_received, DEMO_FRAMES);
-    assert_eq!(s.stream.handle.cache.counts().encoded, 2);
+    assert_eq!(s.stream.settled_encodes().await, 2);
     // Replace the 240p file with a shorter one (2 s instead of 4).
     let other = s._tmp.path().join("other");
     stream_service::media::make_demo(
@@ -425,7 +421,7 @@ async fn a_changed_source_file_rebuilds_its_cache() {
         "the new file's frames are served"
     );
     assert_eq!(
-        s.stream.handle.cache.counts().encoded,
+        s.stream.settled_encodes().await,
         3,
         "the changed source (one segment) was encoded again"
     );
@@ -595,7 +591,7 @@ async fn the_cache_evicts_least_recently_used_segments_past_its_cap() {
     )
     .await
     .unwrap();
-    assert_eq!(s.stream.handle.cache.counts().encoded, 6);
+    assert_eq!(s.stream.settled_encodes().await, 6);
     s.stream.stop().await;
 }
 

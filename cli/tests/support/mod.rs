@@ -159,6 +159,21 @@ impl TestStream {
         }
     }
 
+    /// Segments encoded so far, once the count has stopped moving (an encoder counts a segment
+    /// just after its last frame is out, so a viewer can finish a moment before the count).
+    pub async fn settled_encodes(&self) -> u64 {
+        let mut last = self.handle.cache.counts().encoded;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let now = self.handle.cache.counts().encoded;
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+        last
+    }
+
     pub async fn client(&self, token: &str) -> svs_cli::stream_client::StreamClient {
         svs_cli::stream_client::StreamClient::connect(&self.url, Some(&self.ca), token)
             .await
