@@ -303,8 +303,15 @@ async fn a_small_cache_evicts_segments_while_two_viewers_play() {
     let ((one, seg_one), (two, seg_two)) = tokio::join!(play(110.0), play(40.0));
     assert_eq!(one, FRAMES - 880);
     assert_eq!(two, FRAMES - 320);
-    let counts = s.stream.handle.cache.counts();
+    // The last segment is written just after its last frame is out: let the disk settle.
     let cache_dir = s._tmp.path().join("data/cache");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bytes_under(&cache_dir) != s.stream.handle.cache.counts().bytes
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let counts = s.stream.handle.cache.counts();
     let on_disk = bytes_under(&cache_dir);
     let largest = seg_one.max(seg_two) + 4096; // and its header
     println!("{counts:?}; {on_disk} bytes on disk; largest segment about {largest} bytes");
