@@ -3,15 +3,11 @@
 //! (off by default: it says how busy the service is, so bind it where only operators reach), and
 //! a layer counting RPCs by method and gRPC status code.
 
-use crate::serve::watched_body::{Watcher, watch};
+use crate::serve::watched_body::{StartWatch, WatchLayer, Watcher};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::OnceLock;
-use std::task::{Context, Poll};
 use tokio::net::TcpListener;
-use tower::{Layer, Service};
 
 /// Where metrics are served.
 #[derive(Debug, Clone, clap::Args)]
@@ -90,22 +86,23 @@ pub async fn start(options: &MetricsOptions) -> Result<Option<MetricsEndpoint>, 
 
 /// Counts every RPC as `svs_rpc_total{method, code}` when its response ends.
 #[derive(Clone, Default)]
-pub struct RpcMetricsLayer;
+pub struct CountRpcs;
 
-impl<S> Layer<S> for RpcMetricsLayer {
-    type Service = RpcMetrics<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        RpcMetrics { inner }
+impl StartWatch for CountRpcs {
+    type Watcher = Call;
+    fn start<B>(&self, request: &http::Request<B>) -> Option<Call> {
+        Some(Call {
+            method: request.uri().path().chars().take(128).collect(),
+            code: None,
+        })
     }
 }
 
-#[derive(Clone)]
-pub struct RpcMetrics<S> {
-    inner: S,
-}
+/// The layer that counts RPCs.
+pub type RpcMetricsLayer = WatchLayer<CountRpcs>;
 
 /// One call: its method, and its status once known.
-struct Call {
+pub struct Call {
     method: String,
     code: Option<tonic::Code>,
 }
@@ -121,6 +118,11 @@ fn code_of(headers: &http::HeaderMap) -> Option<tonic::Code> {
 }
 
 impl Watcher for Call {
+    /// A call refused before any message is "trailers only": its status is in the headers.
+    fn headers(&mut self, headers: &http::HeaderMap) {
+        self.code = self.code.or(code_of(headers));
+    }
+
     fn trailers(&mut self, trailers: &http::HeaderMap) {
         self.code = self.code.or(code_of(trailers));
     }
@@ -138,36 +140,5 @@ impl Drop for Call {
         };
         metrics::counter!("svs_rpc_total", "method" => method, "code" => format!("{code:?}"))
             .increment(1);
-    }
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-impl<S, B> Service<http::Request<B>> for RpcMetrics<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method: String = request.uri().path().chars().take(128).collect();
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await?;
-            // An error before any message is "trailers only": the status is in the headers.
-            let call = Call {
-                method,
-                code: code_of(response.headers()),
-            };
-            Ok(watch(response, call))
-        })
     }
 }

@@ -3,15 +3,11 @@
 //! counts a stream from its request until its response body is dropped.
 
 use super::address::AddressKey;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use tokio::time::Instant;
-use tower::{Layer, Service};
 
 /// Open streams of one connection.
 pub struct Activity {
@@ -74,53 +70,22 @@ impl ConnectionInfo {
     }
 }
 
-/// Counts streams per connection.
+/// Counts streams per connection: a stream is open from its request until its response body
+/// is dropped.
 #[derive(Clone, Default)]
-pub struct ActivityLayer;
+pub struct CountStreams;
 
-impl<S> Layer<S> for ActivityLayer {
-    type Service = Tracked<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Tracked { inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct Tracked<S> {
-    inner: S,
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-impl<S, B> Service<http::Request<B>> for Tracked<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let guard = request
+impl super::watched_body::StartWatch for CountStreams {
+    type Watcher = StreamGuard;
+    fn start<B>(&self, request: &http::Request<B>) -> Option<StreamGuard> {
+        request
             .extensions()
             .get::<ConnectionInfo>()
-            .map(|c| c.activity.opened());
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await?;
-            Ok(match guard {
-                Some(guard) => super::watched_body::watch(response, guard),
-                None => response,
-            })
-        })
+            .map(|c| c.activity.opened())
     }
 }
 
-/// A response body keeps its stream counted until it is dropped.
+/// The layer that counts streams per connection.
+pub type ActivityLayer = super::watched_body::WatchLayer<CountStreams>;
+
 impl super::watched_body::Watcher for StreamGuard {}
