@@ -802,6 +802,31 @@ async fn sessions_that_stopped_playing_are_not_remembered() {
     s.stream.stop().await;
 }
 
+/// Plays 240p in real time on its own task (the test takes the service away meanwhile).
+fn play_240p_in_background(
+    mut client: StreamClient,
+) -> tokio::task::JoinHandle<Result<player::Summary, svs_cli::CliError>> {
+    tokio::spawn(async move {
+        player::play(
+            &mut client,
+            request(Resolution::Resolution240p, Pacing::Realtime),
+            &HEADLESS,
+        )
+        .await
+    })
+}
+
+/// The summary of a background playback, which must end within 30 s.
+async fn finished(
+    playback: tokio::task::JoinHandle<Result<player::Summary, svs_cli::CliError>>,
+) -> player::Summary {
+    tokio::time::timeout(Duration::from_secs(30), playback)
+        .await
+        .expect("the playback ended")
+        .unwrap()
+        .unwrap()
+}
+
 /// One resume, and every frame of the demo once, in order, decoded.
 fn assert_resumed_once_with_every_frame(summary: &player::Summary) {
     assert_eq!(summary.resumes, 1);
@@ -819,25 +844,14 @@ async fn a_playback_resumes_at_the_next_frame_after_the_service_restarts() {
     let s = setup(&[]).await;
     let port: u16 = s.stream.url.rsplit(':').next().unwrap().parse().unwrap();
     let data = s._tmp.path().join("data");
-    let mut client = s.client("viewer").await;
-    let playback = tokio::spawn(async move {
-        player::play(
-            &mut client,
-            request(Resolution::Resolution240p, Pacing::Realtime),
-            &HEADLESS,
-        )
-        .await
-    });
+    let client = s.client("viewer").await;
+    let playback = play_240p_in_background(client);
     // A second into the four-second video the service goes away and comes back.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     s.stream.stop().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let restarted = TestStream::start_on(port, &data, &s.videos, &[]).await;
-    let summary = tokio::time::timeout(Duration::from_secs(30), playback)
-        .await
-        .expect("the playback ended")
-        .unwrap()
-        .unwrap();
+    let summary = finished(playback).await;
     assert_resumed_once_with_every_frame(&summary);
     assert_eq!(summary.duration_seconds, DEMO_SECONDS);
     // Lateness is measured against the earliest arrival of each run: never negative.
@@ -863,29 +877,18 @@ async fn a_playback_whose_replica_dies_resumes_on_the_next_at_the_frame_it_reach
     )
     .await;
     let token = token(&s.issuer, "viewer", 3_600_000);
-    let mut client = StreamClient::connect(
+    let client = StreamClient::connect(
         &format!("{},{}", s.stream.url, other.url),
         Some(&s.stream.ca),
         &token,
     )
     .await
     .unwrap();
-    let playback = tokio::spawn(async move {
-        player::play(
-            &mut client,
-            request(Resolution::Resolution240p, Pacing::Realtime),
-            &HEADLESS,
-        )
-        .await
-    });
+    let playback = play_240p_in_background(client);
     // A second into the four-second video the first replica goes away for good.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     s.stream.stop().await;
-    let summary = tokio::time::timeout(Duration::from_secs(30), playback)
-        .await
-        .expect("the playback ended")
-        .unwrap()
-        .unwrap();
+    let summary = finished(playback).await;
     assert_resumed_once_with_every_frame(&summary);
     assert!(
         other.handle.cache.counts().encoded > 0,
