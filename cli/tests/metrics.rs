@@ -57,14 +57,13 @@ async fn counters_move_with_what_the_services_do() {
     .await;
     let before = scrape(dir_port).await;
 
-    let mut alice = dir.register("alice", &tmp.path().join("alice")).await;
-    let mut bob = dir.register("bob", &tmp.path().join("bob")).await;
-    let mut bob_events = bob.subscribe().await.unwrap();
-    let mut bob_inbox = bob.inbox().unwrap();
-    bob.await_roster(&mut bob_events, &mut bob_inbox)
-        .await
-        .unwrap();
-    let bob_peer = listed_peer(&mut alice, "bob").await;
+    let AliceAndBob {
+        mut alice,
+        mut bob,
+        mut bob_events,
+        mut bob_inbox,
+        bob_peer,
+    } = AliceAndBob::register(&dir, tmp.path()).await;
     alice
         .send_text(std::slice::from_ref(&bob_peer), "counted")
         .await

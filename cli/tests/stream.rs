@@ -464,14 +464,13 @@ async fn two_playbacks_and_a_chat_exchange_run_side_by_side() {
     let tmp = tempfile::tempdir().unwrap();
     // The real directory issues the tokens stream-service verifies.
     let (dir, stream) = start_both(tmp.path()).await;
-    let mut alice = dir.register("alice", &tmp.path().join("alice")).await;
-    let mut bob = dir.register("bob", &tmp.path().join("bob")).await;
-    let mut bob_events = bob.subscribe().await.unwrap();
-    let mut bob_inbox = bob.inbox().unwrap();
-    bob.await_roster(&mut bob_events, &mut bob_inbox)
-        .await
-        .unwrap();
-    let bob_peer = listed_peer(&mut alice, "bob").await;
+    let AliceAndBob {
+        mut alice,
+        mut bob,
+        mut bob_events,
+        mut bob_inbox,
+        bob_peer,
+    } = AliceAndBob::register(&dir, tmp.path()).await;
 
     let (alice_token, bob_token) = (alice.token.clone(), bob.token.clone());
     let play = |token: String| {

@@ -243,6 +243,36 @@ pub async fn start_both(root: &Path) -> (TestDirectory, TestStream) {
     (dir, stream)
 }
 
+/// Alice and Bob registered in `<root>/alice` and `<root>/bob`; Bob subscribed with the roster
+/// read, Alice holding Bob's listing (to send to him).
+pub struct AliceAndBob {
+    pub alice: Session,
+    pub bob: Session,
+    pub bob_events: tonic::Streaming<svs_common::proto::directory::Event>,
+    pub bob_inbox: svs_cli::inbox::Inbox,
+    pub bob_peer: svs_common::proto::directory::Peer,
+}
+
+impl AliceAndBob {
+    pub async fn register(dir: &TestDirectory, root: &Path) -> Self {
+        let mut alice = dir.register("alice", &root.join("alice")).await;
+        let mut bob = dir.register("bob", &root.join("bob")).await;
+        let mut bob_events = bob.subscribe().await.unwrap();
+        let mut bob_inbox = bob.inbox().unwrap();
+        bob.await_roster(&mut bob_events, &mut bob_inbox)
+            .await
+            .unwrap();
+        let bob_peer = listed_peer(&mut alice, "bob").await;
+        Self {
+            alice,
+            bob,
+            bob_events,
+            bob_inbox,
+            bob_peer,
+        }
+    }
+}
+
 /// The peer called `name` as the directory lists it now.
 pub async fn listed_peer(session: &mut Session, name: &str) -> svs_common::proto::directory::Peer {
     session
