@@ -13,6 +13,13 @@ pub struct Config {
     /// Data dir (TLS material, the token key, the name database), TLS, connections, logs.
     #[command(flatten)]
     pub server: svs_server::ServerOptions,
+    /// The key session tokens are signed with (PEM, 0600). Default: `directory/token_key.pem`
+    /// under the data dir, created on first start. Replicas of a cluster must share one: make it
+    /// once with `directory-service new-token-key PATH` and give each the same file.
+    #[arg(long, env = "SVS_TOKEN_KEY")]
+    pub token_key: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub cluster: crate::cluster::ClusterOptions,
     #[command(flatten)]
     pub limits: Limits,
 }

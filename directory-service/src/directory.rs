@@ -1,8 +1,12 @@
 //! The directory assembled: registration, the registry of live sessions, the relay and the
-//! mailboxes over one database, and the periodic upkeep they share.
+//! mailboxes, over the embedded database or a cluster's NATS, and the periodic upkeep they share.
 
 use crate::Error;
 use crate::challenges::Challenges;
+use crate::cluster::Cluster;
+use crate::cluster::mail::JetStreamMailboxes;
+use crate::cluster::names::KvNames;
+use crate::cluster::presence::Presence;
 use crate::config::Limits;
 use crate::db::Db;
 use crate::mailbox::{Mailboxes, Quotas, RedbMailboxes};
@@ -20,7 +24,11 @@ pub struct Directory {
     pub registrar: Registrar,
     pub registry: Arc<Registry>,
     pub relay: Relay,
-    db: Arc<Db>,
+    mail: Arc<dyn Mailboxes>,
+    /// The embedded database (not in cluster mode).
+    db: Option<Arc<Db>>,
+    /// This replica's part in cluster presence.
+    presence: Option<Presence>,
 }
 
 /// Opens (or creates) the directory's database with every table it needs.
@@ -31,17 +39,46 @@ pub fn open_db(path: &std::path::Path) -> Result<Arc<Db>, Error> {
     })?))
 }
 
+fn quotas(limits: &Limits) -> Quotas {
+    Quotas {
+        ttl_ms: limits.mailbox_ttl.as_millis() as u64,
+        max_messages: limits.mailbox_max_messages,
+        max_bytes: limits.mailbox_max_bytes,
+        remember_ids_ms: 2 * limits.max_clock_skew_secs * 1000,
+    }
+}
+
 impl Directory {
-    /// Must be called inside a tokio runtime (the mailbox writer answers through it).
+    /// A directory on its own database. Must be called inside a tokio runtime (the mailbox
+    /// writer answers through it).
     pub fn new(db: Arc<Db>, tokens: TokenIssuer, limits: &Limits) -> Result<Self, Error> {
         let names = Arc::new(NameStore::load(db.clone())?);
-        let quotas = Quotas {
-            ttl_ms: limits.mailbox_ttl.as_millis() as u64,
-            max_messages: limits.mailbox_max_messages,
-            max_bytes: limits.mailbox_max_bytes,
-            remember_ids_ms: 2 * limits.max_clock_skew_secs * 1000,
-        };
-        let mail: Arc<dyn Mailboxes> = Arc::new(RedbMailboxes::open(db.clone(), quotas)?);
+        let mail: Arc<dyn Mailboxes> = Arc::new(RedbMailboxes::open(db.clone(), quotas(limits))?);
+        let mut directory = Self::assemble(names, mail, tokens, limits)?;
+        directory.db = Some(db);
+        Ok(directory)
+    }
+
+    /// One replica of a cluster: names, mailboxes and presence in NATS.
+    pub async fn clustered(
+        cluster: &Cluster,
+        tokens: TokenIssuer,
+        limits: &Limits,
+    ) -> Result<Self, Error> {
+        let names = NameStore::clustered(KvNames::open(cluster).await?);
+        let mail: Arc<dyn Mailboxes> =
+            Arc::new(JetStreamMailboxes::open(cluster, quotas(limits)).await?);
+        let mut directory = Self::assemble(names, mail, tokens, limits)?;
+        directory.presence = Some(Presence::start(cluster, &directory.registry).await?);
+        Ok(directory)
+    }
+
+    fn assemble(
+        names: Arc<NameStore>,
+        mail: Arc<dyn Mailboxes>,
+        tokens: TokenIssuer,
+        limits: &Limits,
+    ) -> Result<Self, Error> {
         let registry = Arc::new(Registry::new(
             SessionLimits {
                 max_per_name: limits.max_sessions_per_name.max(1),
@@ -66,7 +103,7 @@ impl Directory {
         let relay = Relay::new(
             registry.clone(),
             names.clone(),
-            mail,
+            mail.clone(),
             RelayLimits {
                 max_recipients: limits.max_recipients,
                 max_message_bytes: limits.max_message_bytes,
@@ -86,13 +123,24 @@ impl Directory {
             registrar,
             registry,
             relay,
-            db,
+            mail,
+            db: None,
+            presence: None,
         })
     }
 
-    /// The database, for the sweeper's recovery and health.
-    pub fn db(&self) -> &Db {
-        &self.db
+    /// Whether the store answers (the embedded database, or NATS in cluster mode).
+    pub fn is_healthy(&self) -> bool {
+        self.mail.is_healthy()
+    }
+
+    /// Re-opens an embedded database that failed (disk work: call on a blocking thread).
+    /// In cluster mode the NATS client reconnects by itself.
+    pub fn recover(&self) -> bool {
+        match &self.db {
+            Some(db) => db.recover(),
+            None => self.is_healthy(),
+        }
     }
 
     /// Periodic upkeep: used challenges, expired or idle sessions, stalled subscribers, and
@@ -100,7 +148,7 @@ impl Directory {
     pub async fn sweep(&self) {
         self.registrar.sweep();
         self.registry.sweep();
-        if self.db.is_healthy()
+        if self.is_healthy()
             && let Err(e) = self.relay.expire().await
         {
             tracing::warn!(error = %e, "could not expire mail this time");
@@ -110,6 +158,14 @@ impl Directory {
     /// Ends every stream with UNAVAILABLE; used on shutdown.
     pub fn shutdown(&self) {
         self.registry.shutdown();
+    }
+
+    /// In cluster mode, tells the other replicas this one's sessions ended (call after the
+    /// streams closed), so they announce them now rather than after the replica timeout.
+    pub async fn leave_cluster(&self) {
+        if let Some(presence) = &self.presence {
+            presence.leave(Duration::from_secs(3)).await;
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! end-to-end encrypted envelopes. `main.rs` only parses flags and calls `server::run`.
 
 pub mod challenges;
+pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod directory;

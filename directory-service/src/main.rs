@@ -23,12 +23,20 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Free a name so that another key can register it, deleting its mailbox (stop the service
-    /// first).
+    /// first; with --nats it works on the cluster while the replicas run).
     Release {
         /// The name to free.
         name: String,
         #[arg(long, env = "SVS_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
+        #[command(flatten)]
+        cluster: directory_service::cluster::ClusterOptions,
+    },
+    /// Create the token key that the replicas of a cluster share (3072-bit RSA, PEM, 0600);
+    /// refuses to overwrite an existing file.
+    NewTokenKey {
+        /// Where to write it.
+        path: PathBuf,
     },
     /// Check a running service over grpc.health.v1 (exit 0 when SERVING); for container healthchecks.
     Health(svs_common::client::HealthArgs),
@@ -38,8 +46,30 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Release { name, data_dir }) => {
-            match server::release_name(&data_dir, &name) {
+        Some(Command::NewTokenKey { path }) => match server::new_token_key(&path).await {
+            Ok(()) => {
+                println!(
+                    "wrote {}: give every directory replica --token-key {}",
+                    path.display(),
+                    path.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(Command::Release {
+            name,
+            data_dir,
+            cluster,
+        }) => {
+            let released = match cluster.nats_url {
+                Some(_) => server::release_name_in_cluster(&cluster, &name).await,
+                None => server::release_name(&data_dir, &name),
+            };
+            match released {
                 Ok(true) => println!("released {name}: any key may register it now"),
                 Ok(false) => println!("{name} was not bound to any key"),
                 Err(e) => {

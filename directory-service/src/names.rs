@@ -1,7 +1,9 @@
 //! Name-to-key bindings that survive restarts: once a key registers a name, no other key can take
-//! it until an operator releases it.
+//! it until an operator releases it. Kept in the directory's database, or in NATS in cluster mode
+//! (`cluster::names`); either way every binding is also held in memory.
 
 use crate::Error;
+use crate::cluster::names::KvNames;
 use crate::db::{Db, storage};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::HashMap;
@@ -36,10 +38,17 @@ pub struct Binding {
     pub fingerprint: Fingerprint,
 }
 
-/// The persistent name table, in the directory's database, with every binding also held in
-/// memory (a name costs a few hundred bytes) so the relay checks recipients without disk reads.
+/// Where bindings are kept.
+enum Backend {
+    Embedded(Arc<Db>),
+    Cluster(Box<KvNames>),
+}
+
+/// The persistent name table with every binding also held in memory (a name costs a few hundred
+/// bytes) so the relay checks recipients without disk reads. In cluster mode the memory learns
+/// of other replicas' bindings as NATS reports them, and asks NATS on a miss.
 pub struct NameStore {
-    db: Arc<Db>,
+    backend: Backend,
     bindings: RwLock<HashMap<String, Binding>>,
 }
 
@@ -65,13 +74,37 @@ impl NameStore {
             Ok(bindings)
         })?;
         Ok(Self {
-            db,
+            backend: Backend::Embedded(db),
             bindings: RwLock::new(bindings),
         })
     }
 
-    /// The key bound to `canonical`, if any (from memory).
-    pub fn binding(&self, canonical: &str) -> Option<Binding> {
+    /// Bindings in NATS: memory starts empty and follows the bucket.
+    pub fn clustered(names: KvNames) -> Arc<Self> {
+        let store = Arc::new(Self {
+            backend: Backend::Cluster(Box::new(names.clone())),
+            bindings: RwLock::new(HashMap::new()),
+        });
+        let weak = Arc::downgrade(&store);
+        names.follow(Box::new(move |canonical, key| {
+            let Some(store) = weak.upgrade() else {
+                return false;
+            };
+            store.remember(&canonical, key.as_deref());
+            true
+        }));
+        store
+    }
+
+    fn remember(&self, canonical: &str, key_der: Option<&[u8]>) {
+        let mut bindings = self.bindings.write().unwrap_or_else(|p| p.into_inner());
+        match key_der {
+            Some(key) => bindings.insert(canonical.to_string(), binding(key)),
+            None => bindings.remove(canonical),
+        };
+    }
+
+    fn remembered(&self, canonical: &str) -> Option<Binding> {
         self.bindings
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -79,71 +112,96 @@ impl NameStore {
             .cloned()
     }
 
-    /// The database, for the sweeper's recovery and health.
-    pub fn db(&self) -> &Db {
-        &self.db
+    /// The key bound to `canonical`, if any: from memory, or from NATS in cluster mode when
+    /// another replica bound it a moment ago.
+    pub async fn binding(&self, canonical: &str) -> Result<Option<Binding>, Error> {
+        if let Some(bound) = self.remembered(canonical) {
+            return Ok(Some(bound));
+        }
+        let Backend::Cluster(names) = &self.backend else {
+            return Ok(None);
+        };
+        let key = names.get(canonical).await?;
+        if let Some(key) = &key {
+            self.remember(canonical, Some(key));
+        }
+        Ok(key.map(|k| binding(&k)))
     }
 
-    /// Claims `canonical` for `key_der` unless another key owns it.
+    /// Claims `canonical` for `key_der` unless another key owns it. Disk or network work: call
+    /// it on a blocking thread.
     pub fn claim(&self, canonical: &str, key_der: &[u8]) -> Result<Claim, Error> {
         // A returning name is answered from memory: no write transaction, so registrations do
         // not queue behind the mailbox writer's commits. Only a new name is written.
-        if let Some(bound) = self.binding(canonical) {
+        if let Some(bound) = self.remembered(canonical) {
             return Ok(if bound.key_der == key_der {
                 Claim::Ours
             } else {
                 Claim::OtherKey
             });
         }
-        self.db
-            .with(|db| {
-                let txn = db.begin_write().map_err(storage)?;
-                let claim = {
-                    let mut table = txn.open_table(NAMES).map_err(storage)?;
-                    let existing = table
-                        .get(canonical)
-                        .map_err(storage)?
-                        .map(|v| v.value().to_vec());
-                    match existing {
-                        Some(owner) if owner == key_der => Claim::Ours,
-                        Some(_) => Claim::OtherKey,
-                        None => {
-                            table.insert(canonical, key_der).map_err(storage)?;
-                            Claim::New
-                        }
-                    }
-                };
-                txn.commit().map_err(storage)?;
-                Ok(claim)
-            })
-            .inspect(|claim| {
-                if *claim == Claim::New {
-                    self.bindings
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(canonical.to_string(), binding(key_der));
+        let db = match &self.backend {
+            Backend::Embedded(db) => db,
+            Backend::Cluster(names) => {
+                let claim = names.claim_blocking(canonical, key_der)?;
+                if claim != Claim::OtherKey {
+                    self.remember(canonical, Some(key_der));
                 }
-            })
-    }
-
-    /// Frees a name. Returns whether it was bound.
-    pub fn release(&self, canonical: &str) -> Result<bool, Error> {
-        self.db
-            .with(|db| {
-                let txn = db.begin_write().map_err(storage)?;
-                let removed = {
-                    let mut table = txn.open_table(NAMES).map_err(storage)?;
-                    table.remove(canonical).map_err(storage)?.is_some()
-                };
-                txn.commit().map_err(storage)?;
-                Ok(removed)
-            })
-            .inspect(|_| {
+                return Ok(claim);
+            }
+        };
+        db.with(|db| {
+            let txn = db.begin_write().map_err(storage)?;
+            let claim = {
+                let mut table = txn.open_table(NAMES).map_err(storage)?;
+                let existing = table
+                    .get(canonical)
+                    .map_err(storage)?
+                    .map(|v| v.value().to_vec());
+                match existing {
+                    Some(owner) if owner == key_der => Claim::Ours,
+                    Some(_) => Claim::OtherKey,
+                    None => {
+                        table.insert(canonical, key_der).map_err(storage)?;
+                        Claim::New
+                    }
+                }
+            };
+            txn.commit().map_err(storage)?;
+            Ok(claim)
+        })
+        .inspect(|claim| {
+            if *claim == Claim::New {
                 self.bindings
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
-                    .remove(canonical);
-            })
+                    .insert(canonical.to_string(), binding(key_der));
+            }
+        })
+    }
+
+    /// Frees a name in the embedded database. Returns whether it was bound.
+    pub fn release(&self, canonical: &str) -> Result<bool, Error> {
+        let Backend::Embedded(db) = &self.backend else {
+            return Err(Error::InvalidArgument(
+                "in cluster mode a name is released in NATS: `directory-service release --nats URL NAME`".into(),
+            ));
+        };
+        db.with(|db| {
+            let txn = db.begin_write().map_err(storage)?;
+            let removed = {
+                let mut table = txn.open_table(NAMES).map_err(storage)?;
+                table.remove(canonical).map_err(storage)?.is_some()
+            };
+            txn.commit().map_err(storage)?;
+            Ok(removed)
+        })
+        .inspect(|_| {
+            self.bindings
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(canonical);
+        })
     }
 }
 
@@ -162,7 +220,7 @@ mod tests {
         }
         let store = NameStore::load(Arc::new(Db::open(&path, create_tables).unwrap())).unwrap();
         assert_eq!(store.claim("alice", b"key-b").unwrap(), Claim::OtherKey);
-        assert_eq!(store.binding("alice").unwrap().key_der, b"key-a");
+        assert_eq!(store.remembered("alice").unwrap().key_der, b"key-a");
         assert!(store.release("alice").unwrap());
         assert_eq!(store.claim("alice", b"key-b").unwrap(), Claim::New);
     }

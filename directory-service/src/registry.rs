@@ -1,6 +1,8 @@
 //! Who is online: the live sessions of each name (several per name, up to a cap), presence with
 //! versions (a name joins with its first session and leaves with its last), each session's event
-//! stream, and handing committed mailbox items and receipts to the live streams of a name.
+//! stream, and handing committed mailbox items and receipts to the live streams of a name. In
+//! cluster mode it also merges in the names online on other replicas (fed by
+//! `cluster::presence`) and reports its own names' first join and last leave to them.
 
 use crate::Error;
 use crate::mailbox::{Committed, Mailboxes};
@@ -15,6 +17,7 @@ use svs_common::proto::directory::{Event, ListPeersResponse, Peer, PeerJoined, P
 use svs_common::time::now_ms;
 use svs_common::token::Claims;
 use svs_server::rate::TokenBucket;
+use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant};
 use tonic::Status;
 
@@ -87,10 +90,41 @@ impl Online {
     }
 }
 
+/// A name's first session here began, or its last one ended (for other replicas to learn).
+#[derive(Debug, Clone)]
+pub enum LocalChange {
+    Joined(Peer),
+    Left { canonical: String, reason: String },
+}
+
 #[derive(Default)]
 struct State {
     version: u64,
+    /// Names with sessions on this replica.
     names: HashMap<String, Online>,
+    /// Names online on other replicas: canonical name → replica → its peer record.
+    remote: HashMap<String, HashMap<String, Peer>>,
+    /// Where this replica's own joins and leaves go, in cluster mode.
+    changes: Option<mpsc::UnboundedSender<LocalChange>>,
+}
+
+impl State {
+    fn is_online(&self, canonical: &str) -> bool {
+        self.names.contains_key(canonical) || self.remote.contains_key(canonical)
+    }
+
+    fn tell_cluster(&self, change: LocalChange) {
+        if let Some(changes) = &self.changes {
+            let _ = changes.send(change);
+        }
+    }
+
+    /// Announces a version step to every local stream.
+    fn announce(&mut self, kind: impl FnOnce(u64) -> event::Kind) {
+        self.version += 1;
+        let ev = event(kind(self.version));
+        broadcast(self, ev);
+    }
 }
 
 /// The session an authenticated call belongs to.
@@ -160,9 +194,15 @@ impl Registry {
         name: &str,
         fingerprint: &Fingerprint,
     ) -> Result<(), Error> {
-        match self.state().names.get(canonical) {
-            Some(online) if &online.fingerprint != fingerprint => Err(already_online(name)),
-            _ => Ok(()),
+        let state = self.state();
+        let local = state.names.get(canonical).map(|o| o.fingerprint);
+        let remote = state.remote.get(canonical).into_iter().flat_map(|r| {
+            r.values()
+                .map(|peer| identity::fingerprint_der(&peer.public_key_der))
+        });
+        match local.into_iter().chain(remote).any(|f| &f != fingerprint) {
+            true => Err(already_online(name)),
+            false => Ok(()),
         }
     }
 
@@ -196,6 +236,7 @@ impl Registry {
             online.sessions.insert(session_id, session);
             return Ok(());
         }
+        let was_online = state.is_online(&canonical);
         state.names.insert(
             canonical,
             Online {
@@ -204,15 +245,15 @@ impl Registry {
                 sessions: HashMap::from([(session_id, session)]),
             },
         );
-        state.version += 1;
-        let version = state.version;
-        broadcast(
-            &state,
-            event(event::Kind::Joined(PeerJoined {
-                version,
-                peer: Some(peer),
-            })),
-        );
+        state.tell_cluster(LocalChange::Joined(peer.clone()));
+        if !was_online {
+            state.announce(|version| {
+                event::Kind::Joined(PeerJoined {
+                    version,
+                    peer: Some(peer),
+                })
+            });
+        }
         Ok(())
     }
 
@@ -260,17 +301,73 @@ impl Registry {
         snapshot_locked(&self.state())
     }
 
-    /// The online entry of a name: its peer record.
+    /// The online entry of a name, here or on another replica: its peer record.
     pub fn online_peer(&self, canonical: &str) -> Option<Peer> {
-        self.state().names.get(canonical).map(|o| o.peer.clone())
+        let state = self.state();
+        match state.names.get(canonical) {
+            Some(online) => Some(online.peer.clone()),
+            None => earliest(state.remote.get(canonical)?.values()).cloned(),
+        }
     }
 
-    /// Whether any session of the name has an event stream that takes its mail.
+    /// Whether any session of the name has an event stream that takes its mail (a name online
+    /// on another replica counts: that replica delivers).
     pub fn is_listening(&self, canonical: &str) -> bool {
-        self.state()
-            .names
-            .get(canonical)
-            .is_some_and(|o| o.listeners().any(|s| s.takes_mail()))
+        let state = self.state();
+        state.remote.contains_key(canonical)
+            || state
+                .names
+                .get(canonical)
+                .is_some_and(|o| o.listeners().any(|s| s.takes_mail()))
+    }
+
+    /// Starts reporting this replica's joins and leaves to `changes`; returns the names online
+    /// here now, which the cluster does not know of yet.
+    pub fn report_changes(&self, changes: mpsc::UnboundedSender<LocalChange>) -> Vec<Peer> {
+        let mut state = self.state();
+        state.changes = Some(changes);
+        state.names.values().map(|o| o.peer.clone()).collect()
+    }
+
+    /// A name came online on another replica (or its record there was refreshed).
+    pub fn remote_joined(&self, replica: &str, peer: Peer) {
+        let canonical = names::canonical(&peer.name);
+        let mut state = self.state();
+        let was_online = state.is_online(&canonical);
+        state
+            .remote
+            .entry(canonical)
+            .or_default()
+            .insert(replica.to_string(), peer.clone());
+        if !was_online {
+            state.announce(|version| {
+                event::Kind::Joined(PeerJoined {
+                    version,
+                    peer: Some(peer),
+                })
+            });
+        }
+    }
+
+    /// A name's last session on another replica ended.
+    pub fn remote_left(&self, replica: &str, canonical: &str, reason: &str) {
+        remote_left_locked(&mut self.state(), replica, canonical, reason);
+    }
+
+    /// Another replica stopped (or stopped answering): its names leave unless online elsewhere.
+    /// Returns the names it had.
+    pub fn replica_gone(&self, replica: &str, reason: &str) -> Vec<String> {
+        let mut state = self.state();
+        let names: Vec<String> = state
+            .remote
+            .iter()
+            .filter(|(_, on)| on.contains_key(replica))
+            .map(|(canonical, _)| canonical.clone())
+            .collect();
+        for canonical in &names {
+            remote_left_locked(&mut state, replica, canonical, reason);
+        }
+        names
     }
 
     /// Attaches a new event stream to the session (replacing an older one) and queues the
@@ -322,7 +419,7 @@ impl Registry {
             if let Some(online) = state.names.get(&item.owner) {
                 let bytes = event_bytes(&item.event);
                 for sub in online.listeners() {
-                    sub.offer(item.seq, &item.event, bytes);
+                    sub.offer(item.seq, item.prev_seq, &item.event, bytes);
                 }
             }
         }
@@ -459,17 +556,46 @@ fn end_session_locked(
         return;
     }
     let online = state.names.remove(canonical).expect("looked up above");
-    state.version += 1;
-    let version = state.version;
-    broadcast(
-        state,
-        event(event::Kind::Left(PeerLeft {
-            version,
-            name: online.peer.name.clone(),
-            reason: reason.as_str().to_string(),
-        })),
-    );
+    state.tell_cluster(LocalChange::Left {
+        canonical: canonical.to_string(),
+        reason: reason.as_str().to_string(),
+    });
     tracing::info!(name = %online.peer.name, reason = reason.as_str(), "left");
+    if !state.is_online(canonical) {
+        state.announce(|version| {
+            event::Kind::Left(PeerLeft {
+                version,
+                name: online.peer.name,
+                reason: reason.as_str().to_string(),
+            })
+        });
+    }
+}
+
+fn remote_left_locked(state: &mut State, replica: &str, canonical: &str, reason: &str) {
+    let Some(on) = state.remote.get_mut(canonical) else {
+        return;
+    };
+    let Some(peer) = on.remove(replica) else {
+        return;
+    };
+    if on.is_empty() {
+        state.remote.remove(canonical);
+    }
+    if !state.is_online(canonical) {
+        state.announce(|version| {
+            event::Kind::Left(PeerLeft {
+                version,
+                name: peer.name,
+                reason: reason.to_string(),
+            })
+        });
+    }
+}
+
+/// The record of whoever came online first.
+fn earliest<'a>(peers: impl Iterator<Item = &'a Peer>) -> Option<&'a Peer> {
+    peers.min_by_key(|p| p.online_since_ms)
 }
 
 fn already_online(name: &str) -> Error {
@@ -479,7 +605,13 @@ fn already_online(name: &str) -> Error {
 }
 
 fn snapshot_locked(state: &State) -> ListPeersResponse {
-    let mut peers: Vec<Peer> = state.names.values().map(|o| o.peer.clone()).collect();
+    let here = state.names.values().map(|o| o.peer.clone());
+    let elsewhere = state
+        .remote
+        .iter()
+        .filter(|(canonical, _)| !state.names.contains_key(*canonical))
+        .filter_map(|(_, on)| earliest(on.values()).cloned());
+    let mut peers: Vec<Peer> = here.chain(elsewhere).collect();
     peers.sort_by(|a, b| a.name.cmp(&b.name));
     ListPeersResponse {
         version: state.version,

@@ -116,7 +116,7 @@ impl Relay {
         let mut storing = Vec::new();
         for r in &header.recipients {
             let canonical = names::canonical(&r.name);
-            let refused = match self.names.binding(&canonical) {
+            let refused = match self.names.binding(&canonical).await? {
                 None => Some((
                     Outcome::UnknownName,
                     format!("nobody is registered as {}; nothing was stored", r.name),
@@ -271,12 +271,15 @@ impl Relay {
         self.tell_senders(failures).await
     }
 
-    /// Pushes each receipt to its sender's live streams, or stores it if there is none.
+    /// Pushes each receipt to its sender's live streams, or stores it if there is none. With
+    /// mailboxes shared by replicas every receipt is stored: the sender's sessions on every
+    /// replica get it from there.
     async fn tell_senders(&self, receipts: Vec<(String, event::Kind)>) -> Result<(), Error> {
+        let shared = self.mail.is_shared();
         let to_store: Vec<NewReceipt> = receipts
             .into_iter()
             .filter_map(|(sender, kind)| {
-                (!self.registry.push_receipt(&sender, kind.clone())).then(|| NewReceipt {
+                (shared || !self.registry.push_receipt(&sender, kind.clone())).then(|| NewReceipt {
                     owner: sender,
                     event: Event { kind: Some(kind) },
                 })
@@ -286,7 +289,7 @@ impl Relay {
     }
 
     /// The registered key of each name, online or not.
-    pub fn lookup(&self, wanted: &[String]) -> Result<LookupKeysResponse, Error> {
+    pub async fn lookup(&self, wanted: &[String]) -> Result<LookupKeysResponse, Error> {
         if wanted.len() > MAX_LOOKUP_NAMES {
             return Err(Error::InvalidArgument(format!(
                 "at most {MAX_LOOKUP_NAMES} names per LookupKeys call"
@@ -296,10 +299,12 @@ impl Relay {
         for name in wanted {
             names::validate(name)?;
             let canonical = names::canonical(name);
-            match (
-                self.registry.online_peer(&canonical),
-                self.names.binding(&canonical),
-            ) {
+            let online = self.registry.online_peer(&canonical);
+            let bound = match online {
+                Some(_) => None,
+                None => self.names.binding(&canonical).await?,
+            };
+            match (online, bound) {
                 (Some(peer), _) => response.peers.push(peer),
                 (None, Some(binding)) => response.peers.push(svs_common::proto::directory::Peer {
                     name: canonical,

@@ -2,6 +2,7 @@
 //! a shutdown that ends streams with a status and drains within a bound.
 
 use crate::Error;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::service::DirectoryService;
@@ -54,10 +55,22 @@ pub async fn run(
     let tls_config = tls::server_tls(&server.data_dir, &server.tls)?;
     let _metrics = svs_server::metrics::start(&server.metrics).await?;
     let paths = DataPaths::new(&server.data_dir);
-    let tokens = TokenIssuer::load_or_create(&paths.token_key, &paths.token_public)?;
+    let clustered = config.cluster.nats_url.is_some();
+    let token_key = config.token_key.clone().unwrap_or(paths.token_key.clone());
+    if clustered && !token_key.exists() {
+        return Err(Error::InvalidArgument(format!(
+            "cluster mode needs the token key every replica shares, and {} does not exist: create it once with `directory-service new-token-key PATH` and give every replica --token-key PATH",
+            token_key.display()
+        )));
+    }
+    let tokens = TokenIssuer::load_or_create(&token_key, &paths.token_public)?;
     let verifier = Arc::new(tokens.verifier().clone());
-    let db = crate::directory::open_db(&paths.names_db)?;
-    let directory = Arc::new(Directory::new(db, tokens, &limits)?);
+    let directory = Arc::new(if clustered {
+        let cluster = Cluster::connect(&config.cluster).await?;
+        Directory::clustered(&cluster, tokens, &limits).await?
+    } else {
+        Directory::new(crate::directory::open_db(&paths.names_db)?, tokens, &limits)?
+    });
 
     let (router, health) = serve::base_router(&server.connections, verifier, OPEN_METHODS)?;
     let service_name = <DirectoryServer<DirectoryService> as NamedService>::NAME;
@@ -77,16 +90,19 @@ pub async fn run(
         service_name,
         stop: stop.clone(),
     };
-    let result = serve_until_shutdown(router, serving, shutdown, move || directory.shutdown())
+    let stopping = directory.clone();
+    let result = serve_until_shutdown(router, serving, shutdown, move || stopping.shutdown())
         .await
         .map_err(Error::from);
+    directory.leave_cluster().await;
     let _ = sweeper.await;
     tracing::info!("directory-service stopped");
     result
 }
 
 /// Once a second until `stop`: expires sessions, used challenges and mail, cuts subscribers too
-/// slow to read their events, re-opens a database that failed, and keeps health in step with it.
+/// slow to read their events, re-opens a database that failed, and keeps health in step with the
+/// store (NOT_SERVING while the database, or NATS in cluster mode, cannot be used).
 async fn sweep(directory: Arc<Directory>, health: HealthReporter, stop: CancellationToken) {
     let service_name = <DirectoryServer<DirectoryService> as NamedService>::NAME;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -98,9 +114,9 @@ async fn sweep(directory: Arc<Directory>, health: HealthReporter, stop: Cancella
         }
         directory.sweep().await;
         // Re-opening touches the disk: only for a database that failed, on a blocking thread.
-        let healthy = directory.db().is_healthy() || {
+        let healthy = directory.is_healthy() || {
             let directory = directory.clone();
-            tokio::task::spawn_blocking(move || directory.db().recover())
+            tokio::task::spawn_blocking(move || directory.recover())
                 .await
                 .unwrap_or(false)
         };
@@ -111,6 +127,21 @@ async fn sweep(directory: Arc<Directory>, health: HealthReporter, stop: Cancella
     }
 }
 
+/// Frees a name in a cluster's NATS (the replicas may run) and deletes its mailbox there.
+pub async fn release_name_in_cluster(
+    cluster: &crate::cluster::ClusterOptions,
+    name: &str,
+) -> Result<bool, Error> {
+    let cluster = Cluster::connect(cluster).await?;
+    let canonical = svs_common::names::canonical(name);
+    let released = crate::cluster::names::KvNames::open(&cluster)
+        .await?
+        .release(&canonical)
+        .await?;
+    crate::cluster::mail::purge(&cluster, &canonical).await?;
+    Ok(released)
+}
+
 /// Frees a name so another key may register it, and deletes its mailbox (sealed for the old key,
 /// it would only tell the new owner who wrote to the old one). The service must be stopped.
 pub fn release_name(data_dir: &std::path::Path, name: &str) -> Result<bool, Error> {
@@ -119,4 +150,22 @@ pub fn release_name(data_dir: &std::path::Path, name: &str) -> Result<bool, Erro
     let released = crate::names::NameStore::load(db.clone())?.release(&canonical)?;
     crate::mailbox::redb_store::purge(&db, &canonical)?;
     Ok(released)
+}
+
+/// Writes a new token key for a cluster's replicas to share; refuses to replace one.
+pub async fn new_token_key(path: &std::path::Path) -> Result<(), Error> {
+    if path.exists() {
+        return Err(Error::AlreadyExists(format!(
+            "{} exists already; replicas must keep using the key they share",
+            path.display()
+        )));
+    }
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let key = svs_common::identity::generate(svs_common::identity::DEFAULT_KEY_BITS)?;
+        svs_common::identity::write_private_key(&path, &key)
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))??;
+    Ok(())
 }

@@ -145,7 +145,10 @@ impl DirectoryApi for DirectoryService {
     ) -> Result<Response<LookupKeysResponse>, Status> {
         self.session(&request)?;
         Ok(Response::new(
-            self.directory.relay.lookup(&request.into_inner().names)?,
+            self.directory
+                .relay
+                .lookup(&request.into_inner().names)
+                .await?,
         ))
     }
 

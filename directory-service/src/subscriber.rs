@@ -128,14 +128,14 @@ impl Subscriber {
     }
 
     /// Offers a mailbox item that was just committed. Queued if the subscriber is live, the item
-    /// is the next in sequence and the queue has room; otherwise the subscriber stops being live
+    /// is the next in sequence (its `prev_seq` is what was handed over last) and the queue has room; otherwise the subscriber stops being live
     /// (its outbox then reads the store) unless it already has the item. Returns whether queued.
-    pub fn offer(&self, seq: u64, event: &Event, bytes: usize) -> bool {
+    pub fn offer(&self, seq: u64, prev_seq: u64, event: &Event, bytes: usize) -> bool {
         let mut delivery = lock(&self.delivery);
         if !delivery.takes_mail || !delivery.live || seq <= delivery.cursor {
             return false;
         }
-        let permits = (seq == delivery.cursor + 1)
+        let permits = (prev_seq == delivery.cursor)
             .then(|| {
                 let count = self.messages.clone().try_acquire_owned().ok()?;
                 let size = u32::try_from(bytes).ok()?;

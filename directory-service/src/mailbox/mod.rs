@@ -1,14 +1,15 @@
 //! Mailboxes: every accepted envelope is kept, as ciphertext, per recipient name until one of the
 //! name's sessions acknowledges it or it expires; receipts for a sender with no live session wait
 //! in the sender's mailbox the same way. `Mailboxes` is the storage interface (redb here, so a
-//! clustered store can implement it too); items of one name carry increasing sequence numbers.
+//! clustered store implements it too: `cluster::mail`); items of one name carry increasing
+//! sequence numbers.
 
 pub mod record;
 pub mod redb_store;
 
 use crate::Error;
 use std::sync::Arc;
-use svs_common::proto::directory::{Envelope, Event};
+use svs_common::proto::directory::{Envelope, Event, event};
 
 /// How long things are kept and how much one name may hold.
 #[derive(Debug, Clone, Copy)]
@@ -65,6 +66,9 @@ pub struct NewReceipt {
 pub struct Committed {
     pub owner: String,
     pub seq: u64,
+    /// The sequence number of the name's item before this one (0 for the first): a subscriber
+    /// that has handed over exactly up to it can take this one live.
+    pub prev_seq: u64,
     pub event: Event,
 }
 
@@ -119,8 +123,16 @@ pub trait Mailboxes: Send + Sync {
     fn last_seq(&self, owner: &str) -> u64;
     /// Removes what expired by `now_ms`; returns the unread envelopes among it.
     async fn expire(&self, now_ms: u64) -> Result<Vec<Removed>, Error>;
-    /// Waiting envelopes and their bytes for `owner`.
-    fn usage(&self, owner: &str) -> (u64, u64);
+    /// Whether other directory replicas deliver from these mailboxes too. Then a receipt is
+    /// always stored (never only pushed to this replica's streams), so the sender's sessions on
+    /// every replica get it.
+    fn is_shared(&self) -> bool {
+        false
+    }
+    /// Whether the store can be used now (health reports NOT_SERVING while it cannot).
+    fn is_healthy(&self) -> bool {
+        true
+    }
 }
 
 pub use redb_store::RedbMailboxes;
@@ -128,4 +140,13 @@ pub use redb_store::RedbMailboxes;
 /// Encodes an envelope as it is kept on disk (the protobuf encoding).
 pub fn encode_envelope(envelope: &Envelope) -> Vec<u8> {
     prost::Message::encode_to_vec(envelope)
+}
+
+/// Sets the sequence number a stored receipt is acknowledged by.
+pub fn set_stored_seq(event: &mut Event, seq: u64) {
+    match &mut event.kind {
+        Some(event::Kind::Delivered(d)) => d.stored_seq = seq,
+        Some(event::Kind::Undelivered(u)) => u.stored_seq = seq,
+        _ => {}
+    }
 }

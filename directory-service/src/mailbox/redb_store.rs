@@ -6,6 +6,7 @@
 use super::record::Record;
 use super::{
     Acked, Committed, Mailboxes, NewEnvelope, NewReceipt, Page, Placement, Quotas, Removed, Sink,
+    set_stored_seq,
 };
 use crate::Error;
 use crate::db::{Db, storage};
@@ -248,7 +249,14 @@ impl Mailboxes for RedbMailboxes {
         }
     }
 
-    fn usage(&self, owner: &str) -> (u64, u64) {
+    fn is_healthy(&self) -> bool {
+        self.db.is_healthy()
+    }
+}
+
+impl RedbMailboxes {
+    /// Waiting envelopes and their bytes for `owner`.
+    pub fn usage(&self, owner: &str) -> (u64, u64) {
         lock(&self.usage)
             .get(owner)
             .map_or((0, 0), |u| (u.count, u.bytes))
@@ -320,15 +328,6 @@ fn stored_event(
         Record::Read { .. } => return Ok(None),
     };
     Ok(Some(event))
-}
-
-/// Marks a receipt event with the sequence number it is acknowledged by.
-fn set_stored_seq(event: &mut Event, seq: u64) {
-    match &mut event.kind {
-        Some(event::Kind::Delivered(d)) => d.stored_seq = seq,
-        Some(event::Kind::Undelivered(u)) => u.stored_seq = seq,
-        _ => {}
-    }
 }
 
 /// The writer thread's state.
@@ -498,6 +497,7 @@ fn apply(
                 pending.committed.push(Committed {
                     owner: owner.clone(),
                     seq,
+                    prev_seq: seq - 1,
                     event: new.event.clone(),
                 });
                 placements.push(Placement::Stored { seq });
@@ -531,6 +531,7 @@ fn apply(
                 pending.committed.push(Committed {
                     owner: receipt.owner.clone(),
                     seq,
+                    prev_seq: seq - 1,
                     event,
                 });
             }

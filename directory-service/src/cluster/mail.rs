@@ -1,0 +1,619 @@
+//! `Mailboxes` in the `SVS_MAIL` JetStream stream, shared by every replica.
+//!
+//! Each name has two subjects: `svs.mail.<name>.m` holds its sealed envelopes (the `Envelope`
+//! protobuf as sent) and `svs.mail.<name>.r` its receipts (the `Event` protobuf), where `<name>`
+//! is the canonical name in lowercase hex. The stream sequence is the item's sequence number.
+//! JetStream enforces the per-name quota (`max_msgs_per_subject` with new messages refused) and
+//! refuses a resent envelope (`Nats-Msg-Id` = `<name>.<message id hex>` within the duplicate
+//! window). A store is answered once JetStream has it on disk, so a replica that dies afterwards
+//! loses nothing. Acknowledging or expiring deletes the message.
+//!
+//! Every replica follows the stream (an ordered consumer) and hands each new item to its own
+//! live sessions, so mail stored through one replica is delivered through another. The follower
+//! also remembers where each message id sits, to acknowledge by id without a search.
+
+use super::{Cluster, MAIL_STREAM, name_from_token, name_token, nats, unix_ms};
+use crate::Error;
+use crate::mailbox::{
+    Acked, Committed, Mailboxes, NewEnvelope, NewReceipt, Page, Placement, Quotas, Removed, Sink,
+    set_stored_seq,
+};
+use async_nats::jetstream::{self, consumer, stream};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use prost::Message as _;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use svs_common::proto::directory::{Envelope, Event, event};
+use svs_common::sealed::Header;
+
+/// Items read or expired per pass.
+const EXPIRE_BATCH: usize = 1024;
+
+/// What this replica's follower has seen of the stream.
+#[derive(Default)]
+struct Seen {
+    /// Per name: the last sequence number seen (the `prev_seq` of the next).
+    last: HashMap<String, u64>,
+    /// Per name: message id → sequence number, for acknowledgements by id.
+    ids: HashMap<String, HashMap<[u8; 16], u64>>,
+    /// The highest stream sequence the follower handed on.
+    followed_to: u64,
+}
+
+/// Mailboxes in JetStream.
+pub struct JetStreamMailboxes {
+    cluster: Cluster,
+    stream: stream::Stream,
+    quotas: Quotas,
+    seen: Arc<Mutex<Seen>>,
+    sink: Arc<OnceLock<Sink>>,
+    following: Arc<AtomicBool>,
+}
+
+fn lock(seen: &Mutex<Seen>) -> std::sync::MutexGuard<'_, Seen> {
+    seen.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Which of a name's two subjects a message is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Envelope,
+    Receipt,
+}
+
+fn subject(owner: &str, kind: Kind) -> String {
+    let suffix = match kind {
+        Kind::Envelope => "m",
+        Kind::Receipt => "r",
+    };
+    format!("svs.mail.{}.{suffix}", name_token(owner))
+}
+
+/// The owner and kind of a mail subject.
+fn parse_subject(subject: &str) -> Option<(String, Kind)> {
+    let mut parts = subject.split('.');
+    let (Some("svs"), Some("mail"), Some(token), Some(kind), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    let kind = match kind {
+        "m" => Kind::Envelope,
+        "r" => Kind::Receipt,
+        _ => return None,
+    };
+    Some((name_from_token(token)?, kind))
+}
+
+/// Where an envelope came from.
+struct Origin {
+    message_id: [u8; 16],
+    /// Canonical name of its sender.
+    sender: String,
+}
+
+/// A stored item as delivered: the envelope (with its origin), or the receipt with its
+/// sequence number set.
+struct Item {
+    event: Event,
+    origin: Option<Origin>,
+}
+
+fn decode_item(kind: Kind, payload: &[u8], seq: u64) -> Option<Item> {
+    match kind {
+        Kind::Envelope => {
+            let envelope = Envelope::decode(payload).ok()?;
+            let header = Header::decode(&envelope.header).ok()?;
+            let origin = Origin {
+                message_id: header.message_id,
+                sender: svs_common::names::canonical(&header.sender),
+            };
+            let event = Event {
+                kind: Some(event::Kind::Envelope(envelope)),
+            };
+            Some(Item {
+                event,
+                origin: Some(origin),
+            })
+        }
+        Kind::Receipt => {
+            let mut event = Event::decode(payload).ok()?;
+            set_stored_seq(&mut event, seq);
+            Some(Item {
+                event,
+                origin: None,
+            })
+        }
+    }
+}
+
+impl JetStreamMailboxes {
+    /// Creates (or updates to these quotas) the stream and starts following it; returns once
+    /// the follower has read what the stream holds, so `last_seq` is right from the start.
+    pub async fn open(cluster: &Cluster, quotas: Quotas) -> Result<Self, Error> {
+        let ttl = Duration::from_millis(quotas.ttl_ms);
+        let config = stream::Config {
+            name: MAIL_STREAM.into(),
+            description: Some("svs mailboxes: sealed envelopes and receipts per name".into()),
+            subjects: vec!["svs.mail.>".into()],
+            storage: stream::StorageType::File,
+            // The expiry pass removes items at the TTL and tells their senders; this is only a
+            // backstop should every replica be down for a day.
+            max_age: ttl + Duration::from_secs(86_400),
+            max_messages_per_subject: i64::try_from(quotas.max_messages).unwrap_or(i64::MAX),
+            discard: stream::DiscardPolicy::New,
+            discard_new_per_subject: true,
+            duplicate_window: Duration::from_millis(quotas.remember_ids_ms.max(1000)).min(ttl),
+            allow_direct: true,
+            ..Default::default()
+        };
+        if cluster.jetstream.get_stream(MAIL_STREAM).await.is_ok() {
+            cluster
+                .jetstream
+                .update_stream(&config)
+                .await
+                .map_err(|e| nats("updating the mail stream", e))?;
+        } else {
+            cluster
+                .jetstream
+                .create_stream(config)
+                .await
+                .map_err(|e| nats("creating the mail stream", e))?;
+        }
+        let stream = cluster
+            .jetstream
+            .get_stream(MAIL_STREAM)
+            .await
+            .map_err(|e| nats("opening the mail stream", e))?;
+        let mail = Self {
+            cluster: cluster.clone(),
+            stream,
+            quotas,
+            seen: Arc::new(Mutex::new(Seen::default())),
+            sink: Arc::new(OnceLock::new()),
+            following: Arc::new(AtomicBool::new(false)),
+        };
+        mail.follow().await?;
+        Ok(mail)
+    }
+
+    /// Starts the follower and waits until it has caught up with the stream.
+    async fn follow(&self) -> Result<(), Error> {
+        let (caught_up, mut ready) = tokio::sync::watch::channel(false);
+        let follower = Follower {
+            stream: self.stream.clone(),
+            client: self.cluster.client.clone(),
+            seen: Arc::downgrade(&self.seen),
+            sink: self.sink.clone(),
+            following: self.following.clone(),
+            caught_up,
+        };
+        tokio::spawn(follower.run());
+        tokio::time::timeout(Duration::from_secs(30), ready.wait_for(|r| *r))
+            .await
+            .map_err(|_| {
+                Error::Unavailable("the mail stream could not be read within 30 s".into())
+            })?
+            .map_err(|_| Error::Unavailable("the mail follower stopped".into()))?;
+        Ok(())
+    }
+
+    /// The stored message at `seq` if it is on `owner`'s subject of `kind`.
+    async fn owned(
+        &self,
+        owner: &str,
+        kind: Kind,
+        seq: u64,
+    ) -> Result<Option<jetstream::message::StreamMessage>, Error> {
+        match self.stream.get_raw_message(seq).await {
+            Ok(message) if message.subject.as_str() == subject(owner, kind) => Ok(Some(message)),
+            Ok(_) => Ok(None),
+            Err(e) if is_missing(&e) => Ok(None),
+            Err(e) => Err(nats("reading mail", e)),
+        }
+    }
+
+    /// Where `owner`'s envelope `id` sits: from the follower's memory, else by reading the name's
+    /// envelopes (a mailbox holds at most `--mailbox-max-messages`).
+    async fn find(&self, owner: &str, id: &[u8; 16]) -> Result<Option<u64>, Error> {
+        if let Some(seq) = lock(&self.seen).ids.get(owner).and_then(|ids| ids.get(id)) {
+            return Ok(Some(*seq));
+        }
+        let filter = subject(owner, Kind::Envelope);
+        let mut cursor = 0;
+        loop {
+            let Some(message) = self.next_after(&filter, cursor).await? else {
+                return Ok(None);
+            };
+            cursor = message.sequence;
+            if let Some(Item {
+                origin: Some(origin),
+                ..
+            }) = decode_item(Kind::Envelope, &message.payload, cursor)
+                && &origin.message_id == id
+            {
+                return Ok(Some(cursor));
+            }
+        }
+    }
+
+    /// The first message on `filter` after `seq`, if any.
+    async fn next_after(
+        &self,
+        filter: &str,
+        seq: u64,
+    ) -> Result<Option<jetstream::message::StreamMessage>, Error> {
+        match self
+            .stream
+            .raw_message_builder()
+            .sequence(seq + 1)
+            .next_by_subject(filter.to_string())
+            .send()
+            .await
+        {
+            Ok(message) => Ok(Some(message)),
+            Err(e) if is_missing(&e) => Ok(None),
+            Err(e) => Err(nats("reading mail", e)),
+        }
+    }
+
+    /// Deletes one message; false if it was gone already (another replica took it).
+    async fn delete(&self, seq: u64) -> Result<bool, Error> {
+        match self.stream.delete_message(seq).await {
+            Ok(done) => Ok(done),
+            Err(e) if e.to_string().contains("no message found") => Ok(false),
+            Err(e) => Err(nats("removing mail", e)),
+        }
+    }
+
+    fn forget(&self, owner: &str, id: &[u8; 16]) {
+        if let Some(ids) = lock(&self.seen).ids.get_mut(owner) {
+            ids.remove(id);
+        }
+    }
+}
+
+/// Deletes a name's mailbox (an operator released the name).
+pub async fn purge(cluster: &Cluster, canonical: &str) -> Result<(), Error> {
+    let Ok(stream) = cluster.jetstream.get_stream(MAIL_STREAM).await else {
+        return Ok(());
+    };
+    stream
+        .purge()
+        .filter(format!("svs.mail.{}.*", name_token(canonical)))
+        .await
+        .map_err(|e| nats("deleting the mailbox", e))?;
+    Ok(())
+}
+
+fn is_missing(e: &stream::RawMessageError) -> bool {
+    matches!(e.kind(), stream::RawMessageErrorKind::NoMessageFound)
+        || e.to_string().contains("no message found")
+}
+
+/// Reads every new item of the stream in order and hands it to the sink.
+struct Follower {
+    stream: stream::Stream,
+    client: async_nats::Client,
+    seen: std::sync::Weak<Mutex<Seen>>,
+    sink: Arc<OnceLock<Sink>>,
+    following: Arc<AtomicBool>,
+    caught_up: tokio::sync::watch::Sender<bool>,
+}
+
+impl Follower {
+    async fn run(self) {
+        let mut first = true;
+        loop {
+            let Some(seen) = self.seen.upgrade() else {
+                return;
+            };
+            let from = lock(&seen).followed_to;
+            drop(seen);
+            // The first time, the last item of every subject is enough to know each name's
+            // last sequence number; after a break, everything after what was handed on.
+            let deliver_policy = if first {
+                consumer::DeliverPolicy::LastPerSubject
+            } else {
+                consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: from + 1,
+                }
+            };
+            match self.follow_once(deliver_policy).await {
+                Ok(()) => return,
+                Err(e) => {
+                    self.following.store(false, Ordering::Release);
+                    tracing::warn!(error = %e, "following the mail stream stopped; resuming");
+                }
+            }
+            first = false;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Follows until the stream breaks (Err) or this store is dropped (Ok).
+    async fn follow_once(&self, deliver_policy: consumer::DeliverPolicy) -> Result<(), Error> {
+        let empty = {
+            let mut stream = self.stream.clone();
+            let info = stream
+                .info()
+                .await
+                .map_err(|e| nats("reading the mail stream", e))?;
+            info.state.messages == 0
+        };
+        let consumer = self
+            .stream
+            .create_consumer(consumer::push::OrderedConfig {
+                deliver_subject: self.client.new_inbox(),
+                filter_subject: "svs.mail.>".into(),
+                deliver_policy,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| nats("following the mail stream", e))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| nats("following the mail stream", e))?;
+        self.following.store(true, Ordering::Release);
+        if empty {
+            self.caught_up.send_replace(true);
+        }
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(1), messages.next()).await;
+            let Some(seen) = self.seen.upgrade() else {
+                return Ok(());
+            };
+            let message = match next {
+                Err(_) => {
+                    // Quiet: nothing pending means caught up.
+                    if !*self.caught_up.borrow() {
+                        self.caught_up.send_replace(true);
+                    }
+                    continue;
+                }
+                Ok(None) => return Err(Error::Unavailable("the mail stream ended".into())),
+                Ok(Some(Err(e))) => return Err(nats("following the mail stream", e)),
+                Ok(Some(Ok(message))) => message,
+            };
+            let Ok(info) = message.info() else { continue };
+            let (seq, pending) = (info.stream_sequence, info.pending);
+            let committed = {
+                let mut seen = lock(&seen);
+                seen.followed_to = seen.followed_to.max(seq);
+                parse_subject(message.subject.as_str()).and_then(|(owner, kind)| {
+                    let Item { event, origin } = decode_item(kind, &message.payload, seq)?;
+                    let prev_seq = seen.last.get(&owner).copied().unwrap_or(0);
+                    if seq <= prev_seq {
+                        return None;
+                    }
+                    seen.last.insert(owner.clone(), seq);
+                    if let Some(origin) = origin {
+                        let ids = seen.ids.entry(owner.clone()).or_default();
+                        ids.insert(origin.message_id, seq);
+                    }
+                    Some(Committed {
+                        owner,
+                        seq,
+                        prev_seq,
+                        event,
+                    })
+                })
+            };
+            if let (Some(committed), Some(sink)) = (committed, self.sink.get()) {
+                sink(vec![committed]);
+            }
+            if pending == 0 && !*self.caught_up.borrow() {
+                self.caught_up.send_replace(true);
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Mailboxes for JetStreamMailboxes {
+    fn set_sink(&self, sink: Sink) {
+        let _ = self.sink.set(sink);
+    }
+
+    async fn store_envelope(&self, envelope: NewEnvelope) -> Result<Vec<Placement>, Error> {
+        // Refused at once while NATS is away: the client would otherwise wait for an answer
+        // that comes only after the client library delivers its buffered publish.
+        self.cluster.check_up()?;
+        let payload = Bytes::from(envelope.encoded);
+        let id = hex::encode(envelope.message_id);
+        let publishes = envelope.recipients.iter().map(|owner| {
+            let publish = jetstream::message::PublishMessage::build()
+                .payload(payload.clone())
+                .message_id(format!("{}.{id}", name_token(owner)));
+            let js = &self.cluster.jetstream;
+            async move {
+                let ack = js
+                    .send_publish(subject(owner, Kind::Envelope), publish)
+                    .await
+                    .map_err(|e| nats("storing the message", e))?
+                    .await;
+                Ok::<_, Error>(match ack {
+                    Ok(ack) if ack.duplicate => Placement::Duplicate,
+                    Ok(ack) => Placement::Stored { seq: ack.sequence },
+                    Err(e) if e.to_string().contains("maximum messages per subject") => {
+                        Placement::Full(format!(
+                            "{owner}'s mailbox is full ({} messages wait unread); nothing was stored for them",
+                            self.quotas.max_messages
+                        ))
+                    }
+                    Err(e) => return Err(nats("storing the message", e)),
+                })
+            }
+        });
+        futures_util::future::try_join_all(publishes).await
+    }
+
+    async fn store_receipts(&self, receipts: Vec<NewReceipt>) -> Result<(), Error> {
+        let publishes = receipts.iter().map(|receipt| {
+            let js = &self.cluster.jetstream;
+            let payload = Bytes::from(receipt.event.encode_to_vec());
+            async move {
+                match js
+                    .publish(subject(&receipt.owner, Kind::Receipt), payload)
+                    .await
+                    .map_err(|e| nats("storing a receipt", e))?
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    // A sender with a full receipt box has stopped reading: dropping the newest
+                    // receipt beats refusing the recipient's acknowledgement.
+                    Err(e) if e.to_string().contains("maximum messages per subject") => {
+                        tracing::warn!(owner = %receipt.owner, "receipt box full; receipt dropped");
+                        Ok(())
+                    }
+                    Err(e) => Err(nats("storing a receipt", e)),
+                }
+            }
+        });
+        futures_util::future::try_join_all(publishes).await?;
+        Ok(())
+    }
+
+    async fn ack(
+        &self,
+        owner: &str,
+        ids: Vec<[u8; 16]>,
+        receipt_seqs: Vec<u64>,
+    ) -> Result<Acked, Error> {
+        let mut acked = Acked::default();
+        for id in ids {
+            let Some(seq) = self.find(owner, &id).await? else {
+                continue;
+            };
+            let Some(message) = self.owned(owner, Kind::Envelope, seq).await? else {
+                self.forget(owner, &id);
+                continue;
+            };
+            if self.delete(seq).await?
+                && let Some(Item {
+                    origin: Some(origin),
+                    ..
+                }) = decode_item(Kind::Envelope, &message.payload, seq)
+            {
+                acked.envelopes.push(Removed {
+                    message_id: origin.message_id,
+                    sender: origin.sender,
+                    owner: owner.to_string(),
+                });
+            }
+            self.forget(owner, &id);
+        }
+        for seq in receipt_seqs {
+            if self.owned(owner, Kind::Receipt, seq).await?.is_some() && self.delete(seq).await? {
+                acked.receipts += 1;
+            }
+        }
+        Ok(acked)
+    }
+
+    async fn read(&self, owner: &str, after_seq: u64, limit: usize) -> Result<Page, Error> {
+        let known_last = self.last_seq(owner);
+        let filter = format!("svs.mail.{}.*", name_token(owner));
+        let mut items = Vec::new();
+        let mut cursor = after_seq;
+        while items.len() < limit {
+            let Some(message) = self.next_after(&filter, cursor).await? else {
+                break;
+            };
+            cursor = message.sequence;
+            let Some((_, kind)) = parse_subject(message.subject.as_str()) else {
+                continue;
+            };
+            if let Some(Item { event, origin }) = decode_item(kind, &message.payload, cursor) {
+                if let Some(origin) = origin {
+                    lock(&self.seen)
+                        .ids
+                        .entry(owner.to_string())
+                        .or_default()
+                        .insert(origin.message_id, cursor);
+                }
+                items.push((cursor, event));
+            }
+        }
+        // A short page read to the end: everything the follower had seen was looked at, even
+        // items acknowledged meanwhile.
+        let scanned_to = if items.len() < limit {
+            cursor.max(known_last)
+        } else {
+            cursor
+        };
+        Ok(Page { items, scanned_to })
+    }
+
+    fn last_seq(&self, owner: &str) -> u64 {
+        lock(&self.seen).last.get(owner).copied().unwrap_or(0)
+    }
+
+    async fn expire(&self, now_ms: u64) -> Result<Vec<Removed>, Error> {
+        let mut removed = Vec::new();
+        let mut cursor = 0;
+        for _ in 0..EXPIRE_BATCH {
+            let Some(message) = self.next_after("svs.mail.>", cursor).await? else {
+                break;
+            };
+            cursor = message.sequence;
+            if unix_ms(&message.time) + self.quotas.ttl_ms > now_ms {
+                break;
+            }
+            // Every replica runs this pass: whoever deletes the message tells its sender.
+            if !self.delete(cursor).await? {
+                continue;
+            }
+            if let Some((owner, kind)) = parse_subject(message.subject.as_str())
+                && let Some(Item {
+                    origin: Some(origin),
+                    ..
+                }) = decode_item(kind, &message.payload, cursor)
+            {
+                self.forget(&owner, &origin.message_id);
+                removed.push(Removed {
+                    message_id: origin.message_id,
+                    sender: origin.sender,
+                    owner,
+                });
+            }
+        }
+        Ok(removed)
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.cluster.is_up() && self.following.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_round_trip_any_name() {
+        for name in ["alice", "a.b-c_d", "x"] {
+            for kind in [Kind::Envelope, Kind::Receipt] {
+                assert_eq!(
+                    parse_subject(&subject(name, kind)),
+                    Some((name.to_string(), kind))
+                );
+            }
+        }
+        assert_eq!(parse_subject("svs.mail.zz.m"), None);
+        assert_eq!(parse_subject("svs.mail.616c696365.x"), None);
+        assert_eq!(parse_subject("svs.mail.616c696365.m.extra"), None);
+    }
+}

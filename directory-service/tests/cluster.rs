@@ -1,0 +1,555 @@
+//! Cluster mode with a real `nats-server -js` (Debian's package; scripts/install-deps.sh installs
+//! it) and real directory-service binaries as replicas sharing one data dir for TLS and one token
+//! key, driven through the real client code.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use svs_cli::home::Home;
+use svs_cli::inbox::{Inbox, Incoming};
+use svs_cli::session::{ConnectOptions, ReachState, Session};
+use svs_common::proto::directory::{Event, Peer};
+use tokio::time::Instant;
+use tonic::Streaming;
+
+const WAIT: Duration = Duration::from_secs(30);
+/// Replicas are told this timeout, so a killed one is noticed within seconds.
+const REPLICA_TIMEOUT_SECS: &str = "3";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Where a child's log goes: `$SVS_TEST_LOGS/<name>.log` when set (to read after a failure),
+/// else nowhere.
+fn log_file(name: &str) -> Stdio {
+    match std::env::var_os("SVS_TEST_LOGS") {
+        Some(dir) => {
+            let path = Path::new(&dir).join(format!("{name}.log"));
+            std::fs::File::create(path).map_or_else(|_| Stdio::null(), Stdio::from)
+        }
+        None => Stdio::null(),
+    }
+}
+
+/// A real nats-server with JetStream on a fixed port and store, so it can be restarted.
+struct Nats {
+    child: Option<Child>,
+    port: u16,
+    store: PathBuf,
+}
+
+impl Nats {
+    async fn start(store: &Path) -> Self {
+        let mut nats = Self {
+            child: None,
+            port: free_port(),
+            store: store.to_path_buf(),
+        };
+        nats.run().await;
+        nats
+    }
+
+    async fn run(&mut self) {
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-sd", &self.store.display().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server runs (scripts/install-deps.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + WAIT;
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A directory-service replica (the real binary); `kill` is SIGKILL.
+struct Replica {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Replica {
+    fn url(&self) -> String {
+        format!("https://localhost:{}", self.port)
+    }
+
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+/// NATS, replicas, and what clients need to reach them.
+struct Cluster {
+    root: tempfile::TempDir,
+    nats: Nats,
+    replicas: Vec<Replica>,
+}
+
+impl Cluster {
+    async fn start(replicas: usize) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let nats = Nats::start(&root.path().join("nats")).await;
+        let status = Command::new(env!("CARGO_BIN_EXE_directory-service"))
+            .arg("new-token-key")
+            .arg(root.path().join("token_key.pem"))
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mut cluster = Self {
+            root,
+            nats,
+            replicas: Vec::new(),
+        };
+        // One at a time: the first creates the TLS material the others then load.
+        for _ in 0..replicas {
+            cluster.add_replica().await;
+        }
+        cluster
+    }
+
+    async fn add_replica(&mut self) {
+        let port = free_port();
+        let data = self.root.path().join("data");
+        let child = Command::new(env!("CARGO_BIN_EXE_directory-service"))
+            .args(["--data-dir", &data.display().to_string()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--nats", &self.nats.url()])
+            .arg("--token-key")
+            .arg(self.root.path().join("token_key.pem"))
+            .args(["--replica-timeout-secs", REPLICA_TIMEOUT_SECS])
+            .args(["--presence-batch-ms", "0"])
+            .stdout(Stdio::null())
+            .stderr(log_file(&format!("replica-{port}")))
+            .spawn()
+            .unwrap();
+        let replica = Replica { child, port };
+        svs_common::client::wait_healthy(&replica.url(), Some(&self.ca()), WAIT)
+            .await
+            .expect("replica became healthy");
+        self.replicas.push(replica);
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.root.path().join("data/tls/ca.pem")
+    }
+
+    /// Options for `name` reaching the replicas `at` (a comma-separated list, tried in order).
+    fn options(&self, name: &str, at: &[usize]) -> ConnectOptions {
+        let urls: Vec<String> = at.iter().map(|&n| self.replicas[n].url()).collect();
+        ConnectOptions {
+            directory: urls.join(","),
+            ca: Some(self.ca()),
+            name: name.to_string(),
+            home: Home::new(self.root.path().join("homes").join(name)),
+            key_bits: 2048,
+        }
+    }
+
+    async fn join(&self, name: &str, at: &[usize]) -> Client {
+        Client::join(self.options(name, at)).await
+    }
+}
+
+/// A registered, subscribed client.
+struct Client {
+    options: ConnectOptions,
+    session: Session,
+    stream: Streaming<Event>,
+    inbox: Inbox,
+    /// Everything processed so far.
+    seen: Vec<Incoming>,
+}
+
+impl Client {
+    async fn join(options: ConnectOptions) -> Self {
+        let mut session = Session::register(&options).await.unwrap();
+        let mut stream = session.subscribe().await.unwrap();
+        let mut inbox = session.inbox().unwrap();
+        let seen = session.await_roster(&mut stream, &mut inbox).await.unwrap();
+        Self {
+            options,
+            session,
+            stream,
+            inbox,
+            seen,
+        }
+    }
+
+    /// Registers again through the replica list (the first that answers) and subscribes.
+    async fn rejoin(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match Session::register(&self.options).await {
+                Ok(mut session) => {
+                    if let Ok(mut stream) = session.subscribe().await {
+                        self.seen.extend(
+                            session
+                                .await_roster(&mut stream, &mut self.inbox)
+                                .await
+                                .unwrap(),
+                        );
+                        self.session = session;
+                        self.stream = stream;
+                        return;
+                    }
+                }
+                Err(e) => assert!(Instant::now() < deadline, "could not rejoin: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Processes events until `pick` finds something among them.
+    async fn until<T>(&mut self, mut pick: impl FnMut(&Incoming) -> Option<T>) -> T {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let items = tokio::time::timeout_at(
+                deadline,
+                self.session
+                    .next_incoming(&mut self.stream, &mut self.inbox),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                let last = &self.seen[self.seen.len().saturating_sub(8)..];
+                panic!("expected event did not arrive in time; the last seen: {last:#?}")
+            })
+            .unwrap()
+            .expect("stream ended");
+            let found = items.iter().find_map(&mut pick);
+            self.seen.extend(items);
+            if let Some(found) = found {
+                return found;
+            }
+        }
+    }
+
+    async fn peer(&mut self, name: &str) -> Peer {
+        let listed = self.session.list_peers().await.unwrap();
+        match listed.peers.into_iter().find(|p| p.name == name) {
+            Some(peer) => peer,
+            None => {
+                self.until(|i| match i {
+                    Incoming::Joined(p, _) if p.name == name => Some(p.clone()),
+                    _ => None,
+                })
+                .await
+            }
+        }
+    }
+
+    async fn message_from(&mut self, from: &str) -> String {
+        self.until(|i| match i {
+            Incoming::Message(m) if m.from == from => Some(m.text.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn left(&mut self, name: &str) -> String {
+        self.until(|i| match i {
+            Incoming::Left { name: n, reason } if n == name => Some(reason.clone()),
+            _ => None,
+        })
+        .await
+    }
+}
+
+#[tokio::test]
+async fn clients_on_two_replicas_see_each_other_message_and_get_receipts() {
+    let cluster = Cluster::start(2).await;
+    let mut alice = cluster.join("alice", &[0]).await;
+    let mut bob = cluster.join("bob", &[1]).await;
+    // Presence crosses replicas both ways.
+    let bob_peer = alice.peer("bob").await;
+    let alice_peer = bob.peer("alice").await;
+    assert_eq!(alice_peer.name, "alice");
+
+    let sent = alice
+        .session
+        .send_text(&[bob_peer], "hello from A")
+        .await
+        .unwrap();
+    assert_eq!(sent.reaches[0].state, ReachState::Delivering);
+    assert_eq!(bob.message_from("alice").await, "hello from A");
+    // Bob acknowledged it through B; the receipt reaches alice on A.
+    let id = hex::encode(sent.message_id);
+    alice
+        .until(|i| match i {
+            Incoming::Delivered { id: got, to } if *got == id && to == "bob" => Some(()),
+            _ => None,
+        })
+        .await;
+    let sent = bob
+        .session
+        .send_text(&[alice_peer], "and back from B")
+        .await
+        .unwrap();
+    assert_eq!(sent.reaches[0].state, ReachState::Delivering);
+    assert_eq!(alice.message_from("bob").await, "and back from B");
+
+    // Both replicas list the same names.
+    for replica in 0..2 {
+        let mut carol = cluster.join("carol", &[replica]).await;
+        let mut names: Vec<String> = carol
+            .session
+            .list_peers()
+            .await
+            .unwrap()
+            .peers
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["alice", "bob", "carol"],
+            "as seen on replica {replica}"
+        );
+        carol.session.quit().await.unwrap();
+        alice.left("carol").await;
+    }
+}
+
+#[tokio::test]
+async fn mail_stored_through_one_replica_is_delivered_through_another() {
+    let cluster = Cluster::start(2).await;
+    let mut alice = cluster.join("alice", &[0]).await;
+    // Dave registers on B and goes offline.
+    let mut dave = cluster.join("dave", &[1]).await;
+    let dave_peer = alice.peer("dave").await;
+    dave.session.quit().await.unwrap();
+    alice.left("dave").await;
+    drop(dave);
+
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let sent = alice
+            .session
+            .send_text(std::slice::from_ref(&dave_peer), &format!("stored {n}"))
+            .await
+            .unwrap();
+        assert_eq!(sent.reaches[0].state, ReachState::Stored);
+        ids.push(hex::encode(sent.message_id));
+    }
+    // He comes back on A this time, then on B: the mail is there, in order, once.
+    let mut dave = cluster.join("dave", &[0]).await;
+    for n in 0..3 {
+        assert_eq!(dave.message_from("alice").await, format!("stored {n}"));
+    }
+    // Alice got a receipt for each (live, through the stream every replica follows).
+    for id in ids {
+        alice
+            .until(|i| matches!(i, Incoming::Delivered { id: got, .. } if *got == id).then_some(()))
+            .await;
+    }
+    dave.session.quit().await.unwrap();
+    let dave = cluster.join("dave", &[1]).await;
+    let again = dave
+        .seen
+        .iter()
+        .filter(|i| matches!(i, Incoming::Message(_) | Incoming::Redelivered))
+        .count();
+    assert_eq!(again, 0, "acknowledged mail is gone on every replica");
+}
+
+#[tokio::test]
+async fn one_name_raced_on_two_replicas_is_bound_exactly_once() {
+    let cluster = Cluster::start(2).await;
+    for round in 0..5 {
+        let name = format!("race{round}");
+        let mut first = cluster.options(&name, &[0]);
+        let mut second = cluster.options(&name, &[1]);
+        // Two different keys: each home makes its own.
+        first.home = Home::new(cluster.root.path().join(format!("r{round}a")));
+        second.home = Home::new(cluster.root.path().join(format!("r{round}b")));
+        let (a, b) = tokio::join!(Session::register(&first), Session::register(&second));
+        let won = [a.is_ok(), b.is_ok()];
+        assert_eq!(
+            won.iter().filter(|w| **w).count(),
+            1,
+            "round {round}: exactly one key gets the name ({:?} / {:?})",
+            a.as_ref().err(),
+            b.as_ref().err()
+        );
+        let refusal = a.err().or(b.err()).unwrap().to_string();
+        assert!(
+            refusal.contains("another key") || refusal.contains("taken"),
+            "round {round}: {refusal}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_killed_replica_loses_no_accepted_message_and_its_names_leave() {
+    let mut cluster = Cluster::start(2).await;
+    // Alice reaches A first, B if A is down; carol only A; bob stays on B.
+    let mut alice = cluster.join("alice", &[0, 1]).await;
+    let _carol = cluster.join("carol", &[0]).await;
+    let mut bob = cluster.join("bob", &[1]).await;
+    let bob_peer = alice.peer("bob").await;
+    bob.peer("alice").await;
+    bob.peer("carol").await;
+    let mut killed_at = Instant::now();
+
+    let alice_key = svs_cli::session::load_identity(&alice.options.home, "alice", 2048)
+        .unwrap()
+        .0;
+    let bob_key = svs_common::identity::parse_public_key(&bob_peer.public_key_der).unwrap();
+    let mut accepted = Vec::new();
+    let started = Instant::now();
+    for n in 0..20u64 {
+        if n == 10 {
+            cluster.replicas[0].kill();
+            killed_at = Instant::now();
+        }
+        let envelope = svs_common::sealed::seal(
+            &mut svs_common::identity::os_rng(),
+            &svs_common::sealed::SealParams {
+                sender: "alice",
+                sender_key: &alice_key,
+                counter: svs_common::time::now_ms() * 1000 + n,
+                timestamp_ms: svs_common::time::now_ms(),
+                recipients: &[svs_common::sealed::SealRecipient {
+                    name: "bob",
+                    key: &bob_key,
+                }],
+            },
+            format!("message {n}").as_bytes(),
+        )
+        .unwrap();
+        // Sent until the directory says OK (or that it has this one already), failing over to B.
+        loop {
+            match alice.session.send_envelope(envelope.clone()).await {
+                Ok(sent) => {
+                    accepted.push(format!("message {n}"));
+                    assert_eq!(sent.reaches[0].state, ReachState::Delivering);
+                    break;
+                }
+                Err(e) if e.to_string().contains("already accepted") => {
+                    accepted.push(format!("message {n}"));
+                    break;
+                }
+                Err(_) => alice.rejoin().await,
+            }
+        }
+    }
+    // Carol's only session died with A: bob sees her leave once A's heartbeat is overdue.
+    // Alice came back through B; whether bob saw her leave depends on which came first.
+    let reason = bob.left("carol").await;
+    assert_eq!(reason, "disconnected");
+    let noticed = killed_at.elapsed();
+    assert!(
+        bob.session
+            .list_peers()
+            .await
+            .unwrap()
+            .peers
+            .iter()
+            .any(|p| p.name == "alice")
+    );
+    // Every accepted message arrives once.
+    let got = loop {
+        let mut got: HashMap<String, usize> = HashMap::new();
+        for item in &bob.seen {
+            if let Incoming::Message(m) = item {
+                *got.entry(m.text.clone()).or_default() += 1;
+            }
+        }
+        if got.len() >= accepted.len() {
+            break got;
+        }
+        bob.message_from("alice").await;
+    };
+    let redelivered = bob
+        .seen
+        .iter()
+        .filter(|i| matches!(i, Incoming::Redelivered))
+        .count();
+    assert_eq!(redelivered, 0);
+    for text in &accepted {
+        assert_eq!(got.get(text), Some(&1), "{text}");
+    }
+    eprintln!(
+        "a killed replica's names left {noticed:?} after the kill (timeout {REPLICA_TIMEOUT_SECS} s); 20 sends with a failover took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn replicas_report_not_serving_while_nats_is_away_and_recover_without_a_restart() {
+    let mut cluster = Cluster::start(2).await;
+    let mut alice = cluster.join("alice", &[0]).await;
+    let mut bob = cluster.join("bob", &[1]).await;
+    let bob_peer = alice.peer("bob").await;
+    cluster.nats.stop();
+    for replica in &cluster.replicas {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match svs_common::client::health_check(&replica.url(), Some(&cluster.ca()), "").await {
+                Err(e) if e.to_string().contains("NOT_SERVING") => break,
+                _ => {
+                    assert!(Instant::now() < deadline, "replica still says SERVING");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+    let refused = alice
+        .session
+        .send_text(std::slice::from_ref(&bob_peer), "while NATS is away")
+        .await;
+    assert!(refused.is_err(), "nothing is accepted that cannot be kept");
+    cluster.nats.run().await;
+    for replica in &cluster.replicas {
+        svs_common::client::wait_healthy(&replica.url(), Some(&cluster.ca()), WAIT)
+            .await
+            .expect("replica serves again once NATS is back");
+    }
+    let sent = alice
+        .session
+        .send_text(&[bob_peer], "NATS is back")
+        .await
+        .unwrap();
+    assert_eq!(sent.reaches[0].state, ReachState::Delivering);
+    assert_eq!(bob.message_from("alice").await, "NATS is back");
+}
