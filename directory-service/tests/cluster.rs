@@ -122,10 +122,16 @@ struct Cluster {
     root: tempfile::TempDir,
     nats: Nats,
     replicas: Vec<Replica>,
+    /// Flags every replica gets.
+    flags: Vec<String>,
 }
 
 impl Cluster {
     async fn start(replicas: usize) -> Self {
+        Self::start_with(replicas, &[]).await
+    }
+
+    async fn start_with(replicas: usize, flags: &[&str]) -> Self {
         let root = tempfile::tempdir().unwrap();
         let nats = Nats::start(&root.path().join("nats")).await;
         let status = Command::new(env!("CARGO_BIN_EXE_directory-service"))
@@ -139,6 +145,7 @@ impl Cluster {
             root,
             nats,
             replicas: Vec::new(),
+            flags: flags.iter().map(|f| f.to_string()).collect(),
         };
         // One at a time: the first creates the TLS material the others then load.
         for _ in 0..replicas {
@@ -158,6 +165,7 @@ impl Cluster {
             .arg(self.root.path().join("token_key.pem"))
             .args(["--replica-timeout-secs", REPLICA_TIMEOUT_SECS])
             .args(["--presence-batch-ms", "0"])
+            .args(&self.flags)
             .stdout(Stdio::null())
             .stderr(log_file(&format!("replica-{port}")))
             .spawn()
@@ -552,4 +560,80 @@ async fn replicas_report_not_serving_while_nats_is_away_and_recover_without_a_re
         .unwrap();
     assert_eq!(sent.reaches[0].state, ReachState::Delivering);
     assert_eq!(bob.message_from("alice").await, "NATS is back");
+}
+
+#[tokio::test]
+async fn a_name_with_sessions_on_two_replicas_leaves_only_with_its_last() {
+    let cluster = Cluster::start(2).await;
+    let mut watcher = cluster.join("watcher", &[0]).await;
+    let mut on_a = cluster.join("alice", &[0]).await;
+    watcher.peer("alice").await;
+    let mut on_b = cluster.join("alice", &[1]).await;
+    on_b.peer("watcher").await;
+    on_a.session.quit().await.unwrap();
+    // Still online through B: a message to her is delivered there, and no `left` was announced.
+    let sent = watcher
+        .session
+        .send_text(&[on_b.peer("alice").await], "still here?")
+        .await
+        .unwrap();
+    assert_eq!(sent.reaches[0].state, ReachState::Delivering);
+    assert_eq!(on_b.message_from("watcher").await, "still here?");
+    assert!(
+        !watcher
+            .seen
+            .iter()
+            .any(|i| matches!(i, Incoming::Left { name, .. } if name == "alice")),
+        "alice is still online on B"
+    );
+    on_b.session.quit().await.unwrap();
+    assert_eq!(watcher.left("alice").await, "quit");
+}
+
+#[tokio::test]
+async fn mailbox_quota_and_expiry_hold_across_replicas() {
+    let cluster =
+        Cluster::start_with(2, &["--mailbox-max-messages", "2", "--mailbox-ttl", "3s"]).await;
+    let mut alice = cluster.join("alice", &[0]).await;
+    let mut dave = cluster.join("dave", &[1]).await;
+    let dave_peer = alice.peer("dave").await;
+    dave.session.quit().await.unwrap();
+    alice.left("dave").await;
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let sent = alice
+            .session
+            .send_text(std::slice::from_ref(&dave_peer), &format!("kept {n}"))
+            .await
+            .unwrap();
+        assert_eq!(sent.reaches[0].state, ReachState::Stored);
+        ids.push(hex::encode(sent.message_id));
+    }
+    let full = alice
+        .session
+        .send_text(std::slice::from_ref(&dave_peer), "one too many")
+        .await
+        .unwrap();
+    assert_eq!(full.reaches[0].state, ReachState::Refused);
+    assert!(
+        full.reaches[0].detail.contains("full"),
+        "{}",
+        full.reaches[0].detail
+    );
+    // Nobody reads them: both expire, and alice is told of each exactly once although every
+    // replica runs the expiry pass.
+    for id in &ids {
+        alice
+            .until(|i| {
+                matches!(i, Incoming::Undelivered { id: got, .. } if got == id).then_some(())
+            })
+            .await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let notices = alice
+        .seen
+        .iter()
+        .filter(|i| matches!(i, Incoming::Undelivered { .. }))
+        .count();
+    assert_eq!(notices, 2);
 }
