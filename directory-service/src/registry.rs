@@ -514,6 +514,14 @@ impl Registry {
         metrics::gauge!("svs_directory_names_online").set(state.names.len() as f64);
         metrics::gauge!("svs_directory_sessions").set(sessions as f64);
         metrics::gauge!("svs_directory_subscribers").set(subscribed as f64);
+        let (messages, events) = state
+            .names
+            .values()
+            .flat_map(Online::listeners)
+            .map(|sub| sub.queued())
+            .fold((0, 0), |(m, e), (qm, qe)| (m + qm, e + qe));
+        metrics::gauge!("svs_directory_queued_messages").set(messages as f64);
+        metrics::gauge!("svs_directory_queued_events").set(events as f64);
     }
 
     /// Ends every stream with UNAVAILABLE; used on shutdown.

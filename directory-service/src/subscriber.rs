@@ -66,6 +66,7 @@ pub struct Subscriber {
     final_status: Mutex<Option<Status>>,
     /// Set when the queue itself cut the subscriber for not reading its events.
     too_slow: AtomicBool,
+    limits: QueueLimits,
 }
 
 /// The receiving half, owned by the response stream.
@@ -113,6 +114,7 @@ impl Subscriber {
             closed: CancellationToken::new(),
             final_status: Mutex::new(None),
             too_slow: AtomicBool::new(false),
+            limits,
         };
         let outbox = Outbox {
             rx,
@@ -209,6 +211,14 @@ impl Subscriber {
             *slot = Some(status);
         }
         self.closed.cancel();
+    }
+
+    /// Mailbox items and events (presence, live receipts) waiting in the queue now.
+    pub fn queued(&self) -> (usize, usize) {
+        (
+            self.limits.messages - self.messages.available_permits(),
+            self.limits.events - self.events.available_permits(),
+        )
     }
 
     /// Whether this stream carries the name's mail.

@@ -97,6 +97,7 @@ impl Drop for Nats {
 struct Replica {
     child: Child,
     port: u16,
+    metrics_port: u16,
 }
 
 impl Drop for Replica {
@@ -109,6 +110,21 @@ impl Drop for Replica {
 impl Replica {
     fn url(&self) -> String {
         format!("https://localhost:{}", self.port)
+    }
+
+    /// The replica's Prometheus metrics.
+    async fn metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await.unwrap();
+        text
     }
 
     fn kill(&mut self) {
@@ -156,6 +172,7 @@ impl Cluster {
 
     async fn add_replica(&mut self) {
         let port = free_port();
+        let metrics_port = free_port();
         let data = self.root.path().join("data");
         let child = Command::new(env!("CARGO_BIN_EXE_directory-service"))
             .args(["--data-dir", &data.display().to_string()])
@@ -165,12 +182,17 @@ impl Cluster {
             .arg(self.root.path().join("token_key.pem"))
             .args(["--replica-timeout-secs", REPLICA_TIMEOUT_SECS])
             .args(["--presence-batch-ms", "0"])
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
             .args(&self.flags)
             .stdout(Stdio::null())
             .stderr(log_file(&format!("replica-{port}")))
             .spawn()
             .unwrap();
-        let replica = Replica { child, port };
+        let replica = Replica {
+            child,
+            port,
+            metrics_port,
+        };
         svs_common::client::wait_healthy(&replica.url(), Some(&self.ca()), WAIT)
             .await
             .expect("replica became healthy");
@@ -334,6 +356,22 @@ async fn clients_on_two_replicas_see_each_other_message_and_get_receipts() {
         .unwrap();
     assert_eq!(sent.reaches[0].state, ReachState::Delivering);
     assert_eq!(alice.message_from("bob").await, "and back from B");
+    // Each replica counted its NATS round trips: the envelope it stored, the names it claimed.
+    for replica in &cluster.replicas {
+        let metrics = replica.metrics().await;
+        for op in ["publish", "kv"] {
+            let count = metrics
+                .lines()
+                .find(|l| {
+                    l.starts_with(&format!("svs_directory_nats_seconds_count{{op=\"{op}\"}}"))
+                })
+                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+            assert!(
+                count.is_some_and(|c| c > 0),
+                "{op} round trips counted: {metrics}"
+            );
+        }
+    }
 
     // Both replicas list the same names.
     for replica in 0..2 {

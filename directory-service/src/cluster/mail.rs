@@ -12,7 +12,7 @@
 //! live sessions, so mail stored through one replica is delivered through another. The follower
 //! also remembers where each message id sits, to acknowledge by id without a search.
 
-use super::{Cluster, MAIL_STREAM, name_from_token, name_token, nats, unix_ms};
+use super::{Cluster, MAIL_STREAM, name_from_token, name_token, nats, timed, unix_ms};
 use crate::Error;
 use crate::mailbox::{
     Acked, Committed, Mailboxes, NewEnvelope, NewReceipt, Page, Placement, Quotas, Removed, Sink,
@@ -212,7 +212,7 @@ impl JetStreamMailboxes {
         kind: Kind,
         seq: u64,
     ) -> Result<Option<jetstream::message::StreamMessage>, Error> {
-        match self.stream.get_raw_message(seq).await {
+        match timed("get", self.stream.get_raw_message(seq)).await {
             Ok(message) if message.subject.as_str() == subject(owner, kind) => Ok(Some(message)),
             Ok(_) => Ok(None),
             Err(e) if is_missing(&e) => Ok(None),
@@ -250,14 +250,13 @@ impl JetStreamMailboxes {
         filter: &str,
         seq: u64,
     ) -> Result<Option<jetstream::message::StreamMessage>, Error> {
-        match self
+        let get = self
             .stream
             .raw_message_builder()
             .sequence(seq + 1)
             .next_by_subject(filter.to_string())
-            .send()
-            .await
-        {
+            .send();
+        match timed("get", get).await {
             Ok(message) => Ok(Some(message)),
             Err(e) if is_missing(&e) => Ok(None),
             Err(e) => Err(nats("reading mail", e)),
@@ -266,7 +265,7 @@ impl JetStreamMailboxes {
 
     /// Deletes one message; false if it was gone already (another replica took it).
     async fn delete(&self, seq: u64) -> Result<bool, Error> {
-        match self.stream.delete_message(seq).await {
+        match timed("delete", self.stream.delete_message(seq)).await {
             Ok(done) => Ok(done),
             Err(e) if e.to_string().contains("no message found") => Ok(false),
             Err(e) => Err(nats("removing mail", e)),
@@ -435,11 +434,15 @@ impl Mailboxes for JetStreamMailboxes {
                 .message_id(format!("{}.{id}", name_token(owner)));
             let js = &self.cluster.jetstream;
             async move {
-                let ack = js
-                    .send_publish(subject(owner, Kind::Envelope), publish)
-                    .await
-                    .map_err(|e| nats("storing the message", e))?
-                    .await;
+                // The round trip: sent, and acknowledged once on JetStream's disk.
+                let ack = timed("publish", async {
+                    let pending = js
+                        .send_publish(subject(owner, Kind::Envelope), publish)
+                        .await
+                        .map_err(|e| nats("storing the message", e))?;
+                    Ok::<_, Error>(pending.await)
+                })
+                .await?;
                 Ok::<_, Error>(match ack {
                     Ok(ack) if ack.duplicate => Placement::Duplicate,
                     Ok(ack) => Placement::Stored { seq: ack.sequence },
@@ -461,12 +464,15 @@ impl Mailboxes for JetStreamMailboxes {
             let js = &self.cluster.jetstream;
             let payload = Bytes::from(receipt.event.encode_to_vec());
             async move {
-                match js
-                    .publish(subject(&receipt.owner, Kind::Receipt), payload)
-                    .await
-                    .map_err(|e| nats("storing a receipt", e))?
-                    .await
-                {
+                let ack = timed("publish", async {
+                    let pending = js
+                        .publish(subject(&receipt.owner, Kind::Receipt), payload)
+                        .await
+                        .map_err(|e| nats("storing a receipt", e))?;
+                    Ok::<_, Error>(pending.await)
+                })
+                .await?;
+                match ack {
                     Ok(_) => Ok(()),
                     // A sender with a full receipt box has stopped reading: dropping the newest
                     // receipt beats refusing the recipient's acknowledgement.

@@ -14,6 +14,7 @@ pub mod presence;
 
 use crate::Error;
 use async_nats::jetstream;
+use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -200,4 +201,20 @@ pub fn name_from_token(token: &str) -> Option<String> {
 /// A NATS timestamp as milliseconds since the epoch.
 pub fn unix_ms(time: &time::OffsetDateTime) -> u64 {
     u64::try_from(time.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
+/// Runs one NATS round trip and counts it: `svs_directory_nats_seconds{op}` (a summary of the
+/// time it took) and `svs_directory_nats_errors_total{op}`.
+pub async fn timed<T, E>(
+    op: &'static str,
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let started = std::time::Instant::now();
+    let result = call.await;
+    metrics::histogram!("svs_directory_nats_seconds", "op" => op)
+        .record(started.elapsed().as_secs_f64());
+    if result.is_err() {
+        metrics::counter!("svs_directory_nats_errors_total", "op" => op).increment(1);
+    }
+    result
 }

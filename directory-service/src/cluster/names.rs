@@ -2,7 +2,7 @@
 //! exists), so two replicas registering one name at the same instant end with exactly one
 //! binding; the loser reads the winner's key and answers as for any taken name.
 
-use super::{Cluster, NAMES_BUCKET, name_from_token, name_token, nats};
+use super::{Cluster, NAMES_BUCKET, name_from_token, name_token, nats, timed};
 use crate::Error;
 use crate::names::Claim;
 use async_nats::jetstream::kv;
@@ -46,10 +46,11 @@ impl KvNames {
         let key = name_token(canonical);
         // Twice at most: a binding released between our create and get is claimed again.
         for _ in 0..2 {
-            match self
-                .store
-                .create(&key, Bytes::copy_from_slice(key_der))
-                .await
+            match timed(
+                "kv",
+                self.store.create(&key, Bytes::copy_from_slice(key_der)),
+            )
+            .await
             {
                 Ok(_) => return Ok(Claim::New),
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
@@ -69,8 +70,7 @@ impl KvNames {
 
     /// The key bound to `canonical`, if any.
     pub async fn get(&self, canonical: &str) -> Result<Option<Vec<u8>>, Error> {
-        self.store
-            .get(name_token(canonical))
+        timed("kv", self.store.get(name_token(canonical)))
             .await
             .map(|v| v.map(|b| b.to_vec()))
             .map_err(|e| nats("looking up the name", e))

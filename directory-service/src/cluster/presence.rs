@@ -12,7 +12,7 @@
 //! whose heartbeat has not been seen for the timeout, while this one has been connected that
 //! long, is gone: its names leave (unless online elsewhere) and its keys are purged.
 
-use super::{Cluster, PRESENCE_BUCKET, name_from_token, name_token, nats, unix_ms};
+use super::{Cluster, PRESENCE_BUCKET, name_from_token, name_token, nats, timed, unix_ms};
 use crate::Error;
 use crate::registry::{LocalChange, Registry};
 use async_nats::jetstream::kv;
@@ -232,10 +232,11 @@ impl Writer {
 
     async fn beat(&self) -> bool {
         let now = Bytes::copy_from_slice(&now_ms().to_be_bytes());
-        match self
-            .store
-            .put(heartbeat_key(&self.cluster.replica), now)
-            .await
+        match timed(
+            "kv",
+            self.store.put(heartbeat_key(&self.cluster.replica), now),
+        )
+        .await
         {
             Ok(_) => true,
             Err(e) => {
@@ -254,7 +255,7 @@ impl Writer {
                 continue;
             };
             let key = name_key(&self.cluster.replica, &canonical);
-            match self.store.put(&key, entry.encode()).await {
+            match timed("kv", self.store.put(&key, entry.encode())).await {
                 Ok(_) => {
                     self.unwritten.remove(&canonical);
                     if matches!(entry, Entry::Left(_)) {

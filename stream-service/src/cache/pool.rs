@@ -163,6 +163,7 @@ impl Pool {
             seq,
             segment: held,
         });
+        metrics::gauge!("svs_stream_encode_queue").set(queue.jobs.len() as f64);
         drop(queue);
         self.wake.notify_one();
     }
@@ -198,6 +199,7 @@ impl Pool {
             }
             queue.prune_top();
             if let Some(job) = queue.jobs.pop() {
+                metrics::gauge!("svs_stream_encode_queue").set(queue.jobs.len() as f64);
                 let segment = job.segment();
                 if let Some(segment) = segment
                     && segment.claim(Phase::Waiting, Phase::Encoding)
