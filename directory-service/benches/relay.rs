@@ -2,7 +2,9 @@
 //! 100 and 1,000 subscribed clients (each on its own connection), delivered messages per second
 //! (every message durable in the mailbox before Send answers), p50/p99 send-to-receive latency,
 //! the service's resident memory per idle subscriber, and how fast a returning client drains
-//! 10,000 stored messages.
+//! 10,000 stored messages. Then the same load side by side against the embedded store, one
+//! replica on NATS JetStream and three replicas on NATS (clients spread over them), with the CPU
+//! each part spent per delivery.
 //! Prints figures; asserts nothing about speed. Run: `cargo bench -p directory-service`.
 //! Envelopes are sealed before the timed phase (signing is the client's cost, not the relay's).
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
@@ -69,15 +71,127 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
-async fn start_service(data: &Path) -> Service {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
+        .port()
+}
+
+/// Where the directory keeps its state.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Embedded,
+    /// This many replicas on one nats-server.
+    Nats(usize),
+}
+
+impl Mode {
+    fn label(self) -> String {
+        match self {
+            Mode::Embedded => "embedded store".into(),
+            Mode::Nats(1) => "1 replica on NATS".into(),
+            Mode::Nats(n) => format!("{n} replicas on NATS"),
+        }
+    }
+}
+
+/// The directory as deployed for one run: one service, or replicas and their nats-server.
+struct Deployment {
+    replicas: Vec<Service>,
+    nats: Option<Child>,
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        if let Some(nats) = self.nats.as_mut() {
+            let _ = nats.kill();
+            let _ = nats.wait();
+        }
+    }
+}
+
+impl Deployment {
+    async fn start(mode: Mode, data: &Path) -> Self {
+        let Mode::Nats(replicas) = mode else {
+            return Self {
+                replicas: vec![start_service(data, &[]).await],
+                nats: None,
+            };
+        };
+        let nats_port = free_port();
+        let nats = Command::new("nats-server")
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &nats_port.to_string(),
+                "-sd",
+            ])
+            .arg(data.join("nats"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server (scripts/install-deps.sh installs it)");
+        while std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let token_key = data.join("token_key.pem");
+        let status = Command::new(env!("CARGO_BIN_EXE_directory-service"))
+            .arg("new-token-key")
+            .arg(&token_key)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let nats_url = format!("nats://127.0.0.1:{nats_port}");
+        let token_key = token_key.display().to_string();
+        let mut started = Vec::new();
+        // One after another: the first makes the TLS material the others load.
+        for _ in 0..replicas {
+            let flags = ["--nats", &nats_url, "--token-key", &token_key];
+            started.push(start_service(data, &flags).await);
+        }
+        Self {
+            replicas: started,
+            nats: Some(nats),
+        }
+    }
+
+    /// The replica client `n` uses.
+    fn url(&self, n: usize) -> String {
+        self.replicas[n % self.replicas.len()].url.clone()
+    }
+
+    fn ca(&self) -> std::path::PathBuf {
+        self.replicas[0].ca.clone()
+    }
+
+    /// Resident KiB of the replicas together.
+    fn rss_kib(&self) -> u64 {
+        self.replicas.iter().map(|r| rss_kib(r.child.id())).sum()
+    }
+
+    /// CPU seconds so far: the replicas together, and nats-server.
+    fn cpu_seconds(&self) -> (f64, f64) {
+        let replicas = self
+            .replicas
+            .iter()
+            .map(|r| cpu_seconds(r.child.id()))
+            .sum();
+        let nats = self.nats.as_ref().map_or(0.0, |n| cpu_seconds(n.id()));
+        (replicas, nats)
+    }
+}
+
+async fn start_service(data: &Path, extra: &[&str]) -> Service {
+    let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_directory-service"))
         .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(data)
+        .args(extra)
         .args([
             "--send-rate",
             "1000000000",
@@ -207,7 +321,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 /// One configuration. `pace`: total envelopes per second to offer (None: as fast as 32 calls in
 /// flight per sender allow).
+#[allow(clippy::too_many_arguments)]
 async fn run(
+    mode: Mode,
     subscribers: usize,
     fanout: usize,
     messages: usize,
@@ -216,16 +332,15 @@ async fn run(
     spki: &[u8],
 ) {
     let data = tempfile::tempdir().unwrap();
-    let service = start_service(data.path()).await;
-    let pid = service.child.id();
+    let deployment = Deployment::start(mode, data.path()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let base_rss = rss_kib(pid);
+    let base_rss = deployment.rss_kib();
 
     let sent_at: SentAt = Arc::default();
     let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
-    let identity = Identity {
-        url: service.url.clone(),
-        ca: service.ca.clone(),
+    let identity = |n: usize| Identity {
+        url: deployment.url(n),
+        ca: deployment.ca(),
         key: Arc::new(key.clone()),
         spki: Arc::new(spki.to_vec()),
     };
@@ -233,7 +348,7 @@ async fn run(
     for chunk in (0..subscribers).collect::<Vec<_>>().chunks(50) {
         let mut set = tokio::task::JoinSet::new();
         for i in chunk {
-            let identity = identity.clone();
+            let identity = identity(*i);
             let i = *i;
             set.spawn(async move { (i, register(identity, format!("sub{i}")).await) });
         }
@@ -251,14 +366,17 @@ async fn run(
     }
     // Let every subscription settle, then read the idle footprint.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let idle_rss = rss_kib(pid);
+    let idle_rss = deployment.rss_kib();
     let per_sub_kib = (idle_rss.saturating_sub(base_rss)) as f64 / subscribers as f64;
 
     // Senders: 4 sessions, envelopes sealed up front.
     let senders = 4;
     let names: Vec<String> = (0..subscribers).map(|i| format!("sub{i}")).collect();
     let sealed = seal_all(key, senders, messages / senders, fanout, &names).await;
-    let sender_apis = register_senders(&identity, senders).await;
+    let mut sender_apis = Vec::new();
+    for s in 0..senders {
+        sender_apis.push(register(identity(s), format!("sender{s}")).await);
+    }
     let envelope_bytes = {
         let e = &sealed[0][0];
         e.header.len()
@@ -272,7 +390,7 @@ async fn run(
     let total_deliveries = sealed.iter().map(|v| v.len()).sum::<usize>() * fanout;
 
     let start = Instant::now();
-    let cpu_before = cpu_seconds(pid);
+    let (cpu_before, nats_before) = deployment.cpu_seconds();
     send_all(sender_apis, sealed, &sent_at, pace).await;
     // Wait until every delivery arrived (or 60 s pass).
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -280,14 +398,16 @@ async fn run(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = start.elapsed();
-    let service_cpu = cpu_seconds(pid) - cpu_before;
+    let (cpu_after, nats_after) = deployment.cpu_seconds();
+    let service_cpu = cpu_after - cpu_before;
+    let nats_cpu = nats_after - nats_before;
     let mut lat = latencies.lock().unwrap().clone();
     lat.sort();
-    let busy_rss = rss_kib(pid);
+    let busy_rss = deployment.rss_kib();
     let paced = pace.map_or("as fast as possible".to_string(), |p| {
         format!("paced {p:.0} envelopes/s")
     });
-    println!("{paced}:");
+    println!("{}, {paced}:", mode.label());
     println!(
         "subscribers {subscribers:>5}  fan-out {fanout:>3}  envelope {envelope_bytes:>6} B  delivered {:>6}/{total_deliveries:<6} in {:>6.2} s = {:>8.0} deliveries/s  p50 {:>7.2} ms  p99 {:>7.2} ms  idle RSS/subscriber {:>5.1} KiB  RSS idle {} KiB busy {} KiB  service CPU {:.2} s = {:.0} µs/delivery (ceiling on 2 cores {:.0}/s)",
         lat.len(),
@@ -302,6 +422,13 @@ async fn run(
         service_cpu * 1e6 / lat.len().max(1) as f64,
         2.0 * lat.len() as f64 / service_cpu.max(0.01),
     );
+    if let Mode::Nats(_) = mode {
+        println!(
+            "    nats-server CPU {nats_cpu:.2} s = {:.0} µs/delivery; directory + NATS {:.0} µs/delivery",
+            nats_cpu * 1e6 / lat.len().max(1) as f64,
+            (service_cpu + nats_cpu) * 1e6 / lat.len().max(1) as f64,
+        );
+    }
 }
 
 /// Registers `sender0`..: after sealing, which can take longer than an idle session lives.
@@ -414,7 +541,7 @@ async fn send_all(
 async fn drain(key: &PrivateKey, spki: &[u8]) {
     const STORED: usize = 10_000;
     let data = tempfile::tempdir().unwrap();
-    let service = start_service(data.path()).await;
+    let service = start_service(data.path(), &[]).await;
     let identity = Identity {
         url: service.url.clone(),
         ca: service.ca.clone(),
@@ -477,13 +604,58 @@ async fn main() {
         .into_iter()
         .filter(|n| only.is_none_or(|o| o == *n))
     {
-        run(subscribers, 1, 8000 * longer / scale, None, &key, &spki).await;
-        run(subscribers, 16, 2000 * longer / scale, None, &key, &spki).await;
+        let embedded = Mode::Embedded;
+        run(
+            embedded,
+            subscribers,
+            1,
+            8000 * longer / scale,
+            None,
+            &key,
+            &spki,
+        )
+        .await;
+        run(
+            embedded,
+            subscribers,
+            16,
+            2000 * longer / scale,
+            None,
+            &key,
+            &spki,
+        )
+        .await;
     }
     // Latency at a sustainable rate (about half what the closed loop reached), 1,000 subscribers.
     if only.is_none_or(|o| o == 1000) {
-        run(1000, 1, 12_000 / scale, Some(6000.0), &key, &spki).await;
-        run(1000, 16, 1_200 / scale, Some(600.0), &key, &spki).await;
+        run(
+            Mode::Embedded,
+            1000,
+            1,
+            12_000 / scale,
+            Some(6000.0),
+            &key,
+            &spki,
+        )
+        .await;
+        run(
+            Mode::Embedded,
+            1000,
+            16,
+            1_200 / scale,
+            Some(600.0),
+            &key,
+            &spki,
+        )
+        .await;
     }
     drain(&key, &spki).await;
+    // Embedded against NATS side by side: 200 subscribers spread over the replicas, the same
+    // envelopes, as fast as possible and then paced for latency.
+    println!("\nembedded store against NATS JetStream (one nats-server on this machine):");
+    for mode in [Mode::Embedded, Mode::Nats(1), Mode::Nats(3)] {
+        run(mode, 200, 1, 4000 / scale, None, &key, &spki).await;
+        run(mode, 200, 16, 1000 / scale, None, &key, &spki).await;
+        run(mode, 200, 1, 3000 / scale, Some(1000.0), &key, &spki).await;
+    }
 }

@@ -41,6 +41,26 @@ struct Seen {
     ids: HashMap<String, HashMap<[u8; 16], u64>>,
     /// The highest stream sequence the follower handed on.
     followed_to: u64,
+    /// When `ids` last dropped what the stream no longer holds.
+    pruned_at: Option<std::time::Instant>,
+}
+
+/// How often the id memory drops entries below the stream's first sequence.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+impl Seen {
+    /// Forgets ids of messages before `first` (expired, or acknowledged through another replica
+    /// and now past the expiry horizon), so memory follows what the stream holds.
+    fn prune_before(&mut self, first: u64) {
+        if self.pruned_at.is_some_and(|at| at.elapsed() < PRUNE_EVERY) {
+            return;
+        }
+        self.pruned_at = Some(std::time::Instant::now());
+        for ids in self.ids.values_mut() {
+            ids.retain(|_, seq| *seq >= first);
+        }
+        self.ids.retain(|_, ids| !ids.is_empty());
+    }
 }
 
 /// Mailboxes in JetStream.
@@ -568,10 +588,14 @@ impl Mailboxes for JetStreamMailboxes {
         let mut cursor = 0;
         for _ in 0..EXPIRE_BATCH {
             let Some(message) = self.next_after("svs.mail.>", cursor).await? else {
+                // Nothing left up to `cursor`; later messages have higher sequences.
+                lock(&self.seen).prune_before(cursor + 1);
                 break;
             };
             cursor = message.sequence;
             if unix_ms(&message.time) + self.quotas.ttl_ms > now_ms {
+                // The oldest message still kept: nothing before it is in the stream.
+                lock(&self.seen).prune_before(cursor);
                 break;
             }
             // Every replica runs this pass: whoever deletes the message tells its sender.
@@ -607,6 +631,20 @@ impl Mailboxes for JetStreamMailboxes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_memory_drops_what_the_stream_no_longer_holds() {
+        let mut seen = Seen::default();
+        seen.ids.entry("a".into()).or_default().insert([1; 16], 3);
+        seen.ids.entry("a".into()).or_default().insert([2; 16], 9);
+        seen.ids.entry("b".into()).or_default().insert([3; 16], 4);
+        seen.prune_before(5);
+        assert_eq!(seen.ids.len(), 1);
+        assert_eq!(seen.ids["a"].get(&[2; 16]), Some(&9));
+        // At most once a minute: the next call keeps everything.
+        seen.prune_before(100);
+        assert_eq!(seen.ids["a"].len(), 1);
+    }
 
     #[test]
     fn subjects_round_trip_any_name() {

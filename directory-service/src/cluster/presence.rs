@@ -14,7 +14,7 @@
 
 use super::{Cluster, PRESENCE_BUCKET, name_from_token, name_token, nats, timed, unix_ms};
 use crate::Error;
-use crate::registry::{LocalChange, Registry};
+use crate::registry::{LeaveReason, LocalChange, Registry};
 use async_nats::jetstream::kv;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -344,7 +344,10 @@ impl Watcher {
                 let heard = self.heard.entry(replica).or_insert(at);
                 *heard = (*heard).max(at);
             }
-            Key::Heartbeat { replica } => self.gone(&registry, &replica, "quit"),
+            // A replica withdraws its heartbeat when it shuts down.
+            Key::Heartbeat { replica } => {
+                self.gone(&registry, &replica, LeaveReason::Shutdown.as_str())
+            }
             Key::Name { replica, .. } if replica == self.cluster.replica => {}
             Key::Name { replica, canonical } => {
                 let entry = put.then(|| Entry::decode(&entry.value)).flatten();
