@@ -2,8 +2,9 @@
 #   make run   installs what is missing, builds, and starts both services on their defaults
 #   make test  installs what is missing, then fmt, clippy and the whole test suite
 #   make compose-test  the container setup end to end (needs Docker with Compose)
+#   make cluster-test  the cluster setup (NATS, 3 directory and 2 stream replicas, proxy) end to end
 
-.PHONY: run test compose-test deps build bench soak
+.PHONY: run test compose-test cluster-test deps build bench soak
 
 deps:
 	./scripts/install-deps.sh
@@ -22,6 +23,10 @@ test: deps
 # Builds the images, runs docker compose, chats and plays through it, cleans up.
 compose-test:
 	./scripts/compose-test.sh
+
+# Builds the images, runs docker-compose.cluster.yml, kills a replica mid-conversation, cleans up.
+cluster-test:
+	./scripts/cluster-test.sh
 
 bench: deps
 	cargo bench --workspace
