@@ -105,6 +105,8 @@ struct Deployment {
 
 impl Drop for Deployment {
     fn drop(&mut self) {
+        // Replicas first, so none is left complaining that NATS went away.
+        self.replicas.clear();
         if let Some(nats) = self.nats.as_mut() {
             let _ = nats.kill();
             let _ = nats.wait();
@@ -167,6 +169,29 @@ impl Deployment {
 
     fn ca(&self) -> std::path::PathBuf {
         self.replicas[0].ca.clone()
+    }
+
+    /// With SVS_BENCH_PERF=DIR, samples the services (replicas and nats-server, user and kernel
+    /// time) during the timed phase with `perf record` into DIR/<mode>-f<fan-out>.data.
+    fn profile(&self, mode: &Mode, fanout: usize, pace: Option<f64>) -> Option<Child> {
+        let dir = std::env::var_os("SVS_BENCH_PERF")?;
+        let mut pids: Vec<String> = self
+            .replicas
+            .iter()
+            .map(|r| r.child.id().to_string())
+            .collect();
+        pids.extend(self.nats.as_ref().map(|n| n.id().to_string()));
+        let paced = if pace.is_some() { "-paced" } else { "" };
+        let name = format!("{}-f{fanout}{paced}.data", mode.label().replace(' ', "-"));
+        let child = Command::new("perf")
+            .args(["record", "-q", "-F", "999", "-p", &pids.join(","), "-o"])
+            .arg(std::path::Path::new(&dir).join(name))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok();
+        std::thread::sleep(Duration::from_millis(300));
+        child
     }
 
     /// Resident KiB of the replicas together.
@@ -389,6 +414,7 @@ async fn run(
     };
     let total_deliveries = sealed.iter().map(|v| v.len()).sum::<usize>() * fanout;
 
+    let profile = deployment.profile(&mode, fanout, pace);
     let start = Instant::now();
     let (cpu_before, nats_before) = deployment.cpu_seconds();
     send_all(sender_apis, sealed, &sent_at, pace).await;
@@ -399,6 +425,13 @@ async fn run(
     }
     let elapsed = start.elapsed();
     let (cpu_after, nats_after) = deployment.cpu_seconds();
+    if let Some(mut perf) = profile {
+        let _ = Command::new("kill")
+            .arg("-INT")
+            .arg(perf.id().to_string())
+            .status();
+        let _ = perf.wait();
+    }
     let service_cpu = cpu_after - cpu_before;
     let nats_cpu = nats_after - nats_before;
     let mut lat = latencies.lock().unwrap().clone();
@@ -597,9 +630,12 @@ async fn main() {
     println!(
         "directory relay benchmark (2-core machine, load generator on the same machine, TLS on loopback)"
     );
-    let only: Option<usize> = std::env::var("SVS_BENCH_SUBSCRIBERS")
-        .ok()
-        .and_then(|v| v.parse().ok());
+    let only: Option<usize> = match std::env::var_os("SVS_BENCH_MODES") {
+        Some(_) => Some(0),
+        None => std::env::var("SVS_BENCH_SUBSCRIBERS")
+            .ok()
+            .and_then(|v| v.parse().ok()),
+    };
     for subscribers in [100, 1000]
         .into_iter()
         .filter(|n| only.is_none_or(|o| o == *n))
@@ -649,11 +685,27 @@ async fn main() {
         )
         .await;
     }
-    drain(&key, &spki).await;
+    // SVS_BENCH_MODES=embedded,nats1,nats3 picks the side-by-side modes (all by default; set,
+    // it skips the rest of the bench, e.g. to profile one mode with perf).
+    let modes: Vec<Mode> = match std::env::var("SVS_BENCH_MODES") {
+        Ok(list) => list
+            .split(',')
+            .filter_map(|m| match m.trim() {
+                "embedded" => Some(Mode::Embedded),
+                "nats1" => Some(Mode::Nats(1)),
+                "nats3" => Some(Mode::Nats(3)),
+                _ => None,
+            })
+            .collect(),
+        Err(_) => {
+            drain(&key, &spki).await;
+            vec![Mode::Embedded, Mode::Nats(1), Mode::Nats(3)]
+        }
+    };
     // Embedded against NATS side by side: 200 subscribers spread over the replicas, the same
     // envelopes, as fast as possible and then paced for latency.
     println!("\nembedded store against NATS JetStream (one nats-server on this machine):");
-    for mode in [Mode::Embedded, Mode::Nats(1), Mode::Nats(3)] {
+    for mode in modes {
         run(mode, 200, 1, 4000 / scale, None, &key, &spki).await;
         run(mode, 200, 16, 1000 / scale, None, &key, &spki).await;
         run(mode, 200, 1, 3000 / scale, Some(1000.0), &key, &spki).await;
