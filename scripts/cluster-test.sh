@@ -8,31 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-compose() {
-  local file=(-f docker-compose.cluster.yml)
-  if docker compose version >/dev/null 2>&1; then docker compose "${file[@]}" "$@"; else docker-compose "${file[@]}" "$@"; fi
-}
 export COMPOSE_PROJECT_NAME="svs-cluster-test"
-work="$(mktemp -d)"
-cleanup() {
-  status=$?
-  if [ "$status" -ne 0 ]; then
-    echo "--- cluster logs (failure) ---"
-    compose logs --no-color --tail=60 2>/dev/null || true
-  fi
-  compose --profile cli down --volumes --remove-orphans >/dev/null 2>&1 || true
-  rm -rf "$work"
-  exit "$status"
-}
-trap cleanup EXIT
-
-for image in rust:1-bookworm debian:bookworm-slim; do
-  if ! docker image inspect "$image" >/dev/null 2>&1 && ! docker pull -q "$image" >/dev/null 2>&1; then
-    echo "cannot pull $image: building local base images from Debian packages"
-    ./scripts/build-local-base-images.sh
-    break
-  fi
-done
+export COMPOSE_FILE=docker-compose.cluster.yml
+. scripts/compose-lib.sh
+ensure_base_images
 
 echo "building images"
 compose --profile cli build -q
@@ -40,7 +19,6 @@ echo "starting the cluster"
 compose up -d
 
 services=(nats directory-1 directory-2 directory-3 stream-1 stream-2 proxy)
-healthy() { [ "$(docker inspect --format '{{.State.Health.Status}}' "$(compose ps -q "$1")" 2>/dev/null)" = healthy ]; }
 all_healthy() { for s in "${services[@]}"; do healthy "$s" || return 1; done; }
 for _ in $(seq 1 180); do
   if all_healthy; then break; fi

@@ -7,37 +7,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-compose() {
-  if docker compose version >/dev/null 2>&1; then docker compose "$@"; else docker-compose "$@"; fi
-}
 export COMPOSE_PROJECT_NAME="svs-compose-test"
-work="$(mktemp -d)"
-cleanup() {
-  status=$?
-  if [ "$status" -ne 0 ]; then
-    echo "--- compose logs (failure) ---"
-    compose logs --no-color --tail=80 2>/dev/null || true
-  fi
-  compose --profile cli down --volumes --remove-orphans >/dev/null 2>&1 || true
-  rm -rf "$work"
-  exit "$status"
-}
-trap cleanup EXIT
-
-for image in rust:1-bookworm debian:bookworm-slim; do
-  if ! docker image inspect "$image" >/dev/null 2>&1 && ! docker pull -q "$image" >/dev/null 2>&1; then
-    echo "cannot pull $image: building local base images from Debian packages"
-    ./scripts/build-local-base-images.sh
-    break
-  fi
-done
+export COMPOSE_FILE=docker-compose.yml
+. scripts/compose-lib.sh
+ensure_base_images
 
 echo "building images"
 compose --profile cli build -q
 echo "starting"
 compose up -d
 
-healthy() { [ "$(docker inspect --format '{{.State.Health.Status}}' "$(compose ps -q "$1")" 2>/dev/null)" = healthy ]; }
 for _ in $(seq 1 120); do
   if healthy directory-service && healthy stream-service; then break; fi
   sleep 1

@@ -11,6 +11,8 @@
 
 #[path = "../tests/support/net.rs"]
 mod net;
+#[path = "../../directory-service/tests/support/mod.rs"]
+mod process;
 
 use clap::Parser;
 use std::collections::VecDeque;
@@ -73,14 +75,6 @@ fn rss_mib(pid: u32) -> f64 {
         / 1024.0
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn binary(name: &str) -> PathBuf {
     // target/release/examples/soak → target/release/NAME
     let exe = std::env::current_exe().unwrap();
@@ -94,7 +88,7 @@ fn binary(name: &str) -> PathBuf {
 }
 
 fn start(name: &str, args: &[&str], log: &Path) -> Service {
-    let port = free_port();
+    let port = process::free_port();
     let child = Command::new(binary(name))
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))

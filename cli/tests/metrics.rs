@@ -10,21 +10,8 @@ use support::net::free_port;
 use support::*;
 use svs_cli::player::{self, PlayOptions};
 use svs_common::proto::stream::{Pacing, PlayRequest, Resolution};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn scrape(port: u16) -> String {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.unwrap();
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    text
-}
+use support::process::scrape_metrics as scrape;
 
 /// The value of the sample of `name` whose labels include every one of `labels`.
 fn value(text: &str, name: &str, labels: &[&str]) -> f64 {

@@ -9,11 +9,15 @@
 //! Envelopes are sealed before the timed phase (signing is the client's cost, not the relay's).
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::free_port;
 use svs_common::identity;
 use svs_common::proto::directory::directory_client::DirectoryClient;
 use svs_common::proto::directory::*;
@@ -69,14 +73,6 @@ fn cpu_seconds(pid: u32) -> f64 {
         f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
     });
     ticks / 100.0
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Where the directory keeps its state.

@@ -3,10 +3,13 @@
 //! key, driven through the real client code.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use support::{free_port, log_file};
 use svs_cli::home::Home;
 use svs_cli::inbox::{Inbox, Incoming};
 use svs_cli::session::{ConnectOptions, ReachState, Session};
@@ -17,26 +20,6 @@ use tonic::Streaming;
 const WAIT: Duration = Duration::from_secs(30);
 /// Replicas are told this timeout, so a killed one is noticed within seconds.
 const REPLICA_TIMEOUT_SECS: &str = "3";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Where a child's log goes: `$SVS_TEST_LOGS/<name>.log` when set (to read after a failure),
-/// else nowhere.
-fn log_file(name: &str) -> Stdio {
-    match std::env::var_os("SVS_TEST_LOGS") {
-        Some(dir) => {
-            let path = Path::new(&dir).join(format!("{name}.log"));
-            std::fs::File::create(path).map_or_else(|_| Stdio::null(), Stdio::from)
-        }
-        None => Stdio::null(),
-    }
-}
 
 /// A real nats-server with JetStream on a fixed port and store, so it can be restarted.
 struct Nats {
@@ -114,17 +97,7 @@ impl Replica {
 
     /// The replica's Prometheus metrics.
     async fn metrics(&self) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
-            .await
-            .unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).await.unwrap();
-        text
+        support::scrape_metrics(self.metrics_port).await
     }
 
     fn kill(&mut self) {

@@ -3,9 +3,12 @@
 //! `svs listen` (the real command code) reconnects by itself and receives what follows.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use support::free_port;
 use svs_cli::commands::Global;
 use svs_cli::commands::listen::ListenArgs;
 use svs_cli::home::Home;
@@ -17,14 +20,6 @@ struct Directory {
     child: Child,
     port: u16,
     data: PathBuf,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Directory {

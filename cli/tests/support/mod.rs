@@ -4,6 +4,9 @@
 
 pub mod client;
 pub mod net;
+/// Process helpers shared with the directory's tests.
+#[path = "../../../directory-service/tests/support/mod.rs"]
+pub mod process;
 
 use clap::Parser;
 use directory_service::{Config, server};

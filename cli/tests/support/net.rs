@@ -10,16 +10,10 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tonic::transport::Channel;
 
-/// The port of an `https://host:port` URL.
-/// A port nothing listens on now (for a service told its port in advance).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[allow(unused_imports)] // not every test binary needs it
+pub use super::process::free_port;
 
+/// The port of an `https://host:port` URL.
 pub fn port_of(url: &str) -> u16 {
     url.rsplit(':')
         .next()
