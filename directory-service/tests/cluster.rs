@@ -26,14 +26,21 @@ struct Nats {
     child: Option<Child>,
     port: u16,
     store: PathBuf,
+    /// `--tls --tlscert … --tlskey …` when NATS serves TLS.
+    tls: Vec<String>,
 }
 
 impl Nats {
     async fn start(store: &Path) -> Self {
+        Self::start_with(store, Vec::new()).await
+    }
+
+    async fn start_with(store: &Path, tls: Vec<String>) -> Self {
         let mut nats = Self {
             child: None,
             port: free_port(),
             store: store.to_path_buf(),
+            tls,
         };
         nats.run().await;
         nats
@@ -43,6 +50,7 @@ impl Nats {
         let child = Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-sd", &self.store.display().to_string()])
+            .args(&self.tls)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -66,7 +74,8 @@ impl Nats {
     }
 
     fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_empty() { "nats" } else { "tls" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 }
 
@@ -123,6 +132,34 @@ impl Cluster {
     async fn start_with(replicas: usize, flags: &[&str]) -> Self {
         let root = tempfile::tempdir().unwrap();
         let nats = Nats::start(&root.path().join("nats")).await;
+        Self::start_on(root, nats, replicas, flags).await
+    }
+
+    /// NATS serving TLS with a certificate from the local CA the replicas use (made first in
+    /// their data dir), and replicas told to trust that CA.
+    async fn start_with_tls_to_nats(replicas: usize) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let names = svs_server::tls::default_server_names(&[]);
+        let (files, _) =
+            svs_server::tls::ensure_generated(&root.path().join("data"), &names).unwrap();
+        let tls = vec![
+            "--tls".to_string(),
+            "--tlscert".into(),
+            files.server_cert.display().to_string(),
+            "--tlskey".into(),
+            files.server_key.display().to_string(),
+        ];
+        let nats = Nats::start_with(&root.path().join("nats"), tls).await;
+        let ca = files.ca_cert.display().to_string();
+        Self::start_on(root, nats, replicas, &["--nats-ca", &ca]).await
+    }
+
+    async fn start_on(
+        root: tempfile::TempDir,
+        nats: Nats,
+        replicas: usize,
+        flags: &[&str],
+    ) -> Self {
         let status = Command::new(env!("CARGO_BIN_EXE_directory-service"))
             .arg("new-token-key")
             .arg(root.path().join("token_key.pem"))
@@ -647,4 +684,31 @@ async fn mailbox_quota_and_expiry_hold_across_replicas() {
         .filter(|i| matches!(i, Incoming::Undelivered { .. }))
         .count();
     assert_eq!(notices, 2);
+}
+
+#[tokio::test]
+async fn replicas_reach_nats_over_tls_and_refuse_a_server_they_cannot_verify() {
+    let cluster = Cluster::start_with_tls_to_nats(2).await;
+    let mut alice = cluster.join("alice", &[0]).await;
+    let mut bob = cluster.join("bob", &[1]).await;
+    let bob_peer = alice.peer("bob").await;
+    alice
+        .session
+        .send_text(&[bob_peer], "over TLS to NATS")
+        .await
+        .unwrap();
+    assert_eq!(bob.message_from("alice").await, "over TLS to NATS");
+    // Without the CA the replica cannot verify NATS's certificate: it gives up and says why.
+    let output = Command::new(env!("CARGO_BIN_EXE_directory-service"))
+        .arg("--data-dir")
+        .arg(cluster.root.path().join("data"))
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--nats", &cluster.nats.url(), "--nats-connect-secs", "2"])
+        .arg("--token-key")
+        .arg(cluster.root.path().join("token_key.pem"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("cannot reach NATS"), "{log}");
 }
