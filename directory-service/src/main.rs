@@ -37,6 +37,9 @@ enum Command {
     NewTokenKey {
         /// Where to write it.
         path: PathBuf,
+        /// Succeed without writing when the file exists (for a setup step run at every start).
+        #[arg(long)]
+        if_missing: bool,
     },
     /// Check a running service over grpc.health.v1 (exit 0 when SERVING); for container healthchecks.
     Health(svs_common::client::HealthArgs),
@@ -46,7 +49,11 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::NewTokenKey { path }) => match server::new_token_key(&path).await {
+        Some(Command::NewTokenKey { path, if_missing }) if if_missing && path.exists() => {
+            println!("kept {}: it exists already", path.display());
+            ExitCode::SUCCESS
+        }
+        Some(Command::NewTokenKey { path, .. }) => match server::new_token_key(&path).await {
             Ok(()) => {
                 println!(
                     "wrote {}: give every directory replica --token-key {}",

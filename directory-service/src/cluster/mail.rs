@@ -37,12 +37,21 @@ const EXPIRE_BATCH: usize = 1024;
 struct Seen {
     /// Per name: the last sequence number seen (the `prev_seq` of the next).
     last: HashMap<String, u64>,
-    /// Per name: message id → sequence number, for acknowledgements by id.
-    ids: HashMap<String, HashMap<[u8; 16], u64>>,
+    /// Per name: where each of its envelopes sits, for acknowledgements by id.
+    ids: HashMap<String, HashMap<[u8; 16], Placed>>,
+    /// Stored receipt sequence number → the name it was stored for.
+    receipts: HashMap<u64, String>,
     /// The highest stream sequence the follower handed on.
     followed_to: u64,
     /// When `ids` last dropped what the stream no longer holds.
     pruned_at: Option<std::time::Instant>,
+}
+
+/// Where an envelope sits in the stream, and who sent it (whom its receipt goes to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Placed {
+    seq: u64,
+    sender: String,
 }
 
 /// How often the id memory drops entries below the stream's first sequence.
@@ -57,9 +66,27 @@ impl Seen {
         }
         self.pruned_at = Some(std::time::Instant::now());
         for ids in self.ids.values_mut() {
-            ids.retain(|_, seq| *seq >= first);
+            ids.retain(|_, placed| placed.seq >= first);
         }
         self.ids.retain(|_, ids| !ids.is_empty());
+        self.receipts.retain(|seq, _| *seq >= first);
+    }
+
+    /// Remembers an item the follower or a reader saw on `owner`'s subjects.
+    fn note(&mut self, owner: &str, seq: u64, origin: Option<&Origin>) {
+        match origin {
+            Some(origin) => {
+                let placed = Placed {
+                    seq,
+                    sender: origin.sender.clone(),
+                };
+                let ids = self.ids.entry(owner.to_string()).or_default();
+                ids.insert(origin.message_id, placed);
+            }
+            None => {
+                self.receipts.insert(seq, owner.to_string());
+            }
+        }
     }
 }
 
@@ -242,9 +269,9 @@ impl JetStreamMailboxes {
 
     /// Where `owner`'s envelope `id` sits: from the follower's memory, else by reading the name's
     /// envelopes (a mailbox holds at most `--mailbox-max-messages`).
-    async fn find(&self, owner: &str, id: &[u8; 16]) -> Result<Option<u64>, Error> {
-        if let Some(seq) = lock(&self.seen).ids.get(owner).and_then(|ids| ids.get(id)) {
-            return Ok(Some(*seq));
+    async fn find(&self, owner: &str, id: &[u8; 16]) -> Result<Option<Placed>, Error> {
+        if let Some(placed) = lock(&self.seen).ids.get(owner).and_then(|ids| ids.get(id)) {
+            return Ok(Some(placed.clone()));
         }
         let filter = subject(owner, Kind::Envelope);
         let mut cursor = 0;
@@ -259,7 +286,10 @@ impl JetStreamMailboxes {
             }) = decode_item(Kind::Envelope, &message.payload, cursor)
                 && &origin.message_id == id
             {
-                return Ok(Some(cursor));
+                return Ok(Some(Placed {
+                    seq: cursor,
+                    sender: origin.sender,
+                }));
             }
         }
     }
@@ -414,10 +444,7 @@ impl Follower {
                         return None;
                     }
                     seen.last.insert(owner.clone(), seq);
-                    if let Some(origin) = origin {
-                        let ids = seen.ids.entry(owner.clone()).or_default();
-                        ids.insert(origin.message_id, seq);
-                    }
+                    seen.note(&owner, seq, origin.as_ref());
                     Some(Committed {
                         owner,
                         seq,
@@ -515,32 +542,31 @@ impl Mailboxes for JetStreamMailboxes {
         receipt_seqs: Vec<u64>,
     ) -> Result<Acked, Error> {
         let mut acked = Acked::default();
+        // The memory says where each item sits and whose it is (it only holds what was seen on
+        // this name's own subjects), so an acknowledgement is one delete, not a read and a delete.
         for id in ids {
-            let Some(seq) = self.find(owner, &id).await? else {
+            let Some(placed) = self.find(owner, &id).await? else {
                 continue;
             };
-            let Some(message) = self.owned(owner, Kind::Envelope, seq).await? else {
-                self.forget(owner, &id);
-                continue;
-            };
-            if self.delete(seq).await?
-                && let Some(Item {
-                    origin: Some(origin),
-                    ..
-                }) = decode_item(Kind::Envelope, &message.payload, seq)
-            {
+            if self.delete(placed.seq).await? {
                 acked.envelopes.push(Removed {
-                    message_id: origin.message_id,
-                    sender: origin.sender,
+                    message_id: id,
+                    sender: placed.sender,
                     owner: owner.to_string(),
                 });
             }
             self.forget(owner, &id);
         }
         for seq in receipt_seqs {
-            if self.owned(owner, Kind::Receipt, seq).await?.is_some() && self.delete(seq).await? {
+            let known = lock(&self.seen).receipts.get(&seq).map(|o| o == owner);
+            let ours = match known {
+                Some(ours) => ours,
+                None => self.owned(owner, Kind::Receipt, seq).await?.is_some(),
+            };
+            if ours && self.delete(seq).await? {
                 acked.receipts += 1;
             }
+            lock(&self.seen).receipts.remove(&seq);
         }
         Ok(acked)
     }
@@ -559,13 +585,7 @@ impl Mailboxes for JetStreamMailboxes {
                 continue;
             };
             if let Some(Item { event, origin }) = decode_item(kind, &message.payload, cursor) {
-                if let Some(origin) = origin {
-                    lock(&self.seen)
-                        .ids
-                        .entry(owner.to_string())
-                        .or_default()
-                        .insert(origin.message_id, cursor);
-                }
+                lock(&self.seen).note(owner, cursor, origin.as_ref());
                 items.push((cursor, event));
             }
         }
@@ -634,13 +654,20 @@ mod tests {
 
     #[test]
     fn id_memory_drops_what_the_stream_no_longer_holds() {
+        let origin = |n: u8| Origin {
+            message_id: [n; 16],
+            sender: "s".into(),
+        };
         let mut seen = Seen::default();
-        seen.ids.entry("a".into()).or_default().insert([1; 16], 3);
-        seen.ids.entry("a".into()).or_default().insert([2; 16], 9);
-        seen.ids.entry("b".into()).or_default().insert([3; 16], 4);
+        seen.note("a", 3, Some(&origin(1)));
+        seen.note("a", 9, Some(&origin(2)));
+        seen.note("b", 4, Some(&origin(3)));
+        seen.note("b", 2, None);
+        seen.note("a", 7, None);
         seen.prune_before(5);
         assert_eq!(seen.ids.len(), 1);
-        assert_eq!(seen.ids["a"].get(&[2; 16]), Some(&9));
+        assert_eq!(seen.ids["a"][&[2; 16]].seq, 9);
+        assert_eq!(seen.receipts.keys().collect::<Vec<_>>(), [&7]);
         // At most once a minute: the next call keeps everything.
         seen.prune_before(100);
         assert_eq!(seen.ids["a"].len(), 1);
