@@ -567,13 +567,13 @@ async fn send_all(
 }
 
 /// A client returning to 10,000 stored messages: how fast its subscription drains them.
-async fn drain(key: &PrivateKey, spki: &[u8]) {
+async fn drain(mode: Mode, key: &PrivateKey, spki: &[u8]) {
     const STORED: usize = 10_000;
     let data = tempfile::tempdir().unwrap();
-    let service = start_service(data.path(), &[]).await;
+    let deployment = Deployment::start(mode, data.path()).await;
     let identity = Identity {
-        url: service.url.clone(),
-        ca: service.ca.clone(),
+        url: deployment.url(0),
+        ca: deployment.ca(),
         key: Arc::new(key.clone()),
         spki: Arc::new(spki.to_vec()),
     };
@@ -604,7 +604,8 @@ async fn drain(key: &PrivateKey, spki: &[u8]) {
     let got = received.lock().unwrap().len();
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "mailbox: stored {STORED} messages (durable, fan-out 1) in {store_secs:.2} s = {:.0}/s; the returning client drained {got} in {secs:.2} s = {:.0} messages/s",
+        "{}, mailbox: stored {STORED} messages (durable, fan-out 1) in {store_secs:.2} s = {:.0}/s; the returning client drained {got} in {secs:.2} s = {:.0} messages/s",
+        mode.label(),
         STORED as f64 / store_secs,
         got as f64 / secs
     );
@@ -693,11 +694,13 @@ async fn main() {
                 _ => None,
             })
             .collect(),
-        Err(_) => {
-            drain(&key, &spki).await;
-            vec![Mode::Embedded, Mode::Nats(1), Mode::Nats(3)]
-        }
+        Err(_) => vec![Mode::Embedded, Mode::Nats(1), Mode::Nats(3)],
     };
+    for mode in &modes {
+        if !matches!(mode, Mode::Nats(3)) {
+            drain(*mode, &key, &spki).await;
+        }
+    }
     // Embedded against NATS side by side: 200 subscribers spread over the replicas, the same
     // envelopes, as fast as possible and then paced for latency.
     println!("\nembedded store against NATS JetStream (one nats-server on this machine):");

@@ -29,6 +29,8 @@ use std::time::Duration;
 use svs_common::proto::directory::{Envelope, Event, event};
 use svs_common::sealed::Header;
 
+/// Deletes in flight at once for one acknowledgement.
+const ACK_CONCURRENCY: usize = 64;
 /// Items read or expired per pass.
 const EXPIRE_BATCH: usize = 1024;
 
@@ -46,6 +48,9 @@ struct Seen {
     /// When `ids` last dropped what the stream no longer holds.
     pruned_at: Option<std::time::Instant>,
 }
+
+/// A message as read: its sequence number, subject and payload.
+type Raw = (u64, String, Bytes);
 
 /// Where an envelope sits in the stream, and who sent it (whom its receipt goes to).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -322,6 +327,73 @@ impl JetStreamMailboxes {
         }
     }
 
+    /// Up to `limit` messages on `filter` after `seq` through a short-lived consumer: one request
+    /// for the page instead of one per message. Also whether nothing more was pending.
+    async fn read_batch(
+        &self,
+        filter: &str,
+        seq: u64,
+        limit: usize,
+    ) -> Result<(Vec<Raw>, bool), Error> {
+        let consumer = timed(
+            "consumer",
+            self.stream.create_consumer(consumer::pull::Config {
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: seq + 1,
+                },
+                filter_subject: filter.to_string(),
+                ack_policy: consumer::AckPolicy::None,
+                inactive_threshold: Duration::from_secs(30),
+                memory_storage: true,
+                ..Default::default()
+            }),
+        )
+        .await
+        .map_err(|e| nats("reading mail", e))?;
+        let mut at_end = consumer.cached_info().num_pending == 0;
+        let mut found = Vec::new();
+        if !at_end {
+            let mut batch = timed("get", consumer.fetch().max_messages(limit).messages())
+                .await
+                .map_err(|e| nats("reading mail", e))?;
+            while let Some(message) = batch.next().await {
+                let message = message.map_err(|e| nats("reading mail", e))?;
+                let Ok(info) = message.info() else { continue };
+                at_end = info.pending == 0;
+                found.push((
+                    info.stream_sequence,
+                    message.subject.to_string(),
+                    message.payload.clone(),
+                ));
+            }
+        }
+        let stream = self.stream.clone();
+        let name = consumer.cached_info().name.clone();
+        tokio::spawn(async move {
+            let _ = stream.delete_consumer(&name).await;
+        });
+        Ok((found, at_end))
+    }
+
+    /// As `read_batch`, one message per request.
+    async fn read_one_by_one(
+        &self,
+        filter: &str,
+        seq: u64,
+        limit: usize,
+    ) -> Result<(Vec<Raw>, bool), Error> {
+        let mut found = Vec::new();
+        let mut cursor = seq;
+        while found.len() < limit {
+            let Some(message) = self.next_after(filter, cursor).await? else {
+                return Ok((found, true));
+            };
+            cursor = message.sequence;
+            found.push((cursor, message.subject.to_string(), message.payload));
+        }
+        Ok((found, false))
+    }
+
     fn forget(&self, owner: &str, id: &[u8; 16]) {
         if let Some(ids) = lock(&self.seen).ids.get_mut(owner) {
             ids.remove(id);
@@ -543,19 +615,38 @@ impl Mailboxes for JetStreamMailboxes {
     ) -> Result<Acked, Error> {
         let mut acked = Acked::default();
         // The memory says where each item sits and whose it is (it only holds what was seen on
-        // this name's own subjects), so an acknowledgement is one delete, not a read and a delete.
-        for id in ids {
-            let Some(placed) = self.find(owner, &id).await? else {
-                continue;
-            };
-            if self.delete(placed.seq).await? {
-                acked.envelopes.push(Removed {
+        // this name's own subjects), so an acknowledgement is one delete, not a read and a
+        // delete; a batch of them goes out together, not one round trip after another.
+        let removals = futures_util::stream::iter(ids)
+            .map(|id| async move {
+                let Some(placed) = self.find(owner, &id).await? else {
+                    return Ok(None);
+                };
+                let removed = self.delete(placed.seq).await?;
+                self.forget(owner, &id);
+                Ok::<_, Error>(removed.then(|| Removed {
                     message_id: id,
                     sender: placed.sender,
                     owner: owner.to_string(),
-                });
+                }))
+            })
+            .buffer_unordered(ACK_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        // What was deleted is reported (its sender gets a receipt) even if some deletes failed:
+        // those stay stored, are delivered again and acknowledged again.
+        let mut failed = None;
+        for removal in removals {
+            match removal {
+                Ok(removed) => acked.envelopes.extend(removed),
+                Err(e) => failed = Some(e),
             }
-            self.forget(owner, &id);
+        }
+        if let Some(e) = failed {
+            if acked.envelopes.is_empty() {
+                return Err(e);
+            }
+            tracing::warn!(error = %e, "some acknowledgements could not be applied; they stay stored");
         }
         for seq in receipt_seqs {
             let known = lock(&self.seen).receipts.get(&seq).map(|o| o == owner);
@@ -574,24 +665,28 @@ impl Mailboxes for JetStreamMailboxes {
     async fn read(&self, owner: &str, after_seq: u64, limit: usize) -> Result<Page, Error> {
         let known_last = self.last_seq(owner);
         let filter = format!("svs.mail.{}.*", name_token(owner));
+        let (found, at_end) = match self.read_batch(&filter, after_seq, limit).await? {
+            // A page that says nothing at all (none found, yet more pending): one by one.
+            (found, false) if found.is_empty() => {
+                self.read_one_by_one(&filter, after_seq, limit).await?
+            }
+            batch => batch,
+        };
         let mut items = Vec::new();
         let mut cursor = after_seq;
-        while items.len() < limit {
-            let Some(message) = self.next_after(&filter, cursor).await? else {
-                break;
-            };
-            cursor = message.sequence;
-            let Some((_, kind)) = parse_subject(message.subject.as_str()) else {
+        for (seq, subject, payload) in found {
+            cursor = seq;
+            let Some((_, kind)) = parse_subject(&subject) else {
                 continue;
             };
-            if let Some(Item { event, origin }) = decode_item(kind, &message.payload, cursor) {
-                lock(&self.seen).note(owner, cursor, origin.as_ref());
-                items.push((cursor, event));
+            if let Some(Item { event, origin }) = decode_item(kind, &payload, seq) {
+                lock(&self.seen).note(owner, seq, origin.as_ref());
+                items.push((seq, event));
             }
         }
-        // A short page read to the end: everything the follower had seen was looked at, even
-        // items acknowledged meanwhile.
-        let scanned_to = if items.len() < limit {
+        // Read to the end: everything the follower had seen was looked at, even items
+        // acknowledged meanwhile.
+        let scanned_to = if at_end {
             cursor.max(known_last)
         } else {
             cursor
