@@ -39,6 +39,7 @@ echo "message delivered"
 summary="$(cli alice play demo --headless --json --resolution 240p | tail -n 1)"
 echo "$summary"
 echo "$summary" | grep -q '"frames_decoded":[1-9]' || { echo "no frames decoded"; exit 1; }
+echo "$summary" | grep -q '"codec":"h264"' || { echo "the demo did not play as H.264"; exit 1; }
 curl -sf http://127.0.0.1:9101/metrics | grep '^svs_rpc_total{' | grep 'Directory/Register' | grep -q 'code="Ok"' ||
   { echo "directory metrics do not count the registrations"; exit 1; }
 curl -sf http://127.0.0.1:9102/metrics | grep -q '^svs_stream_frames_sent_total{rendition="240p"} [1-9]' ||

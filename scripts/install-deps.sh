@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what building and testing svs needs on Debian or Ubuntu, skipping what is present.
 # System packages: a C toolchain, pkg-config, clang/libclang (for the opencv crate's bindings),
-# the OpenCV development libraries, python3-venv (grpcurl from PyPI, for the tests) and curl (the
+# the OpenCV development libraries, nasm (openh264's assembly: the H.264 codec is built from
+# source, about twice as fast with it), python3-venv (grpcurl from PyPI, for the tests) and curl (the
 # compose test scrapes metrics with it) and nats-server (cluster mode runs on NATS JetStream; the
 # tests start a real one).
 set -euo pipefail
 
-packages=(build-essential pkg-config clang libclang-dev libopencv-dev python3-venv curl nats-server)
+packages=(build-essential pkg-config clang libclang-dev libopencv-dev nasm python3-venv curl nats-server)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

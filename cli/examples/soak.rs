@@ -171,6 +171,7 @@ fn demo(resolution: Resolution) -> PlayRequest {
         resolution: resolution as i32,
         start_seconds: 0.0,
         pacing: Pacing::Realtime as i32,
+        ..Default::default()
     }
 }
 

@@ -6,6 +6,7 @@ pub mod error;
 pub mod home;
 pub mod inbox;
 pub mod known_peers;
+pub mod picture;
 pub mod player;
 pub mod reconnect;
 pub mod session;

@@ -1,16 +1,18 @@
-//! The player: receives frames, decodes every one with OpenCV on its own thread, shows them in a
+//! The player: receives frames, decodes every one (`picture`) on its own thread, shows them in a
 //! window (only when a display exists: Qt's highgui aborts the process without one) or counts
 //! them headless, records to MJPEG AVI on request, turns keys into Control calls, and sums up.
 
 use crate::error::CliError;
-use crate::stream_client::{Playing, StreamClient, resolution_label};
-use bytes::Bytes;
-use opencv::core::{Mat, Size, Vector};
+use crate::picture::PictureDecoder;
+use crate::stream_client::{Playing, StreamClient, codec_label, resolution_label};
+use opencv::core::{Mat, Size};
 use opencv::prelude::*;
-use opencv::{highgui, imgcodecs, imgproc, videoio};
+use opencv::{highgui, imgproc, videoio};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use svs_common::proto::stream::{PlayRequest, Resolution, control_request, notice, play_response};
+use svs_common::proto::stream::{
+    PlayRequest, Resolution, control_request, frame::Picture, notice, play_response,
+};
 use tokio::sync::mpsc;
 
 /// How to play.
@@ -33,9 +35,14 @@ pub struct FrameRecord {
     /// Size the service announced.
     pub width: u32,
     pub height: u32,
-    /// Size OpenCV decoded; (0, 0) if the JPEG did not decode.
+    /// Size decoded; (0, 0) if the picture did not decode.
     pub decoded_width: u32,
     pub decoded_height: u32,
+    /// `jpeg` or `h264`: how this frame came.
+    pub codec: &'static str,
+    pub keyframe: bool,
+    /// Bytes of the picture.
+    pub bytes: u64,
 }
 
 /// What `svs play --json` prints on its last line.
@@ -43,7 +50,14 @@ pub struct FrameRecord {
 pub struct Summary {
     pub video: String,
     pub playback_id: String,
+    /// The codec asked for: `h264` or `jpeg`.
+    pub codec: String,
     pub frames_received: u64,
+    /// JPEG frames that bridged an H.264 playback to its next keyframe (after a start between
+    /// keyframes, a switch or a seek).
+    pub bridge_frames: u64,
+    /// Bytes of pictures received.
+    pub bytes_received: u64,
     pub frames_decoded: u64,
     pub frames_skipped: u64,
     pub rendition: String,
@@ -105,7 +119,8 @@ fn key_for(code: i32) -> Option<Key> {
 }
 
 struct ViewItem {
-    jpeg: Bytes,
+    picture: Picture,
+    keyframe: bool,
     fps: f64,
     /// The window's title: video, rendition, position and duration.
     title: String,
@@ -127,6 +142,8 @@ fn view_loop(
     let mut writer: Option<(videoio::VideoWriter, Size)> = None;
     let mut resized = Mat::default();
     let mut shown_title = String::new();
+    let mut decoder = PictureDecoder::new();
+    let mut mat = Mat::default();
     if window {
         highgui::named_window("svs", highgui::WINDOW_AUTOSIZE).map_err(cv)?;
     }
@@ -149,12 +166,10 @@ fn view_loop(
                 None => break,
             }
         };
-        let mat = imgcodecs::imdecode(
-            &Vector::<u8>::from_slice(&item.jpeg),
-            imgcodecs::IMREAD_COLOR,
-        )
-        .map_err(cv)?;
-        if mat.empty() {
+        if decoder
+            .decode(&item.picture, item.keyframe, &mut mat)
+            .is_err()
+        {
             sizes.push((0, 0));
             continue;
         }
@@ -256,11 +271,11 @@ pub async fn play(
 
     let mut summary = Summary {
         video,
+        codec: codec_label(header.codec).to_string(),
         playback_id: header.playback_id.clone(),
         rendition: resolution_label(header.resolution).to_string(),
         ..Summary::default()
     };
-    let mut bytes = 0u64;
     let mut first_frame: Option<Instant> = None;
     let mut last_frame = Instant::now();
     // The clock a frame's lateness is measured on: the first frame of a run (reset by a switch,
@@ -321,9 +336,19 @@ pub async fn play(
                         summary.frames_received += 1;
                         summary.frames_skipped = frame.skipped_total;
                         summary.rendition = resolution_label(frame.resolution).to_string();
-                        bytes += frame.jpeg.len() as u64;
+                        let Some(picture) = frame.picture else {
+                            break Err(CliError::Usage(format!("frame {} came without a picture", frame.index)));
+                        };
+                        let (codec, size) = match &picture {
+                            Picture::Jpeg(b) => ("jpeg", b.len() as u64),
+                            Picture::H264(b) => ("h264", b.len() as u64),
+                        };
+                        if codec == "jpeg" && summary.codec == "h264" {
+                            summary.bridge_frames += 1;
+                        }
+                        summary.bytes_received += size;
                         window_frames += 1;
-                        window_bytes += frame.jpeg.len() as u64;
+                        window_bytes += size;
                         summary.frames.push(FrameRecord {
                             index: frame.index,
                             pts_seconds: frame.pts_seconds,
@@ -332,6 +357,9 @@ pub async fn play(
                             height: frame.height,
                             decoded_width: 0,
                             decoded_height: 0,
+                            codec,
+                            keyframe: frame.keyframe,
+                            bytes: size,
                         });
                         let title = format!(
                             "{} — {} — {} / {}",
@@ -340,7 +368,7 @@ pub async fn play(
                             clock(position),
                             clock(header.frame_count as f64 / header.fps.max(1.0))
                         );
-                        if view_tx.send(ViewItem { jpeg: frame.jpeg, fps: header.fps, title }).await.is_err() {
+                        if view_tx.send(ViewItem { picture, keyframe: frame.keyframe, fps: header.fps, title }).await.is_err() {
                             break Ok(());
                         }
                     }
@@ -415,7 +443,7 @@ pub async fn play(
         let span = (last_frame - first).as_secs_f64();
         if summary.frames_received > 1 && span > 0.0 {
             summary.mean_fps = (summary.frames_received - 1) as f64 / span;
-            summary.kbits_per_second = bytes as f64 * 8.0 / 1000.0 / span;
+            summary.kbits_per_second = summary.bytes_received as f64 * 8.0 / 1000.0 / span;
         }
     }
     summary.p99_lateness_ms = percentile(lateness, 0.99);

@@ -98,6 +98,22 @@ pub fn parse_resolution(text: &str) -> Result<Resolution, String> {
     }
 }
 
+pub fn parse_codec(text: &str) -> Result<Codec, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "h264" | "h.264" => Ok(Codec::H264),
+        "jpeg" | "jpg" => Ok(Codec::Jpeg),
+        other => Err(format!("{other:?} is not a codec; use h264 or jpeg")),
+    }
+}
+
+/// `h264` or `jpeg` (what the service serves a request that names none).
+pub fn codec_label(value: i32) -> &'static str {
+    match Codec::try_from(value) {
+        Ok(Codec::H264) => "h264",
+        _ => "jpeg",
+    }
+}
+
 /// `240p`, `720p`, `1440p`, `auto`.
 pub fn resolution_label(value: i32) -> &'static str {
     match Resolution::try_from(value) {

@@ -131,6 +131,24 @@ async fn grpcurl_lists_describes_checks_health_and_calls_with_a_token() {
         ok && out.contains("\"demo\"") && out.contains("RESOLUTION_1440P"),
         "{out}"
     );
+    // H.264 from 2.5 s (frame 37, between keyframes): JPEG bridge frames, then access units.
+    let (ok, out) = run(args(
+        &ca,
+        &stream.url,
+        &[
+            "-H",
+            &header,
+            "-d",
+            r#"{"video":"demo","resolution":"RESOLUTION_240P","codec":"CODEC_H264","start_seconds":2.5,"pacing":"PACING_AS_FAST_AS_POSSIBLE"}"#,
+            "svs.stream.v1.Stream/Play",
+        ],
+    ))
+    .await;
+    let (bridge, h264) = (out.find("\"jpeg\""), out.find("\"h264\""));
+    assert!(
+        ok && out.contains("CODEC_H264") && bridge.is_some() && h264 > bridge,
+        "{out}"
+    );
     let (ok, out) = run(args(
         &ca,
         &dir.url,

@@ -78,6 +78,7 @@ fn request(resolution: Resolution, start_seconds: f64, pacing: Pacing) -> PlayRe
         resolution: resolution as i32,
         start_seconds,
         pacing: pacing as i32,
+        ..Default::default()
     }
 }
 
@@ -93,13 +94,13 @@ async fn next(stream: &mut Streaming<PlayResponse>) -> Option<play_response::Kin
 fn check(f: &Frame, size: (i32, i32)) {
     use opencv::prelude::*;
     let image = opencv::imgcodecs::imdecode(
-        &opencv::core::Vector::<u8>::from_slice(&f.jpeg),
+        &opencv::core::Vector::<u8>::from_slice(f.jpeg().expect("a JPEG frame")),
         opencv::imgcodecs::IMREAD_COLOR,
     )
     .unwrap();
     assert_eq!((image.cols(), image.rows()), size, "frame {} size", f.index);
     assert_eq!(
-        stream_service::media::read_frame_mark(&f.jpeg),
+        stream_service::media::read_frame_mark(f.jpeg().expect("a JPEG frame")),
         Some(f.index),
         "frame {} shows its own number",
         f.index
@@ -159,7 +160,7 @@ async fn play_to_end(
     while let Some(kind) = next(&mut playing.stream).await {
         if let play_response::Kind::Frame(f) = kind {
             check(&f, size);
-            frames.push((f.index, f.jpeg.len()));
+            frames.push((f.index, f.picture_bytes().len()));
         }
     }
     frames
@@ -336,7 +337,7 @@ async fn a_small_cache_evicts_segments_while_two_viewers_play() {
 async fn warming_encodes_the_first_segments_of_every_rendition_before_anyone_asks() {
     let s = setup(&["--prewarm-segments", "2"]).await;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while s.stream.handle.cache.counts().files < 6 {
+    while s.stream.handle.cache.counts().files < 12 {
         assert!(
             Instant::now() < deadline,
             "{:?}",
@@ -346,8 +347,8 @@ async fn warming_encodes_the_first_segments_of_every_rendition_before_anyone_ask
     }
     assert_eq!(
         s.stream.handle.cache.counts().encoded,
-        6,
-        "two segments × three renditions"
+        12,
+        "two segments × three renditions × two codecs"
     );
     let mut client = s.client().await;
     for resolution in [

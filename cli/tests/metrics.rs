@@ -94,6 +94,7 @@ async fn counters_move_with_what_the_services_do() {
         resolution: Resolution::Resolution240p as i32,
         start_seconds: 0.0,
         pacing: Pacing::AsFastAsPossible as i32,
+        ..Default::default()
     };
     assert!(bare.play(request.clone()).await.is_err());
     let mut client = stream.client(&alice.token).await;

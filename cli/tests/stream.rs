@@ -9,7 +9,8 @@ use support::*;
 use svs_cli::player::{self, PlayOptions};
 use svs_cli::stream_client::StreamClient;
 use svs_common::proto::stream::{
-    Pacing, PlayRequest, PlayResponse, Resolution, control_request, notice, play_response,
+    Codec, Frame, Pacing, PlayRequest, PlayResponse, Resolution, control_request, notice,
+    play_response,
 };
 use tonic::Streaming;
 
@@ -25,6 +26,7 @@ fn request(resolution: Resolution, pacing: Pacing) -> PlayRequest {
         resolution: resolution as i32,
         start_seconds: 0.0,
         pacing: pacing as i32,
+        ..Default::default()
     }
 }
 
@@ -274,7 +276,7 @@ async fn switch_shows_on_the_next_frame_and_seek_lands_where_asked() {
     let play_response::Kind::Frame(f) = next(&mut playing.stream).await else {
         panic!("frame expected")
     };
-    let decoded = opencv_size(&f.jpeg);
+    let decoded = opencv_size(f.jpeg().expect("a JPEG frame"));
     assert_eq!(
         decoded,
         (1280, 720),
@@ -302,6 +304,227 @@ async fn switch_shows_on_the_next_frame_and_seek_lands_where_asked() {
         (3.0 * DEMO_FPS) as u64,
         "the seek lands on frame 45"
     );
+    s.stream.stop().await;
+}
+
+fn in_h264(mut r: PlayRequest) -> PlayRequest {
+    r.codec = Codec::H264 as i32;
+    r
+}
+
+/// Keyframes come every second: every 15 frames of the demo.
+const DEMO_GOP: u64 = DEMO_FPS as u64;
+
+#[tokio::test]
+async fn h264_plays_every_rendition_with_a_keyframe_a_second_and_old_clients_still_get_jpeg() {
+    let s = setup(&[]).await;
+    let mut client = s.client("viewer").await;
+    for (resolution, size) in [
+        (Resolution::Resolution240p, (426, 240)),
+        (Resolution::Resolution720p, (1280, 720)),
+        (Resolution::Resolution1440p, (2560, 1440)),
+    ] {
+        let fast = request(resolution, Pacing::AsFastAsPossible);
+        let h264 = player::play(&mut client, in_h264(fast.clone()), &HEADLESS)
+            .await
+            .unwrap();
+        assert_eq!(h264.codec, "h264");
+        assert_eq!(
+            (
+                h264.frames_received,
+                h264.frames_decoded,
+                h264.bridge_frames
+            ),
+            (DEMO_FRAMES, DEMO_FRAMES, 0),
+            "{resolution:?}: every frame, decoded, none bridged from a start at 0"
+        );
+        for (n, f) in h264.frames.iter().enumerate() {
+            assert_eq!(f.index, n as u64, "in order");
+            assert_eq!(f.codec, "h264");
+            assert_eq!(
+                (f.decoded_width, f.decoded_height),
+                size,
+                "frame {}",
+                f.index
+            );
+            assert_eq!(
+                f.keyframe,
+                f.index.is_multiple_of(DEMO_GOP),
+                "frame {}",
+                f.index
+            );
+        }
+        // A request that names no codec (every client before H.264) is served JPEG.
+        let jpeg = player::play(&mut client, fast, &HEADLESS).await.unwrap();
+        assert_eq!(jpeg.codec, "jpeg");
+        assert_eq!(jpeg.frames_decoded, DEMO_FRAMES);
+        assert!(jpeg.frames.iter().all(|f| f.codec == "jpeg" && f.keyframe));
+        assert!(
+            jpeg.frames
+                .iter()
+                .all(|f| (f.decoded_width, f.decoded_height) == size)
+        );
+        println!(
+            "{resolution:?}: H.264 {} bytes, JPEG {} bytes ({:.2})",
+            h264.bytes_received,
+            jpeg.bytes_received,
+            h264.bytes_received as f64 / jpeg.bytes_received as f64
+        );
+        assert!(
+            h264.bytes_received * 2 < jpeg.bytes_received,
+            "H.264 is well under half of JPEG's bytes"
+        );
+    }
+    s.stream.stop().await;
+}
+
+/// Decodes every frame of one playback in order, as a viewer does.
+struct Viewer {
+    decoder: svs_cli::picture::PictureDecoder,
+    image: opencv::core::Mat,
+}
+
+impl Viewer {
+    fn new() -> Self {
+        Self {
+            decoder: svs_cli::picture::PictureDecoder::new(),
+            image: opencv::core::Mat::default(),
+        }
+    }
+
+    /// The frame's decoded size and the frame number drawn on it.
+    fn show(&mut self, f: &Frame) -> ((i32, i32), Option<u64>) {
+        use opencv::prelude::*;
+        self.decoder
+            .decode(f.picture.as_ref().unwrap(), f.keyframe, &mut self.image)
+            .unwrap_or_else(|e| panic!("frame {} does not decode: {e}", f.index));
+        (
+            (self.image.cols(), self.image.rows()),
+            stream_service::media::frame_mark(&self.image),
+        )
+    }
+}
+
+/// Reads and shows frames until the notice `is_it` picks, then returns the frame after it.
+async fn frame_after(
+    stream: &mut Streaming<PlayResponse>,
+    viewer: &mut Viewer,
+    is_it: impl Fn(&notice::Kind) -> bool,
+) -> Frame {
+    loop {
+        match next(stream).await {
+            play_response::Kind::Frame(f) => {
+                viewer.show(&f);
+            }
+            play_response::Kind::Notice(n) if n.kind.as_ref().is_some_and(&is_it) => break,
+            _ => {}
+        }
+    }
+    loop {
+        if let play_response::Kind::Frame(f) = next(stream).await {
+            return f;
+        }
+    }
+}
+
+/// From `first` (just after a jump), the frames up to the next keyframe must be JPEG, each
+/// showing its own number at `size`; the keyframe and the frame after it H.264. Returns the
+/// number of JPEG frames that bridged.
+async fn bridged_to_keyframe(
+    stream: &mut Streaming<PlayResponse>,
+    viewer: &mut Viewer,
+    first: Frame,
+    size: (i32, i32),
+) -> u64 {
+    let mut frame = first;
+    let mut bridged = 0;
+    let mut h264_seen = 0;
+    while h264_seen < 2 {
+        assert_eq!(
+            viewer.show(&frame),
+            (size, Some(frame.index)),
+            "frame {} shows itself at the new size",
+            frame.index
+        );
+        match frame.picture.as_ref().unwrap() {
+            svs_common::proto::stream::frame::Picture::Jpeg(_) => {
+                assert_eq!(h264_seen, 0, "no JPEG once H.264 resumed");
+                assert_ne!(
+                    frame.index % DEMO_GOP,
+                    0,
+                    "a keyframe position needs no bridge"
+                );
+                bridged += 1;
+            }
+            svs_common::proto::stream::frame::Picture::H264(_) => {
+                if h264_seen == 0 {
+                    assert!(frame.keyframe && frame.index.is_multiple_of(DEMO_GOP));
+                }
+                h264_seen += 1;
+            }
+        }
+        frame = loop {
+            if let play_response::Kind::Frame(f) = next(stream).await {
+                break f;
+            }
+        };
+    }
+    bridged
+}
+
+#[tokio::test]
+async fn h264_switch_and_seek_show_at_the_next_frame_bridged_by_jpeg_to_the_keyframe() {
+    let s = setup(&[]).await;
+    let mut client = s.client("viewer").await;
+    let mut playing = client
+        .play(in_h264(request(
+            Resolution::Resolution240p,
+            Pacing::Realtime,
+        )))
+        .await
+        .unwrap();
+    assert_eq!(playing.header.codec, Codec::H264 as i32);
+    assert_eq!(u64::from(playing.header.keyframe_interval), DEMO_GOP);
+    let id = playing.header.playback_id.clone();
+    let mut viewer = Viewer::new();
+    // A few 240p frames, then a switch between two keyframes.
+    loop {
+        if let play_response::Kind::Frame(f) = next(&mut playing.stream).await {
+            assert_eq!(viewer.show(&f), ((426, 240), Some(f.index)));
+            if f.index >= 3 {
+                break;
+            }
+        }
+    }
+    client
+        .control(
+            &id,
+            control_request::Action::SwitchTo(Resolution::Resolution720p as i32),
+        )
+        .await
+        .unwrap();
+    let first = frame_after(&mut playing.stream, &mut viewer, |n| {
+        matches!(n, notice::Kind::Switched(_))
+    })
+    .await;
+    let after_switch = first.index;
+    let bridged = bridged_to_keyframe(&mut playing.stream, &mut viewer, first, (1280, 720)).await;
+    assert_eq!(bridged, (DEMO_GOP - after_switch % DEMO_GOP) % DEMO_GOP);
+
+    // A seek to 2.5 s: frame 37, seven frames past a keyframe.
+    client
+        .control(&id, control_request::Action::SeekSeconds(2.5))
+        .await
+        .unwrap();
+    let first = frame_after(
+        &mut playing.stream,
+        &mut viewer,
+        |n| matches!(n, notice::Kind::State(s) if s.starts_with("seeked")),
+    )
+    .await;
+    assert_eq!(first.index, 37, "the seek lands on frame 37");
+    let bridged = bridged_to_keyframe(&mut playing.stream, &mut viewer, first, (1280, 720)).await;
+    assert_eq!(bridged, 45 - 37, "JPEG from 37 until the keyframe at 45");
     s.stream.stop().await;
 }
 
@@ -671,6 +894,17 @@ async fn videos_whose_names_share_a_prefix_keep_their_own_caches() {
 
 #[tokio::test]
 async fn damaged_cache_frames_are_never_served_and_leftovers_are_removed_at_start() {
+    damaged_segment_is_encoded_again(Codec::Jpeg, "240p").await;
+}
+
+#[tokio::test]
+async fn a_damaged_h264_access_unit_in_the_cache_is_detected_and_encoded_again() {
+    damaged_segment_is_encoded_again(Codec::H264, "240p-h264").await;
+}
+
+/// Plays the demo at 240p in `codec`, damages two frames of the first cached segment (in
+/// `cache/demo/<dir>`), restarts, and plays again: every frame must decode.
+async fn damaged_segment_is_encoded_again(codec: Codec, dir: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let videos = tmp.path().join("videos");
@@ -678,13 +912,18 @@ async fn damaged_cache_frames_are_never_served_and_leftovers_are_removed_at_star
     let issuer = test_issuer(&data);
     let stream = TestStream::start(&data, &videos, &[]).await;
     let mut client = stream.client(&token(&issuer, "viewer", 3_600_000)).await;
-    assert_eq!(play_240p(&mut client, "demo").await, DEMO_FRAMES);
+    let mut r = request(Resolution::Resolution240p, Pacing::AsFastAsPossible);
+    r.codec = codec as i32;
+    let first = player::play(&mut client, r.clone(), &HEADLESS)
+        .await
+        .unwrap();
+    assert_eq!(first.frames_decoded, DEMO_FRAMES);
     until_files(&stream, 2).await;
     stream.stop().await;
 
     // Damage two frames of the first segment in place (same length), and leave what a killed
     // build leaves.
-    let version = std::fs::read_dir(data.join("cache/demo/240p"))
+    let version = std::fs::read_dir(data.join("cache/demo").join(dir))
         .unwrap()
         .next()
         .unwrap()
@@ -707,8 +946,6 @@ async fn damaged_cache_frames_are_never_served_and_leftovers_are_removed_at_star
         "a killed build's temporary file is removed at start"
     );
     let mut client = stream.client(&token(&issuer, "viewer", 3_600_000)).await;
-    let mut r = request(Resolution::Resolution240p, Pacing::AsFastAsPossible);
-    r.video = "demo".into();
     let summary = player::play(&mut client, r, &HEADLESS).await.unwrap();
     assert_eq!(summary.frames_received, DEMO_FRAMES);
     assert_eq!(

@@ -14,6 +14,24 @@ pub mod directory {
 /// `svs.stream.v1`: the video library and paced frame streams.
 pub mod stream {
     tonic::include_proto!("svs.stream.v1");
+
+    impl Frame {
+        /// The picture's bytes, whichever codec (empty if none came).
+        pub fn picture_bytes(&self) -> &[u8] {
+            match &self.picture {
+                Some(frame::Picture::Jpeg(b) | frame::Picture::H264(b)) => b,
+                None => &[],
+            }
+        }
+
+        /// The JPEG, if this frame is one.
+        pub fn jpeg(&self) -> Option<&[u8]> {
+            match &self.picture {
+                Some(frame::Picture::Jpeg(b)) => Some(b),
+                _ => None,
+            }
+        }
+    }
 }
 
 /// Encoded `FileDescriptorSet` of every svs .proto file, for tonic-reflection.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use stream_service::progress::Progress;
 use stream_service::resolution::Rendition;
 use support::{Service, percentile, watch};
-use svs_common::proto::stream::{Pacing, PlayRequest, Resolution, play_response};
+use svs_common::proto::stream::{Codec, Pacing, PlayRequest, Resolution, play_response};
 
 const FPS: f64 = 30.0;
 
@@ -78,6 +78,7 @@ async fn first_frame(service: &Service, video: &str, resolution: Resolution, sec
             resolution: resolution as i32,
             start_seconds: seconds,
             pacing: Pacing::Realtime as i32,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -170,6 +171,7 @@ async fn main() {
             resolution,
             Pacing::AsFastAsPossible,
             at,
+            Codec::Jpeg,
             Some((300.0 * FPS) as u64),
         )
         .await;
@@ -208,6 +210,7 @@ async fn main() {
                         resolution,
                         Pacing::Realtime,
                         at,
+                        Codec::Jpeg,
                         Some((20.0 * FPS) as u64),
                     )
                     .await

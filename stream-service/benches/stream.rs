@@ -2,7 +2,9 @@
 //! 10 s, 30 fps demo video and reports time to first frame (cold and cached), cache build speed,
 //! pacing jitter, how many concurrent real-time viewers (one connection each) stay under one
 //! frame interval of p99 lateness without skips, aggregate throughput as fast as possible, and
-//! bytes per frame against raw BGR. Prints figures; asserts nothing about speed.
+//! bytes per frame against raw BGR, all in JPEG; then real-time viewers in JPEG and in H.264
+//! side by side (`benches/codec.rs` compares the codecs' bit rate and quality). Prints figures;
+//! asserts nothing about speed.
 //! Viewers here count bytes without decoding (decoding hundreds of streams would measure the
 //! load generator); `svs play` decodes every frame. Run: `cargo bench -p stream-service`.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
@@ -10,8 +12,8 @@
 mod support;
 
 use std::time::Instant;
-use support::{RENDITIONS, percentile, watch};
-use svs_common::proto::stream::{Pacing, PlayRequest, Resolution, play_response};
+use support::{RENDITIONS, first_frame_ms, percentile, watch};
+use svs_common::proto::stream::{Codec, Pacing, PlayRequest, Resolution};
 
 #[tokio::main]
 async fn main() {
@@ -42,6 +44,7 @@ async fn main() {
             resolution,
             Pacing::AsFastAsPossible,
             0.0,
+            Codec::Jpeg,
             None,
         )
         .await;
@@ -67,15 +70,9 @@ async fn main() {
                 resolution: resolution as i32,
                 start_seconds: 9.0,
                 pacing: Pacing::AsFastAsPossible as i32,
+                ..Default::default()
             };
-            let asked = Instant::now();
-            let mut playing = client.play(request).await.unwrap();
-            while let Ok(Some(m)) = playing.stream.message().await {
-                if matches!(m.kind, Some(play_response::Kind::Frame(_))) {
-                    firsts.push(asked.elapsed().as_secs_f64() * 1e3);
-                    break;
-                }
-            }
+            firsts.extend(first_frame_ms(&mut client, request).await);
         }
         println!(
             "{label:>5}: first frame from cache (connected client) median {:.2} ms, p99 {:.2} ms over {} plays",
@@ -93,6 +90,7 @@ async fn main() {
             Resolution::Resolution720p,
             Pacing::Realtime,
             5.0,
+            Codec::Jpeg,
             None,
         )
         .await;
@@ -119,6 +117,7 @@ async fn main() {
                     Resolution::Resolution720p,
                     Pacing::AsFastAsPossible,
                     0.0,
+                    Codec::Jpeg,
                     None,
                 )
                 .await
@@ -137,14 +136,21 @@ async fn main() {
     // Concurrent real-time viewers, 5 s each, one connection each.
     let steps: [(Resolution, &str, &[usize]); 3] = [
         (Resolution::Resolution240p, "240p", &[100, 250, 500, 1000]),
-        (
-            Resolution::Resolution720p,
-            "720p",
-            &[50, 100, 200, 400, 600],
-        ),
+        (Resolution::Resolution720p, "720p", &[100, 200, 400, 600]),
         (Resolution::Resolution1440p, "1440p", &[25, 50, 100, 200]),
     ];
-    for (resolution, label, counts) in steps {
+    for (codec, (resolution, label, counts)) in [Codec::Jpeg, Codec::H264]
+        .into_iter()
+        .flat_map(|codec| steps.iter().map(move |step| (codec, *step)))
+    {
+        let label = format!(
+            "{label} {}",
+            if codec == Codec::H264 {
+                "H.264"
+            } else {
+                "JPEG"
+            }
+        );
         for &n in counts.iter().take(if quick { 2 } else { counts.len() }) {
             let mut clients = Vec::with_capacity(n);
             for _ in 0..n {
@@ -153,7 +159,16 @@ async fn main() {
             let mut tasks = Vec::new();
             for mut client in clients {
                 tasks.push(tokio::spawn(async move {
-                    watch(&mut client, "demo", resolution, Pacing::Realtime, 5.0, None).await
+                    watch(
+                        &mut client,
+                        "demo",
+                        resolution,
+                        Pacing::Realtime,
+                        5.0,
+                        codec,
+                        None,
+                    )
+                    .await
                 }));
             }
             let mut lateness = Vec::new();
@@ -167,7 +182,7 @@ async fn main() {
             let p99 = percentile(&mut lateness, 0.99);
             let ok = p99 < 1000.0 / 30.0 && skipped == 0;
             println!(
-                "{label:>5} x {n:>4} real-time viewers: {frames:>6} frames, {skipped:>5} skipped, p99 lateness {p99:>7.1} ms ({})",
+                "{label:>11} x {n:>4} real-time viewers: {frames:>6} frames, {skipped:>5} skipped, p99 lateness {p99:>7.1} ms ({})",
                 if ok {
                     "within one frame"
                 } else {

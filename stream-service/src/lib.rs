@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod encoder;
 pub mod error;
 pub mod library;
 pub mod media;

@@ -23,13 +23,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Write a demo video (moving test pattern, frame number and rendition drawn on it) in all
-    /// three renditions.
+    /// Write two demo videos in all three renditions: a moving test pattern with the frame
+    /// number and rendition drawn on it (`demo`), and a flight over a fractal with fine moving
+    /// detail (`detail`), on which compression figures are honest.
     MakeDemo {
         #[arg(long, env = "SVS_VIDEOS", default_value = "./videos")]
         videos: PathBuf,
         #[arg(long, default_value = "demo")]
         name: String,
+        /// Name of the fine-detail demo.
+        #[arg(long, default_value = "detail")]
+        detail_name: String,
+        /// Write only the test pattern.
+        #[arg(long)]
+        no_detail: bool,
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
         #[arg(long, default_value_t = 30.0)]
@@ -69,21 +76,36 @@ async fn main() -> ExitCode {
         Some(Command::MakeDemo {
             videos,
             name,
+            detail_name,
+            no_detail,
             seconds,
             fps,
         }) => {
-            let frames = 3 * (seconds * fps).round().max(1.0) as u64;
+            let mut names = vec![name];
+            if !no_detail {
+                names.push(detail_name);
+            }
+            if let Some(bad) = names
+                .iter()
+                .find_map(|n| svs_common::names::validate(n).err())
+            {
+                return finish(Err(bad.to_string()));
+            }
+            let frames = 3 * names.len() as u64 * (seconds * fps).round().max(1.0) as u64;
             let mut progress = Progress::on_stderr("make-demo", frames);
-            let made = media::make_demo(&videos, &name, seconds, fps, &mut progress);
+            let mut made = media::make_demo(&videos, &names[0], seconds, fps, &mut progress);
+            if let (Ok(()), Some(detail)) = (&made, names.get(1)) {
+                made = media::make_detail_demo(&videos, detail, seconds, fps, &mut progress);
+            }
             progress.finish();
+            let written = names
+                .iter()
+                .map(|n| format!("{n}_240p.mp4, {n}_720p.mp4, {n}_1440p.mp4"))
+                .collect::<Vec<_>>()
+                .join(", ");
             finish(
-                made.map(|()| {
-                    format!(
-                        "wrote {name}_240p.mp4, {name}_720p.mp4 and {name}_1440p.mp4 to {}",
-                        videos.display()
-                    )
-                })
-                .map_err(|e| e.to_string()),
+                made.map(|()| format!("wrote {written} to {}", videos.display()))
+                    .map_err(|e| e.to_string()),
             )
         }
         Some(Command::Ingest { file, name, videos }) => {

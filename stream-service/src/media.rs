@@ -1,5 +1,5 @@
-//! Everything that touches OpenCV on the service side: probing files, decoding and JPEG-encoding
-//! frames, and writing the demo video and ingested renditions. All functions block; callers run
+//! Reading and writing video files with OpenCV on the service side: probing files, decoding source
+//! frames (coding them is `encoder`'s), and writing the demo videos and ingested renditions. All functions block; callers run
 //! them on blocking threads and no OpenCV object leaves the thread that made it.
 
 use crate::Error;
@@ -59,8 +59,8 @@ pub fn probe(path: &Path) -> Result<Probe, Error> {
     Ok(probe)
 }
 
-/// A source decoder that JPEG-encodes the frames it reads, and knows which frame comes next so
-/// an encoder thread can keep it between segments: the next segment of the same file needs no
+/// A source decoder that knows which frame comes next, so an encoder thread can keep it between
+/// segments: the next segment of the same file needs no
 /// seek, any other position is one seek away.
 pub struct SourceReader {
     path: std::path::PathBuf,
@@ -69,21 +69,17 @@ pub struct SourceReader {
     version: String,
     capture: videoio::VideoCapture,
     next: u64,
-    params: Vector<i32>,
     frame: Mat,
-    buffer: Vector<u8>,
 }
 
 impl SourceReader {
-    pub fn open(path: &Path, version: &str, quality: i32) -> Result<Self, Error> {
+    pub fn open(path: &Path, version: &str) -> Result<Self, Error> {
         Ok(Self {
             path: path.to_path_buf(),
             version: version.to_string(),
             capture: open_capture(path)?,
             next: 0,
-            params: Vector::from_slice(&[imgcodecs::IMWRITE_JPEG_QUALITY, quality]),
             frame: Mat::default(),
-            buffer: Vector::new(),
         })
     }
 
@@ -112,15 +108,13 @@ impl SourceReader {
         Ok(())
     }
 
-    /// The next frame as JPEG, or `None` at the end.
-    pub fn next_jpeg(&mut self) -> Result<Option<Vec<u8>>, Error> {
+    /// The next frame (BGR), or `None` at the end.
+    pub fn next_frame(&mut self) -> Result<Option<&Mat>, Error> {
         if !self.capture.read(&mut self.frame).map_err(cv("decoding"))? || self.frame.empty() {
             return Ok(None);
         }
         self.next += 1;
-        imgcodecs::imencode(".jpg", &self.frame, &mut self.buffer, &self.params)
-            .map_err(cv("JPEG encoding"))?;
-        Ok(Some(self.buffer.to_vec()))
+        Ok(Some(&self.frame))
     }
 }
 
@@ -148,7 +142,8 @@ pub fn rendition_path(dir: &Path, name: &str, rendition: Rendition) -> std::path
 }
 
 /// Writes `<name>_240p/720p/1440p.mp4`: a moving test pattern with the frame number and the
-/// rendition drawn on every frame. Files are written under a temporary name and renamed.
+/// rendition drawn on every frame. Files are written under a temporary name and renamed. Flat
+/// colour compresses well in any codec: `make_detail_demo` is the harder one.
 pub fn make_demo(
     dir: &Path,
     name: &str,
@@ -160,6 +155,145 @@ pub fn make_demo(
         make_demo_rendition(dir, name, rendition, seconds, fps, progress)?;
     }
     Ok(())
+}
+
+/// The fractal the detail demo flies over: a Mandelbrot view `width`×`height`, coloured by
+/// escape time, computed on every core.
+fn fractal_texture(width: i32, height: i32) -> Result<Mat, Error> {
+    let mut texture = Mat::new_rows_cols_with_default(height, width, CV_8UC3, Scalar::all(0.0))
+        .map_err(cv("allocating texture"))?;
+    let bytes = texture.data_bytes_mut().map_err(cv("texture"))?;
+    let row_bytes = width as usize * 3;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rows_each = (height as usize).div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        for (chunk, rows) in bytes.chunks_mut(rows_each * row_bytes).enumerate() {
+            scope.spawn(move || {
+                let scale = 0.6 / width as f64 * 16.0 / 9.0;
+                for (r, row) in rows.chunks_mut(row_bytes).enumerate() {
+                    let y = (chunk * rows_each + r) as f64;
+                    for (x, pixel) in row.chunks_mut(3).enumerate() {
+                        let c_re = -0.745 + (x as f64 - width as f64 / 2.0) * scale;
+                        let c_im = 0.1 + (y - height as f64 / 2.0) * scale;
+                        let (mut re, mut im, mut n) = (0.0f64, 0.0f64, 0u32);
+                        while n < 200 && re * re + im * im < 4.0 {
+                            (re, im) = (re * re - im * im + c_re, 2.0 * re * im + c_im);
+                            n += 1;
+                        }
+                        let v = f64::from(n);
+                        pixel[0] = (128.0 + 127.0 * (v * 0.1).sin()) as u8;
+                        pixel[1] = (128.0 + 127.0 * (v * 0.07 + 1.0).sin()) as u8;
+                        pixel[2] = (128.0 + 127.0 * (v * 0.05 + 2.0).sin()) as u8;
+                    }
+                }
+            });
+        }
+    });
+    Ok(texture)
+}
+
+/// Writes `<name>_240p/720p/1440p.mp4`: a slow zoom, pan and turn over a fractal (fine detail
+/// that moves, as in real footage), made at 1440p and scaled down for the other renditions,
+/// with the frame number marked along the bottom edge. Compression figures on it are not
+/// flattered by flat colour.
+pub fn make_detail_demo(
+    dir: &Path,
+    name: &str,
+    seconds: f64,
+    fps: f64,
+    progress: &mut Progress,
+) -> Result<(), Error> {
+    let frames = (seconds * fps).round().max(1.0) as i32;
+    let top = Rendition::P1440;
+    let (width, height) = (width_for(top.height(), 16.0 / 9.0), top.height());
+    let texture = fractal_texture(width * 3 / 2, height * 3 / 2)?;
+    let mut outputs = RenditionWriters::create(dir, name, fps, 16.0 / 9.0)?;
+    let mut frame = Mat::default();
+    for i in 0..frames {
+        let t = f64::from(i) / fps;
+        // Around the texture's centre drifting right, turning 3°/s, zooming in 12 %/s.
+        let centre = opencv::core::Point2f::new(
+            (texture.cols() / 2) as f32 + (t * 40.0) as f32,
+            (texture.rows() / 2) as f32,
+        );
+        let mut turn = imgproc::get_rotation_matrix_2d(centre, t * 3.0, 1.0 + t * 0.12)
+            .map_err(cv("motion"))?;
+        *turn.at_2d_mut::<f64>(0, 2).map_err(cv("motion"))? -=
+            f64::from(texture.cols() - width) / 2.0;
+        *turn.at_2d_mut::<f64>(1, 2).map_err(cv("motion"))? -=
+            f64::from(texture.rows() - height) / 2.0;
+        imgproc::warp_affine(
+            &texture,
+            &mut frame,
+            &turn,
+            Size::new(width, height),
+            imgproc::INTER_LINEAR,
+            opencv::core::BORDER_REFLECT,
+            Scalar::all(0.0),
+        )
+        .map_err(cv("moving"))?;
+        outputs.write(&frame, Some(i as u64))?;
+        progress.advance(Rendition::ALL.len() as u64);
+    }
+    outputs.finish()
+}
+
+/// The three renditions of one video being written: each frame resized to each rendition's
+/// height (keeping the aspect ratio), files under temporary names until `finish` renames them.
+struct RenditionWriters {
+    dir: std::path::PathBuf,
+    name: String,
+    outputs: Vec<(Rendition, Size, std::path::PathBuf, videoio::VideoWriter)>,
+    resized: Mat,
+}
+
+impl RenditionWriters {
+    fn create(dir: &Path, name: &str, fps: f64, aspect: f64) -> Result<Self, Error> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Media(format!("creating {}: {e}", dir.display())))?;
+        let mut outputs = Vec::new();
+        for rendition in Rendition::ALL {
+            let size = Size::new(width_for(rendition.height(), aspect), rendition.height());
+            let tmp = dir.join(format!(".{name}_{}.tmp.mp4", rendition.label()));
+            outputs.push((rendition, size, tmp.clone(), writer(&tmp, fps, size)?));
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
+            outputs,
+            resized: Mat::default(),
+        })
+    }
+
+    /// Writes `frame` to every rendition, with frame number `mark` drawn on each if given.
+    fn write(&mut self, frame: &Mat, mark: Option<u64>) -> Result<(), Error> {
+        for (_, size, _, out) in self.outputs.iter_mut() {
+            imgproc::resize(
+                frame,
+                &mut self.resized,
+                *size,
+                0.0,
+                0.0,
+                imgproc::INTER_AREA,
+            )
+            .map_err(cv("resizing"))?;
+            if let Some(index) = mark {
+                draw_frame_mark(&mut self.resized, size.width, size.height, index)?;
+            }
+            out.write(&self.resized).map_err(cv("writing frame"))?;
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(), Error> {
+        for (rendition, _, tmp, mut out) in self.outputs {
+            out.release().map_err(cv("closing writer"))?;
+            let path = rendition_path(&self.dir, &self.name, rendition);
+            std::fs::rename(&tmp, &path)
+                .map_err(|e| Error::Media(format!("writing {}: {e}", path.display())))?;
+        }
+        Ok(())
+    }
 }
 
 /// Writes one rendition of the demo (benchmarks make long single-rendition videos with it).
@@ -277,6 +411,18 @@ fn draw_frame_mark(frame: &mut Mat, width: i32, height: i32, index: u64) -> Resu
 pub fn read_frame_mark(jpeg: &[u8]) -> Option<u64> {
     let image =
         imgcodecs::imdecode(&Vector::<u8>::from_slice(jpeg), imgcodecs::IMREAD_GRAYSCALE).ok()?;
+    frame_mark(&image)
+}
+
+/// The frame number drawn on a decoded demo frame (BGR or grey), read back from the pixels.
+pub fn frame_mark(image: &Mat) -> Option<u64> {
+    let mut grey = Mat::default();
+    let image = if image.channels() == 3 {
+        imgproc::cvt_color_def(image, &mut grey, imgproc::COLOR_BGR2GRAY).ok()?;
+        &grey
+    } else {
+        image
+    };
     let (width, height) = (image.cols(), image.rows());
     if width == 0 || height == 0 {
         return None;
@@ -303,31 +449,14 @@ pub fn ingest(
     let info = probe(source)?;
     let mut capture = open_capture(source)?;
     let aspect = info.width as f64 / info.height as f64;
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error::Media(format!("creating {}: {e}", dir.display())))?;
-    let mut outputs = Vec::new();
-    for rendition in Rendition::ALL {
-        let size = Size::new(width_for(rendition.height(), aspect), rendition.height());
-        let tmp = dir.join(format!(".{name}_{}.tmp.mp4", rendition.label()));
-        outputs.push((rendition, size, tmp.clone(), writer(&tmp, info.fps, size)?));
-    }
+    let mut outputs = RenditionWriters::create(dir, name, info.fps, aspect)?;
     let mut frame = Mat::default();
-    let mut resized = Mat::default();
     let mut count = 0u64;
     while capture.read(&mut frame).map_err(cv("decoding"))? && !frame.empty() {
-        for (_, size, _, out) in outputs.iter_mut() {
-            imgproc::resize(&frame, &mut resized, *size, 0.0, 0.0, imgproc::INTER_AREA)
-                .map_err(cv("resizing"))?;
-            out.write(&resized).map_err(cv("writing frame"))?;
-        }
+        outputs.write(&frame, None)?;
         count += 1;
         progress.advance(1);
     }
-    for (rendition, _, tmp, mut out) in outputs {
-        out.release().map_err(cv("closing writer"))?;
-        let path = rendition_path(dir, name, rendition);
-        std::fs::rename(&tmp, &path)
-            .map_err(|e| Error::Media(format!("writing {}: {e}", path.display())))?;
-    }
+    outputs.finish()?;
     Ok(count)
 }

@@ -1,8 +1,11 @@
 //! One running playback: sends frames on the video's clock with at most two queued per viewer,
 //! skips frames when the viewer cannot keep up, adapts the rendition in AUTO, and applies
-//! control actions (switch, pause, resume, seek) between frames.
+//! control actions (switch, pause, resume, seek) between frames. In H.264 it bridges from a
+//! switch, seek or start between keyframes to the next keyframe with JPEG frames of the same
+//! rendition, and a viewer that falls behind skips to the next keyframe.
 
 use crate::cache::{FrameCache, Reader};
+use crate::encoder::Codec;
 use crate::library::Source;
 use crate::library::Video;
 use crate::resolution::Rendition;
@@ -10,7 +13,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use svs_common::proto::stream::{
-    Frame, Notice, Pacing, PlayHeader, PlayResponse, Switched, notice, play_response,
+    Frame, Notice, Pacing, PlayHeader, PlayResponse, Switched, frame, notice, play_response,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -47,6 +50,7 @@ pub struct PlaybackStart {
     pub adaptive: bool,
     pub start_index: u64,
     pub pacing: Pacing,
+    pub codec: Codec,
 }
 
 type Sink = mpsc::Sender<Result<PlayResponse, Status>>;
@@ -55,7 +59,14 @@ pub struct Playback {
     start: PlaybackStart,
     cache: Arc<FrameCache>,
     current: Rendition,
+    /// The current rendition in the playback's codec, read ahead.
     frames: Reader,
+    /// H.264 only: JPEG frames of the current rendition up to the next keyframe, while the
+    /// viewer has no keyframe to decode from (made when needed, never read ahead).
+    bridge: Option<Reader>,
+    /// H.264 only: the frame sent last was the H.264 frame just before `next_index`, so the
+    /// next one decodes without a keyframe.
+    continuous: bool,
     next_index: u64,
     clock_start: Instant,
     clock_index: u64,
@@ -73,10 +84,18 @@ fn response(kind: play_response::Kind) -> PlayResponse {
 
 impl Playback {
     pub fn new(start: PlaybackStart, cache: Arc<FrameCache>, source: &Source) -> Self {
-        let frames = cache.reader(&start.video_name, start.rendition, source);
+        let frames = cache.reader(
+            &start.video_name,
+            start.rendition,
+            start.codec,
+            source,
+            true,
+        );
         let now = Instant::now();
         Self {
             current: start.rendition,
+            bridge: None,
+            continuous: false,
             next_index: start.start_index,
             clock_index: start.start_index,
             start,
@@ -126,12 +145,53 @@ impl Playback {
             .increment(1);
     }
 
+    /// Skips `frames` (in H.264 on to the next keyframe: what follows a lost frame cannot be
+    /// decoded without it).
     fn skip(&mut self, frames: u64) {
+        let mut to = self.next_index + frames;
+        if self.start.codec == Codec::H264 {
+            to = self.frames.next_keyframe(to.min(self.frames.frame_count()));
+            self.continuous = false;
+        }
+        let frames = to.saturating_sub(self.next_index);
         metrics::counter!("svs_stream_frames_skipped_total").increment(frames);
-        self.next_index += frames;
+        self.next_index = to;
         self.skipped_total += frames;
         self.pending_skips = self.pending_skips.saturating_add(frames as u32);
         self.record(true);
+    }
+
+    /// Where frame `index` comes from: the playback's own reader, or in H.264 between a jump
+    /// and the next keyframe the JPEG bridge. Returns the frame, whether it is JPEG, and
+    /// whether it is a keyframe.
+    async fn picture(
+        &mut self,
+        index: u64,
+    ) -> Result<Option<(bytes::Bytes, bool, bool)>, crate::Error> {
+        let bridged =
+            self.start.codec == Codec::H264 && !self.continuous && !self.frames.is_keyframe(index);
+        if !bridged {
+            let keyframe = self.frames.is_keyframe(index);
+            let jpeg = self.start.codec == Codec::Jpeg;
+            return Ok(self.frames.frame(index).await?.map(|f| (f, jpeg, keyframe)));
+        }
+        let bridge = match &mut self.bridge {
+            Some(bridge) => bridge,
+            empty => {
+                let Some(source) = self.start.video.renditions.get(&self.current) else {
+                    return Ok(None);
+                };
+                let reader = self.cache.reader(
+                    &self.start.video_name,
+                    self.current,
+                    Codec::Jpeg,
+                    source,
+                    false,
+                );
+                empty.insert(reader)
+            }
+        };
+        Ok(bridge.frame(index).await?.map(|f| (f, true, true)))
     }
 
     /// Runs until the video ends, the viewer leaves, or `stop` fires.
@@ -150,6 +210,11 @@ impl Playback {
             fps: probe.fps,
             frame_count: self.frames.frame_count(),
             adaptive: self.start.adaptive,
+            codec: match self.start.codec {
+                Codec::Jpeg => svs_common::proto::stream::Codec::Jpeg,
+                Codec::H264 => svs_common::proto::stream::Codec::H264,
+            } as i32,
+            keyframe_interval: self.frames.encoding().keyframe_interval() as u32,
         };
         if sink
             .send(Ok(response(play_response::Kind::Header(header))))
@@ -194,8 +259,8 @@ impl Playback {
             }
             let index = self.next_index;
             let asked = Instant::now();
-            let jpeg = match self.frames.frame(index).await {
-                Ok(Some(jpeg)) => jpeg,
+            let (picture, is_jpeg, keyframe) = match self.picture(index).await {
+                Ok(Some(found)) => found,
                 Ok(None) => break,
                 Err(e) => {
                     let _ = sink
@@ -216,10 +281,17 @@ impl Playback {
                 resolution: self.current.wire() as i32,
                 width: probe.width,
                 height: probe.height,
-                jpeg,
+                picture: Some(if is_jpeg {
+                    frame::Picture::Jpeg(picture)
+                } else {
+                    frame::Picture::H264(picture)
+                }),
+                keyframe,
                 skipped_before: self.pending_skips,
                 skipped_total: self.skipped_total,
             };
+            // What the viewer can decode from next, once this frame is on its way.
+            let continues = !is_jpeg && self.start.codec == Codec::H264;
             let message = Ok(response(play_response::Kind::Frame(frame)));
             if realtime {
                 match sink.try_send(message) {
@@ -228,6 +300,7 @@ impl Playback {
                         self.pending_skips = 0;
                         self.next_index += 1;
                         self.record(false);
+                        self.now_continuous(continues);
                     }
                     // The viewer (or its connection) is not keeping up: drop this frame.
                     Err(mpsc::error::TrySendError::Full(_)) => self.skip(1),
@@ -239,11 +312,27 @@ impl Playback {
                 }
                 self.sent();
                 self.next_index += 1;
+                self.now_continuous(continues);
             }
             if self.start.adaptive && !self.adapt(&sink).await {
                 return;
             }
         }
+    }
+
+    /// After an H.264 frame went out the viewer decodes on without the bridge, which is let go
+    /// (with the JPEG segment it holds).
+    fn now_continuous(&mut self, continuous: bool) {
+        self.continuous = continuous;
+        if continuous {
+            self.bridge = None;
+        }
+    }
+
+    /// The viewer jumped (switch or seek): it needs a keyframe or the bridge to decode again.
+    fn discontinue(&mut self) {
+        self.continuous = false;
+        self.bridge = None;
     }
 
     /// AUTO: down a step when too many recent frames were skipped, up a step after sustained
@@ -281,8 +370,11 @@ impl Playback {
         let Some(source) = self.start.video.renditions.get(&to) else {
             return true;
         };
-        self.frames = self.cache.reader(&self.start.video_name, to, source);
+        self.frames = self
+            .cache
+            .reader(&self.start.video_name, to, self.start.codec, source, true);
         self.current = to;
+        self.discontinue();
         // Same instant in the new rendition (renditions normally share the frame rate).
         let pts = self.next_index as f64 / old_fps;
         self.next_index = (pts * self.fps()).round() as u64;
@@ -333,6 +425,7 @@ impl Playback {
             Action::Seek(seconds) => {
                 let last = self.frames.frame_count().saturating_sub(1);
                 self.next_index = ((seconds.max(0.0) * self.fps()) as u64).min(last);
+                self.discontinue();
                 self.restart_clock();
                 let index = self.next_index;
                 self.state_notice(format!("seeked to frame {index}"), sink)

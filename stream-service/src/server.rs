@@ -76,7 +76,8 @@ pub async fn run(
     }
     let options = CacheOptions {
         max_bytes: limits.cache_max_bytes,
-        quality: limits.jpeg_quality,
+        jpeg_quality: limits.jpeg_quality,
+        h264_qp: limits.h264_qp,
         segment_seconds: limits.segment_seconds,
         encoders: limits.encoders(),
         read_ahead: limits.read_ahead_segments,

@@ -180,6 +180,16 @@ impl StreamService {
             )));
         }
         let pacing = Pacing::try_from(request.pacing).unwrap_or(Pacing::Realtime);
+        let codec = match Codec::try_from(request.codec) {
+            Ok(Codec::Unspecified | Codec::Jpeg) => crate::encoder::Codec::Jpeg,
+            Ok(Codec::H264) => crate::encoder::Codec::H264,
+            Err(_) => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown codec value {}; 1 is JPEG, 2 is H.264",
+                    request.codec
+                )));
+            }
+        };
 
         let total = shared.total.clone().try_acquire_owned().map_err(|_| {
             Error::ResourceExhausted(format!(
@@ -223,6 +233,7 @@ impl StreamService {
             rendition,
             adaptive,
             pacing,
+            codec,
         };
         let source = start.video.renditions[&rendition].clone();
         let cache = shared.cache.clone();

@@ -3,9 +3,19 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::time::Instant;
+use stream_service::encoder::{Encoding, RunEncoder};
 use stream_service::media::{self, SourceReader};
 use stream_service::progress::Progress;
 use stream_service::resolution::Rendition;
+
+/// The next source frame as a JPEG at quality 80.
+fn next_jpeg(reader: &mut SourceReader) -> Result<Option<Vec<u8>>, stream_service::Error> {
+    let mut jpeg = RunEncoder::start(Encoding::Jpeg { quality: 80 }, 10.0)?;
+    match reader.next_frame()? {
+        Some(frame) => Ok(Some(jpeg.encode(frame)?)),
+        None => Ok(None),
+    }
+}
 
 #[test]
 fn seeking_lands_on_the_exact_frame_at_every_rendition() {
@@ -21,18 +31,18 @@ fn seeking_lands_on_the_exact_frame_at_every_rendition() {
         )
         .unwrap();
         let path = media::rendition_path(tmp.path(), "seek", rendition);
-        let mut sequential = SourceReader::open(&path, "v1", 80).unwrap();
+        let mut sequential = SourceReader::open(&path, "v1").unwrap();
         let mut all = Vec::new();
-        while let Some(jpeg) = sequential.next_jpeg().unwrap() {
+        while let Some(jpeg) = next_jpeg(&mut sequential).unwrap() {
             all.push(jpeg);
         }
         assert_eq!(all.len(), 100);
         // Forwards, backwards, across keyframes, the last frame, and reading on after a seek.
-        let mut reader = SourceReader::open(&path, "v1", 80).unwrap();
+        let mut reader = SourceReader::open(&path, "v1").unwrap();
         for at in [57u64, 3, 99, 0, 40, 41, 13, 88, 12] {
             let started = Instant::now();
             reader.seek(at).unwrap();
-            let jpeg = reader.next_jpeg().unwrap().unwrap();
+            let jpeg = next_jpeg(&mut reader).unwrap().unwrap();
             let took = started.elapsed();
             assert_eq!(media::read_frame_mark(&jpeg), Some(at));
             assert!(
@@ -42,7 +52,7 @@ fn seeking_lands_on_the_exact_frame_at_every_rendition() {
             );
             if let Some(next) = all.get(at as usize + 1) {
                 assert!(
-                    reader.next_jpeg().unwrap().unwrap() == *next,
+                    next_jpeg(&mut reader).unwrap().unwrap() == *next,
                     "and the one after it"
                 );
             }
@@ -53,9 +63,9 @@ fn seeking_lands_on_the_exact_frame_at_every_rendition() {
             );
         }
         let started = Instant::now();
-        let mut fresh = SourceReader::open(&path, "v1", 80).unwrap();
+        let mut fresh = SourceReader::open(&path, "v1").unwrap();
         fresh.seek(70).unwrap();
-        assert!(fresh.next_jpeg().unwrap().unwrap() == all[70]);
+        assert!(next_jpeg(&mut fresh).unwrap().unwrap() == all[70]);
         println!(
             "{} open + seek + first frame: {:.1} ms",
             rendition.label(),
@@ -77,9 +87,9 @@ fn the_demo_frame_number_reads_back_from_the_pixels() {
     )
     .unwrap();
     let path = media::rendition_path(tmp.path(), "mark", Rendition::P240);
-    let mut reader = SourceReader::open(&path, "v1", 80).unwrap();
+    let mut reader = SourceReader::open(&path, "v1").unwrap();
     let mut n = 0;
-    while let Some(jpeg) = reader.next_jpeg().unwrap() {
+    while let Some(jpeg) = next_jpeg(&mut reader).unwrap() {
         assert_eq!(media::read_frame_mark(&jpeg), Some(n));
         n += 1;
     }

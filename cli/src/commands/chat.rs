@@ -184,6 +184,7 @@ async fn handle_line(
                         resolution: svs_common::proto::stream::Resolution::Auto as i32,
                         start_seconds: 0.0,
                         pacing: svs_common::proto::stream::Pacing::Realtime as i32,
+                        codec: svs_common::proto::stream::Codec::H264 as i32,
                     };
                     crate::player::play(
                         &mut client,

@@ -3,9 +3,9 @@
 use crate::commands::Global;
 use crate::error::CliError;
 use crate::player::{self, PlayOptions};
-use crate::stream_client::{StreamClient, parse_resolution, resolution_label};
+use crate::stream_client::{StreamClient, parse_codec, parse_resolution, resolution_label};
 use clap::Args;
-use svs_common::proto::stream::{Pacing, PlayRequest, Resolution};
+use svs_common::proto::stream::{Codec, Pacing, PlayRequest, Resolution};
 use svs_common::time::now_ms;
 
 /// A token for stream-service: the cached one while it has a minute left, else a fresh one.
@@ -88,6 +88,11 @@ pub struct PlayArgs {
     /// 240p, 720p, 1440p or auto. Keys 1, 2, 3 and a switch while playing.
     #[arg(long, default_value = "auto", value_parser = parse_resolution)]
     pub resolution: Resolution,
+    /// h264 (about a quarter of JPEG's bit rate; after a switch or seek the frames up to the
+    /// next keyframe come as JPEG, so the change still shows at the next frame) or jpeg (every
+    /// frame stands alone).
+    #[arg(long, default_value = "h264", value_parser = parse_codec)]
+    pub codec: Codec,
     /// Where to start: seconds (90), mm:ss (1:30) or hh:mm:ss (1:02:03).
     #[arg(long, default_value = "0", value_parser = crate::stream_client::parse_position)]
     pub start: f64,
@@ -116,6 +121,7 @@ pub async fn play(global: &Global, args: PlayArgs) -> Result<(), CliError> {
         } else {
             Pacing::Realtime
         } as i32,
+        codec: args.codec as i32,
     };
     let options = PlayOptions {
         headless: args.headless,
@@ -133,8 +139,9 @@ pub async fn play(global: &Global, args: PlayArgs) -> Result<(), CliError> {
         );
     } else {
         println!(
-            "{}: {} frames received, {} decoded, {} skipped, last {} {}x{}, first frame after {:.0} ms, {:.1} fps, {:.0} kbit/s, stopped at {} of {}",
+            "{}: {} frames received ({}), {} decoded, {} skipped, last {} {}x{}, first frame after {:.0} ms, {:.1} fps, {:.0} kbit/s, stopped at {} of {}",
             summary.video,
+            summary.codec,
             summary.frames_received,
             summary.frames_decoded,
             summary.frames_skipped,

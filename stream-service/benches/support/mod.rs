@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use svs_cli::stream_client::StreamClient;
-use svs_common::proto::stream::{Pacing, PlayRequest, Resolution, play_response};
+use svs_common::proto::stream::{Codec, Pacing, PlayRequest, Resolution, play_response};
 
 pub struct Service {
     pub data: std::path::PathBuf,
@@ -123,6 +123,7 @@ pub async fn watch(
     resolution: Resolution,
     pacing: Pacing,
     start_seconds: f64,
+    codec: Codec,
     max_frames: Option<u64>,
 ) -> Seen {
     let asked = Instant::now();
@@ -131,6 +132,7 @@ pub async fn watch(
         resolution: resolution as i32,
         start_seconds,
         pacing: pacing as i32,
+        codec: codec as i32,
     };
     let mut playing = client.play(request).await.unwrap();
     let mut seen = Seen::default();
@@ -146,7 +148,7 @@ pub async fn watch(
                 .push(((now - t0).as_secs_f64() - (f.pts_seconds - pts0)) * 1000.0);
             seen.frames += 1;
             seen.skipped = f.skipped_total;
-            seen.bytes += f.jpeg.len() as u64;
+            seen.bytes += f.picture_bytes().len() as u64;
             seen.width = f.width;
             seen.height = f.height;
             if max_frames.is_some_and(|m| seen.frames >= m) {
@@ -165,6 +167,18 @@ pub async fn watch(
         *v -= earliest;
     }
     seen
+}
+
+/// Milliseconds from asking for `request` to its first frame (`None` if none came).
+pub async fn first_frame_ms(client: &mut StreamClient, request: PlayRequest) -> Option<f64> {
+    let asked = Instant::now();
+    let mut playing = client.play(request).await.unwrap();
+    while let Ok(Some(m)) = playing.stream.message().await {
+        if matches!(m.kind, Some(play_response::Kind::Frame(_))) {
+            return Some(asked.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    None
 }
 
 pub fn percentile(values: &mut [f64], p: f64) -> f64 {

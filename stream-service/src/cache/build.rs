@@ -1,4 +1,5 @@
-//! Encoding a segment on an encoder thread: frames published to viewers one by one as they are
+//! Encoding a segment on an encoder thread, one run at a time (a frame for JPEG, a group of
+//! pictures from a keyframe for H.264): frames published to viewers one by one as they are
 //! encoded, then the complete segment written under a temporary name and renamed, so a killed
 //! build never leaves a half segment with a segment's name.
 
@@ -6,6 +7,7 @@ use super::pool::Encode;
 use super::segment::{Phase, Priority, Segment};
 use super::{FrameCache, segment_file};
 use crate::Error;
+use crate::encoder::RunEncoder;
 use crate::media::SourceReader;
 use bytes::Bytes;
 use std::io::Write;
@@ -35,34 +37,42 @@ impl FrameCache {
         let started = std::time::Instant::now();
         let reader = match reader {
             Some(r) if r.reads(&track.source, &track.key.source_tag) => r,
-            _ => reader.insert(SourceReader::open(
-                &track.source,
-                &track.key.source_tag,
-                self.options.quality,
-            )?),
+            _ => reader.insert(SourceReader::open(&track.source, &track.key.source_tag)?),
         };
+        let run_length = track.run_length();
         let from = segment.filled();
         let mut first_frame_ms = None;
         let mut run = Run::Complete;
-        while let Some(slot) = segment.next_missing() {
+        'runs: while let Some(missing) = segment.next_missing() {
             if should_stop() {
                 run = Run::Yielded;
                 break;
             }
+            // Runs are coded whole from their keyframe (the encoder never stops inside one).
+            let start = missing - missing % run_length;
             // The viewer's frames are done; the start of the segment it skipped can wait until
             // nothing else does (a viewer who needs it asks again).
-            if segment.is_backfill(slot) && segment.priority() > Priority::Warm {
+            if segment.is_backfill(start) && segment.priority() > Priority::Warm {
                 segment.demote();
                 run = Run::Yielded;
                 break;
             }
-            // A no-op when the reader is already there (the next slot of a run).
-            reader.seek(segment.first_frame() + slot as u64)?;
-            match reader.next_jpeg()? {
-                Some(jpeg) => segment.put(slot, Bytes::from(jpeg)),
-                None => segment.end_at(slot),
+            // A no-op when the reader is already there (the next run).
+            reader.seek(segment.first_frame() + start as u64)?;
+            let mut encoder = RunEncoder::start(track.key.encoding, track.fps)?;
+            for slot in start..start + run_length {
+                if slot >= segment.expected_frames() as usize {
+                    break;
+                }
+                match reader.next_frame()? {
+                    Some(frame) => segment.put(slot, Bytes::from(encoder.encode(frame)?)),
+                    None => {
+                        segment.end_at(slot);
+                        continue 'runs;
+                    }
+                }
+                first_frame_ms.get_or_insert(started.elapsed().as_secs_f64() * 1e3);
             }
-            first_frame_ms.get_or_insert(started.elapsed().as_secs_f64() * 1e3);
         }
         tracing::debug!(video = %track.key.video, rendition = track.key.rendition.label(),
             segment = segment.number, priority = ?segment.priority(), from, to = segment.filled(),
@@ -88,7 +98,9 @@ impl FrameCache {
             move |e: std::io::Error| Error::Cache(format!("{text}: {e}"))
         };
         std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
-        let header = segment_file::header(segment.first_frame(), frames);
+        let header = segment_file::header(segment.first_frame(), frames, |n| {
+            key.encoding.is_keyframe(n)
+        });
         let written = (|| {
             let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
             file.write_all(&header)?;

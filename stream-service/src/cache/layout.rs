@@ -1,7 +1,10 @@
 //! Where cached segments live on disk: one directory per `CacheKey`,
-//! `<cache>/<video>/<rendition>/<source tag>-q<quality>-f<frames per segment>/<n>.seg`, so the
-//! versions of one rendition are siblings and no name is ever parsed back out of a file name.
+//! `<cache>/<video>/<rendition><codec>/<source tag>-<encoding>-f<frames per segment>/<n>.seg`
+//! (`demo/720p/…-q80-f60` for JPEG, `demo/720p-h264/…-h264qp28g30-f60` for H.264), so the
+//! versions of one rendition in one codec are siblings and no name is ever parsed back out of a
+//! file name.
 
+use crate::encoder::Encoding;
 use crate::resolution::Rendition;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -13,20 +16,27 @@ pub struct CacheKey {
     pub rendition: Rendition,
     /// Changes when the source file changes.
     pub source_tag: String,
-    pub quality: i32,
+    pub encoding: Encoding,
     pub frames_per_segment: u64,
 }
 
 impl CacheKey {
-    /// `<cache>/<video>/<rendition>`: every version of this rendition lives below it.
+    /// `<cache>/<video>/<rendition><codec>`: every version of this rendition in this codec
+    /// lives below it.
     pub fn rendition_dir(&self, root: &Path) -> PathBuf {
-        root.join(&self.video).join(self.rendition.label())
+        root.join(&self.video).join(format!(
+            "{}{}",
+            self.rendition.label(),
+            self.encoding.dir_suffix()
+        ))
     }
 
     pub fn dir(&self, root: &Path) -> PathBuf {
         self.rendition_dir(root).join(format!(
-            "{}-q{}-f{}",
-            self.source_tag, self.quality, self.frames_per_segment
+            "{}-{}-f{}",
+            self.source_tag,
+            self.encoding.label(),
+            self.frames_per_segment
         ))
     }
 
@@ -146,7 +156,7 @@ mod tests {
             video: video.into(),
             rendition: Rendition::P240,
             source_tag: tag.into(),
-            quality: 80,
+            encoding: Encoding::Jpeg { quality: 80 },
             frames_per_segment: 60,
         }
     }
@@ -161,6 +171,14 @@ mod tests {
         assert_eq!(
             key("a-b", "1-2").segment_path(root, 7),
             Path::new("/c/a-b/240p/1-2-q80-f60/7.seg")
+        );
+        let h264 = CacheKey {
+            encoding: Encoding::H264 { qp: 28, gop: 30 },
+            ..key("a-b", "1-2")
+        };
+        assert_eq!(
+            h264.segment_path(root, 7),
+            Path::new("/c/a-b/240p-h264/1-2-h264qp28g30-f60/7.seg")
         );
     }
 

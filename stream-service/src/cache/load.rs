@@ -56,6 +56,12 @@ impl FrameCache {
         if count == 0 || count > segment.expected_frames() {
             return Err(format!("it holds {count} frames"));
         }
+        let track = &segment.track;
+        if let Some(n) = (0..verified.keyframes.len())
+            .find(|&n| verified.keyframes[n] != track.key.encoding.is_keyframe(n))
+        {
+            return Err(format!("frame {n} is marked as the wrong kind of frame"));
+        }
         let frames = verified
             .frames
             .into_iter()

@@ -19,6 +19,7 @@ pub use reader::Reader;
 pub use segment::Priority;
 
 use crate::Error;
+use crate::encoder::{Codec, Encoding};
 use crate::library::{Library, Source};
 use crate::progress::Progress;
 use crate::resolution::Rendition;
@@ -36,7 +37,9 @@ pub struct CacheOptions {
     /// Bytes of segment files kept; least recently used ones are evicted beyond it.
     pub max_bytes: u64,
     /// JPEG quality (1-100).
-    pub quality: i32,
+    pub jpeg_quality: i32,
+    /// H.264 quantiser (0-51, lower is better and bigger).
+    pub h264_qp: u8,
     /// Seconds of video per segment.
     pub segment_seconds: f64,
     /// Encoder threads.
@@ -114,7 +117,27 @@ impl FrameCache {
         }
     }
 
-    fn track(&self, video: &str, rendition: Rendition, source: &Source) -> Arc<Track> {
+    /// How `codec` is coded for a source at `fps` cut into segments of `per_segment` frames:
+    /// H.264 with a keyframe every second (or at every segment start if segments are shorter).
+    fn encoding(&self, codec: Codec, fps: f64, per_segment: u64) -> Encoding {
+        match codec {
+            Codec::Jpeg => Encoding::Jpeg {
+                quality: self.options.jpeg_quality,
+            },
+            Codec::H264 => Encoding::H264 {
+                qp: self.options.h264_qp,
+                gop: (fps.round().max(1.0) as u64).min(per_segment) as u32,
+            },
+        }
+    }
+
+    fn track(
+        &self,
+        video: &str,
+        rendition: Rendition,
+        codec: Codec,
+        source: &Source,
+    ) -> Arc<Track> {
         let per_segment = (self.options.segment_seconds * source.probe.fps)
             .round()
             .max(1.0) as u64;
@@ -123,21 +146,34 @@ impl FrameCache {
                 video: video.to_string(),
                 rendition,
                 source_tag: source.tag.clone(),
-                quality: self.options.quality,
+                encoding: self.encoding(codec, source.probe.fps, per_segment),
                 frames_per_segment: per_segment,
             },
             source: source.path.clone(),
             frame_count: source.probe.frame_count,
+            fps: source.probe.fps,
         })
     }
 
-    /// A viewer's way into one rendition of `video`.
-    pub fn reader(self: &Arc<Self>, video: &str, rendition: Rendition, source: &Source) -> Reader {
+    /// A viewer's way into one rendition of `video` coded as `codec`, reading ahead as it
+    /// plays, or not at all (`read_ahead` false: a JPEG bridge to the next H.264 keyframe).
+    pub fn reader(
+        self: &Arc<Self>,
+        video: &str,
+        rendition: Rendition,
+        codec: Codec,
+        source: &Source,
+        read_ahead: bool,
+    ) -> Reader {
         Reader::new(
             self.clone(),
-            self.track(video, rendition, source),
+            self.track(video, rendition, codec, source),
             source.probe,
-            self.options.read_ahead,
+            if read_ahead {
+                self.options.read_ahead
+            } else {
+                0
+            },
         )
     }
 
@@ -252,28 +288,32 @@ impl FrameCache {
         }
     }
 
-    /// Queues the first `segments` segments of every rendition of every video that are not
-    /// cached yet, at the lowest priority, so most starts are warm. Progress goes to the log.
+    /// Queues the first `segments` segments of every rendition of every video in both codecs
+    /// (H.264 first: what new clients ask for) that are not cached yet, at the lowest priority,
+    /// so most starts are warm. Progress goes to the log.
     pub fn prewarm(self: &Arc<Self>, library: &Library, segments: u64) {
         if segments == 0 {
             return;
         }
         let mut queued = 0u64;
-        for (name, video) in library.videos() {
-            for (rendition, source) in &video.renditions {
-                let track = self.track(&name, *rendition, source);
-                for number in 0..segments.min(track.segment_count()) {
-                    let path = track.key.segment_path(&self.root, number);
-                    let id = (track.key.clone(), number);
-                    let held = lock(&self.live)
-                        .get(&id)
-                        .is_some_and(|s| s.strong_count() > 0);
-                    if held || lock(&self.disk).touch(&path) {
-                        continue;
+        let videos = library.videos();
+        for codec in [Codec::H264, Codec::Jpeg] {
+            for (name, video) in &videos {
+                for (rendition, source) in &video.renditions {
+                    let track = self.track(name, *rendition, codec, source);
+                    for number in 0..segments.min(track.segment_count()) {
+                        let path = track.key.segment_path(&self.root, number);
+                        let id = (track.key.clone(), number);
+                        let held = lock(&self.live)
+                            .get(&id)
+                            .is_some_and(|s| s.strong_count() > 0);
+                        if held || lock(&self.disk).touch(&path) {
+                            continue;
+                        }
+                        // Queued and held by the pool alone until built.
+                        drop(self.segment(&track, number, Priority::Warm));
+                        queued += 1;
                     }
-                    // Queued and held by the pool alone until built.
-                    drop(self.segment(&track, number, Priority::Warm));
-                    queued += 1;
                 }
             }
         }

@@ -292,11 +292,12 @@ mod tests {
                 video: "v".into(),
                 rendition: Rendition::P240,
                 source_tag: "t".into(),
-                quality: 80,
+                encoding: crate::encoder::Encoding::Jpeg { quality: 80 },
                 frames_per_segment: 40,
             },
             source: "/nonexistent".into(),
             frame_count: 4000,
+            fps: 30.0,
         })
     }
 

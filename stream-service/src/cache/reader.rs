@@ -38,6 +38,20 @@ impl Reader {
         self.track.frame_count
     }
 
+    pub fn encoding(&self) -> crate::encoder::Encoding {
+        self.track.key.encoding
+    }
+
+    /// Whether frame `index` decodes on its own.
+    pub fn is_keyframe(&self, index: u64) -> bool {
+        self.track.is_keyframe(index)
+    }
+
+    /// The first keyframe at or after `index` (the frame count if none is left).
+    pub fn next_keyframe(&self, index: u64) -> u64 {
+        self.track.next_keyframe(index)
+    }
+
     /// Frame `index`, waiting for its segment to be loaded or encoded. `None` past the end.
     pub async fn frame(&mut self, index: u64) -> Result<Option<Bytes>, Error> {
         if index >= self.track.frame_count {

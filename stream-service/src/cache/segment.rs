@@ -17,6 +17,7 @@ pub struct Track {
     pub source: PathBuf,
     /// Frames in the source (as probed).
     pub frame_count: u64,
+    pub fps: f64,
 }
 
 impl Track {
@@ -37,6 +38,28 @@ impl Track {
         self.frame_count
             .saturating_sub(self.first_frame(number))
             .min(self.frames_per_segment())
+    }
+
+    /// Frames coded in one run from a keyframe (1 for JPEG, a group of pictures for H.264).
+    pub fn run_length(&self) -> usize {
+        self.key.encoding.keyframe_interval() as usize
+    }
+
+    /// Whether video frame `index` is a keyframe (keyframes are counted from segment starts).
+    pub fn is_keyframe(&self, index: u64) -> bool {
+        let slot = index % self.frames_per_segment();
+        self.key.encoding.is_keyframe(slot as usize)
+    }
+
+    /// The first keyframe at or after video frame `index` (the frame count if none is left).
+    pub fn next_keyframe(&self, index: u64) -> u64 {
+        let segment_start = index - index % self.frames_per_segment();
+        let run = self.run_length() as u64;
+        let slot = index - segment_start;
+        let next = segment_start + slot.div_ceil(run) * run;
+        // A segment's last run may be short: the next segment starts with a keyframe.
+        next.min(segment_start + self.frames_per_segment())
+            .min(self.frame_count)
     }
 }
 
@@ -183,16 +206,22 @@ impl Segment {
     }
 
     /// Asks the encoder to go to `slot` next if it is missing (a viewer entered or seeked
-    /// there) and not just ahead of where the encoder is (then decoding on beats a seek).
+    /// there) and not just ahead of where the encoder is (then decoding on beats a seek). Runs
+    /// are coded whole, so the encoder goes to the start of the run holding `slot`, and a slot
+    /// whose run has begun is reached by the encoder coding that run.
     /// Returns whether the slot is missing (a viewer will wait for it).
     pub fn want(&self, slot: usize) -> bool {
         let slots = self.slots();
         if slots.frames.get(slot).is_none_or(Option::is_some) {
             return false;
         }
+        let run_start = slot - slot % self.track.run_length();
+        if slots.frames.get(run_start).is_some_and(Option::is_some) {
+            return true;
+        }
         let next = self.next_missing_in(&slots);
-        if next.is_none_or(|n| n > slot || slot - n >= NEAR_SLOTS) {
-            self.wanted_from.store(slot, Ordering::Release);
+        if next.is_none_or(|n| n > run_start || run_start - n >= NEAR_SLOTS) {
+            self.wanted_from.store(run_start, Ordering::Release);
         }
         true
     }
@@ -302,19 +331,49 @@ mod tests {
     use super::*;
     use crate::resolution::Rendition;
 
-    fn segment(frames: u64) -> Arc<Segment> {
+    fn coded_segment(frames: u64, encoding: crate::encoder::Encoding) -> Arc<Segment> {
         let track = Arc::new(Track {
             key: CacheKey {
                 video: "v".into(),
                 rendition: Rendition::P240,
                 source_tag: "t".into(),
-                quality: 80,
+                encoding,
                 frames_per_segment: 20,
             },
             source: "/nonexistent".into(),
             frame_count: frames,
+            fps: 30.0,
         });
         Segment::new(track, 0, Phase::Encoding)
+    }
+
+    fn segment(frames: u64) -> Arc<Segment> {
+        coded_segment(frames, crate::encoder::Encoding::Jpeg { quality: 80 })
+    }
+
+    #[test]
+    fn h264_runs_start_at_keyframes_and_a_viewer_waits_for_the_next() {
+        let s = coded_segment(50, crate::encoder::Encoding::H264 { qp: 28, gop: 6 });
+        let track = &s.track;
+        assert!(track.is_keyframe(0) && track.is_keyframe(18) && track.is_keyframe(20));
+        assert!(!track.is_keyframe(19), "the segment's last run is short");
+        assert_eq!(track.next_keyframe(7), 12);
+        assert_eq!(track.next_keyframe(12), 12);
+        assert_eq!(
+            track.next_keyframe(19),
+            20,
+            "the next segment starts with one"
+        );
+        assert_eq!(track.next_keyframe(49), 50, "none left: the end");
+        // A viewer entering at slot 14 sends the encoder to the run's start, 12.
+        s.want(14);
+        assert_eq!(s.next_missing(), Some(12));
+        for slot in 12..15 {
+            s.put(slot, Bytes::from_static(b"f"));
+        }
+        // Inside a run being coded: the encoder is not moved.
+        s.want(16);
+        assert_eq!(s.next_missing(), Some(15));
     }
 
     #[tokio::test]

@@ -16,17 +16,23 @@ const ENTRY: usize = 12;
 /// Flag bit: the frame decodes on its own.
 pub const KEYFRAME: u32 = 1;
 
-/// The header (everything before the frames) of a segment holding `frames`, each a keyframe.
-pub fn header<F: AsRef<[u8]>>(first_frame: u64, frames: &[F]) -> Vec<u8> {
+/// The header (everything before the frames) of a segment holding `frames`, where frame `n` is
+/// a keyframe if `is_keyframe(n)`.
+pub fn header<F: AsRef<[u8]>>(
+    first_frame: u64,
+    frames: &[F],
+    is_keyframe: impl Fn(usize) -> bool,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(FIXED + frames.len() * ENTRY + 4);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&first_frame.to_be_bytes());
     out.extend_from_slice(&(frames.len() as u32).to_be_bytes());
-    for frame in frames {
+    for (n, frame) in frames.iter().enumerate() {
         let frame = frame.as_ref();
+        let flags = if is_keyframe(n) { KEYFRAME } else { 0 };
         out.extend_from_slice(&(frame.len() as u32).to_be_bytes());
         out.extend_from_slice(&crc32fast::hash(frame).to_be_bytes());
-        out.extend_from_slice(&KEYFRAME.to_be_bytes());
+        out.extend_from_slice(&flags.to_be_bytes());
     }
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_be_bytes());
@@ -38,6 +44,8 @@ pub fn header<F: AsRef<[u8]>>(first_frame: u64, frames: &[F]) -> Vec<u8> {
 pub struct Verified {
     pub first_frame: u64,
     pub frames: Vec<Range<usize>>,
+    /// Which frames are keyframes.
+    pub keyframes: Vec<bool>,
 }
 
 fn be_u32(raw: &[u8], at: usize) -> Option<u32> {
@@ -66,6 +74,7 @@ pub fn verify(raw: &[u8]) -> Result<Verified, String> {
         return Err("the header does not match its checksum".into());
     }
     let mut frames = Vec::with_capacity(count);
+    let mut keyframes = Vec::with_capacity(count);
     let mut at = table_end + 4;
     for n in 0..count {
         let entry = FIXED + n * ENTRY;
@@ -88,6 +97,7 @@ pub fn verify(raw: &[u8]) -> Result<Verified, String> {
             return Err(format!("frame {n} does not match its checksum"));
         }
         frames.push(at..end);
+        keyframes.push(flags & KEYFRAME != 0);
         at = end;
     }
     if at != raw.len() {
@@ -96,6 +106,7 @@ pub fn verify(raw: &[u8]) -> Result<Verified, String> {
     Ok(Verified {
         first_frame,
         frames,
+        keyframes,
     })
 }
 
@@ -106,7 +117,7 @@ mod tests {
 
     fn sample() -> Vec<u8> {
         let frames: [&[u8]; 3] = [b"first frame", b"2", b"the third"];
-        let mut file = header(120, &frames);
+        let mut file = header(120, &frames, |n| n != 1);
         for f in frames {
             file.extend_from_slice(f);
         }
@@ -120,6 +131,7 @@ mod tests {
         assert_eq!(verified.first_frame, 120);
         let frames: Vec<&[u8]> = verified.frames.iter().map(|r| &file[r.clone()]).collect();
         assert_eq!(frames, [&b"first frame"[..], b"2", b"the third"]);
+        assert_eq!(verified.keyframes, [true, false, true]);
 
         let payload = file.len() - 9 - 1;
         let mut damaged = file.clone();

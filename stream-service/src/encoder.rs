@@ -1,0 +1,211 @@
+//! How the cache codes frames: JPEG pictures (OpenCV, each stands alone) or H.264 access units
+//! (Cisco's openh264, built from source: BSD-licensed, encoder and decoder in one crate, no
+//! system library, unlike libavcodec with GPL x264). H.264 is coded one group of pictures at a
+//! time by a fresh encoder: an IDR access unit with SPS and PPS, then P-frames only (baseline
+//! profile: no B-frames, so frames leave in display order). A group depends on nothing outside
+//! itself, so the cache can code any group of any segment in any order, and the same group
+//! always comes out the same. Blocking, like everything that touches OpenCV.
+
+use crate::Error;
+use opencv::core::{Mat, Vector};
+use opencv::prelude::*;
+use opencv::{imgcodecs, imgproc};
+use openh264::OpenH264API;
+use openh264::encoder::{
+    BitRate, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, QpRange,
+    RateControlMode,
+};
+use openh264::formats::YUVSlices;
+
+/// The codecs a viewer can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Codec {
+    Jpeg,
+    H264,
+}
+
+impl Codec {
+    pub fn label(self) -> &'static str {
+        match self {
+            Codec::Jpeg => "jpeg",
+            Codec::H264 => "h264",
+        }
+    }
+}
+
+/// How a cached rendition is coded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    /// JPEG at this quality (1-100): every frame a keyframe.
+    Jpeg { quality: i32 },
+    /// H.264 at a constant quantiser `qp` (0-51, lower is better), a keyframe every `gop`
+    /// frames counted from the start of each segment.
+    H264 { qp: u8, gop: u32 },
+}
+
+impl Encoding {
+    pub fn codec(self) -> Codec {
+        match self {
+            Encoding::Jpeg { .. } => Codec::Jpeg,
+            Encoding::H264 { .. } => Codec::H264,
+        }
+    }
+
+    /// Frames from one keyframe to the next (1 for JPEG).
+    pub fn keyframe_interval(self) -> u64 {
+        match self {
+            Encoding::Jpeg { .. } => 1,
+            Encoding::H264 { gop, .. } => u64::from(gop.max(1)),
+        }
+    }
+
+    /// Whether frame `slot` of a segment is a keyframe.
+    pub fn is_keyframe(self, slot: usize) -> bool {
+        (slot as u64).is_multiple_of(self.keyframe_interval())
+    }
+
+    /// Names the settings in cache directory names (a change of settings is a new version).
+    pub fn label(self) -> String {
+        match self {
+            Encoding::Jpeg { quality } => format!("q{quality}"),
+            Encoding::H264 { qp, gop } => format!("h264qp{qp}g{gop}"),
+        }
+    }
+
+    /// The suffix of the rendition directory, so both codecs of one rendition keep their own
+    /// versions: "" for JPEG (the layout that predates H.264), "-h264".
+    pub fn dir_suffix(self) -> &'static str {
+        match self {
+            Encoding::Jpeg { .. } => "",
+            Encoding::H264 { .. } => "-h264",
+        }
+    }
+}
+
+fn cv(context: &'static str) -> impl Fn(opencv::Error) -> Error {
+    move |e| Error::Media(format!("{context}: {e}"))
+}
+
+fn h264(context: &'static str) -> impl Fn(openh264::Error) -> Error {
+    move |e| Error::Media(format!("{context}: {e}"))
+}
+
+/// Codes one run of frames: a single frame for JPEG, one group of pictures for H.264.
+pub enum RunEncoder {
+    Jpeg {
+        params: Vector<i32>,
+        buffer: Vector<u8>,
+    },
+    H264 {
+        encoder: Box<Encoder>,
+        /// The frame in I420, as the encoder takes it.
+        yuv: Mat,
+    },
+}
+
+impl RunEncoder {
+    /// A new run: for H.264 a fresh encoder whose first frame is an IDR access unit.
+    pub fn start(encoding: Encoding, fps: f64) -> Result<Self, Error> {
+        Ok(match encoding {
+            Encoding::Jpeg { quality } => RunEncoder::Jpeg {
+                params: Vector::from_slice(&[imgcodecs::IMWRITE_JPEG_QUALITY, quality]),
+                buffer: Vector::new(),
+            },
+            Encoding::H264 { qp, gop } => {
+                let qp = qp.min(51);
+                // A constant quantiser: the rate controller is kept from raising it by a target
+                // no frame reaches (so it never skips a frame either), and held to `qp` by the
+                // range. Frame skipping stays "on" only because openh264 warns on stderr at
+                // every start otherwise.
+                let config = EncoderConfig::new()
+                    .rate_control_mode(RateControlMode::Quality)
+                    .bitrate(BitRate::from_bps(100_000_000))
+                    .skip_frames(true)
+                    .qp(QpRange::new(qp, qp))
+                    .max_frame_rate(FrameRate::from_hz(fps as f32))
+                    .intra_frame_period(IntraFramePeriod::from_num_frames(gop.max(1)))
+                    .scene_change_detect(false);
+                let encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
+                    .map_err(h264("starting the H.264 encoder"))?;
+                RunEncoder::H264 {
+                    encoder: Box::new(encoder),
+                    yuv: Mat::default(),
+                }
+            }
+        })
+    }
+
+    /// Codes the next frame of the run (BGR, even width and height for H.264).
+    pub fn encode(&mut self, frame: &Mat) -> Result<Vec<u8>, Error> {
+        match self {
+            RunEncoder::Jpeg { params, buffer } => {
+                imgcodecs::imencode(".jpg", frame, buffer, params).map_err(cv("JPEG encoding"))?;
+                Ok(buffer.to_vec())
+            }
+            RunEncoder::H264 { encoder, yuv } => {
+                imgproc::cvt_color_def(frame, yuv, imgproc::COLOR_BGR2YUV_I420)
+                    .map_err(cv("converting to I420"))?;
+                let (width, height) = (frame.cols() as usize, frame.rows() as usize);
+                if width % 2 != 0 || height % 2 != 0 {
+                    return Err(Error::Media(format!(
+                        "H.264 needs an even frame size, not {width}x{height}"
+                    )));
+                }
+                let data = yuv.data_bytes().map_err(cv("reading I420"))?;
+                let (luma, chroma) = (width * height, width * height / 4);
+                let planes = (
+                    &data[..luma],
+                    &data[luma..luma + chroma],
+                    &data[luma + chroma..luma + 2 * chroma],
+                );
+                let source = YUVSlices::new(planes, (width, height), (width, width / 2, width / 2));
+                let coded = encoder.encode(&source).map_err(h264("H.264 encoding"))?;
+                if matches!(coded.frame_type(), FrameType::Skip | FrameType::Invalid) {
+                    return Err(Error::Media("the H.264 encoder dropped a frame".into()));
+                }
+                Ok(coded.to_vec())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opencv::core::{CV_8UC3, Scalar};
+
+    #[test]
+    fn a_group_starts_with_sps_pps_and_an_idr_and_goes_on_with_p_frames() {
+        let encoding = Encoding::H264 { qp: 28, gop: 4 };
+        let mut run = RunEncoder::start(encoding, 30.0).unwrap();
+        let mut units = Vec::new();
+        for i in 0..4 {
+            let frame =
+                Mat::new_rows_cols_with_default(64, 96, CV_8UC3, Scalar::all(10.0 * i as f64))
+                    .unwrap();
+            units.push(run.encode(&frame).unwrap());
+        }
+        // NAL unit types after each 4-byte start code.
+        let types = |au: &[u8]| -> Vec<u8> {
+            au.windows(5)
+                .filter(|w| w[..4] == [0, 0, 0, 1])
+                .map(|w| w[4] & 0x1f)
+                .collect()
+        };
+        assert_eq!(types(&units[0]), [7, 8, 5], "SPS, PPS, IDR slice");
+        for unit in &units[1..] {
+            assert_eq!(types(unit), [1], "one non-IDR slice");
+        }
+        // What docs/protocol.md shows: constrained baseline SPS first, P slices with
+        // nal_ref_idc 3.
+        assert_eq!(
+            units[0][..7],
+            [0, 0, 0, 1, 0x67, 0x42, 0xc0],
+            "{:02x?}",
+            &units[0][..16]
+        );
+        assert_eq!(units[1][..5], [0, 0, 0, 1, 0x61], "{:02x?}", &units[1][..8]);
+        assert!(encoding.is_keyframe(0) && encoding.is_keyframe(4) && !encoding.is_keyframe(3));
+        assert!(Encoding::Jpeg { quality: 80 }.is_keyframe(3));
+    }
+}
