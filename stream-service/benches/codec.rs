@@ -96,7 +96,7 @@ async fn main() {
         .unwrap();
     let service = support::start(&tmp.path().join("data"), &videos, &["--encoders", "1"]).await;
     println!(
-        "codec benchmark (2-core machine, one encoder thread, viewer on the same machine, TLS on loopback, 10 s 30 fps, H.264 QP 24 / JPEG quality 80)"
+        "codec benchmark (2-core machine, one encoder thread, viewer on the same machine, TLS on loopback, 10 s 30 fps, H.264 QP 27 (flat groups 24) / JPEG quality 80)"
     );
     let renditions: &[(Resolution, &str)] = if quick {
         &[(Resolution::Resolution720p, "720p")]
@@ -129,10 +129,17 @@ async fn main() {
                 let cpu_ms = (service.cpu_seconds() - cpu) * 1e3 / cold.frames as f64;
                 let mut d =
                     decode_and_compare(&service, &videos, video, resolution, label, codec).await;
+                // Keyframes every second: frames 0, 30, 60, ...
+                let keyframe_bits_per_pixel =
+                    d.sizes.iter().step_by(FPS as usize).sum::<u64>() as f64 * 8.0
+                        / (d.sizes.len().div_ceil(FPS as usize) as f64
+                            * f64::from(cold.width)
+                            * f64::from(cold.height));
                 println!(
-                    "{video:>6} {label:>5} {name:>5}: {:>6.2} Mbit/s, PSNR {:>5.2} dB, cache build {:>5.0} frames/s ({:>4.1} ms service CPU/frame), decode median {:>5.2} ms p99 {:>5.2} ms/frame",
+                    "{video:>6} {label:>5} {name:>5}: {:>6.2} Mbit/s, PSNR {:>5.2} dB, keyframes {:.3} bits/pixel, cache build {:>5.0} frames/s ({:>4.1} ms service CPU/frame), decode median {:>5.2} ms p99 {:>5.2} ms/frame",
                     mbits(&d.sizes),
                     d.psnr,
+                    keyframe_bits_per_pixel,
                     build_fps,
                     cpu_ms,
                     percentile(&mut d.decode_ms.clone(), 0.5),

@@ -63,11 +63,15 @@ pub struct Limits {
     /// JPEG quality of encoded frames (1-100).
     #[arg(long, env = "SVS_JPEG_QUALITY", default_value_t = 80, value_parser = clap::value_parser!(i32).range(1..=100))]
     pub jpeg_quality: i32,
-    /// H.264 quantiser (0-51; lower is sharper and bigger). 24 keeps the PSNR within 1 dB of
-    /// JPEG quality 80 at 1440p on fine detail, at a fifth of its bit rate or less (README,
-    /// measured figures).
-    #[arg(long, env = "SVS_H264_QP", default_value_t = 24, value_parser = clap::value_parser!(u8).range(0..=51))]
+    /// H.264 quantiser (0-51; lower is sharper and bigger). 27 keeps the PSNR within 2 dB of
+    /// JPEG quality 80 on fine moving detail at under a third of its bit rate (README, measured
+    /// figures).
+    #[arg(long, env = "SVS_H264_QP", default_value_t = 27, value_parser = clap::value_parser!(u8).range(0..=51))]
     pub h264_qp: u8,
+    /// H.264 quantiser for flat groups of pictures (a keyframe under 0.15 bits per pixel at
+    /// --h264-qp: test patterns, slides, cartoons), where a finer one costs little.
+    #[arg(long, env = "SVS_H264_FLAT_QP", default_value_t = 24, value_parser = clap::value_parser!(u8).range(0..=51))]
+    pub h264_flat_qp: u8,
     /// Frame cache size cap in bytes; least recently used segments are evicted beyond it.
     #[arg(long, env = "SVS_CACHE_MAX_BYTES", default_value_t = 20 * 1024 * 1024 * 1024)]
     pub cache_max_bytes: u64,

@@ -38,9 +38,11 @@ impl Codec {
 pub enum Encoding {
     /// JPEG at this quality (1-100): every frame a keyframe.
     Jpeg { quality: i32 },
-    /// H.264 at a constant quantiser `qp` (0-51, lower is better), a keyframe every `gop`
-    /// frames counted from the start of each segment.
-    H264 { qp: u8, gop: u32 },
+    /// H.264 at a constant quantiser per group of pictures, a keyframe every `gop` frames
+    /// counted from the start of each segment: `qp` (0-51, lower is better), or `flat_qp` for a
+    /// group whose keyframe codes under `FLAT_BITS_PER_PIXEL` at `qp` (flat or synthetic
+    /// pictures, where a finer quantiser costs little: the idea of x264's CRF, crudely).
+    H264 { qp: u8, flat_qp: u8, gop: u32 },
 }
 
 impl Encoding {
@@ -68,7 +70,7 @@ impl Encoding {
     pub fn label(self) -> String {
         match self {
             Encoding::Jpeg { quality } => format!("q{quality}"),
-            Encoding::H264 { qp, gop } => format!("h264qp{qp}g{gop}"),
+            Encoding::H264 { qp, flat_qp, gop } => format!("h264qp{qp}f{flat_qp}g{gop}"),
         }
     }
 
@@ -90,6 +92,11 @@ fn h264(context: &'static str) -> impl Fn(openh264::Error) -> Error {
     move |e| Error::Media(format!("{context}: {e}"))
 }
 
+/// A keyframe coded at the group's `qp` in fewer bits per pixel than this marks a flat group,
+/// coded at `flat_qp` instead. Between the test pattern's keyframes and the fractal's (at QP 27
+/// the 720p and 1440p pattern's take 0.05 or less, the fractal's 0.3 and more).
+pub const FLAT_BITS_PER_PIXEL: f64 = 0.15;
+
 /// Codes one run of frames: a single frame for JPEG, one group of pictures for H.264.
 pub enum RunEncoder {
     Jpeg {
@@ -97,10 +104,56 @@ pub enum RunEncoder {
         buffer: Vector<u8>,
     },
     H264 {
-        encoder: Box<Encoder>,
+        encoding: (u8, u8, u32),
+        fps: f64,
+        /// Made at the group's first frame, once its quantiser is chosen.
+        encoder: Option<Box<Encoder>>,
         /// The frame in I420, as the encoder takes it.
         yuv: Mat,
     },
+}
+
+fn h264_encoder(qp: u8, gop: u32, fps: f64) -> Result<Box<Encoder>, Error> {
+    let qp = qp.min(51);
+    // A constant quantiser: the rate controller is kept from raising it by a target no frame
+    // reaches (so it never skips a frame either), and held to `qp` by the range. Frame skipping
+    // stays "on" only because openh264 warns on stderr at every start otherwise.
+    let config = EncoderConfig::new()
+        .rate_control_mode(RateControlMode::Quality)
+        .bitrate(BitRate::from_bps(100_000_000))
+        .skip_frames(true)
+        .qp(QpRange::new(qp, qp))
+        .max_frame_rate(FrameRate::from_hz(fps as f32))
+        .intra_frame_period(IntraFramePeriod::from_num_frames(gop.max(1)))
+        .scene_change_detect(false);
+    Encoder::with_api_config(OpenH264API::from_source(), config)
+        .map(Box::new)
+        .map_err(h264("starting the H.264 encoder"))
+}
+
+/// Codes one frame (BGR, even width and height) as one access unit.
+fn encode_h264(encoder: &mut Encoder, frame: &Mat, yuv: &mut Mat) -> Result<Vec<u8>, Error> {
+    let (width, height) = (frame.cols() as usize, frame.rows() as usize);
+    if width % 2 != 0 || height % 2 != 0 {
+        return Err(Error::Media(format!(
+            "H.264 needs an even frame size, not {width}x{height}"
+        )));
+    }
+    imgproc::cvt_color_def(frame, yuv, imgproc::COLOR_BGR2YUV_I420)
+        .map_err(cv("converting to I420"))?;
+    let data = yuv.data_bytes().map_err(cv("reading I420"))?;
+    let (luma, chroma) = (width * height, width * height / 4);
+    let planes = (
+        &data[..luma],
+        &data[luma..luma + chroma],
+        &data[luma + chroma..luma + 2 * chroma],
+    );
+    let source = YUVSlices::new(planes, (width, height), (width, width / 2, width / 2));
+    let coded = encoder.encode(&source).map_err(h264("H.264 encoding"))?;
+    if matches!(coded.frame_type(), FrameType::Skip | FrameType::Invalid) {
+        return Err(Error::Media("the H.264 encoder dropped a frame".into()));
+    }
+    Ok(coded.to_vec())
 }
 
 impl RunEncoder {
@@ -111,27 +164,12 @@ impl RunEncoder {
                 params: Vector::from_slice(&[imgcodecs::IMWRITE_JPEG_QUALITY, quality]),
                 buffer: Vector::new(),
             },
-            Encoding::H264 { qp, gop } => {
-                let qp = qp.min(51);
-                // A constant quantiser: the rate controller is kept from raising it by a target
-                // no frame reaches (so it never skips a frame either), and held to `qp` by the
-                // range. Frame skipping stays "on" only because openh264 warns on stderr at
-                // every start otherwise.
-                let config = EncoderConfig::new()
-                    .rate_control_mode(RateControlMode::Quality)
-                    .bitrate(BitRate::from_bps(100_000_000))
-                    .skip_frames(true)
-                    .qp(QpRange::new(qp, qp))
-                    .max_frame_rate(FrameRate::from_hz(fps as f32))
-                    .intra_frame_period(IntraFramePeriod::from_num_frames(gop.max(1)))
-                    .scene_change_detect(false);
-                let encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
-                    .map_err(h264("starting the H.264 encoder"))?;
-                RunEncoder::H264 {
-                    encoder: Box::new(encoder),
-                    yuv: Mat::default(),
-                }
-            }
+            Encoding::H264 { qp, flat_qp, gop } => RunEncoder::H264 {
+                encoding: (qp, flat_qp, gop),
+                fps,
+                encoder: None,
+                yuv: Mat::default(),
+            },
         })
     }
 
@@ -142,28 +180,25 @@ impl RunEncoder {
                 imgcodecs::imencode(".jpg", frame, buffer, params).map_err(cv("JPEG encoding"))?;
                 Ok(buffer.to_vec())
             }
-            RunEncoder::H264 { encoder, yuv } => {
-                imgproc::cvt_color_def(frame, yuv, imgproc::COLOR_BGR2YUV_I420)
-                    .map_err(cv("converting to I420"))?;
-                let (width, height) = (frame.cols() as usize, frame.rows() as usize);
-                if width % 2 != 0 || height % 2 != 0 {
-                    return Err(Error::Media(format!(
-                        "H.264 needs an even frame size, not {width}x{height}"
-                    )));
+            RunEncoder::H264 {
+                encoding: (qp, flat_qp, gop),
+                fps,
+                encoder,
+                yuv,
+            } => {
+                if let Some(encoder) = encoder {
+                    return encode_h264(encoder, frame, yuv);
                 }
-                let data = yuv.data_bytes().map_err(cv("reading I420"))?;
-                let (luma, chroma) = (width * height, width * height / 4);
-                let planes = (
-                    &data[..luma],
-                    &data[luma..luma + chroma],
-                    &data[luma + chroma..luma + 2 * chroma],
-                );
-                let source = YUVSlices::new(planes, (width, height), (width, width / 2, width / 2));
-                let coded = encoder.encode(&source).map_err(h264("H.264 encoding"))?;
-                if matches!(coded.frame_type(), FrameType::Skip | FrameType::Invalid) {
-                    return Err(Error::Media("the H.264 encoder dropped a frame".into()));
+                // The group's keyframe: at `qp`, and again at `flat_qp` if it came out flat.
+                let mut chosen = h264_encoder(*qp, *gop, *fps)?;
+                let mut unit = encode_h264(&mut chosen, frame, yuv)?;
+                let pixels = (frame.cols() as f64 * frame.rows() as f64).max(1.0);
+                if *flat_qp < *qp && unit.len() as f64 * 8.0 / pixels < FLAT_BITS_PER_PIXEL {
+                    chosen = h264_encoder(*flat_qp, *gop, *fps)?;
+                    unit = encode_h264(&mut chosen, frame, yuv)?;
                 }
-                Ok(coded.to_vec())
+                *encoder = Some(chosen);
+                Ok(unit)
             }
         }
     }
@@ -176,7 +211,11 @@ mod tests {
 
     #[test]
     fn a_group_starts_with_sps_pps_and_an_idr_and_goes_on_with_p_frames() {
-        let encoding = Encoding::H264 { qp: 28, gop: 4 };
+        let encoding = Encoding::H264 {
+            qp: 28,
+            flat_qp: 28,
+            gop: 4,
+        };
         let mut run = RunEncoder::start(encoding, 30.0).unwrap();
         let mut units = Vec::new();
         for i in 0..4 {
@@ -207,5 +246,45 @@ mod tests {
         assert_eq!(units[1][..5], [0, 0, 0, 1, 0x61], "{:02x?}", &units[1][..8]);
         assert!(encoding.is_keyframe(0) && encoding.is_keyframe(4) && !encoding.is_keyframe(3));
         assert!(Encoding::Jpeg { quality: 80 }.is_keyframe(3));
+    }
+
+    /// The keyframe of a group, coded with `qp` 28 and `flat_qp` 20.
+    fn keyframe_size(frame: &Mat) -> usize {
+        let encoding = Encoding::H264 {
+            qp: 28,
+            flat_qp: 20,
+            gop: 4,
+        };
+        RunEncoder::start(encoding, 30.0)
+            .unwrap()
+            .encode(frame)
+            .unwrap()
+            .len()
+    }
+
+    #[test]
+    fn a_flat_group_is_coded_finer_and_a_detailed_one_is_not() {
+        let flat = Mat::new_rows_cols_with_default(240, 320, CV_8UC3, Scalar::all(90.0)).unwrap();
+        let mut noise =
+            Mat::new_rows_cols_with_default(240, 320, CV_8UC3, Scalar::all(0.0)).unwrap();
+        opencv::core::randu(&mut noise, &Scalar::all(0.0), &Scalar::all(255.0)).unwrap();
+        let coarse = |frame: &Mat| {
+            let encoding = Encoding::H264 {
+                qp: 28,
+                flat_qp: 28,
+                gop: 4,
+            };
+            let mut run = RunEncoder::start(encoding, 30.0).unwrap();
+            run.encode(frame).unwrap().len()
+        };
+        assert!(
+            keyframe_size(&flat) > coarse(&flat),
+            "flat: finer, so bigger"
+        );
+        assert_eq!(
+            keyframe_size(&noise),
+            coarse(&noise),
+            "detailed: kept at qp"
+        );
     }
 }

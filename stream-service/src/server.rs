@@ -78,6 +78,7 @@ pub async fn run(
         max_bytes: limits.cache_max_bytes,
         jpeg_quality: limits.jpeg_quality,
         h264_qp: limits.h264_qp,
+        h264_flat_qp: limits.h264_flat_qp,
         segment_seconds: limits.segment_seconds,
         encoders: limits.encoders(),
         read_ahead: limits.read_ahead_segments,

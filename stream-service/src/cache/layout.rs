@@ -173,12 +173,16 @@ mod tests {
             Path::new("/c/a-b/240p/1-2-q80-f60/7.seg")
         );
         let h264 = CacheKey {
-            encoding: Encoding::H264 { qp: 28, gop: 30 },
+            encoding: Encoding::H264 {
+                qp: 28,
+                flat_qp: 24,
+                gop: 30,
+            },
             ..key("a-b", "1-2")
         };
         assert_eq!(
             h264.segment_path(root, 7),
-            Path::new("/c/a-b/240p-h264/1-2-h264qp28g30-f60/7.seg")
+            Path::new("/c/a-b/240p-h264/1-2-h264qp28f24g30-f60/7.seg")
         );
     }
 

@@ -40,6 +40,8 @@ pub struct CacheOptions {
     pub jpeg_quality: i32,
     /// H.264 quantiser (0-51, lower is better and bigger).
     pub h264_qp: u8,
+    /// H.264 quantiser of flat groups of pictures (`encoder::FLAT_BITS_PER_PIXEL`).
+    pub h264_flat_qp: u8,
     /// Seconds of video per segment.
     pub segment_seconds: f64,
     /// Encoder threads.
@@ -126,6 +128,7 @@ impl FrameCache {
             },
             Codec::H264 => Encoding::H264 {
                 qp: self.options.h264_qp,
+                flat_qp: self.options.h264_flat_qp,
                 gop: (fps.round().max(1.0) as u64).min(per_segment) as u32,
             },
         }

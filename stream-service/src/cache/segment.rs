@@ -353,7 +353,14 @@ mod tests {
 
     #[test]
     fn h264_runs_start_at_keyframes_and_a_viewer_waits_for_the_next() {
-        let s = coded_segment(50, crate::encoder::Encoding::H264 { qp: 28, gop: 6 });
+        let s = coded_segment(
+            50,
+            crate::encoder::Encoding::H264 {
+                qp: 28,
+                flat_qp: 24,
+                gop: 6,
+            },
+        );
         let track = &s.track;
         assert!(track.is_keyframe(0) && track.is_keyframe(18) && track.is_keyframe(20));
         assert!(!track.is_keyframe(19), "the segment's last run is short");
