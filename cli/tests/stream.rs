@@ -378,6 +378,45 @@ async fn h264_plays_every_rendition_with_a_keyframe_a_second_and_old_clients_sti
     s.stream.stop().await;
 }
 
+#[tokio::test]
+async fn an_h264_playback_is_recorded_frame_for_frame() {
+    use opencv::prelude::*;
+    let s = setup(&[]).await;
+    let mut client = s.client("viewer").await;
+    let path = s.videos.parent().unwrap().join("recorded.avi");
+    let options = PlayOptions {
+        record: Some(path.clone()),
+        ..HEADLESS
+    };
+    let summary = player::play(
+        &mut client,
+        in_h264(request(
+            Resolution::Resolution240p,
+            Pacing::AsFastAsPossible,
+        )),
+        &options,
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.frames_decoded, DEMO_FRAMES);
+    let mut recorded =
+        opencv::videoio::VideoCapture::from_file(path.to_str().unwrap(), opencv::videoio::CAP_ANY)
+            .unwrap();
+    let mut frame = opencv::core::Mat::default();
+    let mut index = 0;
+    while recorded.read(&mut frame).unwrap() && !frame.empty() {
+        assert_eq!((frame.cols(), frame.rows()), (426, 240));
+        assert_eq!(
+            stream_service::media::frame_mark(&frame),
+            Some(index),
+            "recorded frame {index} shows itself"
+        );
+        index += 1;
+    }
+    assert_eq!(index, DEMO_FRAMES, "every frame recorded");
+    s.stream.stop().await;
+}
+
 /// Decodes every frame of one playback in order, as a viewer does.
 struct Viewer {
     decoder: svs_cli::picture::PictureDecoder,
