@@ -10,10 +10,12 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+use support::viewer::Viewer;
 use support::*;
 use svs_cli::stream_client::StreamClient;
 use svs_common::proto::stream::{
-    Frame, Pacing, PlayRequest, PlayResponse, Resolution, control_request, notice, play_response,
+    Codec, Frame, Pacing, PlayRequest, PlayResponse, Resolution, control_request, notice,
+    play_response,
 };
 use tonic::Streaming;
 
@@ -169,6 +171,71 @@ async fn play_to_end(
 const P240: (i32, i32) = (426, 240);
 const P720: (i32, i32) = (1280, 720);
 const P1440: (i32, i32) = (2560, 1440);
+
+#[tokio::test]
+async fn h264_start_seek_and_switch_anywhere_in_a_long_video_show_the_right_frame() {
+    let s = setup(&[]).await;
+    let mut client = s.client().await;
+    // Keyframes every second: every 8 frames. Start cold 60.5 s in, between two (frame 484).
+    let mut r = request(Resolution::Resolution720p, 60.5, Pacing::Realtime);
+    r.codec = Codec::H264 as i32;
+    let mut playing = client.play(r).await.unwrap();
+    assert_eq!(playing.header.keyframe_interval, 8);
+    let id = playing.header.playback_id.clone();
+    let mut viewer = Viewer::new();
+    let (first, _) = next_frame(&mut playing.stream).await;
+    assert_eq!(first.index, 484);
+    viewer.check_h264(&first, P720, 8);
+    let mut bridged = u64::from(first.jpeg().is_some());
+    let mut last = first.index;
+    // Runs of 12 frames: each decodes at its size showing itself, bridged only to the keyframe.
+    let run = async |playing: &mut svs_cli::stream_client::Playing,
+                     viewer: &mut Viewer,
+                     size: (i32, i32),
+                     last: &mut u64,
+                     bridged: &mut u64| {
+        for _ in 0..12 {
+            let (f, _) = next_frame(&mut playing.stream).await;
+            viewer.check_h264(&f, size, 8);
+            assert!(f.index > *last, "in order");
+            *last = f.index;
+            *bridged += u64::from(f.jpeg().is_some());
+        }
+    };
+    run(&mut playing, &mut viewer, P720, &mut last, &mut bridged).await;
+    assert_eq!(
+        bridged, 4,
+        "frames 484-487 bridged, H.264 from the keyframe at 488"
+    );
+    // Forwards to 2:00.25 (frame 962), back to 0:10.5 (frame 84), both cold.
+    for (seconds, frame) in [(120.25, 962), (10.5, 84)] {
+        client
+            .control(&id, control_request::Action::SeekSeconds(seconds))
+            .await
+            .unwrap();
+        let (f, _) = frame_after_notice(&mut playing.stream, "seeked", Instant::now()).await;
+        assert_eq!(f.index, frame);
+        viewer.jumped();
+        viewer.check_h264(&f, P720, 8);
+        last = f.index;
+        run(&mut playing, &mut viewer, P720, &mut last, &mut bridged).await;
+    }
+    // Switch to 1440p between keyframes: the next frame is 1440p.
+    client
+        .control(
+            &id,
+            control_request::Action::SwitchTo(Resolution::Resolution1440p as i32),
+        )
+        .await
+        .unwrap();
+    let (f, _) = frame_after_notice(&mut playing.stream, "switched", Instant::now()).await;
+    viewer.jumped();
+    viewer.check_h264(&f, P1440, 8);
+    assert!(f.index > last, "continues where it was");
+    last = f.index;
+    run(&mut playing, &mut viewer, P1440, &mut last, &mut bridged).await;
+    s.stream.stop().await;
+}
 
 #[tokio::test]
 async fn start_seek_and_switch_anywhere_land_on_the_right_frame() {

@@ -5,6 +5,7 @@
 mod support;
 
 use std::time::Duration;
+use support::viewer::Viewer;
 use support::*;
 use svs_cli::player::{self, PlayOptions};
 use svs_cli::stream_client::StreamClient;
@@ -415,33 +416,6 @@ async fn an_h264_playback_is_recorded_frame_for_frame() {
     }
     assert_eq!(index, DEMO_FRAMES, "every frame recorded");
     s.stream.stop().await;
-}
-
-/// Decodes every frame of one playback in order, as a viewer does.
-struct Viewer {
-    decoder: svs_cli::picture::PictureDecoder,
-    image: opencv::core::Mat,
-}
-
-impl Viewer {
-    fn new() -> Self {
-        Self {
-            decoder: svs_cli::picture::PictureDecoder::new(),
-            image: opencv::core::Mat::default(),
-        }
-    }
-
-    /// The frame's decoded size and the frame number drawn on it.
-    fn show(&mut self, f: &Frame) -> ((i32, i32), Option<u64>) {
-        use opencv::prelude::*;
-        self.decoder
-            .decode(f.picture.as_ref().unwrap(), f.keyframe, &mut self.image)
-            .unwrap_or_else(|e| panic!("frame {} does not decode: {e}", f.index));
-        (
-            (self.image.cols(), self.image.rows()),
-            stream_service::media::frame_mark(&self.image),
-        )
-    }
 }
 
 /// Reads and shows frames until the notice `is_it` picks, then returns the frame after it.

@@ -7,6 +7,7 @@ pub mod net;
 /// Process helpers shared with the directory's tests.
 #[path = "../../../directory-service/tests/support/mod.rs"]
 pub mod process;
+pub mod viewer;
 
 use clap::Parser;
 use directory_service::{Config, server};
