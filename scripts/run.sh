@@ -8,7 +8,7 @@ bin=target/release
 mkdir -p data videos
 
 if ! ls videos/*_*.mp4 >/dev/null 2>&1; then
-  echo "videos/ is empty: making the demo video (10 s in 240p, 720p and 1440p)"
+  echo "videos/ is empty: making the demo videos (demo and detail, 10 s each in 240p, 720p and 1440p)"
   "$bin/stream-service" make-demo --videos videos
 fi
 
