@@ -24,6 +24,17 @@ fn value(text: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
+/// The demo at 240p as fast as possible, in JPEG (no codec named).
+fn demo_240p_fast() -> PlayRequest {
+    PlayRequest {
+        video: "demo".into(),
+        resolution: Resolution::Resolution240p as i32,
+        start_seconds: 0.0,
+        pacing: Pacing::AsFastAsPossible as i32,
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
 async fn counters_move_with_what_the_services_do() {
     let tmp = tempfile::tempdir().unwrap();
@@ -89,13 +100,7 @@ async fn counters_move_with_what_the_services_do() {
         .await
         .unwrap();
     let mut bare = svs_common::proto::stream::stream_client::StreamClient::new(channel);
-    let request = PlayRequest {
-        video: "demo".into(),
-        resolution: Resolution::Resolution240p as i32,
-        start_seconds: 0.0,
-        pacing: Pacing::AsFastAsPossible as i32,
-        ..Default::default()
-    };
+    let request = demo_240p_fast();
     assert!(bare.play(request.clone()).await.is_err());
     let mut client = stream.client(&alice.token).await;
     let options = PlayOptions {
@@ -133,6 +138,16 @@ async fn counters_move_with_what_the_services_do() {
             &["found=\"encoder\""]
         ) >= 1.0
     );
+    // H.264 from 1.2 s (frame 18): JPEG bridge frames 18-29 up to the keyframe at 30.
+    let h264 = PlayRequest {
+        start_seconds: 1.2,
+        codec: svs_common::proto::stream::Codec::H264 as i32,
+        ..demo_240p_fast()
+    };
+    let summary = player::play(&mut client, h264, &options).await.unwrap();
+    assert_eq!(summary.bridge_frames, 12);
+    let metrics = scrape(stream_port).await;
+    assert_eq!(value(&metrics, "svs_stream_bridge_frames_total", &[]), 12.0);
     stream.stop().await;
     dir.stop().await;
 }

@@ -140,9 +140,13 @@ impl Playback {
         }
     }
 
-    fn sent(&self) {
+    /// Counts a frame that went out (`bridged`: a JPEG frame of an H.264 playback).
+    fn sent(&self, bridged: bool) {
         metrics::counter!("svs_stream_frames_sent_total", "rendition" => self.current.label())
             .increment(1);
+        if bridged {
+            metrics::counter!("svs_stream_bridge_frames_total").increment(1);
+        }
     }
 
     /// Skips `frames` (in H.264 on to the next keyframe: what follows a lost frame cannot be
@@ -296,7 +300,7 @@ impl Playback {
             if realtime {
                 match sink.try_send(message) {
                     Ok(()) => {
-                        self.sent();
+                        self.sent(is_jpeg && self.start.codec == Codec::H264);
                         self.pending_skips = 0;
                         self.next_index += 1;
                         self.record(false);
@@ -310,7 +314,7 @@ impl Playback {
                 if sink.send(message).await.is_err() {
                     return;
                 }
-                self.sent();
+                self.sent(is_jpeg && self.start.codec == Codec::H264);
                 self.next_index += 1;
                 self.now_continuous(continues);
             }
