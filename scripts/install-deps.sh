@@ -3,11 +3,11 @@
 # System packages: a C toolchain, pkg-config, clang/libclang (for the opencv crate's bindings),
 # the OpenCV development libraries, nasm (openh264's assembly: the H.264 codec is built from
 # source, about twice as fast with it), python3-venv (grpcurl from PyPI, for the tests) and curl (the
-# compose test scrapes metrics with it) and nats-server (cluster mode runs on NATS JetStream; the
-# tests start a real one).
+# compose test scrapes metrics with it), nats-server (cluster mode runs on NATS JetStream; the
+# tests start a real one), and xvfb and xdotool (a test plays in a real window and types keys).
 set -euo pipefail
 
-packages=(build-essential pkg-config clang libclang-dev libopencv-dev nasm python3-venv curl nats-server)
+packages=(build-essential pkg-config clang libclang-dev libopencv-dev nasm python3-venv curl nats-server xvfb xdotool)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -11,5 +11,6 @@ pub mod player;
 pub mod reconnect;
 pub mod session;
 pub mod stream_client;
+pub mod window;
 
 pub use error::CliError;

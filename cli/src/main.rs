@@ -43,9 +43,25 @@ enum Command {
     Play(play::PlayArgs),
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// The main thread serves video windows (Qt wants them all on the thread it exits on); the
+/// command runs on a runtime thread beside it.
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    svs_cli::window::serve(move || {
+        match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(run(cli)),
+            Err(e) => {
+                eprintln!("error: cannot start the async runtime: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn run(cli: Cli) -> ExitCode {
     let global = &cli.global;
     let result = match cli.command {
         Command::Chat => chat::run(global).await,

@@ -1,13 +1,15 @@
 //! The player: receives frames, decodes every one (`picture`) on its own thread, shows them in a
-//! window (only when a display exists: Qt's highgui aborts the process without one) or counts
-//! them headless, records to MJPEG AVI on request, turns keys into Control calls, and sums up.
+//! window (only when a display exists: Qt's highgui aborts the process without one; the window
+//! itself lives on the window thread, `window`) with an overlay of live figures on `i`, or
+//! counts them headless, records to MJPEG AVI on request, turns keys into Control calls, and
+//! sums up.
 
 use crate::error::CliError;
 use crate::picture::PictureDecoder;
 use crate::stream_client::{Playing, StreamClient, codec_label, resolution_label};
-use opencv::core::{Mat, Size};
+use opencv::core::{Mat, Point, Rect, Scalar, Size};
 use opencv::prelude::*;
-use opencv::{highgui, imgproc, videoio};
+use opencv::{imgproc, videoio};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use svs_common::proto::stream::{
@@ -101,6 +103,7 @@ enum Key {
     Switch(Resolution),
     TogglePause,
     SeekBy(f64),
+    ToggleOverlay,
     Quit,
 }
 
@@ -111,6 +114,7 @@ fn key_for(code: i32) -> Option<Key> {
         c if c == '3' as i32 => Some(Key::Switch(Resolution::Resolution1440p)),
         c if c == 'a' as i32 => Some(Key::Switch(Resolution::Auto)),
         c if c == ' ' as i32 => Some(Key::TogglePause),
+        c if c == 'i' as i32 => Some(Key::ToggleOverlay),
         c if c == 'q' as i32 || c == 27 => Some(Key::Quit),
         81 | 65361 | 2424832 => Some(Key::SeekBy(-5.0)),
         83 | 65363 | 2555904 => Some(Key::SeekBy(5.0)),
@@ -124,48 +128,74 @@ struct ViewItem {
     fps: f64,
     /// The window's title: video, rendition, position and duration.
     title: String,
+    /// Live figures drawn over the picture (`i` toggles them).
+    overlay: Option<Overlay>,
+}
+
+/// What the overlay shows: lines of text and how far through the video the playback is.
+#[derive(Debug, Clone)]
+struct Overlay {
+    lines: Vec<String>,
+    progress: f64,
 }
 
 fn cv(e: opencv::Error) -> String {
     e.to_string()
 }
 
-/// Decodes (and shows, and records) frames until the channel closes. Runs on its own thread;
-/// no OpenCV object leaves it. Returns the decoded size of each frame in order.
+/// Draws `overlay` in the top left corner of `image` and a progress bar along its top edge.
+fn draw_overlay(image: &mut Mat, overlay: &Overlay) -> Result<(), String> {
+    let (width, height) = (image.cols(), image.rows());
+    let scale = (f64::from(height) / 720.0).max(0.4);
+    let line = (28.0 * scale) as i32;
+    let box_height = line * overlay.lines.len() as i32 + line / 2;
+    let mut shade = image
+        .roi_mut(Rect::new(0, 0, (width / 2).max(1), box_height.min(height)))
+        .map_err(cv)?;
+    let copy = shade.try_clone().map_err(cv)?;
+    // Darkens the text's background to half, so it reads on any picture.
+    copy.convert_to(&mut shade, -1, 0.5, 0.0).map_err(cv)?;
+    for (n, text) in overlay.lines.iter().enumerate() {
+        imgproc::put_text(
+            image,
+            text,
+            Point::new(line / 3, line * (n as i32 + 1)),
+            imgproc::FONT_HERSHEY_SIMPLEX,
+            0.7 * scale,
+            Scalar::all(255.0),
+            (2.0 * scale).max(1.0) as i32,
+            imgproc::LINE_AA,
+            false,
+        )
+        .map_err(cv)?;
+    }
+    let bar = ((f64::from(width) * overlay.progress.clamp(0.0, 1.0)) as i32).max(1);
+    imgproc::rectangle(
+        image,
+        Rect::new(0, 0, bar, (4.0 * scale).max(2.0) as i32),
+        Scalar::new(0.0, 200.0, 255.0, 0.0),
+        -1,
+        imgproc::LINE_8,
+        0,
+    )
+    .map_err(cv)?;
+    Ok(())
+}
+
+/// Decodes (and records, and hands to the window) frames until the channel closes. Runs on its
+/// own thread and never touches the window system itself. Returns the decoded size of each
+/// frame in order.
 fn view_loop(
     mut frames: mpsc::Receiver<ViewItem>,
-    window: bool,
+    window: Option<crate::window::Window>,
     record: Option<PathBuf>,
-    keys: mpsc::UnboundedSender<Key>,
 ) -> Result<Vec<(u32, u32)>, String> {
     let mut sizes = Vec::new();
     let mut writer: Option<(videoio::VideoWriter, Size)> = None;
     let mut resized = Mat::default();
-    let mut shown_title = String::new();
     let mut decoder = PictureDecoder::new();
     let mut mat = Mat::default();
-    if window {
-        highgui::named_window("svs", highgui::WINDOW_AUTOSIZE).map_err(cv)?;
-    }
-    loop {
-        let item = if window {
-            // Keep the window responsive (and its keys read) while no frames come, e.g. paused.
-            match frames.try_recv() {
-                Ok(item) => item,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    if let Some(key) = key_for(highgui::wait_key(15).map_err(cv)?) {
-                        let _ = keys.send(key);
-                    }
-                    continue;
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-            }
-        } else {
-            match frames.blocking_recv() {
-                Some(item) => item,
-                None => break,
-            }
-        };
+    while let Some(item) = frames.blocking_recv() {
         if decoder
             .decode(&item.picture, item.keyframe, &mut mat)
             .is_err()
@@ -196,22 +226,19 @@ fn view_loop(
                 }
             }
         }
-        if window {
-            if item.title != shown_title {
-                highgui::set_window_title("svs", &item.title).map_err(cv)?;
-                shown_title = item.title;
+        if let Some(window) = &window {
+            // The decoder writes the next picture into a fresh image; this one goes to the window.
+            let mut image = std::mem::take(&mut mat);
+            if let Some(overlay) = &item.overlay {
+                draw_overlay(&mut image, overlay)?;
             }
-            highgui::imshow("svs", &mat).map_err(cv)?;
-            if let Some(key) = key_for(highgui::wait_key(1).map_err(cv)?) {
-                let _ = keys.send(key);
+            if !window.show(image, item.title) {
+                break;
             }
         }
     }
     if let Some((mut w, _)) = writer {
         w.release().map_err(cv)?;
-    }
-    if window {
-        let _ = highgui::destroy_all_windows();
     }
     Ok(sizes)
 }
@@ -263,11 +290,19 @@ pub async fn play(
         mut header,
         mut stream,
     } = client.play(request).await?;
-    let window = !options.headless && has_display();
     let (view_tx, view_rx) = mpsc::channel::<ViewItem>(4);
-    let (key_tx, mut key_rx) = mpsc::unbounded_channel();
+    let (key_tx, mut key_rx) = mpsc::unbounded_channel::<i32>();
+    // No window thread (the library used outside the `svs` binary): headless.
+    let window = if !options.headless && has_display() {
+        crate::window::open(key_tx)
+    } else {
+        None
+    };
     let record = options.record.clone();
-    let viewer = std::thread::spawn(move || view_loop(view_rx, window, record, key_tx));
+    let viewer = std::thread::spawn(move || view_loop(view_rx, window, record));
+    let mut overlay_on = false;
+    let mut shown_fps = 0.0f64;
+    let mut shown_kbps = 0.0f64;
 
     let mut summary = Summary {
         video,
@@ -368,7 +403,18 @@ pub async fn play(
                             clock(position),
                             clock(header.frame_count as f64 / header.fps.max(1.0))
                         );
-                        if view_tx.send(ViewItem { picture, keyframe: frame.keyframe, fps: header.fps, title }).await.is_err() {
+                        let duration = header.frame_count as f64 / header.fps.max(1.0);
+                        let (width, height) = (frame.width, frame.height);
+                        let overlay = overlay_on.then(|| Overlay {
+                            lines: vec![
+                                format!("{} {}x{} {}", summary.rendition, width, height, if codec == "jpeg" { "JPEG" } else { "H.264" }),
+                                format!("{shown_fps:.1} fps  {shown_kbps:.0} kbit/s"),
+                                format!("skipped {}  late {:.0} ms", summary.frames_skipped, lateness.last().copied().unwrap_or(0.0)),
+                                format!("{} / {}", clock(position), clock(duration)),
+                            ],
+                            progress: position / duration.max(f64::MIN_POSITIVE),
+                        });
+                        if view_tx.send(ViewItem { picture, keyframe: frame.keyframe, fps: header.fps, title, overlay }).await.is_err() {
                             break Ok(());
                         }
                     }
@@ -390,9 +436,14 @@ pub async fn play(
                     _ => {}
                 }
             }
-            Some(key) = key_rx.recv() => {
+            Some(code) = key_rx.recv() => {
+                let Some(key) = key_for(code) else { continue };
                 let action = match key {
                     Key::Quit => break Ok(()),
+                    Key::ToggleOverlay => {
+                        overlay_on = !overlay_on;
+                        continue;
+                    }
                     Key::Switch(r) => {
                         resume.resolution = r as i32;
                         control_request::Action::SwitchTo(r as i32)
@@ -417,6 +468,8 @@ pub async fn play(
                         summary.frames_skipped, late
                     );
                 }
+                shown_fps = window_frames as f64;
+                shown_kbps = window_bytes as f64 * 8.0 / 1000.0;
                 window_frames = 0;
                 window_bytes = 0;
             }
