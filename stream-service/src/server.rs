@@ -45,6 +45,10 @@ async fn token_verifier(config: &Config) -> Result<TokenVerifier, Error> {
 /// A running stream service's shared state, for tests and benchmarks.
 pub type Handle = Arc<Shared>;
 
+/// How long shutdown waits for encoders to finish the run they are on (an H.264 group of
+/// pictures at 1440p takes about a second on one core).
+const ENCODERS_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Runs the stream service until `shutdown` resolves. `ready` receives the shared state once
 /// serving (tests read counters from it).
 pub async fn run(
@@ -142,6 +146,9 @@ pub async fn run(
         .await
         .map_err(Error::from);
     let _ = rescanner.await;
+    // Encoders finish the frame or group of pictures they are on: none is left inside OpenCV
+    // or openh264 while the process exits.
+    let _ = tokio::task::spawn_blocking(move || cache.stop_encoders(ENCODERS_STOP_WAIT)).await;
     tracing::info!("stream-service stopped");
     result
 }

@@ -109,6 +109,15 @@ impl FrameCache {
         Ok(cache)
     }
 
+    /// At shutdown: stops the encoders and waits up to `limit` for them to finish the run they
+    /// are on (blocking).
+    pub fn stop_encoders(&self, limit: std::time::Duration) {
+        let running = self.pool.stop_and_wait(limit);
+        if running > 0 {
+            tracing::warn!(running, "encoder threads still busy at shutdown");
+        }
+    }
+
     pub fn counts(&self) -> CacheCounts {
         let disk = lock(&self.disk);
         CacheCounts {

@@ -102,6 +102,7 @@ pub struct Pool {
     queue: Mutex<Queue>,
     wake: Condvar,
     stopping: AtomicBool,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl Pool {
@@ -111,15 +112,24 @@ impl Pool {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             stopping: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
         });
         for n in 0..encoders.max(1) {
             let pool = pool.clone();
             let owner = owner.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("encoder-{n}"))
-                .spawn(move || pool.work(&owner));
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "cannot start an encoder thread");
+                .spawn({
+                    let pool = pool.clone();
+                    move || pool.work(&owner)
+                });
+            match spawned {
+                Ok(thread) => pool
+                    .threads
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(thread),
+                Err(e) => tracing::error!(error = %e, "cannot start an encoder thread"),
             }
         }
         pool
@@ -189,6 +199,27 @@ impl Pool {
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
         self.wake.notify_all();
+    }
+
+    /// Stops the encoders and waits up to `limit` for each to finish the run it is on (a frame,
+    /// or a group of pictures), so none is inside OpenCV or openh264 when the process exits.
+    /// Returns how many were still running at the limit (blocking).
+    pub fn stop_and_wait(&self, limit: std::time::Duration) -> usize {
+        self.stop();
+        let deadline = std::time::Instant::now() + limit;
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut running = 0;
+        for thread in threads {
+            while !thread.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else {
+                running += 1;
+            }
+        }
+        running
     }
 
     fn next(&self) -> Option<Arc<Segment>> {
