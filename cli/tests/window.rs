@@ -110,12 +110,21 @@ async fn the_demo_plays_in_a_window_that_takes_keys_and_qt_ends_on_one_thread() 
 
     // In real time: the title names video, rendition and position; `3` switches to 1440p and
     // `q` quits before the end.
-    let playing = svs(&["play", "demo", "--resolution", "240p", "--json"]);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut playing = svs(&["play", "demo", "--resolution", "240p", "--json"]);
+    // Generous: a loaded machine may take seconds to start a debug build and connect.
+    let deadline = Instant::now() + Duration::from_secs(30);
     let window = loop {
         let found = xdotool(&x.display, &["search", "--name", "^demo — "]);
         if let Some(id) = found.lines().next() {
             break id.to_string();
+        }
+        if playing.try_wait().unwrap().is_some() {
+            let out = playing.wait_with_output().await.unwrap();
+            panic!(
+                "the playback ended before its window was found: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         assert!(Instant::now() < deadline, "no window appeared");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -126,7 +135,7 @@ async fn the_demo_plays_in_a_window_that_takes_keys_and_qt_ends_on_one_thread() 
         "{title}"
     );
     xdotool(&x.display, &["key", "--window", &window, "3"]);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !xdotool(&x.display, &["getwindowname", &window]).contains("1440p") {
         assert!(
             Instant::now() < deadline,
@@ -135,7 +144,7 @@ async fn the_demo_plays_in_a_window_that_takes_keys_and_qt_ends_on_one_thread() 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     xdotool(&x.display, &["key", "--window", &window, "q"]);
-    let out = tokio::time::timeout(Duration::from_secs(10), playing.wait_with_output())
+    let out = tokio::time::timeout(Duration::from_secs(30), playing.wait_with_output())
         .await
         .expect("q ends the playback")
         .unwrap();

@@ -174,6 +174,14 @@ impl RunEncoder {
         })
     }
 
+    /// Starts a new run with the same settings: for H.264 the next frame is coded by a fresh
+    /// encoder, as an IDR access unit; JPEG keeps its buffers.
+    pub fn restart(&mut self) {
+        if let RunEncoder::H264 { encoder, .. } = self {
+            *encoder = None;
+        }
+    }
+
     /// Codes the next frame of the run (BGR, even width and height for H.264).
     pub fn encode(&mut self, frame: &Mat) -> Result<Vec<u8>, Error> {
         match self {
@@ -245,6 +253,10 @@ mod tests {
             &units[0][..16]
         );
         assert_eq!(units[1][..5], [0, 0, 0, 1, 0x61], "{:02x?}", &units[1][..8]);
+        // A restarted run begins with a keyframe again.
+        run.restart();
+        let frame = Mat::new_rows_cols_with_default(64, 96, CV_8UC3, Scalar::all(50.0)).unwrap();
+        assert_eq!(types(&run.encode(&frame).unwrap()), [7, 8, 5]);
         assert!(encoding.is_keyframe(0) && encoding.is_keyframe(4) && !encoding.is_keyframe(3));
         assert!(Encoding::Jpeg { quality: 80 }.is_keyframe(3));
     }

@@ -40,6 +40,7 @@ impl FrameCache {
             _ => reader.insert(SourceReader::open(&track.source, &track.key.source_tag)?),
         };
         let run_length = track.run_length();
+        let mut encoder = RunEncoder::start(track.key.encoding, track.fps)?;
         let from = segment.filled();
         let mut first_frame_ms = None;
         let mut run = Run::Complete;
@@ -59,7 +60,7 @@ impl FrameCache {
             }
             // A no-op when the reader is already there (the next run).
             reader.seek(segment.first_frame() + start as u64)?;
-            let mut encoder = RunEncoder::start(track.key.encoding, track.fps)?;
+            encoder.restart();
             for slot in start..start + run_length {
                 if slot >= segment.expected_frames() as usize {
                     break;
