@@ -105,7 +105,9 @@ pub enum RunEncoder {
         buffer: Vector<u8>,
     },
     H264 {
-        encoding: (u8, u8, u32),
+        qp: u8,
+        flat_qp: u8,
+        gop: u32,
         fps: f64,
         /// Made at the group's first frame, once its quantiser is chosen.
         encoder: Option<Box<Encoder>>,
@@ -166,7 +168,9 @@ impl RunEncoder {
                 buffer: Vector::new(),
             },
             Encoding::H264 { qp, flat_qp, gop } => RunEncoder::H264 {
-                encoding: (qp, flat_qp, gop),
+                qp,
+                flat_qp,
+                gop,
                 fps,
                 encoder: None,
                 yuv: Mat::default(),
@@ -190,7 +194,9 @@ impl RunEncoder {
                 Ok(buffer.to_vec())
             }
             RunEncoder::H264 {
-                encoding: (qp, flat_qp, gop),
+                qp,
+                flat_qp,
+                gop,
                 fps,
                 encoder,
                 yuv,
