@@ -5,7 +5,8 @@
 #   debian:bookworm-slim  a debootstrap'ed bookworm (minbase) imported with `docker import`
 #   rust:1-bookworm       that image plus gcc, this machine's stable Rust toolchain, and cargo's
 #                         already-downloaded crates (the build runs with CARGO_NET_OFFLINE)
-# Images that already exist are left alone. Needs root (debootstrap) and Debian's mirror.
+# Images that already exist are left alone, except a rust:1-bookworm staged for another Cargo.lock
+# (its crates would not build the new one offline): it is made again, labelled with the lock's hash. Needs root (debootstrap) and Debian's mirror.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cache="${SVS_ROOTFS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/svs-rootfs}"
@@ -27,7 +28,17 @@ if ! have debian:bookworm-slim; then
     docker import --change 'CMD ["bash"]' --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' - debian:bookworm-slim >/dev/null
 fi
 
+lock_hash="$(sha256sum Cargo.lock | cut -c1-16)"
+if have rust:1-bookworm; then
+  staged_for="$(docker image inspect -f '{{ index .Config.Labels "svs.cargo-lock" }}' rust:1-bookworm 2>/dev/null || true)"
+  if [ "$staged_for" != "$lock_hash" ]; then
+    echo "rust:1-bookworm holds the crates of another Cargo.lock: making it again"
+    docker rmi rust:1-bookworm >/dev/null
+  fi
+fi
+
 if ! have rust:1-bookworm; then
+  cargo fetch --locked >/dev/null
   sysroot="$(rustc --print sysroot)"
   cargo_home="${CARGO_HOME:-$HOME/.cargo}"
   stage="$(mktemp -d)"
@@ -47,6 +58,7 @@ ENV PATH=/usr/local/rust/bin:/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin
     CARGO_HOME=/usr/local/cargo \
     CARGO_NET_OFFLINE=true
 DOCKERFILE
+  echo "LABEL svs.cargo-lock=$lock_hash" >> "$stage/Dockerfile"
   echo "building rust:1-bookworm"
   docker build -q -t rust:1-bookworm "$stage" >/dev/null
 fi
