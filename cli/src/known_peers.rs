@@ -5,6 +5,10 @@
 //! client. Writers take a lock file, so two `svs` processes never lose each other's pins. A
 //! first-sight pin is one appended line (no rewrite: a client meeting many new peers stays
 //! cheap); `svs trust`, which replaces a pin, rewrites the file. The first line for a name wins.
+//!
+//! A pin set by `trust` (the user compared fingerprints with the peer) is also written to
+//! `verified_peers` beside it (`name fingerprint-hex`): a name is verified while that fingerprint
+//! is still its pin. The pin file keeps its format, so older clients read it unchanged.
 
 use crate::error::CliError;
 use base64::Engine;
@@ -41,6 +45,17 @@ enum Pin {
 pub struct KnownPeers {
     path: PathBuf,
     pins: BTreeMap<String, Pin>,
+    /// Canonical name → fingerprint the user verified (by `trust`).
+    verified: BTreeMap<String, String>,
+}
+
+/// How far a pinned key is trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// Pinned on first sight, never compared with the peer.
+    Pinned,
+    /// Pinned by `trust`: the user compared the fingerprint with the peer.
+    Verified,
 }
 
 fn parse_line(line: &str) -> Option<Pin> {
@@ -58,6 +73,27 @@ fn parse_line(line: &str) -> Option<Pin> {
             spki,
         }
     })
+}
+
+fn verified_path(pins: &Path) -> PathBuf {
+    pins.with_file_name("verified_peers")
+}
+
+/// `name fingerprint` lines; anything else is ignored (it only ever removes a "verified" mark).
+fn read_verified(path: &Path) -> Result<BTreeMap<String, String>, CliError> {
+    let mut verified = BTreeMap::new();
+    if !path.exists() {
+        return Ok(verified);
+    }
+    for line in std::fs::read_to_string(path)?.lines() {
+        let mut parts = line.split_whitespace();
+        if let (Some(name), Some(fingerprint), None) = (parts.next(), parts.next(), parts.next())
+            && names::validate(name).is_ok()
+        {
+            verified.insert(names::canonical(name), fingerprint.to_string());
+        }
+    }
+    Ok(verified)
 }
 
 fn read_pins(path: &Path) -> Result<BTreeMap<String, Pin>, CliError> {
@@ -93,7 +129,12 @@ fn read_pins(path: &Path) -> Result<BTreeMap<String, Pin>, CliError> {
 impl KnownPeers {
     pub fn load(path: PathBuf) -> Result<Self, CliError> {
         let pins = read_pins(&path)?;
-        Ok(Self { path, pins })
+        let verified = read_verified(&verified_path(&path))?;
+        Ok(Self {
+            path,
+            pins,
+            verified,
+        })
     }
 
     fn line(pin: &Pin) -> String {
@@ -186,8 +227,49 @@ impl KnownPeers {
                     spki: spki.to_vec(),
                 },
             );
-            this.save()
+            this.save()?;
+            // The user vouched for this key: remember it as verified.
+            this.verified = read_verified(&verified_path(&this.path))?;
+            this.verified.insert(
+                names::canonical(name),
+                identity::fingerprint_hex(&identity::fingerprint_der(spki)),
+            );
+            let text: String = this
+                .verified
+                .iter()
+                .map(|(name, fingerprint)| format!("{name} {fingerprint}\n"))
+                .collect();
+            identity::write_secret_file(&verified_path(&this.path), text.as_bytes())?;
+            Ok(())
         })
+    }
+
+    /// How far the pin of `name` is trusted (`None`: nothing usable is pinned).
+    pub fn trust(&self, name: &str) -> Option<Trust> {
+        let pinned = self.fingerprint(name)?;
+        Some(
+            if self
+                .verified
+                .get(&names::canonical(name))
+                .map(String::as_str)
+                == Some(pinned)
+            {
+                Trust::Verified
+            } else {
+                Trust::Pinned
+            },
+        )
+    }
+
+    /// Every name with a pin, as first seen.
+    pub fn names(&self) -> Vec<String> {
+        self.pins
+            .iter()
+            .map(|(canonical, pin)| match pin {
+                Pin::Key { name, .. } => name.clone(),
+                Pin::Damaged { .. } => canonical.clone(),
+            })
+            .collect()
     }
 
     /// The pinned fingerprint of `name`.
@@ -233,10 +315,13 @@ mod tests {
             "bob is not pinned anew on first sight"
         );
         assert_eq!(pins.check("carol", &carol).unwrap(), PinCheck::Matches);
-        // Trusting bob again repairs his line.
+        // Trusting bob again repairs his line, and marks his key verified (carol's is not).
         pins.pin("bob", &bob).unwrap();
         let mut pins = KnownPeers::load(path.clone()).unwrap();
         assert_eq!(pins.check("bob", &bob).unwrap(), PinCheck::Matches);
+        assert_eq!(pins.trust("bob"), Some(Trust::Verified));
+        assert_eq!(pins.trust("carol"), Some(Trust::Pinned));
+        assert_eq!(pins.names(), vec!["bob".to_string(), "carol".to_string()]);
         // A line that names nobody stops the client with a sentence.
         std::fs::write(&path, "!!! garbage\n").unwrap();
         let err = KnownPeers::load(path).err().unwrap();
@@ -262,6 +347,7 @@ mod tests {
         ));
         // Trusting rewrites the file with one line per name.
         reloaded.pin("eve", &second).unwrap();
+        assert_eq!(reloaded.trust("eve"), Some(Trust::Verified));
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(&path).unwrap().permissions(),

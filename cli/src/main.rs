@@ -23,8 +23,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Interactive chat: see who is online, send and receive messages.
-    Chat,
+    /// Interactive chat: full screen on a terminal (conversations, people, status; /help inside),
+    /// line by line with --plain or when piped.
+    Chat(chat::ChatArgs),
     /// List who is online with key fingerprints.
     Who(peers::WhoArgs),
     /// Send one message; exits non-zero naming every recipient it did not reach.
@@ -64,7 +65,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> ExitCode {
     let global = &cli.global;
     let result = match cli.command {
-        Command::Chat => chat::run(global).await,
+        Command::Chat(args) => chat::run(global, args).await,
         Command::Who(args) => peers::who(global, args).await,
         Command::Send(args) => send::run(global, args).await,
         Command::Listen(args) => listen::run(global, args).await,

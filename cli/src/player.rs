@@ -26,6 +26,52 @@ pub struct PlayOptions {
     pub record: Option<PathBuf>,
     /// Print live statistics lines to stderr.
     pub live_stats: bool,
+    /// Send notes and progress here instead of writing them to stderr (a full-screen program
+    /// that owns the terminal).
+    pub reports: Option<ReportTo>,
+}
+
+/// What a playback tells the program that started it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlayerReport {
+    /// Once a second and at the first frame.
+    Progress {
+        rendition: String,
+        position_seconds: f64,
+        duration_seconds: f64,
+    },
+    /// A line a person should read (lost connection, resumed, a refused key press).
+    Note(String),
+}
+
+/// Where one playback's reports go, tagged with its number.
+#[derive(Debug, Clone)]
+pub struct ReportTo {
+    pub playback: u64,
+    pub tx: mpsc::UnboundedSender<(u64, PlayerReport)>,
+}
+
+impl PlayOptions {
+    /// A note for the person: to `reports` if set, else stderr.
+    fn note(&self, text: String) {
+        match &self.reports {
+            Some(to) => {
+                let _ = to.tx.send((to.playback, PlayerReport::Note(text)));
+            }
+            None => eprintln!("{text}"),
+        }
+    }
+
+    fn progress(&self, rendition: &str, position_seconds: f64, duration_seconds: f64) {
+        if let Some(to) = &self.reports {
+            let report = PlayerReport::Progress {
+                rendition: rendition.to_string(),
+                position_seconds,
+                duration_seconds,
+            };
+            let _ = to.tx.send((to.playback, report));
+        }
+    }
 }
 
 /// One frame as received and decoded.
@@ -337,14 +383,14 @@ pub async fn play(
                     Err(status) if crate::error::is_lost(&status) => {
                         // Resume on a new connection at the frame after the last one shown.
                         resume.start_seconds = position + 1.0 / header.fps.max(1.0);
-                        eprintln!("* connection to the stream service lost ({}); reconnecting at {:.1} s…", status.message(), resume.start_seconds);
+                        options.note(format!("* connection to the stream service lost ({}); reconnecting at {:.1} s…", status.message(), resume.start_seconds));
                         let resumed = tokio::select! {
                             r = resume_playback(client, &resume) => r,
                             _ = &mut ctrl_c => break Ok(()),
                         };
                         match resumed {
                             Ok(playing) => {
-                                eprintln!("* back: playing {} from {:.1} s", resume.video, resume.start_seconds);
+                                options.note(format!("* back: playing {} from {:.1} s", resume.video, resume.start_seconds));
                                 header = playing.header;
                                 stream = playing.stream;
                                 summary.resumes += 1;
@@ -360,7 +406,10 @@ pub async fn play(
                 match message.kind {
                     Some(play_response::Kind::Frame(frame)) => {
                         let now = Instant::now();
-                        first_frame.get_or_insert(now);
+                        if first_frame.is_none() {
+                            first_frame = Some(now);
+                            options.progress(resolution_label(frame.resolution), frame.pts_seconds, header.frame_count as f64 / header.fps.max(1.0));
+                        }
                         last_frame = now;
                         let (t0, pts0) = *anchor.get_or_insert((now, frame.pts_seconds));
                         let offset_ms = ((now - t0).as_secs_f64() - (frame.pts_seconds - pts0)) * 1000.0;
@@ -455,7 +504,7 @@ pub async fn play(
                     Key::SeekBy(delta) => control_request::Action::SeekSeconds((position + delta).max(0.0)),
                 };
                 if let Err(e) = client.control(&header.playback_id, action).await {
-                    eprintln!("! {e}");
+                    options.note(format!("! {e}"));
                 }
             }
             _ = tick.tick() => {
@@ -467,6 +516,9 @@ pub async fn play(
                         summary.frames.last().map_or(0, |f| f.width), summary.frames.last().map_or(0, |f| f.height),
                         summary.frames_skipped, late
                     );
+                }
+                if first_frame.is_some() {
+                    options.progress(&summary.rendition, position, header.frame_count as f64 / header.fps.max(1.0));
                 }
                 shown_fps = window_frames as f64;
                 shown_kbps = window_bytes as f64 * 8.0 / 1000.0;

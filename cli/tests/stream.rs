@@ -19,6 +19,7 @@ const HEADLESS: PlayOptions = PlayOptions {
     headless: true,
     record: None,
     live_stats: false,
+    reports: None,
 };
 
 fn request(resolution: Resolution, pacing: Pacing) -> PlayRequest {

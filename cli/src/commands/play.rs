@@ -127,6 +127,7 @@ pub async fn play(global: &Global, args: PlayArgs) -> Result<(), CliError> {
         headless: args.headless,
         record: args.record.clone(),
         live_stats: !args.json,
+        reports: None,
     };
     if !args.headless && !player::has_display() && !args.json {
         eprintln!("no display (DISPLAY/WAYLAND_DISPLAY unset): playing headless");

@@ -7,6 +7,7 @@ pub mod net;
 /// Process helpers shared with the directory's tests.
 #[path = "../../../directory-service/tests/support/mod.rs"]
 pub mod process;
+pub mod pty;
 pub mod viewer;
 
 use clap::Parser;
@@ -47,8 +48,15 @@ pub struct TestDirectory {
 
 impl TestDirectory {
     pub async fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_on(0, data_dir, extra).await
+    }
+
+    /// As `start`, on a given port (0: any), so a restart keeps the URL.
+    pub async fn start_on(port: u16, data_dir: &Path, extra: &[&str]) -> Self {
         let config = config(data_dir, extra);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
         let port = listener.local_addr().unwrap().port();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server::run(config, listener, async move {
