@@ -57,6 +57,12 @@ impl Home {
     }
 
     /// Pinned peer keys.
+    /// Where the full-screen chat sends what libraries write to stderr (Qt, OpenCV) while it
+    /// owns the terminal.
+    pub fn chat_log_path(&self, name: &str) -> PathBuf {
+        self.root.join("logs").join(format!("chat-{name}.log"))
+    }
+
     pub fn known_peers_path(&self) -> PathBuf {
         self.root.join("known_peers")
     }

@@ -31,6 +31,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tonic::Streaming;
 
+/// How long leaving waits for the directory to hear about it.
+const QUIT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Lines the mouse wheel scrolls.
 const WHEEL_LINES: isize = 3;
 
@@ -105,12 +108,18 @@ pub async fn run(global: &Global) -> Result<(), CliError> {
         ),
         vec![],
     );
-    let mut screen = Screen::enter()?;
+    let log = global.home().chat_log_path(&chat.session.name);
+    let logged_before = std::fs::metadata(&log).map_or(0, |m| m.len());
+    let mut screen = Screen::enter(&log)?;
     let result = chat.run(&mut screen, &mut link_rx).await;
-    drop(screen);
     chat.playbacks.stop_all();
-    let _ = chat.session.quit().await;
+    drop(screen);
+    // Others see the leave at once; a directory that cannot be reached does not hold us up.
+    let _ = tokio::time::timeout(QUIT_WAIT, chat.session.quit()).await;
     println!("left the chat");
+    if std::fs::metadata(&log).map_or(0, |m| m.len()) > logged_before {
+        println!("(what libraries printed meanwhile is in {})", log.display());
+    }
     result
 }
 

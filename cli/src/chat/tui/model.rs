@@ -159,7 +159,8 @@ impl Model {
         for name in pins.names() {
             if canonical(&name) != canonical(me) {
                 let key = key_state(pins, &name, None);
-                model.person(&name, "", false, key);
+                let pinned = pins.fingerprint(&name).unwrap_or_default().to_string();
+                model.person(&name, &pinned, false, key);
             }
         }
         model
@@ -357,7 +358,12 @@ impl Model {
                     .iter()
                     .filter(|(p, _)| canonical(&p.name) != canonical(&self.me))
                     .collect();
-                self.event(format!("{} online besides you", others.len()), vec![]);
+                let who = match others.len() {
+                    0 => "nobody else is online".to_string(),
+                    1 => "1 other person is online".to_string(),
+                    n => format!("{n} others are online"),
+                };
+                self.event(who, vec![]);
                 for (peer, check) in others {
                     self.seen(peer, check, pins);
                 }
