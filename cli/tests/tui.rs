@@ -44,6 +44,17 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.unwrap()
 }
 
+type SharedApp = std::sync::Arc<std::sync::Mutex<PtyApp>>;
+
+/// Looks at (and waits on) the screen of an app the test's async peers run beside.
+async fn look<T: Send + 'static>(
+    app: &SharedApp,
+    f: impl FnOnce(&PtyApp) -> T + Send + 'static,
+) -> T {
+    let app = app.clone();
+    blocking(move || f(&app.lock().unwrap())).await
+}
+
 fn people_pane_has(rows: &[String], cols: usize, name: &str) -> bool {
     // The people pane is the right quarter of the screen.
     rows.iter().any(|r| {
@@ -63,9 +74,7 @@ async fn typing_survives_incoming_messages_and_sent_lines_show_their_delivery() 
         &tmp.path().join("alice"),
         &[],
     )));
-    let screen = app.clone();
-    blocking(move || {
-        let app = screen.lock().unwrap();
+    look(&app, move |app| {
         app.wait_for("connected to", LIMIT);
         let cols = app.cols as usize;
         app.wait_until("ben in the people pane", LIMIT, |rows| {
@@ -81,23 +90,17 @@ async fn typing_survives_incoming_messages_and_sent_lines_show_their_delivery() 
 
     // Half a line typed, then ben's message arrives.
     app.lock().unwrap().type_keys("@ben hel");
-    let screen = app.clone();
-    blocking(move || {
-        screen
-            .lock()
-            .unwrap()
-            .wait_until("the typed text", LIMIT, |rows| {
-                rows.last().unwrap().trim_end() == "> @ben hel"
-            });
+    look(&app, move |app| {
+        app.wait_until("the typed text", LIMIT, |rows| {
+            rows.last().unwrap().trim_end() == "> @ben hel"
+        });
     })
     .await;
     ben.session
         .send_text(std::slice::from_ref(&alice), "interrupting message")
         .await
         .unwrap();
-    let screen = app.clone();
-    blocking(move || {
-        let app = screen.lock().unwrap();
+    look(&app, move |app| {
         app.wait_for("ben: interrupting message", LIMIT);
         assert_eq!(
             app.input_line().trim_end(),
@@ -114,9 +117,7 @@ async fn typing_survives_incoming_messages_and_sent_lines_show_their_delivery() 
     app.lock().unwrap().type_keys("lo there\r");
     let got = ben.message().await;
     assert_eq!(got.text, "hello there");
-    let screen = app.clone();
-    blocking(move || {
-        let app = screen.lock().unwrap();
+    look(&app, move |app| {
         app.wait_until("the delivery receipt", LIMIT, |rows| {
             rows.iter()
                 .any(|r| r.contains("you → ben: hello there") && r.contains("✓ delivered"))
@@ -127,9 +128,7 @@ async fn typing_survives_incoming_messages_and_sent_lines_show_their_delivery() 
 
     // Alt-2 opens ben's conversation: plain text goes to him, Tab completes commands.
     app.lock().unwrap().type_keys("\x1b2");
-    let screen = app.clone();
-    blocking(move || {
-        let app = screen.lock().unwrap();
+    look(&app, move |app| {
         app.wait_until("ben's conversation", LIMIT, |rows| {
             !rows.iter().any(|r| r.contains("connected to https"))
         });
@@ -138,14 +137,10 @@ async fn typing_survives_incoming_messages_and_sent_lines_show_their_delivery() 
     .await;
     app.lock().unwrap().type_keys("just for you\r/wh\t");
     assert_eq!(ben.message().await.text, "just for you");
-    let screen = app.clone();
-    blocking(move || {
-        screen
-            .lock()
-            .unwrap()
-            .wait_until("/who completed", LIMIT, |rows| {
-                rows.last().unwrap().trim_end() == "> /who"
-            });
+    look(&app, move |app| {
+        app.wait_until("/who completed", LIMIT, |rows| {
+            rows.last().unwrap().trim_end() == "> /who"
+        });
     })
     .await;
     app.lock().unwrap().type_keys("\r\x1b1");
@@ -153,9 +148,7 @@ async fn typing_survives_incoming_messages_and_sent_lines_show_their_delivery() 
     // carol joins: the people pane shows her.
     let joined = std::time::Instant::now();
     let mut carol = Client::join(&dir, "carol", &tmp.path().join("carol")).await;
-    let screen = app.clone();
-    let seen = blocking(move || {
-        let app = screen.lock().unwrap();
+    let seen = look(&app, move |app| {
         let cols = app.cols as usize;
         app.wait_until("carol in the people pane", LIMIT, |rows| {
             people_pane_has(rows, cols, "carol")
@@ -172,30 +165,22 @@ async fn typing_survives_incoming_messages_and_sent_lines_show_their_delivery() 
     // back and reads it.
     carol.session.quit().await.unwrap();
     drop(carol);
-    let screen = app.clone();
-    blocking(move || {
-        let app = screen.lock().unwrap();
+    look(&app, move |app| {
         app.wait_for("carol left", LIMIT);
         app.wait_for("offline (1)", LIMIT);
     })
     .await;
     app.lock().unwrap().type_keys("@carol see you later\r");
-    let screen = app.clone();
-    blocking(move || {
-        screen
-            .lock()
-            .unwrap()
-            .wait_until("the stored state", LIMIT, |rows| {
-                rows.iter()
-                    .any(|r| r.contains("you → carol: see you later") && r.contains("stored"))
-            });
+    look(&app, move |app| {
+        app.wait_until("the stored state", LIMIT, |rows| {
+            rows.iter()
+                .any(|r| r.contains("you → carol: see you later") && r.contains("stored"))
+        });
     })
     .await;
     let mut carol = Client::join(&dir, "carol", &tmp.path().join("carol")).await;
     assert_eq!(carol.message().await.text, "see you later");
-    let screen = app.clone();
-    blocking(move || {
-        let app = screen.lock().unwrap();
+    look(&app, move |app| {
         app.wait_until("delivered in place", LIMIT, |rows| {
             rows.iter()
                 .any(|r| r.contains("you → carol: see you later") && r.contains("✓ delivered"))
@@ -374,8 +359,11 @@ async fn a_changed_key_blocks_sending_behind_a_prompt_after_a_reconnect() {
         !app.screen_text().contains("t: trust the new key"),
         "prompt closed"
     );
-    app.type_keys("/quit\r");
+    // `kill` (SIGTERM) also gives the terminal back.
+    app.kill_with("TERM");
     assert!(app.wait_exit(LIMIT).success());
+    app.screen(|s| assert!(!s.alternate_screen() && !s.hide_cursor()));
+    assert!(app.stty().split_whitespace().any(|m| m == "icanon"));
     dir.stop().await;
 }
 

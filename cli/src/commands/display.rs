@@ -4,6 +4,19 @@ use crate::inbox::{Incoming, Message};
 use crate::known_peers::PinCheck;
 use svs_common::proto::directory::Peer;
 
+/// Text from a peer as a terminal may show it: control characters other than line breaks and
+/// tabs (escape sequences that would move the cursor, clear the screen or retitle the window)
+/// become spaces.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' | '\t' => c,
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect()
+}
+
 fn short_fingerprint(hex: &str) -> String {
     hex.as_bytes()
         .chunks(4)
@@ -60,7 +73,13 @@ pub fn message_line(m: &Message, me: &str) -> String {
     } else {
         m.to.join(", ")
     };
-    let mut line = format!("[{} UTC] {} → {}: {}", clock(m.time), m.from, to, m.text);
+    let mut line = format!(
+        "[{} UTC] {} → {}: {}",
+        clock(m.time),
+        m.from,
+        to,
+        printable(&m.text)
+    );
     if let Some(w) = &m.warning {
         line = format!("!!! {w}\n{line}");
     }
@@ -98,5 +117,16 @@ pub fn render(item: &Incoming, me: &str) -> String {
         Incoming::Dropped { from, why } => format!("! dropped a message from {from}: {why}"),
         Incoming::ResyncNeeded => "* resynchronising the directory".into(),
         Incoming::Redelivered => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escape_sequences_from_peers_do_not_reach_the_terminal() {
+        assert_eq!(
+            super::printable("hi\x1b]0;owned\x07\x1b[2J\nnext\tline\r"),
+            "hi ]0;owned  [2J\nnext\tline "
+        );
     }
 }

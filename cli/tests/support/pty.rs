@@ -131,6 +131,17 @@ impl PtyApp {
         self.cols = cols;
     }
 
+    /// Sends a signal (`TERM`, `HUP`, …) to the program, as `kill` would.
+    pub fn kill_with(&self, signal: &str) {
+        let pid = self.child.process_id().expect("the program runs");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// Waits for the program to end; its exit status.
     pub fn wait_exit(&mut self, limit: Duration) -> portable_pty::ExitStatus {
         let start = Instant::now();

@@ -108,9 +108,10 @@ impl Theme {
     /// Text as this terminal can show it: without UTF-8, every non-ASCII character is `?`.
     /// Control characters never reach the terminal (a peer cannot move the cursor).
     pub fn printable(&self, text: &str) -> String {
-        text.chars()
+        crate::commands::display::printable(text)
+            .chars()
             .map(|c| match c {
-                c if c.is_control() => ' ',
+                '\n' | '\t' => ' ',
                 c if !self.unicode && !c.is_ascii() => '?',
                 c => c,
             })
@@ -156,6 +157,6 @@ mod tests {
             color: true,
             unicode: true,
         };
-        assert_eq!(utf8.printable("é\t→"), "é →");
+        assert_eq!(utf8.printable("é\t→\u{9b}"), "é → ");
     }
 }

@@ -111,12 +111,15 @@ fn entry_lines(entry: &Entry, model: &Model, theme: &Theme) -> Vec<Line<'static>
             } else {
                 format!("{} {arrow} {}", m.from, m.to.join(", "))
             };
+            // A message of several lines keeps its line breaks, indented under the first.
+            let mut text = m.text.split('\n');
             lines.push(Line::from(vec![
                 time,
                 Span::styled(theme.printable(&who), theme.peer()),
                 Span::raw(": "),
-                Span::raw(theme.printable(&m.text)),
+                Span::raw(theme.printable(text.next().unwrap_or_default())),
             ]));
+            lines.extend(text.map(|more| Line::from(format!("      {}", theme.printable(more)))));
             lines
         }
         Body::Outgoing {
