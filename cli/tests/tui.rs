@@ -14,6 +14,16 @@ use support::pty::PtyApp;
 const LIMIT: Duration = Duration::from_secs(20);
 
 fn chat(dir: &TestDirectory, name: &str, home: &std::path::Path, env: &[(&str, &str)]) -> PtyApp {
+    chat_with_stream(dir, "https://localhost:1", name, home, env)
+}
+
+fn chat_with_stream(
+    dir: &TestDirectory,
+    stream: &str,
+    name: &str,
+    home: &std::path::Path,
+    env: &[(&str, &str)],
+) -> PtyApp {
     let (url, ca, home) = (
         dir.url.clone(),
         dir.ca.display().to_string(),
@@ -23,6 +33,8 @@ fn chat(dir: &TestDirectory, name: &str, home: &std::path::Path, env: &[(&str, &
         &[
             "--directory",
             &url,
+            "--stream",
+            stream,
             "--ca",
             &ca,
             "--name",
@@ -425,5 +437,34 @@ async fn without_a_terminal_or_with_plain_chat_stays_line_by_line() {
     assert!(!app.screen(|s| s.alternate_screen()));
     app.type_keys("/quit\r");
     assert!(app.wait_exit(LIMIT).success());
+    dir.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn play_shows_its_progress_in_the_status_bar_and_its_summary_in_the_conversation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, stream) = support::start_both(tmp.path()).await;
+    let mut app = chat_with_stream(&dir, &stream.url, "alice", &tmp.path().join("alice"), &[]);
+    app.wait_for("nobody else is online", LIMIT);
+    app.type_keys("/play demo\r@nob");
+    // While it plays (headless: no display here), the status bar says where it is.
+    app.wait_until("the playback in the status bar", LIMIT, |rows| {
+        let status = &rows[rows.len() - 2];
+        status.contains("▶ demo 720p 0:0") && status.contains("/ 0:04")
+    });
+    app.wait_for("played demo: 60 frames (60 decoded), 0 skipped", LIMIT);
+    let rows = app.rows();
+    assert!(
+        !rows[rows.len() - 2].contains("▶"),
+        "the status bar lets it go"
+    );
+    assert_eq!(rows.last().unwrap().trim_end(), "> @nob", "typing went on");
+    // Nothing was written over the screen: every row but the panes' is where it belongs.
+    assert!(rows[0].starts_with(" 1 all"), "{}", app.screen_text());
+    app.type_keys("\x15/play nosuchvideo\r");
+    app.wait_for("cannot play nosuchvideo", LIMIT);
+    app.type_keys("/quit\r");
+    assert!(app.wait_exit(LIMIT).success());
+    stream.stop().await;
     dir.stop().await;
 }

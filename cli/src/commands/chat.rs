@@ -12,12 +12,15 @@ pub struct ChatArgs {
     /// command or a message (what pipes and scripts get).
     #[arg(long)]
     pub plain: bool,
+    /// Full screen: entries (messages, events) kept for scrolling back; older ones are dropped.
+    #[arg(long, env = "SVS_SCROLLBACK", default_value_t = crate::chat::tui::model::DEFAULT_SCROLLBACK)]
+    pub scrollback: usize,
 }
 
 pub async fn run(global: &Global, args: ChatArgs) -> Result<(), CliError> {
     let terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     if terminal && !args.plain {
-        crate::chat::tui::run(global).await
+        crate::chat::tui::run(global, args.scrollback).await
     } else {
         crate::chat::line::run(global).await
     }

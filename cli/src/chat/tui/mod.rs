@@ -78,16 +78,17 @@ async fn next_event(stream: &mut Option<Streaming<Event>>) -> Result<Option<Even
     }
 }
 
-pub async fn run(global: &Global) -> Result<(), CliError> {
+pub async fn run(global: &Global, scrollback: usize) -> Result<(), CliError> {
     // Registration (and a new key's note) happens before the screen is taken.
     let mut session = global.register().await?;
     let stream = session.subscribe().await?;
     let inbox = session.inbox()?;
-    let model = Model::new(
+    let mut model = Model::new(
         &session.name,
         &hex::encode(session.fingerprint),
         &session.pins,
     );
+    model.scrollback = scrollback;
     let (link_tx, mut link_rx) = mpsc::unbounded_channel();
     let mut chat = Chat {
         global,

@@ -126,10 +126,13 @@ pub struct Model {
     pub link: Link,
     pub playbacks: BTreeMap<u64, PlayState>,
     pub prompt: Option<Prompt>,
+    /// Entries kept at most.
+    pub scrollback: usize,
 }
 
-/// Entries kept; older ones are dropped (the pane is a window, not an archive).
-pub const MAX_ENTRIES: usize = 10_000;
+/// Entries kept by default (`svs chat --scrollback`); older ones are dropped: the pane is a
+/// window, not an archive.
+pub const DEFAULT_SCROLLBACK: usize = 10_000;
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -154,6 +157,7 @@ impl Model {
             link: Link::Connected,
             playbacks: BTreeMap::new(),
             prompt: None,
+            scrollback: DEFAULT_SCROLLBACK,
         };
         // People talked to before: offline until the roster says otherwise.
         for name in pins.names() {
@@ -217,8 +221,8 @@ impl Model {
             }
         }
         self.entries.push(entry);
-        if self.entries.len() > MAX_ENTRIES {
-            let extra = self.entries.len() - MAX_ENTRIES;
+        if self.entries.len() > self.scrollback.max(1) {
+            let extra = self.entries.len() - self.scrollback.max(1);
             self.entries.drain(..extra);
             for view in &mut self.views {
                 view.marker = view.marker.and_then(|m| m.checked_sub(extra));
@@ -547,5 +551,104 @@ fn entry_height_hint(entry: &Entry) -> usize {
         Body::Info(lines) => lines.len().max(1),
         Body::Incoming(m) if m.warning.is_some() => 2,
         _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{Reach, Sent};
+
+    fn message(from: &str, text: &str) -> Incoming {
+        Incoming::Message(Message {
+            from: from.into(),
+            to: vec!["alice".into()],
+            id: text.into(),
+            text: text.into(),
+            time: 0,
+            warning: None,
+        })
+    }
+
+    fn model() -> (Model, KnownPeers, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let pins = KnownPeers::load(dir.path().join("known_peers")).unwrap();
+        (Model::new("alice", "ab", &pins), pins, dir)
+    }
+
+    #[test]
+    fn unread_messages_are_counted_per_view_and_marked_when_opened() {
+        let (mut m, pins, _dir) = model();
+        m.open("ben");
+        m.apply(message("ben", "seen at once"), &pins);
+        m.apply(message("carol", "one"), &pins);
+        m.apply(message("carol", "two"), &pins);
+        // carol's view was made by her first message; "all" shows hers too.
+        assert_eq!(m.views.len(), 3);
+        assert_eq!((m.unread_in(0), m.unread_in(1), m.unread_in(2)), (2, 0, 2));
+        assert_eq!(m.unread_total(), 2);
+        m.show(2);
+        assert_eq!(m.unread_total(), 0);
+        // The marker sits before carol's first unread message.
+        let marked = m.views[2].marker.unwrap();
+        assert!(matches!(&m.entries[marked].body, Body::Incoming(x) if x.text == "one"));
+    }
+
+    #[test]
+    fn receipts_update_the_sent_line_in_place() {
+        let (mut m, pins, _dir) = model();
+        let report = SendReport {
+            unknown: vec!["nobody".into()],
+            sent: Some(Sent {
+                message_id: [7; 16],
+                reaches: vec![
+                    Reach {
+                        recipient: "ben".into(),
+                        state: ReachState::Delivering,
+                        detail: String::new(),
+                    },
+                    Reach {
+                        recipient: "carol".into(),
+                        state: ReachState::Stored,
+                        detail: String::new(),
+                    },
+                ],
+            }),
+        };
+        m.sent(
+            &["ben".into(), "carol".into(), "nobody".into()],
+            "hi",
+            report,
+        );
+        let entries = m.entries.len();
+        m.apply(
+            Incoming::Delivered {
+                id: hex::encode([7u8; 16]),
+                to: "carol".into(),
+            },
+            &pins,
+        );
+        assert_eq!(m.entries.len(), entries, "no new line");
+        let Body::Outgoing { to, recipients, .. } = &m.entries.last().unwrap().body else {
+            panic!("the sent line is last");
+        };
+        assert_eq!(to, &["ben".to_string(), "carol".to_string()]);
+        assert_eq!(recipients[0].state, Delivery::Sent);
+        assert_eq!(recipients[1].state, Delivery::Delivered);
+        assert!(matches!(&m.entries[0].body, Body::Problem(p) if p.contains("nobody")));
+    }
+
+    #[test]
+    fn scrollback_keeps_the_newest_entries_and_markers_follow() {
+        let (mut m, pins, _dir) = model();
+        m.scrollback = 3;
+        m.open("ben");
+        for n in 0..5 {
+            m.apply(message("carol", &format!("m{n}")), &pins);
+        }
+        assert_eq!(m.entries.len(), 3);
+        m.show(2);
+        let marked = m.views[2].marker.unwrap();
+        assert!(matches!(&m.entries[marked].body, Body::Incoming(x) if x.text == "m2"));
     }
 }

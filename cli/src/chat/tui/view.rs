@@ -227,28 +227,53 @@ pub fn wrap(line: &Line<'static>, width: usize) -> Vec<Line<'static>> {
     out
 }
 
-fn draw_conversation(frame: &mut Frame, area: Rect, model: &Model, theme: &Theme) -> Drawn {
+/// The newest lines of the active view, enough to fill `wanted` rows (in order, oldest first),
+/// and whether they are all there is. Only what can be seen is wrapped, so a long history costs
+/// nothing per keystroke.
+fn newest_lines(
+    model: &Model,
+    theme: &Theme,
+    width: usize,
+    wanted: usize,
+) -> (Vec<Line<'static>>, bool) {
     let view = &model.views[model.active];
-    let width = area.width as usize;
-    let mut lines: Vec<Line<'static>> = Vec::new();
-    for (n, entry) in model.entries.iter().enumerate() {
+    let mut reversed: Vec<Line<'static>> = Vec::new();
+    for (n, entry) in model.entries.iter().enumerate().rev() {
+        if reversed.len() >= wanted {
+            return (reversed.into_iter().rev().collect(), false);
+        }
         if !model.visible_in(model.active, entry) {
             continue;
         }
+        let mut lines: Vec<Line<'static>> = entry_lines(entry, model, theme)
+            .iter()
+            .flat_map(|line| wrap(line, width))
+            .collect();
         if view.marker == Some(n) {
             let rule = theme.symbol("─", "-").repeat(width.saturating_sub(8) / 2);
-            lines.push(Line::from(Span::styled(
-                format!("{rule} new {rule}"),
-                theme.unread(),
-            )));
+            lines.insert(
+                0,
+                Line::from(Span::styled(format!("{rule} new {rule}"), theme.unread())),
+            );
         }
-        for line in entry_lines(entry, model, theme) {
-            lines.extend(wrap(&line, width));
-        }
+        reversed.extend(lines.into_iter().rev());
     }
+    (reversed.into_iter().rev().collect(), true)
+}
+
+fn draw_conversation(frame: &mut Frame, area: Rect, model: &Model, theme: &Theme) -> Drawn {
+    let view = &model.views[model.active];
+    let width = area.width as usize;
     let height = area.height as usize;
+    // One line more than shown, so scrolling further up is possible while there is more.
+    let (lines, complete) = newest_lines(model, theme, width, height + view.scroll + 1);
     let max_scroll = lines.len().saturating_sub(height);
-    let scroll = view.scroll.min(max_scroll);
+    let max_scroll = if complete {
+        max_scroll
+    } else {
+        max_scroll.max(view.scroll + 1)
+    };
+    let scroll = view.scroll.min(lines.len().saturating_sub(height));
     let end = lines.len() - scroll;
     let start = end.saturating_sub(height);
     let mut shown: Vec<Line<'static>> = lines[start..end].to_vec();
