@@ -413,6 +413,23 @@ async fn without_a_terminal_or_with_plain_chat_stays_line_by_line() {
     assert!(!stdout.contains("\x1b["), "no escape sequences: {stdout:?}");
     assert!(stdout.ends_with("left the chat\n"), "{stdout}");
 
+    // A panic (injected; debug builds only) gives the terminal back before its message prints.
+    let mut app = chat(
+        &dir,
+        "alice",
+        &home,
+        &[("SVS_TEST_FAULTS", "1"), ("RUST_BACKTRACE", "0")],
+    );
+    app.wait_for("connected to", LIMIT);
+    app.type_keys("/__panic\r");
+    assert!(!app.wait_exit(LIMIT).success());
+    app.screen(|s| {
+        assert!(!s.alternate_screen() && !s.hide_cursor());
+        assert_eq!(s.mouse_protocol_mode(), vt100::MouseProtocolMode::None);
+    });
+    app.wait_for("a fault injected by SVS_TEST_FAULTS", LIMIT);
+    assert!(app.stty().split_whitespace().any(|m| m == "icanon"));
+
     // --plain on a terminal: the same line program.
     let (url, ca) = (dir.url.clone(), dir.ca.display().to_string());
     let home = home.display().to_string();

@@ -290,6 +290,11 @@ impl Chat<'_> {
 
     /// Acts on an entered line. A line that could not go comes back to the input line.
     async fn submit(&mut self, line: String) -> Flow {
+        // Debug builds only, for the test that the terminal survives a panic.
+        #[cfg(debug_assertions)]
+        if line == "/__panic" && std::env::var_os("SVS_TEST_FAULTS").is_some() {
+            panic!("a fault injected by SVS_TEST_FAULTS");
+        }
         match parse(&line, self.model.talking_to()) {
             Input::Message { to, text } => self.send(&to, &text, line).await,
             Input::All(text) => {
