@@ -221,18 +221,8 @@ async fn typing_survives_incoming_messages_and_sent_lines_show_their_delivery() 
     .await;
     let (status, app) = status;
     assert!(status.success(), "{status:?}");
-    app.screen(|s| {
-        assert!(!s.alternate_screen(), "back on the main screen");
-        assert!(!s.hide_cursor(), "cursor shown");
-        assert_eq!(s.mouse_protocol_mode(), vt100::MouseProtocolMode::None);
-        assert!(!s.bracketed_paste());
-    });
+    app.assert_terminal_restored();
     app.wait_for("left the chat", LIMIT);
-    let stty = app.stty();
-    let modes: Vec<&str> = stty.split_whitespace().collect();
-    for mode in ["icanon", "echo", "isig"] {
-        assert!(modes.contains(&mode), "{mode} restored: {stty}");
-    }
     dir.stop().await;
 }
 
@@ -374,8 +364,7 @@ async fn a_changed_key_blocks_sending_behind_a_prompt_after_a_reconnect() {
     // `kill` (SIGTERM) also gives the terminal back.
     app.kill_with("TERM");
     assert!(app.wait_exit(LIMIT).success());
-    app.screen(|s| assert!(!s.alternate_screen() && !s.hide_cursor()));
-    assert!(app.stty().split_whitespace().any(|m| m == "icanon"));
+    app.assert_terminal_restored();
     dir.stop().await;
 }
 
@@ -423,12 +412,8 @@ async fn without_a_terminal_or_with_plain_chat_stays_line_by_line() {
     app.wait_for("connected to", LIMIT);
     app.type_keys("/__panic\r");
     assert!(!app.wait_exit(LIMIT).success());
-    app.screen(|s| {
-        assert!(!s.alternate_screen() && !s.hide_cursor());
-        assert_eq!(s.mouse_protocol_mode(), vt100::MouseProtocolMode::None);
-    });
+    app.assert_terminal_restored();
     app.wait_for("a fault injected by SVS_TEST_FAULTS", LIMIT);
-    assert!(app.stty().split_whitespace().any(|m| m == "icanon"));
 
     // --plain on a terminal: the same line program.
     let (url, ca) = (dir.url.clone(), dir.ca.display().to_string());

@@ -160,6 +160,22 @@ impl PtyApp {
         }
     }
 
+    /// Asserts the terminal is as the shell left it: main screen, cursor shown, no mouse or paste
+    /// mode, and line editing, echo and signals back on.
+    pub fn assert_terminal_restored(&self) {
+        self.screen(|s| {
+            assert!(!s.alternate_screen(), "back on the main screen");
+            assert!(!s.hide_cursor(), "cursor shown");
+            assert_eq!(s.mouse_protocol_mode(), vt100::MouseProtocolMode::None);
+            assert!(!s.bracketed_paste());
+        });
+        let stty = self.stty();
+        let modes: Vec<&str> = stty.split_whitespace().collect();
+        for mode in ["icanon", "echo", "isig"] {
+            assert!(modes.contains(&mode), "{mode} restored: {stty}");
+        }
+    }
+
     /// `stty -a` of the terminal, as the shell would find it.
     pub fn stty(&self) -> String {
         let tty = self.master.tty_name().expect("the pty has a name");
