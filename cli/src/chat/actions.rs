@@ -56,12 +56,10 @@ pub struct TrustCandidate {
 
 /// Groups of four hex digits, `per_line` groups to a line.
 fn grouped(hex: &str, per_line: usize) -> Vec<String> {
-    let groups: Vec<&str> = hex
-        .as_bytes()
-        .chunks(4)
-        .map(|c| std::str::from_utf8(c).unwrap_or("????"))
-        .collect();
-    groups.chunks(per_line).map(|row| row.join(" ")).collect()
+    crate::commands::display::hex_groups(hex)
+        .chunks(per_line)
+        .map(|row| row.join(" "))
+        .collect()
 }
 
 impl TrustCandidate {

@@ -17,13 +17,24 @@ pub fn printable(text: &str) -> String {
         .collect()
 }
 
-fn short_fingerprint(hex: &str) -> String {
-    hex.as_bytes()
+/// A hex fingerprint in groups of four digits, as people read them aloud.
+pub fn hex_groups(hex: &str) -> Vec<String> {
+    let chars: Vec<char> = hex.chars().collect();
+    chars
         .chunks(4)
-        .take(8)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
+        .map(|group| group.iter().collect())
+        .collect()
+}
+
+/// The first `groups` groups of four hex digits (`66cc a1ab` for 2).
+pub fn fingerprint_prefix(hex: &str, groups: usize) -> String {
+    let mut shown = hex_groups(hex);
+    shown.truncate(groups);
+    shown.join(" ")
+}
+
+fn short_fingerprint(hex: &str) -> String {
+    fingerprint_prefix(hex, 8)
 }
 
 fn pin_note(peer: &Peer, check: &PinCheck) -> String {
@@ -122,6 +133,17 @@ pub fn render(item: &Incoming, me: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fingerprints_read_in_groups_of_four() {
+        let hex = "66cca1ab0c4f3a77e409";
+        assert_eq!(super::fingerprint_prefix(hex, 2), "66cc a1ab");
+        assert_eq!(super::fingerprint_prefix(hex, 1), "66cc");
+        assert_eq!(
+            super::fingerprint_prefix(hex, 8),
+            "66cc a1ab 0c4f 3a77 e409"
+        );
+    }
+
     #[test]
     fn escape_sequences_from_peers_do_not_reach_the_terminal() {
         assert_eq!(

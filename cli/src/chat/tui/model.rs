@@ -536,13 +536,7 @@ fn key_state(pins: &KnownPeers, name: &str, fingerprint: Option<&str>) -> KeySta
 
 /// The first eight hex digits in two groups (`66cc a1ab`).
 pub fn short(hex: &str) -> String {
-    let first: String = hex.chars().take(4).collect();
-    let second: String = hex.chars().skip(4).take(4).collect();
-    if second.is_empty() {
-        first
-    } else {
-        format!("{first} {second}")
-    }
+    crate::commands::display::fingerprint_prefix(hex, 2)
 }
 
 /// Lines an entry takes at least (for keeping a scrolled view still).

@@ -331,16 +331,12 @@ fn draw_people(frame: &mut Frame, area: Rect, model: &Model, theme: &Theme) {
             ]));
             let fp = if person.fingerprint.is_empty() {
                 String::new()
-            } else if narrow {
+            } else {
+                let groups = if narrow { 1 } else { 2 };
                 format!(
                     "{} ",
-                    short(&person.fingerprint)
-                        .chars()
-                        .take(4)
-                        .collect::<String>()
+                    crate::commands::display::fingerprint_prefix(&person.fingerprint, groups)
                 )
-            } else {
-                format!("{} ", short(&person.fingerprint))
             };
             let (word, style) = match person.key {
                 KeyState::Pinned => ("pinned", theme.dim()),
