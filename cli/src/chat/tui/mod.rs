@@ -254,17 +254,10 @@ impl Chat<'_> {
         };
         match (prompt, answer) {
             (Prompt::KeyChanged { candidate, line }, Some('t')) => {
-                match candidate.accept(&mut self.session) {
-                    Ok(note) => {
-                        self.model.trusted(&candidate.peer);
-                        self.model.note(note);
-                        return Box::pin(self.submit(line)).await;
-                    }
-                    Err(e) => {
-                        self.model.problem(e.to_string());
-                        self.editor.restore(&line);
-                    }
+                if self.trust(&candidate) {
+                    return Box::pin(self.submit(line)).await;
                 }
+                self.editor.restore(&line);
             }
             (Prompt::KeyChanged { line, .. }, Some('n')) => {
                 self.model.problem(
@@ -272,13 +265,9 @@ impl Chat<'_> {
                 );
                 self.editor.restore(&line);
             }
-            (Prompt::Trust { candidate }, Some('y')) => match candidate.accept(&mut self.session) {
-                Ok(note) => {
-                    self.model.trusted(&candidate.peer);
-                    self.model.note(note);
-                }
-                Err(e) => self.model.problem(e.to_string()),
-            },
+            (Prompt::Trust { candidate }, Some('y')) => {
+                self.trust(&candidate);
+            }
             (Prompt::Trust { candidate }, Some('n')) => self
                 .model
                 .note(format!("{}'s key: nothing changed", candidate.peer.name)),
@@ -286,6 +275,21 @@ impl Chat<'_> {
             (prompt, _) => self.model.prompt = Some(prompt),
         }
         Flow::Stay
+    }
+
+    /// Pins `candidate` as verified and says so; false (with the reason shown) if it failed.
+    fn trust(&mut self, candidate: &actions::TrustCandidate) -> bool {
+        match candidate.accept(&mut self.session) {
+            Ok(note) => {
+                self.model.trusted(&candidate.peer);
+                self.model.note(note);
+                true
+            }
+            Err(e) => {
+                self.model.problem(e.to_string());
+                false
+            }
+        }
     }
 
     /// Acts on an entered line. A line that could not go comes back to the input line.
