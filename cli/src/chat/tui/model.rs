@@ -192,11 +192,15 @@ impl Model {
         self.views[self.active].peer.as_deref()
     }
 
+    /// What view `view` shows, as a test on entries. The peer's canonical name is worked out
+    /// once here, not once per entry: redraws and unread counts run it over the whole log.
+    pub fn filter(&self, view: usize) -> impl Fn(&Entry) -> bool + use<> {
+        let peer = self.views[view].peer.as_deref().map(canonical);
+        move |entry: &Entry| peer.as_ref().is_none_or(|p| entry.peers.contains(p))
+    }
+
     pub fn visible_in(&self, view: usize, entry: &Entry) -> bool {
-        match &self.views[view].peer {
-            None => true,
-            Some(peer) => entry.peers.contains(&canonical(peer)),
-        }
+        self.filter(view)(entry)
     }
 
     /// Adds an entry; an incoming message is unread unless the active view shows it, and opens a
@@ -306,11 +310,12 @@ impl Model {
             return;
         }
         self.active = n;
+        let shown = self.filter(n);
         let mut first_unread = None;
-        for i in 0..self.entries.len() {
-            if self.entries[i].unread && self.visible_in(n, &self.entries[i]) {
+        for (i, entry) in self.entries.iter_mut().enumerate() {
+            if entry.unread && shown(entry) {
                 first_unread.get_or_insert(i);
-                self.entries[i].unread = false;
+                entry.unread = false;
             }
         }
         self.views[n].marker = first_unread;
@@ -318,10 +323,8 @@ impl Model {
     }
 
     pub fn unread_in(&self, view: usize) -> usize {
-        self.entries
-            .iter()
-            .filter(|e| e.unread && self.visible_in(view, e))
-            .count()
+        let shown = self.filter(view);
+        self.entries.iter().filter(|e| e.unread && shown(e)).count()
     }
 
     pub fn unread_total(&self) -> usize {

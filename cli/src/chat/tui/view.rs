@@ -237,12 +237,13 @@ fn newest_lines(
     wanted: usize,
 ) -> (Vec<Line<'static>>, bool) {
     let view = &model.views[model.active];
+    let shown = model.filter(model.active);
     let mut reversed: Vec<Line<'static>> = Vec::new();
     for (n, entry) in model.entries.iter().enumerate().rev() {
         if reversed.len() >= wanted {
             return (reversed.into_iter().rev().collect(), false);
         }
-        if !model.visible_in(model.active, entry) {
+        if !shown(entry) {
             continue;
         }
         let mut lines: Vec<Line<'static>> = entry_lines(entry, model, theme)
