@@ -227,6 +227,86 @@ async fn forged_sender_bad_signature_replay_and_oversize_are_rejected() {
 }
 
 #[tokio::test]
+async fn every_envelope_field_is_bounded_and_a_refusal_names_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TestDirectory::start(&tmp.path().join("data"), &[]).await;
+    let mut alice = Client::join(&dir, "alice", &tmp.path().join("alice")).await;
+    let mut bob = Client::join(&dir, "bob", &tmp.path().join("bob")).await;
+    let bob_peer = alice.wait_for_peer("bob").await;
+    let bob_key = identity::parse_public_key(&bob_peer.public_key_der).unwrap();
+    let alice_key = identity::read_private_key(&tmp.path().join("alice/keys/alice.pem")).unwrap();
+    let valid = || {
+        sealed::seal(
+            &mut identity::os_rng(),
+            &sealed::SealParams {
+                sender: "alice",
+                sender_key: &alice_key,
+                counter: svs_common::time::now_ms() * 1000,
+                timestamp_ms: svs_common::time::now_ms(),
+                recipients: &[sealed::SealRecipient {
+                    name: "bob",
+                    key: &bob_key,
+                }],
+            },
+            b"hello",
+        )
+        .unwrap()
+    };
+    // Each field at the largest a ~1 MiB request would let an attacker store before.
+    let padded = |bytes: &[u8], to: usize| {
+        let mut v = bytes.to_vec();
+        v.resize(to, 0);
+        bytes::Bytes::from(v)
+    };
+    type Tamper = Box<dyn Fn(&mut svs_common::proto::directory::Envelope)>;
+    let cases: Vec<(&str, Tamper)> = vec![
+        (
+            "signature",
+            Box::new(move |e| e.signature = padded(&e.signature, 900_000)),
+        ),
+        (
+            "signature",
+            Box::new(|e| e.signature = bytes::Bytes::from_static(b"short")),
+        ),
+        (
+            "wrapped_keys.wrapped_key",
+            Box::new(move |e| {
+                e.wrapped_keys[0].wrapped_key = padded(&e.wrapped_keys[0].wrapped_key, 513)
+            }),
+        ),
+        (
+            "wrapped_keys.recipient",
+            Box::new(|e| e.wrapped_keys[0].recipient = "b".repeat(100_000)),
+        ),
+        (
+            "header",
+            Box::new(move |e| e.header = padded(&e.header, 500_000)),
+        ),
+        (
+            "wrapped_keys",
+            Box::new(|e| {
+                let one = e.wrapped_keys[0].clone();
+                e.wrapped_keys = vec![one; 257];
+            }),
+        ),
+    ];
+    for (field, tamper) in cases {
+        let mut envelope = valid();
+        tamper(&mut envelope);
+        let err = alice.session.send_envelope(envelope).await.err().unwrap();
+        let text = code(err);
+        assert!(
+            text.contains(&format!("envelope's {field} is")),
+            "refusal names {field}: {text}"
+        );
+    }
+    // Nothing of it reached bob; a valid envelope still does.
+    alice.session.send_envelope(valid()).await.unwrap();
+    assert_eq!(bob.message().await.text, "hello");
+    dir.stop().await;
+}
+
+#[tokio::test]
 async fn calls_without_a_valid_token_and_bad_keys_are_refused() {
     use svs_common::proto::directory::directory_client::DirectoryClient;
     use svs_common::proto::directory::{GetChallengeRequest, ListPeersRequest};

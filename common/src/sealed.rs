@@ -24,6 +24,104 @@ pub const WRAP_CONTEXT: &[u8] = b"svs/v1/wrap\0";
 pub const COMMITMENT_CONTEXT: &[u8] = b"svs/v1/key-commitment\0";
 /// Most recipients one header can name (the u16 count allows more; services set lower limits).
 pub const MAX_HEADER_RECIPIENTS: usize = 1024;
+/// Shortest and longest signature or wrapped key: an RSA result is as long as the key's modulus,
+/// and keys are 2048 to 4096 bits.
+pub const MIN_RSA_OUTPUT_BYTES: usize = identity::MIN_KEY_BITS / 8;
+/// See `MIN_RSA_OUTPUT_BYTES`.
+pub const MAX_RSA_OUTPUT_BYTES: usize = identity::MAX_KEY_BITS / 8;
+/// Bytes of a header besides its recipients, with the longest sender name.
+const HEADER_FIXED_BYTES: usize =
+    HEADER_MAGIC.len() + 16 + 1 + names::MAX_NAME_LEN + 32 + 8 + 8 + 2 + 12 + 32;
+/// Bytes one recipient adds to a header at most (the longest name and a fingerprint).
+const HEADER_RECIPIENT_BYTES: usize = 1 + names::MAX_NAME_LEN + 32;
+
+/// The longest header that names `recipients` recipients (every name at its longest).
+pub fn max_header_bytes(recipients: usize) -> usize {
+    HEADER_FIXED_BYTES + recipients * HEADER_RECIPIENT_BYTES
+}
+
+/// Checks every field of an envelope against what the protocol allows before anything parses
+/// it: at most `max_recipients` wrapped keys, a header no longer than that many recipients
+/// need, signature and wrapped keys as long as a permitted RSA key's output, recipient names no
+/// longer than a name, and at most `max_plaintext + 16` bytes of ciphertext. The error names the
+/// field, so a sender can tell what to fix.
+pub fn check_field_sizes(
+    envelope: &Envelope,
+    max_recipients: usize,
+    max_plaintext: usize,
+) -> Result<(), FieldTooLarge> {
+    let rsa_output = MIN_RSA_OUTPUT_BYTES..=MAX_RSA_OUTPUT_BYTES;
+    let refuse = |field: &'static str, len: usize, allowed: String| {
+        Err(FieldTooLarge {
+            field,
+            len,
+            unit: "bytes",
+            allowed,
+        })
+    };
+    if envelope.wrapped_keys.len() > max_recipients {
+        return Err(FieldTooLarge {
+            field: "wrapped_keys",
+            len: envelope.wrapped_keys.len(),
+            unit: "entries",
+            allowed: format!("at most {max_recipients} (one per recipient)"),
+        });
+    }
+    let header_limit = max_header_bytes(max_recipients.min(MAX_HEADER_RECIPIENTS));
+    if envelope.header.len() > header_limit {
+        return refuse(
+            "header",
+            envelope.header.len(),
+            format!("at most {header_limit} bytes"),
+        );
+    }
+    if !rsa_output.contains(&envelope.signature.len()) {
+        return refuse(
+            "signature",
+            envelope.signature.len(),
+            format!("{MIN_RSA_OUTPUT_BYTES} to {MAX_RSA_OUTPUT_BYTES} bytes"),
+        );
+    }
+    for key in &envelope.wrapped_keys {
+        if key.recipient.len() > names::MAX_NAME_LEN {
+            return refuse(
+                "wrapped_keys.recipient",
+                key.recipient.len(),
+                format!("at most {} bytes", names::MAX_NAME_LEN),
+            );
+        }
+        if !rsa_output.contains(&key.wrapped_key.len()) {
+            return refuse(
+                "wrapped_keys.wrapped_key",
+                key.wrapped_key.len(),
+                format!("{MIN_RSA_OUTPUT_BYTES} to {MAX_RSA_OUTPUT_BYTES} bytes"),
+            );
+        }
+    }
+    let max_ciphertext = max_plaintext.saturating_add(16);
+    if envelope.ciphertext.len() > max_ciphertext {
+        return refuse(
+            "ciphertext",
+            envelope.ciphertext.len(),
+            format!("at most {max_ciphertext} bytes (a {max_plaintext}-byte message and its tag)"),
+        );
+    }
+    Ok(())
+}
+
+/// An envelope field longer (or shorter) than the protocol allows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the envelope's {field} is {len} {unit}; the protocol allows {allowed}")]
+pub struct FieldTooLarge {
+    /// The field, as docs/protocol.md names it.
+    pub field: &'static str,
+    /// Its length.
+    pub len: usize,
+    /// What `len` counts: "bytes", or "entries" for `wrapped_keys`.
+    pub unit: &'static str,
+    /// What is allowed, for people.
+    pub allowed: String,
+}
 
 /// A recipient as named in the header.
 #[derive(Debug, Clone, PartialEq, Eq)]

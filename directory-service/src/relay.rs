@@ -63,20 +63,22 @@ impl Relay {
         envelope: Envelope,
     ) -> Result<(Header, Vec<RecipientOutcome>), Error> {
         let limits = &self.limits;
-        if envelope.wrapped_keys.len() > limits.max_recipients {
-            return Err(Error::InvalidArgument(format!(
-                "a message may go to at most {} recipients; this one names {}",
-                limits.max_recipients,
-                envelope.wrapped_keys.len()
-            )));
-        }
-        let max_ciphertext = limits.max_message_bytes + 16;
-        if envelope.ciphertext.len() > max_ciphertext {
-            return Err(Error::ResourceExhausted(format!(
-                "the message is {} bytes; the limit is {} bytes",
-                envelope.ciphertext.len().saturating_sub(16),
-                limits.max_message_bytes
-            )));
+        if let Err(refused) = svs_common::sealed::check_field_sizes(
+            &envelope,
+            limits.max_recipients,
+            limits.max_message_bytes,
+        ) {
+            // Too long a message is a size the sender chose; any other field out of bounds is
+            // not something a correct client makes.
+            return Err(if refused.field == "ciphertext" {
+                Error::ResourceExhausted(format!(
+                    "the message is {} bytes; the limit is {} bytes",
+                    envelope.ciphertext.len().saturating_sub(16),
+                    limits.max_message_bytes
+                ))
+            } else {
+                Error::InvalidArgument(refused.to_string())
+            });
         }
         let header = Header::decode(&envelope.header)?;
         if names::canonical(&header.sender) != session.canonical {
