@@ -1,6 +1,7 @@
 //! Admission of calls: every call needs a verified `authorization: Bearer <token>` except the
 //! open paths (health, reflection, registration), which instead draw on a per-address budget so
-//! one address cannot flood what anyone may call. Verified claims reach handlers as a request
+//! one address cannot flood what anyone may call; a call refused for its token draws on the same
+//! budget, so floods of made-up calls are held to it too. Verified claims reach handlers as a request
 //! extension.
 
 use crate::serve::ConnectionInfo;
@@ -136,13 +137,17 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let connection = request.extensions().get::<ConnectionInfo>();
         let admitted = if self.auth.is_open(request.uri().path()) {
-            self.auth
-                .within_budget(request.extensions().get::<ConnectionInfo>())
+            self.auth.within_budget(connection)
         } else {
-            self.auth
-                .check(request.headers())
-                .map(|claims| drop(request.extensions_mut().insert(claims)))
+            // A call without a valid token costs its address as an open call does, so a flood of
+            // made-up calls (any path, any token) is held to the same budget.
+            match self.auth.check(request.headers()) {
+                Ok(claims) => Ok(claims),
+                Err(refused) => Err(self.auth.within_budget(connection).err().unwrap_or(refused)),
+            }
+            .map(|claims| drop(request.extensions_mut().insert(claims)))
         };
         if let Err(status) = admitted {
             return Box::pin(std::future::ready(Ok(status.into_http())));

@@ -5,6 +5,7 @@
 
 use crate::serve::watched_body::{StartWatch, WatchLayer, Watcher};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use tokio::net::TcpListener;
@@ -84,6 +85,55 @@ pub async fn start(options: &MetricsOptions) -> Result<Option<MetricsEndpoint>, 
     Ok(Some(MetricsEndpoint { address, task }))
 }
 
+/// The label of every call whose path is not a method these servers serve: a caller choosing
+/// paths at will must not be able to add series (each costs memory and scrape time for good).
+pub const UNKNOWN_METHOD: &str = "unknown";
+
+/// The reflection methods (their descriptors are not exported by tonic-reflection).
+const REFLECTION_METHODS: &[&str] = &[
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// Every method path svs serves (`/package.Service/Method`), read from the descriptor sets of
+/// the svs protos and grpc.health.v1: the only values the `method` label takes besides
+/// `UNKNOWN_METHOD`.
+fn known_methods() -> &'static HashSet<&'static str> {
+    static KNOWN: OnceLock<HashSet<&'static str>> = OnceLock::new();
+    KNOWN.get_or_init(|| {
+        let mut known: HashSet<&'static str> = REFLECTION_METHODS.iter().copied().collect();
+        for encoded in [
+            svs_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ] {
+            let Ok(set) = <prost_types::FileDescriptorSet as prost::Message>::decode(encoded)
+            else {
+                tracing::error!(
+                    "a built-in descriptor set does not decode; its methods count as unknown"
+                );
+                continue;
+            };
+            for file in set.file {
+                for service in &file.service {
+                    for method in &service.method {
+                        let path =
+                            format!("/{}.{}/{}", file.package(), service.name(), method.name());
+                        // Leaked once per method for the process's life: a fixed, small set.
+                        known.insert(Box::leak(path.into_boxed_str()));
+                    }
+                }
+            }
+        }
+        known
+    })
+}
+
+/// The `method` label for a request path: the path itself when svs serves it, else
+/// `UNKNOWN_METHOD`.
+pub fn method_label(path: &str) -> &'static str {
+    known_methods().get(path).copied().unwrap_or(UNKNOWN_METHOD)
+}
+
 /// Counts every RPC as `svs_rpc_total{method, code}` when its response ends.
 #[derive(Clone, Default)]
 pub struct CountRpcs;
@@ -92,7 +142,7 @@ impl StartWatch for CountRpcs {
     type Watcher = Call;
     fn start<B>(&self, request: &http::Request<B>) -> Option<Call> {
         Some(Call {
-            method: request.uri().path().chars().take(128).collect(),
+            method: method_label(request.uri().path()),
             code: None,
         })
     }
@@ -103,7 +153,7 @@ pub type RpcMetricsLayer = WatchLayer<CountRpcs>;
 
 /// One call: its method, and its status once known.
 pub struct Call {
-    method: String,
+    method: &'static str,
     code: Option<tonic::Code>,
 }
 
@@ -132,13 +182,34 @@ impl Drop for Call {
     fn drop(&mut self) {
         // A body dropped before its status: the client went away.
         let code = self.code.unwrap_or(tonic::Code::Cancelled);
-        // Unknown paths are one label, so a client cannot grow the label set at will.
-        let method = if code == tonic::Code::Unimplemented {
-            "unknown".to_string()
-        } else {
-            std::mem::take(&mut self.method)
-        };
-        metrics::counter!("svs_rpc_total", "method" => method, "code" => format!("{code:?}"))
+        metrics::counter!("svs_rpc_total", "method" => self.method, "code" => format!("{code:?}"))
             .increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_served_methods_are_labels() {
+        assert_eq!(
+            method_label("/svs.directory.v1.Directory/Send"),
+            "/svs.directory.v1.Directory/Send"
+        );
+        assert_eq!(
+            method_label("/svs.stream.v1.Stream/Play"),
+            "/svs.stream.v1.Stream/Play"
+        );
+        assert_eq!(
+            method_label("/grpc.health.v1.Health/Check"),
+            "/grpc.health.v1.Health/Check"
+        );
+        assert_eq!(
+            method_label("/svs.directory.v1.Directory/Sendx"),
+            UNKNOWN_METHOD
+        );
+        assert_eq!(method_label("/made/up"), UNKNOWN_METHOD);
+        assert_eq!(method_label(""), UNKNOWN_METHOD);
     }
 }
