@@ -33,8 +33,9 @@ pub enum CliError {
     Io(#[from] std::io::Error),
 }
 
+/// A status's message as one printable line: it comes from a server, which may be hostile.
 fn status_text(status: &tonic::Status) -> String {
-    let message = status.message();
+    let message = crate::text::sentence(status.message());
     match status.code() {
         tonic::Code::Unavailable => format!("the service is unavailable: {message}"),
         _ => message.to_string(),

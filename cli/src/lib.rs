@@ -8,10 +8,12 @@ pub mod home;
 pub mod inbox;
 pub mod known_peers;
 pub mod picture;
+mod picture_size;
 pub mod player;
 pub mod reconnect;
 pub mod session;
 pub mod stream_client;
+pub mod text;
 pub mod window;
 
 pub use error::CliError;

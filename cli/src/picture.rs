@@ -2,6 +2,7 @@
 //! into a BGR image for OpenCV. One `PictureDecoder` per playback, on one thread: H.264 frames
 //! decode against the ones before them, so they must arrive in order from a keyframe on.
 
+use crate::picture_size::{self, H264Sizes};
 use opencv::core::{Mat, Vector};
 use opencv::prelude::*;
 use opencv::{imgcodecs, imgproc};
@@ -9,9 +10,15 @@ use openh264::decoder::Decoder;
 use openh264::formats::YUVSource;
 use svs_common::proto::stream::frame::Picture;
 
-/// Decodes JPEG and H.264 frames of one playback.
-#[derive(Default)]
+/// The most pixels a picture may have by default: a little above 2560×1440 (3,686,400), the
+/// largest rendition svs serves. `svs play --max-pixels` changes it.
+pub const DEFAULT_MAX_PIXELS: u64 = 4_000_000;
+
+/// Decodes JPEG and H.264 frames of one playback. Before decoding, the size a picture claims
+/// (JPEG frame header, H.264 SPS) must be the size its frame message announced and within the
+/// pixel budget: a decoder allocates what the picture claims.
 pub struct PictureDecoder {
+    max_pixels: u64,
     h264: Option<Decoder>,
     /// The H.264 decoder's input may continue from the previous frame (no JPEG, no keyframe
     /// missed since): else a non-keyframe is refused instead of decoded into garbage.
@@ -29,21 +36,61 @@ fn cv(context: &'static str) -> impl Fn(opencv::Error) -> DecodeError {
     move |e| DecodeError(format!("{context}: {e}"))
 }
 
+impl Default for PictureDecoder {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_PIXELS)
+    }
+}
+
+/// Refuses a claimed size other than the announced one, or over the budget.
+fn check_claimed(
+    what: &str,
+    claimed: picture_size::Size,
+    announced: picture_size::Size,
+    max_pixels: u64,
+) -> Result<(), DecodeError> {
+    let pixels = u64::from(claimed.0) * u64::from(claimed.1);
+    if pixels > max_pixels {
+        return Err(DecodeError(format!(
+            "the {what} claims {}x{} = {pixels} pixels, over the budget of {max_pixels} (--max-pixels); not decoded",
+            claimed.0, claimed.1
+        )));
+    }
+    if claimed != announced {
+        return Err(DecodeError(format!(
+            "the {what} claims {}x{} but the frame announced {}x{}; not decoded",
+            claimed.0, claimed.1, announced.0, announced.1
+        )));
+    }
+    Ok(())
+}
+
 impl PictureDecoder {
-    pub fn new() -> Self {
-        Self::default()
+    /// A decoder refusing pictures of more than `max_pixels`.
+    pub fn new(max_pixels: u64) -> Self {
+        Self {
+            max_pixels,
+            h264: None,
+            h264_continues: false,
+            i420: Vec::new(),
+        }
     }
 
-    /// Decodes one frame's picture (`keyframe` as the message says) into `out` (BGR).
+    /// Decodes one frame's picture (`keyframe` and `announced` size as the frame message says)
+    /// into `out` (BGR), after checking the size the picture claims.
     pub fn decode(
         &mut self,
         picture: &Picture,
         keyframe: bool,
+        announced: picture_size::Size,
         out: &mut Mat,
     ) -> Result<(), DecodeError> {
         match picture {
             Picture::Jpeg(jpeg) => {
                 self.h264_continues = false;
+                let claimed = picture_size::jpeg(jpeg)
+                    .ok_or_else(|| DecodeError("the JPEG has no frame header".into()))?;
+                check_claimed("JPEG", claimed, announced, self.max_pixels)?;
                 *out =
                     imgcodecs::imdecode(&Vector::<u8>::from_slice(jpeg), imgcodecs::IMREAD_COLOR)
                         .map_err(cv("decoding JPEG"))?;
@@ -64,6 +111,19 @@ impl PictureDecoder {
                     self.h264 = None;
                 }
                 self.h264_continues = false;
+                match picture_size::h264(unit) {
+                    H264Sizes::NoSps => {}
+                    H264Sizes::Sps(sizes) => {
+                        for size in sizes {
+                            check_claimed("H.264 SPS", size, announced, self.max_pixels)?;
+                        }
+                    }
+                    H264Sizes::Unreadable(why) => {
+                        return Err(DecodeError(format!(
+                            "the H.264 SPS does not parse ({why}); not decoded"
+                        )));
+                    }
+                }
                 let decoder = match &mut self.h264 {
                     Some(d) => d,
                     empty => empty.insert(
@@ -76,6 +136,13 @@ impl PictureDecoder {
                     .map_err(|e| DecodeError(format!("decoding H.264: {e}")))?
                     .ok_or_else(|| DecodeError("the H.264 access unit held no picture".into()))?;
                 let (width, height) = yuv.dimensions();
+                // An SPS sent earlier set this size; it still has to be the announced one.
+                check_claimed(
+                    "decoded H.264 picture",
+                    (width as u32, height as u32),
+                    announced,
+                    self.max_pixels,
+                )?;
                 let (y_stride, u_stride, v_stride) = yuv.strides();
                 let (half_w, half_h) = (width / 2, height / 2);
                 self.i420.clear();

@@ -29,6 +29,8 @@ pub struct PlayOptions {
     /// Send notes and progress here instead of writing them to stderr (a full-screen program
     /// that owns the terminal).
     pub reports: Option<ReportTo>,
+    /// Refuse pictures of more pixels than this; `None`: `picture::DEFAULT_MAX_PIXELS`.
+    pub max_pixels: Option<u64>,
 }
 
 /// What a playback tells the program that started it.
@@ -171,6 +173,8 @@ fn key_for(code: i32) -> Option<Key> {
 struct ViewItem {
     picture: Picture,
     keyframe: bool,
+    /// The size the frame message announced.
+    size: (u32, u32),
     fps: f64,
     /// The window's title: video, rendition, position and duration.
     title: String,
@@ -228,28 +232,58 @@ fn draw_overlay(image: &mut Mat, overlay: &Overlay) -> Result<(), String> {
     Ok(())
 }
 
+/// Frame records kept for a playback's summary (the first ones; about 100 bytes each). Counts
+/// and figures cover every frame; only the per-frame list stops growing here.
+pub const MAX_FRAME_RECORDS: usize = 10_000;
+/// Lateness samples kept for the p99 (the latest ones).
+const MAX_LATENESS_SAMPLES: usize = 10_000;
+
+/// What the view thread decoded.
+#[derive(Debug, Default)]
+struct Decoded {
+    /// The decoded size of the first `MAX_FRAME_RECORDS` frames in order; (0, 0) for one that
+    /// did not decode.
+    sizes: Vec<(u32, u32)>,
+    /// Frames decoded in all.
+    count: u64,
+    /// The last frame's decoded size ((0, 0) if it did not decode).
+    last: (u32, u32),
+    /// Pictures refused or failed, and the first reason.
+    failed: u64,
+    first_failure: Option<String>,
+}
+
+impl Decoded {
+    fn push(&mut self, size: (u32, u32)) {
+        if self.sizes.len() < MAX_FRAME_RECORDS {
+            self.sizes.push(size);
+        }
+        self.last = size;
+    }
+}
+
 /// Decodes (and records, and hands to the window) frames until the channel closes. Runs on its
-/// own thread and never touches the window system itself. Returns the decoded size of each
-/// frame in order.
+/// own thread and never touches the window system itself.
 fn view_loop(
     mut frames: mpsc::Receiver<ViewItem>,
     window: Option<crate::window::Window>,
     record: Option<PathBuf>,
-) -> Result<Vec<(u32, u32)>, String> {
-    let mut sizes = Vec::new();
+    max_pixels: u64,
+) -> Result<Decoded, String> {
+    let mut decoded = Decoded::default();
     let mut writer: Option<(videoio::VideoWriter, Size)> = None;
     let mut resized = Mat::default();
-    let mut decoder = PictureDecoder::new();
+    let mut decoder = PictureDecoder::new(max_pixels);
     let mut mat = Mat::default();
     while let Some(item) = frames.blocking_recv() {
-        if decoder
-            .decode(&item.picture, item.keyframe, &mut mat)
-            .is_err()
-        {
-            sizes.push((0, 0));
+        if let Err(e) = decoder.decode(&item.picture, item.keyframe, item.size, &mut mat) {
+            decoded.push((0, 0));
+            decoded.failed += 1;
+            decoded.first_failure.get_or_insert(e.0);
             continue;
         }
-        sizes.push((mat.cols() as u32, mat.rows() as u32));
+        decoded.count += 1;
+        decoded.push((mat.cols() as u32, mat.rows() as u32));
         if let Some(path) = &record {
             if writer.is_none() {
                 let size = mat.size().map_err(cv)?;
@@ -286,7 +320,7 @@ fn view_loop(
     if let Some((mut w, _)) = writer {
         w.release().map_err(cv)?;
     }
-    Ok(sizes)
+    Ok(decoded)
 }
 
 fn percentile(mut values: Vec<f64>, p: f64) -> f64 {
@@ -345,7 +379,10 @@ pub async fn play(
         None
     };
     let record = options.record.clone();
-    let viewer = std::thread::spawn(move || view_loop(view_rx, window, record));
+    let max_pixels = options
+        .max_pixels
+        .unwrap_or(crate::picture::DEFAULT_MAX_PIXELS);
+    let viewer = std::thread::spawn(move || view_loop(view_rx, window, record, max_pixels));
     let mut overlay_on = false;
     let mut shown_fps = 0.0f64;
     let mut shown_kbps = 0.0f64;
@@ -353,7 +390,7 @@ pub async fn play(
     let mut summary = Summary {
         video,
         codec: codec_label(header.codec).to_string(),
-        playback_id: header.playback_id.clone(),
+        playback_id: crate::text::sentence(&header.playback_id),
         rendition: resolution_label(header.resolution).to_string(),
         ..Summary::default()
     };
@@ -364,7 +401,8 @@ pub async fn play(
     // first frame that came late does not make every later one look early.
     let mut anchor: Option<(Instant, f64)> = None;
     let mut earliest_ms: Option<f64> = None;
-    let mut lateness = Vec::new();
+    let mut lateness = std::collections::VecDeque::with_capacity(MAX_LATENESS_SAMPLES);
+    let mut last_size = (0u32, 0u32);
     let mut paused = false;
     let mut position = 0.0f64;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -383,7 +421,7 @@ pub async fn play(
                     Err(status) if crate::error::is_lost(&status) => {
                         // Resume on a new connection at the frame after the last one shown.
                         resume.start_seconds = position + 1.0 / header.fps.max(1.0);
-                        options.note(format!("* connection to the stream service lost ({}); reconnecting at {:.1} s…", status.message(), resume.start_seconds));
+                        options.note(format!("* connection to the stream service lost ({}); reconnecting at {:.1} s…", crate::text::sentence(status.message()), resume.start_seconds));
                         let resumed = tokio::select! {
                             r = resume_playback(client, &resume) => r,
                             _ = &mut ctrl_c => break Ok(()),
@@ -415,7 +453,10 @@ pub async fn play(
                         let offset_ms = ((now - t0).as_secs_f64() - (frame.pts_seconds - pts0)) * 1000.0;
                         let earliest = earliest_ms.get_or_insert(offset_ms);
                         *earliest = earliest.min(offset_ms);
-                        lateness.push(offset_ms - *earliest);
+                        if lateness.len() == MAX_LATENESS_SAMPLES {
+                            lateness.pop_front();
+                        }
+                        lateness.push_back(offset_ms - *earliest);
                         position = frame.pts_seconds;
                         summary.frames_received += 1;
                         summary.frames_skipped = frame.skipped_total;
@@ -433,7 +474,9 @@ pub async fn play(
                         summary.bytes_received += size;
                         window_frames += 1;
                         window_bytes += size;
-                        summary.frames.push(FrameRecord {
+                        last_size = (frame.width, frame.height);
+                        if summary.frames.len() < MAX_FRAME_RECORDS {
+                            summary.frames.push(FrameRecord {
                             index: frame.index,
                             pts_seconds: frame.pts_seconds,
                             rendition: resolution_label(frame.resolution),
@@ -444,7 +487,8 @@ pub async fn play(
                             codec,
                             keyframe: frame.keyframe,
                             bytes: size,
-                        });
+                            });
+                        }
                         let title = format!(
                             "{} — {} — {} / {}",
                             summary.video,
@@ -458,12 +502,12 @@ pub async fn play(
                             lines: vec![
                                 format!("{} {}x{} {}", summary.rendition, width, height, if codec == "jpeg" { "JPEG" } else { "H.264" }),
                                 format!("{shown_fps:.1} fps  {shown_kbps:.0} kbit/s"),
-                                format!("skipped {}  late {:.0} ms", summary.frames_skipped, lateness.last().copied().unwrap_or(0.0)),
+                                format!("skipped {}  late {:.0} ms", summary.frames_skipped, lateness.back().copied().unwrap_or(0.0)),
                                 format!("{} / {}", clock(position), clock(duration)),
                             ],
                             progress: position / duration.max(f64::MIN_POSITIVE),
                         });
-                        if view_tx.send(ViewItem { picture, keyframe: frame.keyframe, fps: header.fps, title, overlay }).await.is_err() {
+                        if view_tx.send(ViewItem { picture, keyframe: frame.keyframe, size: (frame.width, frame.height), fps: header.fps, title, overlay }).await.is_err() {
                             break Ok(());
                         }
                     }
@@ -475,10 +519,10 @@ pub async fn play(
                             Some(notice::Kind::Switched(s)) => {
                                 summary.switches += 1;
                                 if options.live_stats {
-                                    eprintln!("switched {} → {} ({})", resolution_label(s.from), resolution_label(s.to), s.reason);
+                                    eprintln!("switched {} → {} ({})", resolution_label(s.from), resolution_label(s.to), crate::text::sentence(&s.reason));
                                 }
                             }
-                            Some(notice::Kind::State(state)) if options.live_stats => eprintln!("{state}"),
+                            Some(notice::Kind::State(state)) if options.live_stats => eprintln!("{}", crate::text::sentence(&state)),
                             _ => {}
                         }
                     }
@@ -509,11 +553,11 @@ pub async fn play(
             }
             _ = tick.tick() => {
                 if options.live_stats && first_frame.is_some() {
-                    let late = lateness.last().copied().unwrap_or(0.0);
+                    let late = lateness.back().copied().unwrap_or(0.0);
                     eprintln!(
                         "{:>5.1} fps  {:>7.0} kbit/s  {} {}x{}  skipped {}  late {:.0} ms",
                         window_frames as f64, window_bytes as f64 * 8.0 / 1000.0, summary.rendition,
-                        summary.frames.last().map_or(0, |f| f.width), summary.frames.last().map_or(0, |f| f.height),
+                        last_size.0, last_size.1,
                         summary.frames_skipped, late
                     );
                 }
@@ -529,19 +573,23 @@ pub async fn play(
         }
     };
     drop(view_tx);
-    let sizes = tokio::task::spawn_blocking(move || viewer.join())
+    let decoded = tokio::task::spawn_blocking(move || viewer.join())
         .await
         .map_err(|e| CliError::Usage(e.to_string()))?
         .map_err(|_| CliError::Usage("the video window thread failed".into()))?
         .map_err(|e| CliError::Usage(format!("decoding frames: {e}")))?;
-    for (record, (w, h)) in summary.frames.iter_mut().zip(&sizes) {
+    for (record, (w, h)) in summary.frames.iter_mut().zip(&decoded.sizes) {
         record.decoded_width = *w;
         record.decoded_height = *h;
     }
-    summary.frames_decoded = sizes.iter().filter(|(w, _)| *w > 0).count() as u64;
-    if let Some(last) = summary.frames.last() {
-        summary.width = last.decoded_width;
-        summary.height = last.decoded_height;
+    summary.frames_decoded = decoded.count;
+    (summary.width, summary.height) = decoded.last;
+    if let Some(why) = &decoded.first_failure {
+        options.note(format!(
+            "! {} picture(s) not shown; the first: {}",
+            decoded.failed,
+            crate::commands::display::printable(why)
+        ));
     }
     if let Some(first) = first_frame {
         summary.time_to_first_frame_ms = (first - asked).as_secs_f64() * 1000.0;
@@ -551,7 +599,7 @@ pub async fn play(
             summary.kbits_per_second = summary.bytes_received as f64 * 8.0 / 1000.0 / span;
         }
     }
-    summary.p99_lateness_ms = percentile(lateness, 0.99);
+    summary.p99_lateness_ms = percentile(lateness.into(), 0.99);
     summary.position_seconds = position;
     summary.duration_seconds = header.frame_count as f64 / header.fps.max(1.0);
     outcome.map(|()| summary)

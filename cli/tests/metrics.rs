@@ -108,6 +108,7 @@ async fn counters_move_with_what_the_services_do() {
         record: None,
         live_stats: false,
         reports: None,
+        max_pixels: None,
     };
     let summary = player::play(&mut client, request, &options).await.unwrap();
     assert_eq!(summary.frames_received, DEMO_FRAMES);

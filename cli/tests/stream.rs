@@ -20,6 +20,7 @@ const HEADLESS: PlayOptions = PlayOptions {
     record: None,
     live_stats: false,
     reports: None,
+    max_pixels: None,
 };
 
 fn request(resolution: Resolution, pacing: Pacing) -> PlayRequest {

@@ -58,7 +58,7 @@ async fn decode_and_compare(
         ..Default::default()
     };
     let mut playing = client.play(request).await.unwrap();
-    let mut decoder = PictureDecoder::new();
+    let mut decoder = PictureDecoder::default();
     let mut image = Mat::default();
     let (mut sizes, mut psnr_sum, mut decode_ms) = (Vec::new(), 0.0, Vec::new());
     while let Ok(Some(m)) = playing.stream.message().await {
@@ -67,7 +67,12 @@ async fn decode_and_compare(
         };
         let started = Instant::now();
         decoder
-            .decode(f.picture.as_ref().unwrap(), f.keyframe, &mut image)
+            .decode(
+                f.picture.as_ref().unwrap(),
+                f.keyframe,
+                (f.width, f.height),
+                &mut image,
+            )
             .unwrap();
         decode_ms.push(started.elapsed().as_secs_f64() * 1e3);
         let original = source.next_frame().unwrap().expect("a source frame");

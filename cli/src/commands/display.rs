@@ -2,20 +2,10 @@
 
 use crate::inbox::{Incoming, Message};
 use crate::known_peers::PinCheck;
+use crate::text::sentence;
 use svs_common::proto::directory::Peer;
 
-/// Text from a peer as a terminal may show it: control characters other than line breaks and
-/// tabs (escape sequences that would move the cursor, clear the screen or retitle the window)
-/// become spaces.
-pub fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            '\n' | '\t' => c,
-            c if c.is_control() => ' ',
-            c => c,
-        })
-        .collect()
-}
+pub use crate::text::printable;
 
 /// A hex fingerprint in groups of four digits, as people read them aloud.
 pub fn hex_groups(hex: &str) -> Vec<String> {
@@ -60,7 +50,7 @@ pub fn peer_line(peer: &Peer, me: &str) -> String {
     };
     format!(
         "{}{you}  key {}…",
-        peer.name,
+        sentence(&peer.name),
         short_fingerprint(&peer.fingerprint)
     )
 }
@@ -89,7 +79,7 @@ pub fn message_line(m: &Message, me: &str) -> String {
         clock(m.time),
         m.from,
         to,
-        printable(&m.text)
+        crate::text::continued(&m.text)
     );
     if let Some(w) = &m.warning {
         line = format!("!!! {w}\n{line}");
@@ -114,18 +104,21 @@ pub fn render(item: &Incoming, me: &str) -> String {
         Incoming::Joined(peer, check) => {
             format!("* {} joined{}", peer_line(peer, me), pin_note(peer, check))
         }
-        Incoming::Left { name, reason } => format!("* {name} left ({reason})"),
+        Incoming::Left { name, reason } => format!("* {name} left ({})", sentence(reason)),
         Incoming::Message(m) => message_line(m, me),
         Incoming::Delivered { id, to } => {
             format!("  ✓ delivered to {to} ({})", &id[..8.min(id.len())])
         }
         Incoming::Undelivered { id, to, reason } => {
             format!(
-                "  ✗ not delivered to {to} ({}): {reason}",
-                &id[..8.min(id.len())]
+                "  ✗ not delivered to {to} ({}): {}",
+                &id[..8.min(id.len())],
+                sentence(reason)
             )
         }
-        Incoming::Dropped { from, why } => format!("! dropped a message from {from}: {why}"),
+        Incoming::Dropped { from, why } => {
+            format!("! dropped a message from {from}: {}", sentence(why))
+        }
         Incoming::ResyncNeeded => "* resynchronising the directory".into(),
         Incoming::Redelivered => String::new(),
     }
@@ -141,14 +134,6 @@ mod tests {
         assert_eq!(
             super::fingerprint_prefix(hex, 8),
             "66cc a1ab 0c4f 3a77 e409"
-        );
-    }
-
-    #[test]
-    fn escape_sequences_from_peers_do_not_reach_the_terminal() {
-        assert_eq!(
-            super::printable("hi\x1b]0;owned\x07\x1b[2J\nnext\tline\r"),
-            "hi ]0;owned  [2J\nnext\tline "
         );
     }
 }

@@ -80,7 +80,7 @@ pub async fn run(global: &Global, args: ListenArgs) -> Result<(), CliError> {
                 Incoming::Message(m) => {
                     received += 1;
                     if args.json {
-                        println!("{}", serde_json::to_string(m).expect("message serialises"));
+                        println!("{}", crate::text::json_line(m));
                     } else {
                         println!("{}", display::message_line(m, &session.name));
                     }

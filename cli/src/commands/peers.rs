@@ -30,7 +30,10 @@ pub async fn who(global: &Global, args: WhoArgs) -> Result<(), CliError> {
                 })
             })
             .collect();
-        println!("{}", serde_json::Value::Array(rows));
+        println!(
+            "{}",
+            crate::text::json_line(&serde_json::Value::Array(rows))
+        );
     } else {
         for p in &peers {
             println!("{}", display::peer_line(p, &session.name));

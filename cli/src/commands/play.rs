@@ -56,7 +56,10 @@ pub async fn videos(global: &Global, args: VideosArgs) -> Result<(), CliError> {
                 })
             })
             .collect();
-        println!("{}", serde_json::Value::Array(rows));
+        println!(
+            "{}",
+            crate::text::json_line(&serde_json::Value::Array(rows))
+        );
         return Ok(());
     }
     if videos.is_empty() {
@@ -72,7 +75,7 @@ pub async fn videos(global: &Global, args: VideosArgs) -> Result<(), CliError> {
             .collect();
         println!(
             "{:<20} {:>7.1} s  {:>5.1} fps  {}",
-            v.name,
+            crate::text::sentence(&v.name),
             duration,
             fps,
             renditions.join(" ")
@@ -108,6 +111,12 @@ pub struct PlayArgs {
     /// Print a JSON summary as the last line.
     #[arg(long)]
     pub json: bool,
+    /// Refuse (and do not decode) pictures of more pixels than this, or whose own header
+    /// claims a size other than the stream announced: a decoder allocates what a picture claims,
+    /// so a hostile stream service could otherwise make svs allocate gigabytes. The default is a
+    /// little above 2560x1440, the largest rendition svs serves.
+    #[arg(long, env = "SVS_MAX_PIXELS", default_value_t = crate::picture::DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
 }
 
 pub async fn play(global: &Global, args: PlayArgs) -> Result<(), CliError> {
@@ -128,16 +137,14 @@ pub async fn play(global: &Global, args: PlayArgs) -> Result<(), CliError> {
         record: args.record.clone(),
         live_stats: !args.json,
         reports: None,
+        max_pixels: Some(args.max_pixels),
     };
     if !args.headless && !player::has_display() && !args.json {
         eprintln!("no display (DISPLAY/WAYLAND_DISPLAY unset): playing headless");
     }
     let summary = player::play(&mut client, request, &options).await?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&summary).expect("summary serialises")
-        );
+        println!("{}", crate::text::json_line(&summary));
     } else {
         println!(
             "{}: {} frames received ({}), {} decoded, {} skipped, last {} {}x{}, first frame after {:.0} ms, {:.1} fps, {:.0} kbit/s, stopped at {} of {}",

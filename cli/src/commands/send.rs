@@ -108,7 +108,7 @@ pub async fn send_and_wait(
             match reach.state {
                 ReachState::Refused => failed.push(reach.detail),
                 _ => {
-                    println!("{}", reach.detail);
+                    println!("{}", crate::text::sentence(&reach.detail));
                     waiting.insert(reach.recipient);
                 }
             }

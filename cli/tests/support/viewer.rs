@@ -19,7 +19,7 @@ impl Default for Viewer {
 impl Viewer {
     pub fn new() -> Self {
         Self {
-            decoder: svs_cli::picture::PictureDecoder::new(),
+            decoder: svs_cli::picture::PictureDecoder::default(),
             image: opencv::core::Mat::default(),
             h264_since_jump: false,
         }
@@ -29,7 +29,12 @@ impl Viewer {
     pub fn show(&mut self, f: &Frame) -> ((i32, i32), Option<u64>) {
         use opencv::prelude::*;
         self.decoder
-            .decode(f.picture.as_ref().unwrap(), f.keyframe, &mut self.image)
+            .decode(
+                f.picture.as_ref().unwrap(),
+                f.keyframe,
+                (f.width, f.height),
+                &mut self.image,
+            )
             .unwrap_or_else(|e| panic!("frame {} does not decode: {e}", f.index));
         (
             (self.image.cols(), self.image.rows()),
