@@ -9,8 +9,9 @@ pub enum CliError {
     Usage(String),
     #[error("the directory refused: {0}")]
     Refused(String),
-    /// A refusal that says "not now" (RESOURCE_EXHAUSTED: too many registrations at once, a
-    /// rate, a session cap): the same request may work after a wait.
+    /// A refusal that says "not now" (RESOURCE_EXHAUSTED with a `google.rpc.RetryInfo` delay:
+    /// too many registrations at once, a rate): the same request may work after a wait.
+    /// RESOURCE_EXHAUSTED without one (a session cap, a message too large) is final: `Refused`.
     #[error("the directory refused: {0}")]
     RefusedForNow(String),
     /// The connection or the session was lost (the directory restarted, the network dropped):
@@ -85,13 +86,29 @@ pub fn is_lost(status: &tonic::Status) -> bool {
     )
 }
 
+/// How long a "not now" refusal asks the caller to wait (its `google.rpc.RetryInfo`), or `None`
+/// for any other status: only RESOURCE_EXHAUSTED that carries the detail is worth retrying. A
+/// delay over a minute is read as a minute, so a server cannot park a client forever.
+pub fn retry_delay(status: &tonic::Status) -> Option<std::time::Duration> {
+    use tonic_types::StatusExt;
+    if status.code() != tonic::Code::ResourceExhausted {
+        return None;
+    }
+    let info = status.get_details_retry_info()?;
+    Some(
+        info.retry_delay
+            .unwrap_or_default()
+            .min(std::time::Duration::from_secs(60)),
+    )
+}
+
 /// Statuses from the directory (the default: most calls go there). Codes that mean the
 /// connection or session went away become `Lost`.
 impl From<tonic::Status> for CliError {
     fn from(status: tonic::Status) -> Self {
         if is_lost(&status) || status.code() == tonic::Code::Unauthenticated {
             CliError::Lost(status_text(&status))
-        } else if status.code() == tonic::Code::ResourceExhausted {
+        } else if retry_delay(&status).is_some() {
             CliError::RefusedForNow(status_text(&status))
         } else {
             CliError::Refused(status_text(&status))

@@ -324,15 +324,27 @@ impl Session {
         self.send_envelope(envelope).await
     }
 
-    /// Sends an already sealed envelope (tests use this to send forged ones).
+    /// Sends an already sealed envelope (tests use this to send forged ones). A "not now"
+    /// refusal (a send rate) is tried again after the delay it names, a few times; any other
+    /// refusal is final and returned at once.
     pub async fn send_envelope(&mut self, envelope: Envelope) -> Result<Sent, CliError> {
-        let response = self
-            .api
-            .send(SendRequest {
-                envelope: Some(envelope),
-            })
-            .await?
-            .into_inner();
+        const SEND_ATTEMPTS: u32 = 5;
+        let mut attempt = 0;
+        let response = loop {
+            attempt += 1;
+            let request = SendRequest {
+                envelope: Some(envelope.clone()),
+            };
+            match self.api.send(request).await {
+                Ok(response) => break response.into_inner(),
+                Err(status) => match crate::error::retry_delay(&status) {
+                    Some(delay) if attempt < SEND_ATTEMPTS => {
+                        tokio::time::sleep(delay.max(std::time::Duration::from_millis(20))).await;
+                    }
+                    _ => return Err(status.into()),
+                },
+            }
+        };
         let message_id = response.message_id.as_ref().try_into().map_err(|_| {
             CliError::Refused("the directory returned a malformed message id".into())
         })?;

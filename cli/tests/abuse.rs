@@ -310,3 +310,117 @@ async fn a_body_that_does_not_decode_is_invalid_argument() {
     assert!(err.message().contains("not a valid protobuf"), "{err:?}");
     dir.stop().await;
 }
+
+/// Seals `text` from `sender` (key in `<home>/keys/<sender>.pem`) for `peer`.
+fn sealed_for(
+    home: &Path,
+    sender: &str,
+    peer: &svs_common::proto::directory::Peer,
+    text: &str,
+) -> svs_common::proto::directory::Envelope {
+    use svs_common::sealed;
+    let key = identity::read_private_key(&home.join(format!("keys/{sender}.pem"))).unwrap();
+    let peer_key = identity::parse_public_key(&peer.public_key_der).unwrap();
+    sealed::seal(
+        &mut identity::os_rng(),
+        &sealed::SealParams {
+            sender,
+            sender_key: &key,
+            counter: svs_common::time::now_ms() * 1000,
+            timestamp_ms: svs_common::time::now_ms(),
+            recipients: &[sealed::SealRecipient {
+                name: &peer.name,
+                key: &peer_key,
+            }],
+        },
+        text.as_bytes(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn sessions_do_not_multiply_a_names_rate_and_retryable_refusals_say_when() {
+    use svs_cli::session::Bearer;
+    use svs_common::proto::directory::SendRequest;
+    use tonic_types::StatusExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TestDirectory::start(
+        &tmp.path().join("data"),
+        &[
+            "--send-burst-per-name",
+            "6",
+            "--send-rate-per-name",
+            "1",
+            "--max-sessions-per-name",
+            "2",
+        ],
+    )
+    .await;
+    let home = tmp.path().join("alice");
+    let mut bob = dir.register("bob", &tmp.path().join("bob")).await;
+    let bob_peer = support::listed_peer(&mut bob, "bob").await;
+    let one = dir.register("alice", &home).await;
+    let two = dir.register("alice", &home).await;
+    let channel = svs_common::client::connect(&dir.url, Some(&dir.ca))
+        .await
+        .unwrap();
+    let api = |token: &str| {
+        DirectoryClient::with_interceptor(channel.clone(), Bearer::new(token).unwrap())
+    };
+    let (mut api_one, mut api_two) = (api(&one.token), api(&two.token));
+    let send = |text: &str| SendRequest {
+        envelope: Some(sealed_for(&home, "alice", &bob_peer, text)),
+    };
+    // Each session alone is within its own budget (200); the name's budget of 6 is shared.
+    for n in 0..3 {
+        api_one.send(send(&format!("one {n}"))).await.unwrap();
+        api_two.send(send(&format!("two {n}"))).await.unwrap();
+    }
+    let refused = api_two.send(send("one too many")).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("across all its sessions"),
+        "{refused:?}"
+    );
+    let delay = refused
+        .get_details_retry_info()
+        .and_then(|info| info.retry_delay)
+        .expect("a rate refusal says when to retry");
+    assert!(delay <= Duration::from_secs(1), "{delay:?}");
+    assert!(matches!(
+        svs_cli::CliError::from(refused),
+        svs_cli::CliError::RefusedForNow(_)
+    ));
+    // The client waits as told and gets through.
+    tokio::time::sleep(delay).await;
+    api_one.send(send("after the wait")).await.unwrap();
+
+    // A final refusal has no delay: the session cap, a message too large.
+    let third = svs_cli::session::Session::register(&dir.options("alice", &home))
+        .await
+        .err()
+        .expect("a third session is over the cap");
+    assert!(
+        matches!(third, svs_cli::CliError::Refused(_)),
+        "a cap is final, not retried: {third:?}"
+    );
+    let big = sealed_for(&home, "alice", &bob_peer, &"x".repeat(64 * 1024 + 1));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let refused = api_one
+        .send(SendRequest {
+            envelope: Some(big),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(refused.get_details_retry_info().is_none(), "{refused:?}");
+    dir.stop().await;
+}

@@ -111,9 +111,12 @@ impl Challenges {
         if used.len() >= self.max_used {
             used.retain(|_, &mut e| e > now_ms);
             if used.len() >= self.max_used {
-                return Err(Error::ResourceExhausted(
-                    "too many registrations in the last moments; try again in a few seconds".into(),
-                ));
+                return Err(Error::RetryLater {
+                    message:
+                        "too many registrations in the last moments; try again in a few seconds"
+                            .into(),
+                    after: std::time::Duration::from_secs(5),
+                });
             }
         }
         used.insert(*challenge, expires_ms);

@@ -70,6 +70,13 @@ pub struct Limits {
     /// Messages one session may send in a burst.
     #[arg(long, env = "SVS_SEND_BURST", default_value_t = 200.0)]
     pub send_burst: f64,
+    /// Messages per second one name may send across all its sessions (so sessions do not
+    /// multiply the rate; the budget outlives the sessions while it refills).
+    #[arg(long, env = "SVS_SEND_RATE_PER_NAME", default_value_t = 50.0)]
+    pub send_rate_per_name: f64,
+    /// Messages one name may send in a burst across all its sessions.
+    #[arg(long, env = "SVS_SEND_BURST_PER_NAME", default_value_t = 200.0)]
+    pub send_burst_per_name: f64,
     /// Used registration challenges remembered at once to refuse their reuse (only successful
     /// registrations enter; each is forgotten when its challenge expires).
     #[arg(long, env = "SVS_MAX_USED_CHALLENGES", default_value_t = 100_000)]

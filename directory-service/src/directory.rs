@@ -91,6 +91,8 @@ impl Directory {
                 },
                 send_rate: limits.send_rate,
                 send_burst: limits.send_burst,
+                name_send_rate: limits.send_rate_per_name,
+                name_send_burst: limits.send_burst_per_name,
             },
             mail.clone(),
         ));
@@ -108,7 +110,7 @@ impl Directory {
                 max_recipients: limits.max_recipients,
                 max_message_bytes: limits.max_message_bytes,
                 max_clock_skew_ms: limits.max_clock_skew_secs * 1000,
-                ttl_days: limits.mailbox_ttl.as_secs() / 86_400,
+                ttl: limits.mailbox_ttl,
             },
         );
         let challenges = Challenges::new(limits.challenge_secs * 1000, limits.max_used_challenges)?;

@@ -13,8 +13,16 @@ pub enum Error {
     PermissionDenied(String),
     #[error("{0}")]
     Unauthenticated(String),
+    /// A cap that stays until something else changes (a message too large, every session slot
+    /// taken): RESOURCE_EXHAUSTED without a retry delay.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// Not now: the same call may succeed after `after` (a rate, a moment's load).
+    #[error("{message}")]
+    RetryLater {
+        message: String,
+        after: std::time::Duration,
+    },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -39,6 +47,7 @@ impl From<Error> for Status {
             Error::PermissionDenied(m) => Status::permission_denied(m),
             Error::Unauthenticated(m) => Status::unauthenticated(m),
             Error::ResourceExhausted(m) => Status::resource_exhausted(m),
+            Error::RetryLater { message, after } => svs_server::status::retry_later(message, after),
             Error::NotFound(m) => Status::not_found(m),
             Error::Unavailable(m) => Status::unavailable(m),
             Error::Common(e) => {

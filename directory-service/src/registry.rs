@@ -68,6 +68,9 @@ pub struct SessionLimits {
     pub queue: QueueLimits,
     pub send_rate: f64,
     pub send_burst: f64,
+    /// The rate and burst of one name across its sessions.
+    pub name_send_rate: f64,
+    pub name_send_burst: f64,
 }
 
 struct Session {
@@ -106,6 +109,9 @@ struct State {
     remote: HashMap<String, HashMap<String, Peer>>,
     /// Where this replica's own joins and leaves go, in cluster mode.
     changes: Option<mpsc::UnboundedSender<LocalChange>>,
+    /// Each name's send budget across its sessions, kept until it has refilled (the sweep
+    /// drops full ones), so quitting and registering again does not refill it.
+    name_send_budgets: HashMap<String, TokenBucket>,
 }
 
 impl State {
@@ -275,25 +281,38 @@ impl Registry {
         })
     }
 
-    /// Takes one message from the session's send budget.
+    /// Takes one message from the session's send budget and from its name's.
     pub fn take_send_budget(&self, session: &SessionRef) -> Result<(), Error> {
+        let limits = self.limits;
         let mut state = self.state();
         let live = state
             .names
             .get_mut(&session.canonical)
             .and_then(|o| o.sessions.get_mut(&session.id))
             .ok_or_else(session_ended)?;
-        if live
-            .send_budget
-            .take(self.limits.send_rate, self.limits.send_burst)
-        {
-            Ok(())
-        } else {
-            Err(Error::ResourceExhausted(format!(
-                "sending too fast: the limit is {} messages per second (bursts of {})",
-                self.limits.send_rate, self.limits.send_burst
-            )))
+        if !live.send_budget.take(limits.send_rate, limits.send_burst) {
+            return Err(Error::RetryLater {
+                message: format!(
+                    "sending too fast: the limit is {} messages per second (bursts of {})",
+                    limits.send_rate, limits.send_burst
+                ),
+                after: Duration::from_secs_f64(1.0 / limits.send_rate.max(0.001)),
+            });
         }
+        let name_budget = state
+            .name_send_budgets
+            .entry(session.canonical.clone())
+            .or_insert_with(|| TokenBucket::full(limits.name_send_burst));
+        if !name_budget.take(limits.name_send_rate, limits.name_send_burst) {
+            return Err(Error::RetryLater {
+                message: format!(
+                    "sending too fast: {} may send {} messages per second across all its sessions (bursts of {})",
+                    session.name, limits.name_send_rate, limits.name_send_burst
+                ),
+                after: Duration::from_secs_f64(1.0 / limits.name_send_rate.max(0.001)),
+            });
+        }
+        Ok(())
     }
 
     /// Who is online now.
@@ -478,6 +497,10 @@ impl Registry {
     /// updates the session gauges.
     pub fn sweep(&self) {
         let mut state = self.state();
+        let (rate, burst) = (self.limits.name_send_rate, self.limits.name_send_burst);
+        state
+            .name_send_budgets
+            .retain(|_, budget| !budget.is_full(rate, burst));
         let now = Instant::now();
         let wall = now_ms();
         let ending: Vec<(String, [u8; 16], LeaveReason)> = state

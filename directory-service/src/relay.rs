@@ -29,7 +29,8 @@ pub struct RelayLimits {
     pub max_recipients: usize,
     pub max_message_bytes: usize,
     pub max_clock_skew_ms: u64,
-    pub ttl_days: u64,
+    /// How long a mailbox keeps an unread message.
+    pub ttl: std::time::Duration,
 }
 
 /// Stores and routes sealed envelopes and their receipts.
@@ -249,7 +250,7 @@ impl Relay {
     pub async fn expire(&self) -> Result<(), Error> {
         let expired = self.mail.expire(now_ms()).await?;
         metrics::counter!("svs_directory_expired_total").increment(expired.len() as u64);
-        let ttl_days = self.limits.ttl_days;
+        let ttl = svs_common::time::spoken_duration(self.limits.ttl);
         let failures = expired
             .into_iter()
             .map(
@@ -260,9 +261,7 @@ impl Relay {
                  }| {
                     let kind = event::Kind::Undelivered(DeliveryFailure {
                         message_id: Bytes::copy_from_slice(&message_id),
-                        reason: format!(
-                            "{owner} did not read it within {ttl_days} days; it expired unread"
-                        ),
+                        reason: format!("{owner} did not read it within {ttl}; it expired unread"),
                         recipient: owner,
                         stored_seq: 0,
                     });

@@ -110,10 +110,9 @@ impl DirectoryApi for DirectoryService {
             .registrations
             .clone()
             .try_acquire_owned()
-            .map_err(|_| {
-                Error::ResourceExhausted(
-                    "too many registrations in progress; try again in a moment".into(),
-                )
+            .map_err(|_| Error::RetryLater {
+                message: "too many registrations in progress; try again in a moment".into(),
+                after: std::time::Duration::from_secs(1),
             })?;
         // RSA verification and token signing take milliseconds: off the reactor, bounded.
         let registered = self

@@ -79,8 +79,9 @@ impl AuthLayer {
         if let Some(skipped) = OVER_BUDGET.check() {
             tracing::warn!(%address, more_refused = skipped, "calls without a token over the per-address rate; refusing");
         }
-        Err(Status::resource_exhausted(
+        Err(crate::status::retry_later(
             "too many calls without a session token from your address; wait a few seconds and try again",
+            self.open_budget.refill_time(),
         ))
     }
 

@@ -13,8 +13,15 @@ pub enum Error {
     OutOfRange(String),
     #[error("{0}")]
     PermissionDenied(String),
+    /// A cap that stays until something else changes: RESOURCE_EXHAUSTED without a delay.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// Not now: the same call may succeed after `after`.
+    #[error("{message}")]
+    RetryLater {
+        message: String,
+        after: std::time::Duration,
+    },
     #[error("video: {0}")]
     Media(String),
     #[error("frame cache: {0}")]
@@ -37,6 +44,7 @@ impl From<Error> for Status {
             Error::OutOfRange(m) => Status::out_of_range(m),
             Error::PermissionDenied(m) => Status::permission_denied(m),
             Error::ResourceExhausted(m) => Status::resource_exhausted(m),
+            Error::RetryLater { message, after } => svs_server::status::retry_later(message, after),
             Error::Common(e) => {
                 svs_server::status::caller_error(&e).unwrap_or_else(|| internal(&e))
             }

@@ -191,12 +191,17 @@ impl StreamService {
             }
         };
 
-        let total = shared.total.clone().try_acquire_owned().map_err(|_| {
-            Error::ResourceExhausted(format!(
-                "the stream service is at its limit of {} playbacks; try again later",
-                shared.limits.max_streams
-            ))
-        })?;
+        let total = shared
+            .total
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::RetryLater {
+                message: format!(
+                    "the stream service is at its limit of {} playbacks; try again later",
+                    shared.limits.max_streams
+                ),
+                after: std::time::Duration::from_secs(5),
+            })?;
         // Acquired under the map's lock, so pruning an entry (`Unregister`) never races this.
         let per_session = shared
             .per_session
@@ -300,9 +305,10 @@ impl StreamService {
             None => return Err(Error::InvalidArgument("the request names no action".into())),
         };
         playback.control.try_send(action).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => Error::ResourceExhausted(
-                "too many control requests are waiting for this playback".into(),
-            ),
+            mpsc::error::TrySendError::Full(_) => Error::RetryLater {
+                message: "too many control requests are waiting for this playback".into(),
+                after: std::time::Duration::from_millis(100),
+            },
             mpsc::error::TrySendError::Closed(_) => {
                 Error::NotFound("the playback has ended".into())
             }

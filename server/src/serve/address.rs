@@ -123,6 +123,11 @@ impl PerAddressRate {
         }
     }
 
+    /// How long one token takes to come back: the wait a refused caller is told.
+    pub fn refill_time(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(1.0 / self.rate.max(0.001))
+    }
+
     /// Takes one token for `key`, or says the address is over its rate.
     pub fn allow(&self, key: AddressKey) -> bool {
         let (rate, burst) = (self.rate, self.burst);
