@@ -76,6 +76,10 @@ pub enum ReachState {
     Refused,
 }
 
+/// The longest "try again in …" a send waits out by itself; a longer one (a very slow rate, or a
+/// server that wants to park the client) is returned to the user with its sentence.
+pub const MAX_SEND_RETRY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Registration attempts when the directory answers RESOURCE_EXHAUSTED ("try again in a moment").
 pub const REGISTER_ATTEMPTS: u32 = 5;
 
@@ -325,8 +329,9 @@ impl Session {
     }
 
     /// Sends an already sealed envelope (tests use this to send forged ones). A "not now"
-    /// refusal (a send rate) is tried again after the delay it names, a few times; any other
-    /// refusal is final and returned at once.
+    /// refusal (a send rate) is tried again after the delay it names, a few times, when that
+    /// delay is short ([`MAX_SEND_RETRY_WAIT`]: a server cannot park the client for a year); any
+    /// other refusal is final and returned at once.
     pub async fn send_envelope(&mut self, envelope: Envelope) -> Result<Sent, CliError> {
         const SEND_ATTEMPTS: u32 = 5;
         let mut attempt = 0;
@@ -338,7 +343,7 @@ impl Session {
             match self.api.send(request).await {
                 Ok(response) => break response.into_inner(),
                 Err(status) => match crate::error::retry_delay(&status) {
-                    Some(delay) if attempt < SEND_ATTEMPTS => {
+                    Some(delay) if attempt < SEND_ATTEMPTS && delay <= MAX_SEND_RETRY_WAIT => {
                         tokio::time::sleep(delay.max(std::time::Duration::from_millis(20))).await;
                     }
                     _ => return Err(status.into()),

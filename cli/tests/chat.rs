@@ -547,10 +547,12 @@ async fn a_silently_vanished_client_is_detected_by_keepalive_and_announced() {
 
 #[tokio::test]
 async fn sending_faster_than_the_rate_limit_is_refused_with_a_sentence() {
+    // One message per 50 s: the refusal's "try again in 50 s" is longer than the client waits
+    // out by itself (MAX_SEND_RETRY_WAIT), so it reaches the caller at once, as a sentence.
     let tmp = tempfile::tempdir().unwrap();
     let dir = TestDirectory::start(
         &tmp.path().join("data"),
-        &["--send-rate", "0.5", "--send-burst", "2"],
+        &["--send-rate", "0.02", "--send-burst", "2"],
     )
     .await;
     let mut alice = Client::join(&dir, "alice", &tmp.path().join("alice")).await;
@@ -563,15 +565,21 @@ async fn sending_faster_than_the_rate_limit_is_refused_with_a_sentence() {
             .await
             .unwrap();
     }
+    let asked = std::time::Instant::now();
     let err = alice
         .session
         .send_text(std::slice::from_ref(&bob), "one too many")
         .await
         .err()
-        .unwrap();
+        .expect("the third message is refused");
+    let waited = asked.elapsed();
     assert!(
         code(err).contains("sending too fast"),
         "the third message is refused"
+    );
+    assert!(
+        waited < svs_cli::session::MAX_SEND_RETRY_WAIT,
+        "a 50 s wait is not waited out (took {waited:?})"
     );
     dir.stop().await;
 }
