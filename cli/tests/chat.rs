@@ -570,8 +570,7 @@ async fn sending_faster_than_the_rate_limit_is_refused_with_a_sentence() {
         .session
         .send_text(std::slice::from_ref(&bob), "one too many")
         .await
-        .err()
-        .expect("the third message is refused");
+        .expect_err("the third message is refused");
     let waited = asked.elapsed();
     assert!(
         code(err).contains("sending too fast"),

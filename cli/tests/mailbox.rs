@@ -218,3 +218,96 @@ async fn send_wait_names_who_has_not_read_it_yet_and_then_reports_the_receipt() 
     assert_eq!(reader.await.unwrap().1, "and this one");
     dir.stop().await;
 }
+
+#[tokio::test]
+async fn one_sender_cannot_close_a_mailbox_and_a_friend_still_gets_through() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TestDirectory::start(
+        &tmp.path().join("data"),
+        &["--mailbox-max-messages-per-sender", "5"],
+    )
+    .await;
+    offline(&dir, "bob", &tmp.path().join("bob")).await;
+    let mut mallory = Client::join(&dir, "mallory", &tmp.path().join("mallory")).await;
+    let bob = mallory
+        .session
+        .lookup_keys(&["bob".into()])
+        .await
+        .unwrap()
+        .peers;
+    for n in 0..5 {
+        let sent = mallory
+            .session
+            .send_text(&bob, &format!("junk {n}"))
+            .await
+            .unwrap();
+        assert_eq!(sent.reaches[0].state, ReachState::Stored);
+    }
+    let refused = mallory.session.send_text(&bob, "junk 5").await.unwrap();
+    assert_eq!(refused.reaches[0].state, ReachState::Refused);
+    let detail = &refused.reaches[0].detail;
+    assert!(
+        detail.contains("bob's mailbox holds 5 unread messages from mallory"),
+        "{detail}"
+    );
+    // Bob's friend is not shut out by mallory's share: the real `svs send` stores it.
+    let (ok, out, err) = svs(
+        &dir,
+        &tmp.path().join("alice"),
+        "alice",
+        &["send", "--to", "bob", "lunch?"],
+    )
+    .await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("stored for bob (offline)"), "{out}");
+    // Bob reads everything; mallory's share is free again.
+    let mut bob_back = Client::join(&dir, "bob", &tmp.path().join("bob")).await;
+    let mut texts = Vec::new();
+    while texts.len() < 6 {
+        texts.push(bob_back.message().await.text);
+    }
+    assert!(texts.contains(&"lunch?".to_string()), "{texts:?}");
+    bob_back.session.quit().await.unwrap();
+    // Acknowledgements are written before quit returns; the share counts them.
+    let mut stored = None;
+    for _ in 0..50 {
+        let sent = mallory.session.send_text(&bob, "after").await.unwrap();
+        if sent.reaches[0].state == ReachState::Stored {
+            stored = Some(sent);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        stored.is_some(),
+        "mallory's share was given back once bob read"
+    );
+    dir.stop().await;
+}
+
+#[tokio::test]
+async fn a_disk_below_its_reserve_refuses_mail_with_a_sentence_and_still_registers() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A reserve no disk here has free (1 PiB): every envelope meets it.
+    let dir = TestDirectory::start(
+        &tmp.path().join("data"),
+        &["--min-free-disk-mb", "1073741824"],
+    )
+    .await;
+    offline(&dir, "bob", &tmp.path().join("bob")).await;
+    let (ok, out, err) = svs(
+        &dir,
+        &tmp.path().join("alice"),
+        "alice",
+        &["send", "--to", "bob", "hello"],
+    )
+    .await;
+    assert!(!ok, "nothing was stored: the send fails\n{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("the directory's disk is nearly full"),
+        "{out}{err}"
+    );
+    // Registration writes too, but is not mail: a new name still gets in.
+    offline(&dir, "carol", &tmp.path().join("carol")).await;
+    dir.stop().await;
+}

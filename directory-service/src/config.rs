@@ -53,6 +53,24 @@ pub struct Limits {
     /// Bytes of unread messages one name's mailbox may hold.
     #[arg(long, env = "SVS_MAILBOX_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub mailbox_max_bytes: u64,
+    /// Unread messages from one sender that one name's mailbox may hold, so one sender cannot
+    /// fill a mailbox and shut out everyone else.
+    #[arg(
+        long,
+        env = "SVS_MAILBOX_MAX_MESSAGES_PER_SENDER",
+        default_value_t = 1_000
+    )]
+    pub mailbox_max_messages_per_sender: u64,
+    /// Bytes of unread messages from one sender that one name's mailbox may hold.
+    #[arg(long, env = "SVS_MAILBOX_MAX_BYTES_PER_SENDER", default_value_t = 8 * 1024 * 1024)]
+    pub mailbox_max_bytes_per_sender: u64,
+    /// Bytes of unread messages all mailboxes together may hold (each recipient's copy counted).
+    #[arg(long, env = "SVS_MAIL_MAX_TOTAL_BYTES", default_value_t = 4 * 1024 * 1024 * 1024)]
+    pub mail_max_total_bytes: u64,
+    /// Mail is refused (MAILBOX_FULL, saying why) while the data dir's disk has less than this
+    /// many MiB free, so registrations and acknowledgements still find room; 0 turns it off.
+    #[arg(long, env = "SVS_MIN_FREE_DISK_MB", default_value_t = 256)]
+    pub min_free_disk_mb: u64,
     /// Sessions one name may hold at once (terminals, scripts, machines sharing the key).
     #[arg(long, env = "SVS_MAX_SESSIONS_PER_NAME", default_value_t = 8)]
     pub max_sessions_per_name: usize,

@@ -47,6 +47,11 @@ impl Db {
         })
     }
 
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Runs `op` on the open database. A failure marks the database broken (one log line) and
     /// is reported as UNAVAILABLE: the caller may retry once the disk has room again.
     pub fn with<T>(&self, op: impl FnOnce(&Database) -> Result<T, Error>) -> Result<T, Error> {

@@ -44,6 +44,10 @@ fn quotas(limits: &Limits) -> Quotas {
         ttl_ms: limits.mailbox_ttl.as_millis() as u64,
         max_messages: limits.mailbox_max_messages,
         max_bytes: limits.mailbox_max_bytes,
+        max_messages_per_sender: limits.mailbox_max_messages_per_sender,
+        max_bytes_per_sender: limits.mailbox_max_bytes_per_sender,
+        max_total_bytes: limits.mail_max_total_bytes,
+        min_free_disk_bytes: limits.min_free_disk_mb.saturating_mul(1 << 20),
         remember_ids_ms: 2 * limits.max_clock_skew_secs * 1000,
     }
 }

@@ -4,7 +4,7 @@
 //! check signatures (docs/protocol.md, Security, says why): recipients verify every envelope.
 
 use crate::Error;
-use crate::mailbox::{Mailboxes, NewEnvelope, NewReceipt, Placement, Removed};
+use crate::mailbox::{FullReason, Mailboxes, NewEnvelope, NewReceipt, Placement, Removed};
 use crate::names::NameStore;
 use crate::registry::{Registry, SessionRef};
 use bytes::Bytes;
@@ -33,6 +33,10 @@ pub struct RelayLimits {
     pub ttl: std::time::Duration,
 }
 
+/// At most one log line per interval about refused mail: a sender can cause refusals at will.
+static MAIL_REFUSED_LOG: svs_server::serve::log_throttle::LogThrottle =
+    svs_server::serve::log_throttle::LogThrottle::new(std::time::Duration::from_secs(10));
+
 /// Stores and routes sealed envelopes and their receipts.
 pub struct Relay {
     registry: Arc<Registry>,
@@ -42,6 +46,23 @@ pub struct Relay {
 }
 
 impl Relay {
+    /// Counts a recipient's copy a quota refused (`svs_directory_mail_refused_total{reason}`);
+    /// the store or the disk being full is also logged, at most once per interval, since it
+    /// refuses everyone's mail and the operator must act.
+    fn note_mail_refused(&self, reason: FullReason) {
+        metrics::counter!("svs_directory_mail_refused_total", "reason" => reason.as_str())
+            .increment(1);
+        if matches!(reason, FullReason::TotalBytes | FullReason::DiskSpace)
+            && let Some(left_out) = MAIL_REFUSED_LOG.check()
+        {
+            tracing::warn!(
+                reason = reason.as_str(),
+                lines_left_out = left_out,
+                "mail is refused: the directory's mail store or disk is full"
+            );
+        }
+    }
+
     pub fn new(
         registry: Arc<Registry>,
         names: Arc<NameStore>,
@@ -175,7 +196,10 @@ impl Relay {
                         Some(Placement::Stored { .. }) => {
                             (Outcome::Stored, format!("stored for {} (offline)", r.name))
                         }
-                        Some(Placement::Full(why)) => (Outcome::MailboxFull, why),
+                        Some(Placement::Full(full)) => {
+                            self.note_mail_refused(full.reason);
+                            (Outcome::MailboxFull, full.sentence)
+                        }
                         Some(Placement::Duplicate) | None => {
                             duplicates += 1;
                             (

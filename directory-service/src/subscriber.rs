@@ -354,6 +354,10 @@ mod tests {
             ttl_ms: 1000,
             max_messages: 10,
             max_bytes: 1 << 20,
+            max_messages_per_sender: 10,
+            max_bytes_per_sender: 1 << 20,
+            max_total_bytes: 1 << 30,
+            min_free_disk_bytes: 0,
             remember_ids_ms: 1000,
         };
         let mail = Arc::new(crate::mailbox::RedbMailboxes::open(db, quotas).unwrap());

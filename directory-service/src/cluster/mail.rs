@@ -15,8 +15,8 @@
 use super::{Cluster, MAIL_STREAM, name_from_token, name_token, nats, timed, unix_ms};
 use crate::Error;
 use crate::mailbox::{
-    Acked, Committed, Mailboxes, NewEnvelope, NewReceipt, Page, Placement, Quotas, Removed, Sink,
-    set_stored_seq,
+    Acked, Committed, Full, FullReason, Mailboxes, NewEnvelope, NewReceipt, Page, Placement,
+    Quotas, Removed, Sink, set_stored_seq,
 };
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
@@ -566,10 +566,13 @@ impl Mailboxes for JetStreamMailboxes {
                     Ok(ack) if ack.duplicate => Placement::Duplicate,
                     Ok(ack) => Placement::Stored { seq: ack.sequence },
                     Err(e) if e.to_string().contains("maximum messages per subject") => {
-                        Placement::Full(format!(
-                            "{owner}'s mailbox is full ({} messages wait unread); nothing was stored for them",
-                            self.quotas.max_messages
-                        ))
+                        Placement::Full(Full {
+                            reason: FullReason::Messages,
+                            sentence: format!(
+                                "{owner}'s mailbox is full ({} messages wait unread); nothing was stored for them",
+                                self.quotas.max_messages
+                            ),
+                        })
                     }
                     Err(e) => return Err(nats("storing the message", e)),
                 })

@@ -4,27 +4,15 @@
 //! clustered store implements it too: `cluster::mail`); items of one name carry increasing
 //! sequence numbers.
 
+mod quota;
 pub mod record;
 pub mod redb_store;
+
+pub use quota::{Full, FullReason, Held, Holdings, Quotas, free_disk_bytes};
 
 use crate::Error;
 use std::sync::Arc;
 use svs_common::proto::directory::{Envelope, Event, event};
-
-/// How long things are kept and how much one name may hold.
-#[derive(Debug, Clone, Copy)]
-pub struct Quotas {
-    /// An unacknowledged envelope or receipt is dropped this long after it was accepted.
-    pub ttl_ms: u64,
-    /// Envelopes one name may hold (receipts do not count: they are small and bounded by what the
-    /// name itself sent).
-    pub max_messages: u64,
-    /// Envelope bytes one name may hold.
-    pub max_bytes: u64,
-    /// An acknowledged message id is remembered (so a resend is refused) until this long after
-    /// the message's own timestamp: after that the relay refuses the envelope as too old anyway.
-    pub remember_ids_ms: u64,
-}
 
 /// An envelope the relay accepted, to store for each recipient.
 pub struct NewEnvelope {
@@ -49,8 +37,9 @@ pub enum Placement {
     },
     /// This message id was accepted for this name before.
     Duplicate,
-    /// The name's mailbox is at its quota; the sentence says which.
-    Full(String),
+    /// A quota refused it (the recipient's mailbox, the sender's share of it, the store, the
+    /// disk); says which, in a sentence for the sender.
+    Full(Full),
 }
 
 /// A receipt to keep for a sender with no live session.

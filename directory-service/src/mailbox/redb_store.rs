@@ -2,11 +2,15 @@
 //! applies as many as are waiting in one transaction with one fsync (group commit): a Send is
 //! answered only once its envelope is on disk, yet a burst costs one sync, not one per message.
 //! Envelope bytes are kept once however many recipients hold them (reference counted).
+//!
+//! The writer keeps a tally of what is held (per name, per sender within each name, in total),
+//! so every quota of `Quotas::admit` is checked without a scan; the per-sender part is rebuilt
+//! from the mailbox rows at open.
 
 use super::record::Record;
 use super::{
-    Acked, Committed, Mailboxes, NewEnvelope, NewReceipt, Page, Placement, Quotas, Removed, Sink,
-    set_stored_seq,
+    Acked, Committed, Held, Holdings, Mailboxes, NewEnvelope, NewReceipt, Page, Placement, Quotas,
+    Removed, Sink, free_disk_bytes, set_stored_seq,
 };
 use crate::Error;
 use crate::db::{Db, storage};
@@ -54,14 +58,23 @@ pub fn create_tables(db: &Database) -> Result<(), Error> {
     Ok(())
 }
 
+/// What one name's mailbox holds, and the last sequence number it gave out.
 #[derive(Debug, Clone, Copy, Default)]
 struct Usage {
-    count: u64,
-    bytes: u64,
+    held: Held,
     last_seq: u64,
 }
 
-type UsageMap = HashMap<String, Usage>;
+/// (recipient, sender) → the envelopes from that sender waiting in that mailbox.
+type ShareKey = (String, String);
+
+/// What every mailbox holds, as the last commit left it.
+#[derive(Debug, Default)]
+struct Tally {
+    owners: HashMap<String, Usage>,
+    shares: HashMap<ShareKey, Held>,
+    total_bytes: u64,
+}
 
 enum Change {
     Envelope(NewEnvelope),
@@ -92,7 +105,7 @@ struct Job {
 pub struct RedbMailboxes {
     db: Arc<Db>,
     jobs: mpsc::Sender<Job>,
-    usage: Arc<Mutex<UsageMap>>,
+    tally: Arc<Mutex<Tally>>,
     sink: Arc<OnceLock<Sink>>,
     writer: Option<std::thread::JoinHandle<()>>,
 }
@@ -109,43 +122,56 @@ impl Drop for RedbMailboxes {
     }
 }
 
-fn lock(usage: &Mutex<UsageMap>) -> std::sync::MutexGuard<'_, UsageMap> {
-    usage.lock().unwrap_or_else(|p| p.into_inner())
+fn lock(tally: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
+    tally.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Reads the tally from the database: per-name usage from its table, the per-sender shares
+/// from the envelope rows.
+fn load_tally(db: &Database) -> Result<(Tally, u64), Error> {
+    let txn = db.begin_read().map_err(storage)?;
+    let table = txn.open_table(USAGE).map_err(storage)?;
+    let mut tally = Tally::default();
+    for row in table.iter().map_err(storage)? {
+        let (owner, value) = row.map_err(storage)?;
+        let (messages, bytes, last_seq) = value.value();
+        tally.total_bytes += bytes;
+        tally.owners.insert(
+            owner.value().to_string(),
+            Usage {
+                held: Held { messages, bytes },
+                last_seq,
+            },
+        );
+    }
+    let mail = txn.open_table(MAIL).map_err(storage)?;
+    for row in mail.iter().map_err(storage)? {
+        let (key, value) = row.map_err(storage)?;
+        // A damaged row is reported when it is read; here it only does not count.
+        if let Ok(Record::Envelope { bytes, sender, .. }) = Record::decode(value.value()) {
+            let owner = key.value().0.to_string();
+            tally.shares.entry((owner, sender)).or_default().add(bytes);
+        }
+    }
+    let meta = txn.open_table(META).map_err(storage)?;
+    let next_ref = meta
+        .get(NEXT_REF)
+        .map_err(storage)?
+        .map_or(1, |v| v.value());
+    Ok((tally, next_ref))
 }
 
 impl RedbMailboxes {
     /// Loads the per-name usage and starts the writer thread (it ends when this is dropped).
     pub fn open(db: Arc<Db>, quotas: Quotas) -> Result<Self, Error> {
-        let (usage, next_ref) = db.with(|db| {
-            let txn = db.begin_read().map_err(storage)?;
-            let table = txn.open_table(USAGE).map_err(storage)?;
-            let mut usage = UsageMap::new();
-            for row in table.iter().map_err(storage)? {
-                let (owner, value) = row.map_err(storage)?;
-                let (count, bytes, last_seq) = value.value();
-                usage.insert(
-                    owner.value().to_string(),
-                    Usage {
-                        count,
-                        bytes,
-                        last_seq,
-                    },
-                );
-            }
-            let meta = txn.open_table(META).map_err(storage)?;
-            let next_ref = meta
-                .get(NEXT_REF)
-                .map_err(storage)?
-                .map_or(1, |v| v.value());
-            Ok((usage, next_ref))
-        })?;
-        let usage = Arc::new(Mutex::new(usage));
+        let (tally, next_ref) = db.with(load_tally)?;
+        let tally = Arc::new(Mutex::new(tally));
         let sink: Arc<OnceLock<Sink>> = Arc::new(OnceLock::new());
         let (jobs, queue) = mpsc::channel(QUEUE);
         let writer = Writer {
             db: db.clone(),
             quotas,
-            usage: usage.clone(),
+            tally: tally.clone(),
             sink: sink.clone(),
             next_ref,
         };
@@ -156,7 +182,7 @@ impl RedbMailboxes {
         Ok(Self {
             db,
             jobs,
-            usage,
+            tally,
             sink,
             writer: Some(writer),
         })
@@ -222,7 +248,10 @@ impl Mailboxes for RedbMailboxes {
     }
 
     fn last_seq(&self, owner: &str) -> u64 {
-        lock(&self.usage).get(owner).map_or(0, |u| u.last_seq)
+        lock(&self.tally)
+            .owners
+            .get(owner)
+            .map_or(0, |u| u.last_seq)
     }
 
     async fn expire(&self, now_ms: u64) -> Result<Vec<Removed>, Error> {
@@ -257,9 +286,18 @@ impl Mailboxes for RedbMailboxes {
 impl RedbMailboxes {
     /// Waiting envelopes and their bytes for `owner`.
     pub fn usage(&self, owner: &str) -> (u64, u64) {
-        lock(&self.usage)
+        lock(&self.tally)
+            .owners
             .get(owner)
-            .map_or((0, 0), |u| (u.count, u.bytes))
+            .map_or((0, 0), |u| (u.held.messages, u.held.bytes))
+    }
+
+    /// Waiting envelopes and their bytes from `sender` for `owner`.
+    pub fn share(&self, owner: &str, sender: &str) -> (u64, u64) {
+        lock(&self.tally)
+            .shares
+            .get(&(owner.to_string(), sender.to_string()))
+            .map_or((0, 0), |h| (h.messages, h.bytes))
     }
 }
 
@@ -335,27 +373,103 @@ struct Writer {
     db: Arc<Db>,
     quotas: Quotas,
     /// Shared with readers of `last_seq` and `usage`; changed only after a commit.
-    usage: Arc<Mutex<UsageMap>>,
+    tally: Arc<Mutex<Tally>>,
     sink: Arc<OnceLock<Sink>>,
     next_ref: u64,
 }
 
 /// What one transaction changes before it commits (discarded if it fails).
 struct Pending<'a> {
-    usage: HashMap<String, Usage>,
-    /// The committed usage, read for names this transaction has not touched yet.
-    shared: &'a Mutex<UsageMap>,
+    /// Names and shares this transaction touched, as it left them.
+    owners: HashMap<String, Usage>,
+    shares: HashMap<ShareKey, Held>,
+    total_bytes: u64,
+    /// The committed tally, read for what this transaction has not touched yet.
+    shared: &'a Mutex<Tally>,
+    /// Free bytes on the database's disk when the transaction began.
+    free_disk_bytes: Option<u64>,
     next_ref: u64,
     committed: Vec<Committed>,
 }
 
-impl Pending<'_> {
-    fn usage(&mut self, owner: &str) -> &mut Usage {
-        if !self.usage.contains_key(owner) {
-            let current = lock(self.shared).get(owner).copied().unwrap_or_default();
-            self.usage.insert(owner.to_string(), current);
+impl<'a> Pending<'a> {
+    fn new(shared: &'a Mutex<Tally>, free_disk_bytes: Option<u64>, next_ref: u64) -> Self {
+        Self {
+            owners: HashMap::new(),
+            shares: HashMap::new(),
+            total_bytes: lock(shared).total_bytes,
+            shared,
+            free_disk_bytes,
+            next_ref,
+            committed: Vec::new(),
         }
-        self.usage.get_mut(owner).expect("inserted above")
+    }
+
+    fn usage(&mut self, owner: &str) -> &mut Usage {
+        if !self.owners.contains_key(owner) {
+            let current = lock(self.shared)
+                .owners
+                .get(owner)
+                .copied()
+                .unwrap_or_default();
+            self.owners.insert(owner.to_string(), current);
+        }
+        self.owners.get_mut(owner).expect("inserted above")
+    }
+
+    fn share(&mut self, owner: &str, sender: &str) -> &mut Held {
+        let key = (owner.to_string(), sender.to_string());
+        if !self.shares.contains_key(&key) {
+            let current = lock(self.shared)
+                .shares
+                .get(&key)
+                .copied()
+                .unwrap_or_default();
+            self.shares.insert(key.clone(), current);
+        }
+        self.shares.get_mut(&key).expect("inserted above")
+    }
+
+    /// What an envelope from `sender` to `owner` would join.
+    fn holdings(&mut self, owner: &str, sender: &str) -> Holdings {
+        Holdings {
+            mailbox: self.usage(owner).held,
+            from_sender: *self.share(owner, sender),
+            total_bytes: self.total_bytes,
+            free_disk_bytes: self.free_disk_bytes,
+        }
+    }
+
+    /// Counts an envelope that joined `owner`'s mailbox; returns its sequence number.
+    fn add_envelope(&mut self, owner: &str, sender: &str, bytes: u64) -> u64 {
+        self.share(owner, sender).add(bytes);
+        self.total_bytes += bytes;
+        self.free_disk_bytes = self.free_disk_bytes.map(|free| free.saturating_sub(bytes));
+        let usage = self.usage(owner);
+        usage.held.add(bytes);
+        usage.last_seq += 1;
+        usage.last_seq
+    }
+
+    /// Counts an envelope that left `owner`'s mailbox.
+    fn remove_envelope(&mut self, owner: &str, sender: &str, bytes: u64) {
+        self.share(owner, sender).remove(bytes);
+        self.total_bytes = self.total_bytes.saturating_sub(bytes);
+        self.usage(owner).held.remove(bytes);
+    }
+
+    /// Publishes what this transaction changed, once it committed.
+    fn publish(self) {
+        let mut tally = lock(self.shared);
+        tally.owners.extend(self.owners);
+        for (key, held) in self.shares {
+            if held.is_empty() {
+                tally.shares.remove(&key);
+            } else {
+                tally.shares.insert(key, held);
+            }
+        }
+        tally.total_bytes = self.total_bytes;
     }
 }
 
@@ -394,16 +508,15 @@ impl Writer {
 
     /// Applies every change in one transaction; on success publishes the new usage.
     fn apply_group(&mut self, changes: &[Change]) -> Result<(Vec<Applied>, Vec<Committed>), Error> {
-        let shared = self.usage.clone();
+        let shared = self.tally.clone();
         let quotas = self.quotas;
         let next_ref = self.next_ref;
-        let (results, pending_usage, next_ref, committed) = self.db.with(|db| {
-            let mut pending = Pending {
-                usage: HashMap::new(),
-                shared: &shared,
-                next_ref,
-                committed: Vec::new(),
-            };
+        // Once per group: a statvfs per envelope would cost more than the check is worth.
+        let free_disk = (quotas.min_free_disk_bytes > 0)
+            .then(|| free_disk_bytes(self.db.path()))
+            .flatten();
+        let (results, mut pending) = self.db.with(|db| {
+            let mut pending = Pending::new(&shared, free_disk, next_ref);
             let txn = db.begin_write().map_err(storage)?;
             let mut results = Vec::with_capacity(changes.len());
             for change in changes {
@@ -411,9 +524,9 @@ impl Writer {
             }
             {
                 let mut usage = txn.open_table(USAGE).map_err(storage)?;
-                for (owner, u) in &pending.usage {
+                for (owner, u) in &pending.owners {
                     usage
-                        .insert(owner.as_str(), (u.count, u.bytes, u.last_seq))
+                        .insert(owner.as_str(), (u.held.messages, u.held.bytes, u.last_seq))
                         .map_err(storage)?;
                 }
                 if pending.next_ref != next_ref {
@@ -422,10 +535,11 @@ impl Writer {
                 }
             }
             txn.commit().map_err(storage)?;
-            Ok((results, pending.usage, pending.next_ref, pending.committed))
+            Ok((results, pending))
         })?;
-        self.next_ref = next_ref;
-        lock(&self.usage).extend(pending_usage);
+        self.next_ref = pending.next_ref;
+        let committed = std::mem::take(&mut pending.committed);
+        pending.publish();
         Ok((results, committed))
     }
 }
@@ -458,26 +572,12 @@ fn apply(
                     placements.push(Placement::Duplicate);
                     continue;
                 }
-                let usage = pending.usage(owner);
-                if usage.count >= quotas.max_messages {
-                    placements.push(Placement::Full(format!(
-                        "{owner}'s mailbox is full ({} messages waiting, the limit); it takes more once {owner} reads",
-                        usage.count
-                    )));
+                let holdings = pending.holdings(owner, &new.sender);
+                if let Err(full) = quotas.admit(owner, &new.sender, &holdings, size) {
+                    placements.push(Placement::Full(full));
                     continue;
                 }
-                if usage.bytes + size > quotas.max_bytes {
-                    placements.push(Placement::Full(format!(
-                        "{owner}'s mailbox is full ({} KiB waiting, the limit is {} KiB); it takes more once {owner} reads",
-                        usage.bytes / 1024,
-                        quotas.max_bytes / 1024
-                    )));
-                    continue;
-                }
-                usage.count += 1;
-                usage.bytes += size;
-                usage.last_seq += 1;
-                let seq = usage.last_seq;
+                let seq = pending.add_envelope(owner, &new.sender, size);
                 let record = Record::Envelope {
                     message_id: new.message_id,
                     envelope_ref,
@@ -579,9 +679,7 @@ fn apply(
                     .insert((forget_at_ms, owner.as_str(), seq), ())
                     .map_err(storage)?;
                 release_envelope(&mut envelopes, &mut refs, envelope_ref)?;
-                let usage = pending.usage(owner);
-                usage.count = usage.count.saturating_sub(1);
-                usage.bytes = usage.bytes.saturating_sub(bytes);
+                pending.remove_envelope(owner, &sender, bytes);
                 acked.envelopes.push(Removed {
                     message_id: *id,
                     sender,
@@ -633,9 +731,7 @@ fn apply(
                     } => {
                         ids.remove((owner.as_str(), &message_id)).map_err(storage)?;
                         release_envelope(&mut envelopes, &mut refs, envelope_ref)?;
-                        let usage = pending.usage(&owner);
-                        usage.count = usage.count.saturating_sub(1);
-                        usage.bytes = usage.bytes.saturating_sub(bytes);
+                        pending.remove_envelope(&owner, &sender, bytes);
                         removed.push(Removed {
                             message_id,
                             sender,
@@ -756,6 +852,10 @@ mod tests {
         ttl_ms: 60_000,
         max_messages: 2,
         max_bytes: 1 << 20,
+        max_messages_per_sender: 2,
+        max_bytes_per_sender: 1 << 20,
+        max_total_bytes: 1 << 30,
+        min_free_disk_bytes: 0,
         remember_ids_ms: 600_000,
     };
 
@@ -778,7 +878,7 @@ mod tests {
             mail.store_envelope(real(2, &["bob"])).await.unwrap();
             let full = mail.store_envelope(real(3, &["bob"])).await.unwrap();
             assert!(
-                matches!(&full[0], Placement::Full(why) if why.contains("2 messages")),
+                matches!(&full[0], Placement::Full(why) if why.sentence.contains("2 messages")),
                 "{full:?}"
             );
             assert_eq!(mail.usage("bob"), (2, 200));
@@ -825,5 +925,66 @@ mod tests {
             })
             .unwrap();
         assert_eq!(left, 2);
+    }
+
+    fn from(sender: &str, id: u8, to: &[&str]) -> NewEnvelope {
+        NewEnvelope {
+            sender: sender.into(),
+            ..real(id, to)
+        }
+    }
+
+    #[tokio::test]
+    async fn one_sender_fills_only_its_share_and_the_share_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("names.redb");
+        let quotas = Quotas {
+            max_messages: 100,
+            max_messages_per_sender: 3,
+            max_bytes_per_sender: 1 << 20,
+            max_total_bytes: 650,
+            ..QUOTAS
+        };
+        {
+            let mail = open(&path, quotas);
+            for id in 1..=3 {
+                let placed = mail.store_envelope(from("mallory", id, &["bob"])).await;
+                assert!(matches!(placed.unwrap()[0], Placement::Stored { .. }));
+            }
+            let refused = mail.store_envelope(from("mallory", 4, &["bob"])).await;
+            assert!(
+                matches!(&refused.unwrap()[0], Placement::Full(f) if f.reason == super::super::FullReason::SenderMessages),
+            );
+            // A friend still gets through, and mallory can still write to someone else.
+            let friend = mail.store_envelope(from("alice", 5, &["bob"])).await;
+            assert!(matches!(friend.unwrap()[0], Placement::Stored { .. }));
+            assert_eq!(mail.share("bob", "mallory"), (3, 300));
+            assert_eq!(mail.share("bob", "alice"), (1, 100));
+        }
+        let mail = open(&path, quotas);
+        assert_eq!(mail.share("bob", "mallory"), (3, 300), "rebuilt at open");
+        let refused = mail.store_envelope(from("mallory", 6, &["bob"])).await;
+        assert!(matches!(&refused.unwrap()[0], Placement::Full(_)));
+        // Reading one of mallory's gives mallory's share one place back.
+        mail.ack("bob", vec![[1; 16]], vec![]).await.unwrap();
+        assert_eq!(mail.share("bob", "mallory"), (2, 200));
+        let placed = mail.store_envelope(from("mallory", 7, &["bob"])).await;
+        assert!(matches!(placed.unwrap()[0], Placement::Stored { .. }));
+        // The store as a whole keeps 650 bytes: 400 held, two more of 100, then no more.
+        mail.store_envelope(from("carol", 8, &["dave"]))
+            .await
+            .unwrap();
+        mail.store_envelope(from("carol", 9, &["dave"]))
+            .await
+            .unwrap();
+        let over = mail.store_envelope(from("carol", 10, &["erin"])).await;
+        assert!(
+            matches!(&over.unwrap()[0], Placement::Full(f) if f.reason == super::super::FullReason::TotalBytes),
+        );
+        // Expiry gives the shares back.
+        mail.expire(now_ms() + 61_000).await.unwrap();
+        assert_eq!(mail.share("bob", "mallory"), (0, 0));
+        let placed = mail.store_envelope(from("carol", 10, &["erin"])).await;
+        assert!(matches!(placed.unwrap()[0], Placement::Stored { .. }));
     }
 }
