@@ -12,8 +12,12 @@ pub enum CliError {
     /// A refusal that says "not now" (RESOURCE_EXHAUSTED with a `google.rpc.RetryInfo` delay:
     /// too many registrations at once, a rate): the same request may work after a wait.
     /// RESOURCE_EXHAUSTED without one (a session cap, a message too large) is final: `Refused`.
-    #[error("the directory refused: {0}")]
-    RefusedForNow(String),
+    #[error("the directory refused: {message}")]
+    RefusedForNow {
+        message: String,
+        /// The wait the directory asked for (at most a minute, see `retry_delay`).
+        after: std::time::Duration,
+    },
     /// The connection or the session was lost (the directory restarted, the network dropped):
     /// reconnecting may help.
     #[error("the connection was lost: {0}")]
@@ -67,7 +71,7 @@ impl CliError {
     /// Whether registering again after a wait may work: a lost connection, or a directory too
     /// busy right now (as after a restart, when every client comes back at once).
     pub fn is_worth_retrying(&self) -> bool {
-        self.is_lost_connection() || matches!(self, CliError::RefusedForNow(_))
+        self.is_lost_connection() || matches!(self, CliError::RefusedForNow { .. })
     }
 }
 
@@ -108,8 +112,11 @@ impl From<tonic::Status> for CliError {
     fn from(status: tonic::Status) -> Self {
         if is_lost(&status) || status.code() == tonic::Code::Unauthenticated {
             CliError::Lost(status_text(&status))
-        } else if retry_delay(&status).is_some() {
-            CliError::RefusedForNow(status_text(&status))
+        } else if let Some(after) = retry_delay(&status) {
+            CliError::RefusedForNow {
+                message: status_text(&status),
+                after,
+            }
         } else {
             CliError::Refused(status_text(&status))
         }

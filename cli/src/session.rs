@@ -76,8 +76,9 @@ pub enum ReachState {
     Refused,
 }
 
-/// The longest "try again in …" a send waits out by itself; a longer one (a very slow rate, or a
-/// server that wants to park the client) is returned to the user with its sentence.
+/// The longest "try again in …" a send or a registration waits out by itself; a longer one (a
+/// very slow rate, or a server that wants to park the client) is returned to the user with its
+/// sentence.
 pub const MAX_SEND_RETRY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Registration attempts when the directory answers RESOURCE_EXHAUSTED ("try again in a moment").
@@ -182,16 +183,17 @@ impl Session {
         let key = Arc::new(key);
         let spki = identity::public_key_der(&key.to_public_key());
         // A directory answering "not now" (everyone registering at once) is asked again a few
-        // times, with the reconnect backoff, before the refusal reaches the user.
+        // times, waiting as long as it asks (at least the reconnect backoff), before the refusal
+        // reaches the user; a long wait (an address's new names used up) is reported at once.
         let mut backoff = crate::reconnect::Backoff::default();
         let mut attempts = 0;
         let registered = loop {
             attempts += 1;
             match prove_key(&channel, &key, &options.name, &spki).await {
-                Err(e)
-                    if attempts < REGISTER_ATTEMPTS && matches!(e, CliError::RefusedForNow(_)) =>
+                Err(CliError::RefusedForNow { after, .. })
+                    if attempts < REGISTER_ATTEMPTS && after <= MAX_SEND_RETRY_WAIT =>
                 {
-                    tokio::time::sleep(backoff.next_delay()).await;
+                    tokio::time::sleep(backoff.next_delay().max(after)).await;
                 }
                 other => break other?,
             }

@@ -393,7 +393,7 @@ async fn sessions_do_not_multiply_a_names_rate_and_retryable_refusals_say_when()
     assert!(delay <= Duration::from_secs(1), "{delay:?}");
     assert!(matches!(
         svs_cli::CliError::from(refused),
-        svs_cli::CliError::RefusedForNow(_)
+        svs_cli::CliError::RefusedForNow { .. }
     ));
     // The client waits as told and gets through.
     tokio::time::sleep(delay).await;
@@ -422,5 +422,59 @@ async fn sessions_do_not_multiply_a_names_rate_and_retryable_refusals_say_when()
         "{refused:?}"
     );
     assert!(refused.get_details_retry_info().is_none(), "{refused:?}");
+    dir.stop().await;
+}
+
+#[tokio::test]
+async fn one_address_claims_only_so_many_new_names_and_returning_names_still_sign_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TestDirectory::start(
+        &tmp.path().join("data"),
+        &["--max-new-names-per-address-per-hour", "3"],
+    )
+    .await;
+    let home = tmp.path().join("farm");
+    let from_attacker = |name: &str| {
+        let options = dir.options(name, &home);
+        let dir = &dir;
+        async move {
+            let channel = channel_from(ATTACKER, dir).await;
+            svs_cli::session::Session::register_on(&options, channel).await
+        }
+    };
+    for n in 0..3 {
+        from_attacker(&format!("farm{n}"))
+            .await
+            .unwrap()
+            .quit()
+            .await
+            .unwrap();
+    }
+    let asked = Instant::now();
+    let refused = from_attacker("farm3")
+        .await
+        .err()
+        .expect("a fourth new name is refused");
+    let message = refused.to_string();
+    assert!(
+        message.contains("claimed 3 new names within the hour"),
+        "{message}"
+    );
+    assert!(
+        matches!(refused, svs_cli::CliError::RefusedForNow { .. }),
+        "{refused:?}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "a wait of 20 minutes is reported, not retried ({:?})",
+        asked.elapsed()
+    );
+    // A name the address already holds signs in as always; another address is unaffected.
+    from_attacker("farm0").await.unwrap().quit().await.unwrap();
+    dir.register("alice", &tmp.path().join("alice"))
+        .await
+        .quit()
+        .await
+        .unwrap();
     dir.stop().await;
 }

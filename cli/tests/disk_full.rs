@@ -100,7 +100,14 @@ async fn a_full_disk_is_not_serving_and_recovers_without_a_restart() {
     let _mount = Mount::tmpfs(&data.join("directory"), "4m");
     let dir = TestDirectory::start(
         &data,
-        &["--open-call-rate", "100000", "--open-call-burst", "100000"],
+        &[
+            "--open-call-rate",
+            "100000",
+            "--open-call-burst",
+            "100000",
+            "--max-new-names-per-address-per-hour",
+            "100000",
+        ],
     )
     .await;
     let channel = svs_common::client::connect(&dir.url, Some(&dir.ca))

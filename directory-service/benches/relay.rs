@@ -218,6 +218,16 @@ async fn start_service(data: &Path, extra: &[&str]) -> Service {
             "1000000000",
             "--send-burst",
             "1000000000",
+            // The senders are few names sending as fast as the relay takes: no per-name rate,
+            // no per-sender share of a subscriber's mailbox (the figures measure the relay).
+            "--send-rate-per-name",
+            "1000000000",
+            "--send-burst-per-name",
+            "1000000000",
+            "--mailbox-max-messages-per-sender",
+            "1000000000",
+            "--mailbox-max-bytes-per-sender",
+            "1000000000000",
             "--queue-messages",
             "100000",
         ])
@@ -233,6 +243,8 @@ async fn start_service(data: &Path, extra: &[&str]) -> Service {
             "100000",
             "--max-connections-per-address",
             "5000",
+            "--max-new-names-per-address-per-hour",
+            "1000000",
         ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

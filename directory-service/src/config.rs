@@ -71,6 +71,15 @@ pub struct Limits {
     /// many MiB free, so registrations and acknowledgements still find room; 0 turns it off.
     #[arg(long, env = "SVS_MIN_FREE_DISK_MB", default_value_t = 256)]
     pub min_free_disk_mb: u64,
+    /// Names not registered before that one address (an IPv4 address, an IPv6 /64) may claim
+    /// per hour (at most this many at once, then one per 3600/N seconds); names already bound
+    /// register without limit. Names cost nothing to make and each holds a mailbox.
+    #[arg(
+        long,
+        env = "SVS_MAX_NEW_NAMES_PER_ADDRESS_PER_HOUR",
+        default_value_t = 30
+    )]
+    pub max_new_names_per_address_per_hour: u32,
     /// Sessions one name may hold at once (terminals, scripts, machines sharing the key).
     #[arg(long, env = "SVS_MAX_SESSIONS_PER_NAME", default_value_t = 8)]
     pub max_sessions_per_name: usize,

@@ -78,6 +78,12 @@ impl Registrar {
 
     /// Step 2 of registration: checks the signed statement, claims the name, starts a session
     /// beside any the name already has. RSA and disk work: call it on a blocking thread.
+    /// Whether `name` is bound to a key already (a returning name, not a new one).
+    pub async fn is_bound(&self, name: &str) -> Result<bool, Error> {
+        names::validate(name)?;
+        Ok(self.names.binding(&names::canonical(name)).await?.is_some())
+    }
+
     pub fn register(
         &self,
         name: &str,

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use svs_common::proto::directory::directory_server::Directory as DirectoryApi;
 use svs_common::proto::directory::*;
 use svs_common::token::Claims;
+use svs_server::serve::ConnectionInfo;
+use svs_server::serve::address::PerAddressRate;
 use tokio::sync::Semaphore;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -23,6 +25,10 @@ pub struct DirectoryService {
     /// moves every stream starves: clients time out and the service melts down instead of
     /// queueing.
     crypto: Arc<Semaphore>,
+    /// Names not yet bound that one address may claim (`--max-new-names-per-address-per-hour`):
+    /// names cost nothing to make, and each holds a mailbox and a send budget.
+    new_names: Arc<PerAddressRate>,
+    new_names_per_hour: u32,
 }
 
 impl DirectoryService {
@@ -31,7 +37,35 @@ impl DirectoryService {
             directory,
             registrations: Arc::new(Semaphore::new(limits.max_pending_registrations)),
             crypto: Arc::new(Semaphore::new(limits.crypto_threads.max(1))),
+            new_names: Arc::new(PerAddressRate::new(
+                f64::from(limits.max_new_names_per_address_per_hour) / 3600.0,
+                f64::from(limits.max_new_names_per_address_per_hour),
+            )),
+            new_names_per_hour: limits.max_new_names_per_address_per_hour,
         }
+    }
+
+    /// Takes one of the address's new-name tokens when `name` is not bound yet (a name already
+    /// bound registers as always, whoever asks: its key decides). Taken before the signature
+    /// is checked, so a failed attempt at a new name counts too.
+    async fn check_new_name_budget(
+        &self,
+        address: Option<svs_server::serve::address::AddressKey>,
+        name: &str,
+    ) -> Result<(), Error> {
+        let Some(address) = address else {
+            return Ok(());
+        };
+        if self.directory.registrar.is_bound(name).await? || self.new_names.allow(address) {
+            return Ok(());
+        }
+        Err(Error::RetryLater {
+            message: format!(
+                "this address has claimed {} new names within the hour, the most it may; a name already registered still signs in",
+                self.new_names_per_hour
+            ),
+            after: self.new_names.refill_time(),
+        })
     }
 
     /// Runs RSA work on a blocking thread once one of the `--crypto-threads` slots is free.
@@ -104,7 +138,12 @@ impl DirectoryApi for DirectoryService {
         &self,
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
+        let address = request
+            .extensions()
+            .get::<ConnectionInfo>()
+            .and_then(ConnectionInfo::address);
         let r = request.into_inner();
+        self.check_new_name_budget(address, &r.name).await?;
         let directory = self.directory.clone();
         let permit = self
             .registrations
