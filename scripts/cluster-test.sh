@@ -19,13 +19,20 @@ echo "starting the cluster"
 compose up -d
 
 services=(nats directory-1 directory-2 directory-3 stream-1 stream-2 proxy)
-all_healthy() { for s in "${services[@]}"; do healthy "$s" || return 1; done; }
+all_healthy() { for s in "${services[@]}"; do healthy "$s" || return 1; done; completed ca; }
 for _ in $(seq 1 180); do
   if all_healthy; then break; fi
   sleep 1
 done
 all_healthy || { echo "the cluster did not become healthy"; exit 1; }
 echo "all ${#services[@]} services healthy"
+
+# NATS takes only the replicas: it is not on the network the cli container shares, and the cli
+# container holds the CA certificate and none of the services' secrets.
+compose --profile cli run --rm -T --no-deps --entrypoint /bin/bash cli -c \
+  'test -r /ca/ca.pem && ! test -e /data/cluster/token_key.pem && ! test -e /data/tls/ca.key && ! test -e /run/svs-nats/password && ! (exec 3<>/dev/tcp/nats/4222) 2>/dev/null' ||
+  { echo "the cli container can reach NATS or read a service's secret"; exit 1; }
+echo "NATS and the services' secrets are out of the cli container's reach"
 
 # cli NAME DIRECTORY-URLS ARGS...: the real CLI on the compose network.
 cli() {

@@ -2,7 +2,8 @@
 # `docker compose` / `docker-compose` exists on the file(s) in COMPOSE_FILE; on exit, `cleanup`
 # prints the logs of a failed run and removes every container and volume of the project;
 # `ensure_base_images` builds local base images where they cannot be pulled; `healthy SERVICE`
-# says whether a service's healthcheck passes.
+# says whether a service's healthcheck passes; `completed SERVICE` whether a one-shot service
+# exited with status 0.
 
 compose() {
   if docker compose version >/dev/null 2>&1; then docker compose "$@"; else docker-compose "$@"; fi
@@ -32,3 +33,4 @@ ensure_base_images() {
 }
 
 healthy() { [ "$(docker inspect --format '{{.State.Health.Status}}' "$(compose ps -q "$1")" 2>/dev/null)" = healthy ]; }
+completed() { [ "$(docker inspect --format '{{.State.Status}} {{.State.ExitCode}}' "$(compose ps -aq "$1")" 2>/dev/null)" = "exited 0" ]; }

@@ -25,6 +25,12 @@ healthy directory-service && healthy stream-service || { echo "services did not 
 echo "both services healthy"
 
 cli() { compose --profile cli run --rm -T -e SVS_HOME="/home/svs/$1" cli --name "$@"; }
+# The cli container holds the CA certificate and nothing of the services' secrets.
+compose --profile cli run --rm -T --entrypoint /bin/sh cli -c \
+  'test -r /ca/ca.pem && ! test -e /data/tls/ca.key && ! test -e /data/directory/token_key.pem' ||
+  { echo "the cli container can see the services' data volume"; exit 1; }
+echo "the cli container sees only the CA certificate"
+
 cli bob listen --count 1 --timeout 90 --json >"$work/bob.out" 2>"$work/bob.err" &
 listener=$!
 for _ in $(seq 1 60); do

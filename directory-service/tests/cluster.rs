@@ -21,11 +21,22 @@ const WAIT: Duration = Duration::from_secs(30);
 /// Replicas are told this timeout, so a killed one is noticed within seconds.
 const REPLICA_TIMEOUT_SECS: &str = "3";
 
-/// A real nats-server with JetStream on a fixed port and store, so it can be restarted.
+/// The NATS configuration compose deploys (one user, the directory replicas, with a password):
+/// the tests run exactly it.
+const NATS_CONF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docker/nats.conf");
+/// The user docker/nats.conf defines.
+const NATS_USER: &str = "svs-directory";
+
+/// A real nats-server with JetStream on a fixed port and store, so it can be restarted, run with
+/// docker/nats.conf and a password made for it.
 struct Nats {
     child: Option<Child>,
     port: u16,
     store: PathBuf,
+    /// The replicas' password, in a 0600 file next to the store.
+    password_file: PathBuf,
+    /// Whether it ran before (then a restart keeps its port: the replicas know it).
+    started_once: bool,
     /// `--tls --tlscert … --tlskey …` when NATS serves TLS.
     tls: Vec<String>,
 }
@@ -36,34 +47,68 @@ impl Nats {
     }
 
     async fn start_with(store: &Path, tls: Vec<String>) -> Self {
+        let password_file = store.with_file_name("nats_password");
+        let password = hex::encode(svs_common::identity::random::<24>().unwrap());
+        svs_common::identity::write_secret_file(&password_file, password.as_bytes()).unwrap();
         let mut nats = Self {
             child: None,
             port: free_port(),
             store: store.to_path_buf(),
+            password_file,
+            started_once: false,
             tls,
         };
         nats.run().await;
         nats
     }
 
+    /// Starts nats-server on `port` and waits until it takes connections. The first start may
+    /// move to another port: a free port can be taken by another test between picking and
+    /// binding, and nats-server then exits.
     async fn run(&mut self) {
-        let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
+        let first_start = self.child.is_none() && !self.started_once;
+        for _ in 0..5 {
+            if self.spawn_and_wait().await {
+                self.started_once = true;
+                return;
+            }
+            assert!(
+                first_start,
+                "nats-server did not start again on port {}",
+                self.port
+            );
+            self.port = free_port();
+        }
+        panic!("nats-server did not start (see SVS_TEST_LOGS)");
+    }
+
+    /// Whether nats-server came up on `port` (false when it exited: the port was taken).
+    async fn spawn_and_wait(&mut self) -> bool {
+        let password = std::fs::read_to_string(&self.password_file).unwrap();
+        let mut child = Command::new("nats-server")
+            .args(["-c", NATS_CONF])
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-sd", &self.store.display().to_string()])
             .args(&self.tls)
+            .env("SVS_NATS_PASSWORD", password)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_file(&format!("nats-{}", self.port)))
             .spawn()
             .expect("nats-server runs (scripts/install-deps.sh installs it)");
-        self.child = Some(child);
         let deadline = Instant::now() + WAIT;
         while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
             .await
             .is_err()
         {
-            assert!(Instant::now() < deadline, "nats-server did not start");
+            if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        self.child = Some(child);
+        true
     }
 
     fn stop(&mut self) {
@@ -76,6 +121,16 @@ impl Nats {
     fn url(&self) -> String {
         let scheme = if self.tls.is_empty() { "nats" } else { "tls" };
         format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The flags a replica needs to sign in to this NATS.
+    fn credentials(&self) -> [String; 4] {
+        [
+            "--nats-user".into(),
+            NATS_USER.into(),
+            "--nats-password-file".into(),
+            self.password_file.display().to_string(),
+        ]
     }
 }
 
@@ -188,6 +243,7 @@ impl Cluster {
             .args(["--data-dir", &data.display().to_string()])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--nats", &self.nats.url()])
+            .args(self.nats.credentials())
             .arg("--token-key")
             .arg(self.root.path().join("token_key.pem"))
             .args(["--replica-timeout-secs", REPLICA_TIMEOUT_SECS])
@@ -704,6 +760,7 @@ async fn replicas_reach_nats_over_tls_and_refuse_a_server_they_cannot_verify() {
         .arg(cluster.root.path().join("data"))
         .args(["--listen", &format!("127.0.0.1:{}", free_port())])
         .args(["--nats", &cluster.nats.url(), "--nats-connect-secs", "2"])
+        .args(cluster.nats.credentials())
         .arg("--token-key")
         .arg(cluster.root.path().join("token_key.pem"))
         .output()
@@ -711,4 +768,77 @@ async fn replicas_reach_nats_over_tls_and_refuse_a_server_they_cannot_verify() {
     assert!(!output.status.success());
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(log.contains("cannot reach NATS"), "{log}");
+}
+
+#[tokio::test]
+async fn nats_admits_only_the_replicas_and_only_to_what_they_use() {
+    let cluster = Cluster::start(1).await;
+    let mut alice = cluster.join("alice", &[0]).await;
+    let bob = cluster.join("bob", &[0]).await;
+    drop(bob);
+    // Anyone else on the network: no credentials, no connection (it could read every envelope
+    // and write a name's key before; now it cannot sign in).
+    let anonymous = async_nats::ConnectOptions::new()
+        .max_reconnects(Some(1))
+        .connect(cluster.nats.url())
+        .await;
+    let refused = anonymous
+        .err()
+        .expect("NATS refuses a client without credentials");
+    assert_eq!(
+        refused.kind(),
+        async_nats::ConnectErrorKind::AuthorizationViolation,
+        "{refused}"
+    );
+    // The replicas' own user may not subscribe to the mail subjects directly (only through the
+    // JetStream API, as the replicas do).
+    let password = std::fs::read_to_string(&cluster.nats.password_file).unwrap();
+    let replica_user =
+        async_nats::ConnectOptions::with_user_and_password(NATS_USER.into(), password)
+            .connect(cluster.nats.url())
+            .await
+            .unwrap();
+    let mut snooping = replica_user.subscribe("svs.mail.>").await.unwrap();
+    replica_user.flush().await.unwrap();
+    let bob_peer = alice.peer("bob").await;
+    alice
+        .session
+        .send_text(&[bob_peer], "sealed, while someone listens")
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(
+        Duration::from_secs(2),
+        futures_util::StreamExt::next(&mut snooping),
+    )
+    .await;
+    assert!(
+        !matches!(next, Ok(Some(_))),
+        "a plain subscription to svs.mail.> got a message: {next:?}"
+    );
+    // A replica with a wrong password stops at once and says why.
+    let wrong = cluster.root.path().join("wrong_password");
+    svs_common::identity::write_secret_file(&wrong, b"not-the-password").unwrap();
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_directory-service"))
+        .arg("--data-dir")
+        .arg(cluster.root.path().join("data"))
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--nats", &cluster.nats.url()])
+        .args(["--nats-user", NATS_USER, "--nats-password-file"])
+        .arg(&wrong)
+        .arg("--token-key")
+        .arg(cluster.root.path().join("token_key.pem"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("refused this replica's credentials"), "{log}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "no 30 s of retries for a wrong password"
+    );
+    assert!(
+        !log.contains("not-the-password"),
+        "the password is not logged: {log}"
+    );
 }

@@ -30,6 +30,14 @@ pub struct ClusterOptions {
     /// NATS credentials file (.creds) when the server requires one.
     #[arg(long, env = "SVS_NATS_CREDS")]
     pub nats_creds: Option<PathBuf>,
+    /// NATS user name, when the server requires a user and password (docker/nats.conf's user is
+    /// `svs-directory`); the password is read from --nats-password-file.
+    #[arg(long, env = "SVS_NATS_USER", requires = "nats_password_file")]
+    pub nats_user: Option<String>,
+    /// File holding the NATS user's password (one line; keep it 0600). Read at start, never
+    /// logged.
+    #[arg(long, env = "SVS_NATS_PASSWORD_FILE", requires = "nats_user")]
+    pub nats_password_file: Option<PathBuf>,
     /// CA certificate (PEM) that signs the NATS server's certificate: turns TLS to NATS on.
     #[arg(long, env = "SVS_NATS_CA")]
     pub nats_ca: Option<PathBuf>,
@@ -73,6 +81,12 @@ impl Cluster {
         let client = loop {
             match connect_options(options, &replica).await?.connect(url).await {
                 Ok(client) => break client,
+                // Wrong or missing credentials do not get better by waiting.
+                Err(e) if e.kind() == async_nats::ConnectErrorKind::AuthorizationViolation => {
+                    return Err(Error::InvalidArgument(format!(
+                        "NATS at {url} refused this replica's credentials ({e}): check --nats-user and --nats-password-file (or --nats-creds)"
+                    )));
+                }
                 Err(e) if tokio::time::Instant::now() + wait < deadline => {
                     tracing::warn!(error = %e, url, "NATS not reachable yet; retrying");
                     tokio::time::sleep(wait).await;
@@ -174,6 +188,19 @@ async fn connect_options(
             .credentials_file(creds)
             .await
             .map_err(|e| Error::InvalidArgument(format!("cannot read {}: {e}", creds.display())))?;
+    }
+    if let (Some(user), Some(file)) = (&options.nats_user, &options.nats_password_file) {
+        let password = tokio::fs::read_to_string(file)
+            .await
+            .map_err(|e| Error::InvalidArgument(format!("cannot read {}: {e}", file.display())))?;
+        let password = password.trim_end_matches(['\n', '\r']);
+        if password.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "{} is empty: it should hold the NATS password",
+                file.display()
+            )));
+        }
+        connect = connect.user_and_password(user.clone(), password.to_string());
     }
     if let Some(ca) = &options.nats_ca {
         connect = connect.add_root_certificates(ca.clone()).require_tls(true);
