@@ -782,9 +782,7 @@ async fn nats_admits_only_the_replicas_and_only_to_what_they_use() {
         .max_reconnects(Some(1))
         .connect(cluster.nats.url())
         .await;
-    let refused = anonymous
-        .err()
-        .expect("NATS refuses a client without credentials");
+    let refused = anonymous.expect_err("NATS refuses a client without credentials");
     assert_eq!(
         refused.kind(),
         async_nats::ConnectErrorKind::AuthorizationViolation,
