@@ -478,3 +478,73 @@ async fn one_address_claims_only_so_many_new_names_and_returning_names_still_sig
         .unwrap();
     dir.stop().await;
 }
+
+#[tokio::test]
+async fn a_trusted_proxy_passes_on_each_clients_address_and_no_one_else_can_claim_one() {
+    const PROXY: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 3));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TestDirectory::start(
+        &tmp.path().join("data"),
+        &[
+            "--proxy-protocol-from",
+            "127.0.0.3",
+            "--max-new-names-per-address-per-hour",
+            "1",
+        ],
+    )
+    .await;
+    let home = tmp.path().join("homes");
+    let register_as = |client: &'static str, name: &'static str| {
+        let options = dir.options(name, &home);
+        let (url, ca) = (dir.url.clone(), dir.ca.clone());
+        async move {
+            let channel = net::channel_via_proxy(PROXY, client.parse().unwrap(), &url, &ca).await?;
+            svs_cli::session::Session::register_on(&options, channel)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
+    // Two clients behind one proxy: each has its own budget of one new name.
+    register_as("203.0.113.1:40001", "first").await.unwrap();
+    let refused = register_as("203.0.113.1:40002", "second")
+        .await
+        .err()
+        .expect("a second new name for 203.0.113.1 is refused");
+    assert!(refused.contains("claimed 1 new names"), "{refused}");
+    register_as("203.0.113.2:40003", "second").await.unwrap();
+    // A connection from the proxy's address without a header is not served.
+    let bare = async {
+        let channel = net::channel_from(PROXY, &dir.url, &dir.ca).await?;
+        let options = dir.options("third", &home);
+        svs_cli::session::Session::register_on(&options, channel)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let bare = tokio::time::timeout(Duration::from_secs(15), bare).await;
+    assert!(
+        matches!(bare, Ok(Err(_))),
+        "a proxy connection without a header is closed"
+    );
+    // Anyone else sending a header is not believed: the header is never read, TLS fails.
+    let spoofed = net::channel_via_proxy(
+        ATTACKER,
+        "203.0.113.3:1".parse().unwrap(),
+        &dir.url,
+        &dir.ca,
+    )
+    .await;
+    let spoofed = match spoofed {
+        Err(e) => Err(e),
+        Ok(channel) => {
+            let options = dir.options("fourth", &home);
+            svs_cli::session::Session::register_on(&options, channel)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
+    assert!(
+        spoofed.is_err(),
+        "a header from an untrusted address is refused"
+    );
+    dir.stop().await;
+}

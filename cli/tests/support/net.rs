@@ -47,6 +47,35 @@ pub async fn channel_from(source: IpAddr, url: &str, ca: &Path) -> Result<Channe
         .map_err(|e| e.to_string())
 }
 
+/// A gRPC channel to `url` whose connections leave from `proxy` and start with a PROXY protocol
+/// v2 header naming `client`, as HAProxy's `send-proxy-v2` writes one.
+pub async fn channel_via_proxy(
+    proxy: IpAddr,
+    client: SocketAddr,
+    url: &str,
+    ca: &Path,
+) -> Result<Channel, String> {
+    use tokio::io::AsyncWriteExt;
+    let port = port_of(url);
+    let connector = tower::service_fn(move |_: http::Uri| async move {
+        let mut tcp = tcp_from(proxy, port).await?;
+        let destination = SocketAddr::from(([127, 0, 0, 1], port));
+        let header = ppp::v2::Builder::with_addresses(
+            ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+            ppp::v2::Protocol::Stream,
+            (client, destination),
+        )
+        .build()?;
+        tcp.write_all(&header).await?;
+        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tcp))
+    });
+    svs_common::client::endpoint(url, Some(ca))
+        .map_err(|e| e.to_string())?
+        .connect_with_connector(connector)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// A TLS 1.3 connection (ALPN h2) from `source` to `url` that has sent nothing yet.
 pub async fn tls_from(
     source: IpAddr,

@@ -1,10 +1,13 @@
 //! The accept loop shared by both services. A connection holds a global slot and a slot of its
 //! address (IPv6 by /64) for its whole life; it must finish TLS and send the HTTP/2 preface within
-//! one deadline; once served, it is closed after holding no stream for the idle timeout.
+//! one deadline; once served, it is closed after holding no stream for the idle timeout. Behind a
+//! trusted proxy the address is the client's, from the PROXY protocol header read first (within
+//! the same deadline).
 
 use super::activity::{Activity, ConnectionInfo};
 use super::address::{AddressKey, AddressSlot, PerAddressSlots};
 use super::log_throttle::LogThrottle;
+use super::proxy_protocol::{self, TrustedProxies};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -36,6 +39,8 @@ pub struct AcceptConfig {
     pub handshake_timeout: Duration,
     /// A served connection holding no stream this long is closed.
     pub idle_timeout: Duration,
+    /// Proxies whose connections start with a PROXY protocol v2 header naming the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 enum Transport {
@@ -177,13 +182,16 @@ pub fn incoming(
                     continue;
                 }
             };
-            let address = AddressKey::of(peer.ip());
-            let Some(address_slot) = per_address.try_acquire(address) else {
-                if let Some(skipped) = REFUSED_ADDRESS.check() {
-                    tracing::warn!(%address, limit = config.max_connections_per_address, more_refused = skipped,
-                        "per-address connection limit reached; closing new connections from that address");
-                }
-                continue;
+            // Behind a trusted proxy the client's address is known only once its header is
+            // read: that connection takes its address slot then.
+            let from_proxy = config.trusted_proxies.contains(peer.ip());
+            let address_slot = if from_proxy {
+                None
+            } else {
+                let Some(slot) = take_address_slot(&per_address, peer, &config) else {
+                    continue;
+                };
+                Some(slot)
             };
             let Ok(global_slot) = global.clone().try_acquire_owned() else {
                 if let Some(skipped) = REFUSED_GLOBAL.check() {
@@ -201,14 +209,19 @@ pub fn incoming(
             let ready_tx = ready_tx.clone();
             let config = config.clone();
             let stop = stop.clone();
+            let per_address = per_address.clone();
             tokio::spawn(async move {
                 let deadline = config.handshake_timeout;
                 let ready = tokio::select! {
                     _ = stop.cancelled() => return,
-                    ready = tokio::time::timeout(deadline, handshake(tcp, &config)) => ready,
+                    ready = tokio::time::timeout(
+                        deadline,
+                        prepare(tcp, peer, address_slot, &per_address, &config),
+                    ) => ready,
                 };
-                let transport = match ready {
-                    Ok(Ok(transport)) => transport,
+                let (transport, remote, address_slot) = match ready {
+                    Ok(Ok(Some(prepared))) => prepared,
+                    Ok(Ok(None)) => return,
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "connection refused before serving");
                         return;
@@ -222,7 +235,7 @@ pub fn incoming(
                     transport,
                     preface_left: HTTP2_PREFACE.len(),
                     info: ConnectionInfo {
-                        remote: Some(peer),
+                        remote: Some(remote),
                         activity: Activity::new(),
                     },
                     idle_timeout: config.idle_timeout,
@@ -235,6 +248,47 @@ pub fn incoming(
         }
     });
     ReceiverStream::new(ready_rx)
+}
+
+/// A slot of `client`'s address, or `None` (logged, throttled) when the address holds them all.
+fn take_address_slot(
+    per_address: &PerAddressSlots,
+    client: std::net::SocketAddr,
+    config: &AcceptConfig,
+) -> Option<AddressSlot> {
+    let address = AddressKey::of(client.ip());
+    let slot = per_address.try_acquire(address);
+    if slot.is_none()
+        && let Some(skipped) = REFUSED_ADDRESS.check()
+    {
+        tracing::warn!(%address, limit = config.max_connections_per_address, more_refused = skipped,
+            "per-address connection limit reached; closing new connections from that address");
+    }
+    slot
+}
+
+/// Everything before serving: the PROXY protocol header on a trusted proxy's connection (then
+/// the client's address slot), TLS, the HTTP/2 preface. Returns the transport, the client's
+/// address and its slot; `None` when the client's address holds every slot.
+async fn prepare(
+    mut tcp: TcpStream,
+    peer: std::net::SocketAddr,
+    address_slot: Option<AddressSlot>,
+    per_address: &PerAddressSlots,
+    config: &AcceptConfig,
+) -> io::Result<Option<(Transport, std::net::SocketAddr, AddressSlot)>> {
+    let (remote, slot) = match address_slot {
+        Some(slot) => (peer, slot),
+        None => {
+            // A LOCAL header (the proxy's own health check) is counted as the proxy.
+            let client = proxy_protocol::read_header(&mut tcp).await?.unwrap_or(peer);
+            match take_address_slot(per_address, client, config) {
+                Some(slot) => (client, slot),
+                None => return Ok(None),
+            }
+        }
+    };
+    Ok(Some((handshake(tcp, config).await?, remote, slot)))
 }
 
 /// TLS (when configured), then the client's HTTP/2 preface, checked and consumed (`ServerIo`

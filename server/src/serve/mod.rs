@@ -6,6 +6,7 @@ pub mod accept;
 pub mod activity;
 pub mod address;
 pub mod log_throttle;
+pub mod proxy_protocol;
 pub mod watched_body;
 
 pub use accept::{AcceptConfig, ServerIo, incoming};
@@ -78,6 +79,13 @@ pub struct ConnectionOptions {
     /// Seconds to wait for open calls to finish on shutdown.
     #[arg(long, env = "SVS_DRAIN_SECS", default_value_t = 5)]
     pub drain_secs: u64,
+    /// Addresses or ranges of TCP proxies that put a PROXY protocol v2 header before each
+    /// connection (HAProxy `send-proxy-v2`), comma-separated, e.g. 172.28.0.10 or 10.0.0.0/24.
+    /// Connections from them must start with one, and the client address it names is the one
+    /// per-address limits count; no other connection is read for a header. Default: none.
+    #[arg(long, env = "SVS_PROXY_PROTOCOL_FROM", value_delimiter = ',',
+        value_parser = proxy_protocol::parse_range)]
+    pub proxy_protocol_from: Vec<ipnet::IpNet>,
 }
 
 /// The layers every request passes: RPC metrics, stream counting for idle connections, then
@@ -136,6 +144,7 @@ pub fn accept_config(
         max_connections_per_address: options.max_connections_per_address,
         handshake_timeout: Duration::from_secs(options.handshake_timeout_secs),
         idle_timeout: Duration::from_secs(options.idle_connection_secs),
+        trusted_proxies: proxy_protocol::TrustedProxies::new(options.proxy_protocol_from.clone()),
     }
 }
 
