@@ -48,7 +48,12 @@ impl Nats {
 
     async fn start_with(store: &Path, tls: Vec<String>) -> Self {
         let password_file = store.with_file_name("nats_password");
-        let password = hex::encode(svs_common::identity::random::<24>().unwrap());
+        // nats-server parses an environment variable as a config value: a password must start
+        // with a letter ("8e12…" would be read as a number and refused), as compose's does.
+        let password = format!(
+            "svs{}",
+            hex::encode(svs_common::identity::random::<24>().unwrap())
+        );
         svs_common::identity::write_secret_file(&password_file, password.as_bytes()).unwrap();
         let mut nats = Self {
             child: None,
@@ -651,6 +656,19 @@ async fn replicas_report_not_serving_while_nats_is_away_and_recover_without_a_re
         .send_text(std::slice::from_ref(&bob_peer), "while NATS is away")
         .await;
     assert!(refused.is_err(), "nothing is accepted that cannot be kept");
+    // A new name cannot be bound either, and says so at once (it waited for the request
+    // timeout and answered CANCELLED).
+    let asked = Instant::now();
+    let carol = Session::register(&cluster.options("carol", &[0])).await;
+    let took = asked.elapsed();
+    match carol {
+        Err(svs_cli::CliError::Lost(why)) => {
+            assert!(why.contains("cannot reach its NATS cluster"), "{why}")
+        }
+        Err(other) => panic!("UNAVAILABLE expected, got {other:?}"),
+        Ok(_) => panic!("a name was bound while NATS was away"),
+    }
+    assert!(took < Duration::from_secs(5), "answered in {took:?}");
     cluster.nats.run().await;
     for replica in &cluster.replicas {
         svs_common::client::wait_healthy(&replica.url(), Some(&cluster.ca()), WAIT)

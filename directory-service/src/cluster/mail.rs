@@ -582,6 +582,7 @@ impl Mailboxes for JetStreamMailboxes {
     }
 
     async fn store_receipts(&self, receipts: Vec<NewReceipt>) -> Result<(), Error> {
+        self.cluster.check_up()?;
         let publishes = receipts.iter().map(|receipt| {
             let js = &self.cluster.jetstream;
             let payload = Bytes::from(receipt.event.encode_to_vec());
@@ -616,6 +617,7 @@ impl Mailboxes for JetStreamMailboxes {
         ids: Vec<[u8; 16]>,
         receipt_seqs: Vec<u64>,
     ) -> Result<Acked, Error> {
+        self.cluster.check_up()?;
         let mut acked = Acked::default();
         // The memory says where each item sits and whose it is (it only holds what was seen on
         // this name's own subjects), so an acknowledgement is one delete, not a read and a
@@ -666,6 +668,7 @@ impl Mailboxes for JetStreamMailboxes {
     }
 
     async fn read(&self, owner: &str, after_seq: u64, limit: usize) -> Result<Page, Error> {
+        self.cluster.check_up()?;
         let known_last = self.last_seq(owner);
         let filter = format!("svs.mail.{}.*", name_token(owner));
         let (found, at_end) = match self.read_batch(&filter, after_seq, limit).await? {

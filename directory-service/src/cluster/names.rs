@@ -13,6 +13,7 @@ use std::time::Duration;
 /// The bucket of bindings.
 #[derive(Clone)]
 pub struct KvNames {
+    cluster: Cluster,
     store: kv::Store,
     runtime: tokio::runtime::Handle,
 }
@@ -31,6 +32,7 @@ impl KvNames {
             )
             .await?;
         Ok(Self {
+            cluster: cluster.clone(),
             store,
             runtime: tokio::runtime::Handle::current(),
         })
@@ -43,6 +45,8 @@ impl KvNames {
 
     /// Binds `canonical` to `key_der` unless another key holds it.
     pub async fn claim(&self, canonical: &str, key_der: &[u8]) -> Result<Claim, Error> {
+        // UNAVAILABLE at once while NATS is away, not after the request timeout.
+        self.cluster.check_up()?;
         let key = name_token(canonical);
         // Twice at most: a binding released between our create and get is claimed again.
         for _ in 0..2 {
@@ -70,6 +74,7 @@ impl KvNames {
 
     /// The key bound to `canonical`, if any.
     pub async fn get(&self, canonical: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.cluster.check_up()?;
         timed("kv", self.store.get(name_token(canonical)))
             .await
             .map(|v| v.map(|b| b.to_vec()))
