@@ -23,6 +23,14 @@ cleanup() {
 trap cleanup EXIT
 
 ensure_base_images() {
+  # A local rust:1-bookworm (labelled with the Cargo.lock whose crates it holds) cannot be pulled
+  # again: the script remakes it when the lock has changed since, or the offline build fails.
+  local staged
+  staged="$(docker image inspect -f '{{ index .Config.Labels "svs.cargo-lock" }}' rust:1-bookworm 2>/dev/null || true)"
+  if [ -n "$staged" ] && [ "$staged" != "<no value>" ]; then
+    ./scripts/build-local-base-images.sh
+    return
+  fi
   for image in rust:1-bookworm debian:bookworm-slim; do
     if ! docker image inspect "$image" >/dev/null 2>&1 && ! docker pull -q "$image" >/dev/null 2>&1; then
       echo "cannot pull $image: building local base images from Debian packages"

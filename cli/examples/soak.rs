@@ -1,12 +1,14 @@
 //! Soak: the real services (the release binaries beside this example) on their default limits for
 //! a bounded time, under everything at once — clients joining and leaving, messages between
 //! online clients, a subscriber that stops reading, a viewer that stops reading, a viewer that
-//! keeps watching, and three floods from their own addresses (GetChallenge, TLS connections that
-//! never send HTTP/2, TCP sockets that never start TLS). Prints a line a minute and a summary;
-//! asserts nothing about speed. `make soak` (10 minutes) or `make soak SOAK_MINUTES=2`.
+//! keeps watching, and five floods from their own addresses (GetChallenge, TLS connections that
+//! never send HTTP/2, TCP sockets that never start TLS, a sender filling an offline person's
+//! mailbox while a friend keeps writing to it, calls to made-up methods). Prints a line a minute
+//! and a summary; asserts nothing about speed. `make soak` (10 minutes) or
+//! `make soak SOAK_MINUTES=2`.
 //!
 //! Legitimate clients come from 127.0.1.1-250 (spread as real users are); the floods from
-//! 127.0.0.2, .3 and .4. All traffic stays on loopback and every loop ends with the run.
+//! 127.0.0.2 to .6. All traffic stays on loopback and every loop ends with the run.
 #![allow(clippy::unwrap_used)] // a load generator: a panic is the failure report
 
 #[path = "../tests/support/net.rs"]
@@ -124,6 +126,24 @@ struct Stats {
     silent_closed: AtomicU64,
     frames_watched: AtomicU64,
     stalled_cut: Mutex<Option<(f64, String)>>,
+    /// The mailbox filler's envelopes stored for the victim, and refused (its share is full).
+    filler_stored: AtomicU64,
+    filler_refused: AtomicU64,
+    /// The victim's friend's messages stored, and refused (must stay 0).
+    friend_stored: AtomicU64,
+    friend_refused: AtomicU64,
+    /// Calls to made-up methods: refused for the per-address budget, refused otherwise.
+    made_up_over_budget: AtomicU64,
+    made_up_refused: AtomicU64,
+}
+
+/// An empty protobuf message, the body of every made-up call.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Nothing {}
+
+/// The lines of a `/metrics` text that are samples of svs series.
+fn series_count(text: &str) -> usize {
+    text.lines().filter(|l| l.starts_with("svs_")).count()
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -147,6 +167,11 @@ impl Clients {
     /// A registered session for `name`, client number `n`: from 127.0.1.(n % 250 + 1), with key
     /// `n % 64` of the pool.
     async fn join(&self, name: &str, n: usize) -> Result<Session, String> {
+        self.join_from(name, n, legit_address(n)).await
+    }
+
+    /// As `join`, from `source`.
+    async fn join_from(&self, name: &str, n: usize, source: IpAddr) -> Result<Session, String> {
         let options = ConnectOptions {
             directory: self.url.clone(),
             ca: Some(self.ca.clone()),
@@ -157,7 +182,7 @@ impl Clients {
         let key_path = options.home.key_path(name);
         identity::create_private_dir(key_path.parent().unwrap()).unwrap();
         identity::write_secret_file(&key_path, self.keys[n % self.keys.len()].as_bytes()).unwrap();
-        let channel = net::channel_from(legit_address(n), &self.url, &self.ca).await?;
+        let channel = net::channel_from(source, &self.url, &self.ca).await?;
         Session::register_on(&options, channel)
             .await
             .map_err(|e| format!("{e} ({e:?})"))
@@ -202,9 +227,13 @@ async fn soak(args: Args) {
         .status()
         .unwrap();
     assert!(status.success());
+    let metrics_port = process::free_port();
+    let metrics_listen = format!("127.0.0.1:{metrics_port}");
     let dir = start(
         "directory-service",
         &[
+            "--metrics-listen",
+            &metrics_listen,
             "--data-dir",
             data.to_str().unwrap(),
             // Every join is a new name (c1, c2, ...) from 250 addresses: churn, not a name
@@ -263,6 +292,12 @@ async fn soak(args: Args) {
         silent_closed: AtomicU64::new(0),
         frames_watched: AtomicU64::new(0),
         stalled_cut: Mutex::new(None),
+        filler_stored: AtomicU64::new(0),
+        filler_refused: AtomicU64::new(0),
+        friend_stored: AtomicU64::new(0),
+        friend_refused: AtomicU64::new(0),
+        made_up_over_budget: AtomicU64::new(0),
+        made_up_refused: AtomicU64::new(0),
     });
     let started = Instant::now();
     let end = started + Duration::from_secs_f64(args.minutes * 60.0);
@@ -537,6 +572,85 @@ async fn soak(args: Args) {
         }));
     }
 
+    // Flood 4: a registered sender fills an offline victim's mailbox with 60 KiB messages as fast
+    // as its rates let it, from 127.0.0.5; the victim's friend writes every 2 s and must always
+    // be stored (the filler's share of the mailbox is full long before the mailbox is).
+    {
+        let mut victim = clients.join("victim", 7).await.unwrap();
+        victim.quit().await.unwrap();
+        let mut filler = clients
+            .join_from("filler", 8, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 5)))
+            .await
+            .unwrap();
+        let mut friend = clients.join("friend", 9).await.unwrap();
+        let victim = filler.lookup_keys(&["victim".into()]).await.unwrap().peers;
+        let (stats_f, running_f, to_victim) = (stats.clone(), running.clone(), victim.clone());
+        tasks.push(tokio::spawn(async move {
+            let junk = "x".repeat(60 * 1024);
+            while running_f.load(Relaxed) {
+                match filler.send_text(&to_victim, &junk).await {
+                    Ok(sent) if sent.reaches[0].accepted() => {
+                        stats_f.filler_stored.fetch_add(1, Relaxed)
+                    }
+                    _ => stats_f.filler_refused.fetch_add(1, Relaxed),
+                };
+            }
+        }));
+        let (stats, running) = (stats.clone(), running.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            while running.load(Relaxed) {
+                tick.tick().await;
+                match friend.send_text(&victim, "lunch tomorrow?").await {
+                    Ok(sent) if sent.reaches[0].accepted() => {
+                        stats.friend_stored.fetch_add(1, Relaxed)
+                    }
+                    _ => stats.friend_refused.fetch_add(1, Relaxed),
+                };
+            }
+        }));
+    }
+    // Flood 5: calls to made-up method paths from 127.0.0.6, half with a forged token, as fast
+    // as one connection goes: they must not add metric series.
+    let series_at_start = series_count(&process::scrape_metrics(metrics_port).await);
+    {
+        let (clients, stats, running) = (clients.clone(), stats.clone(), running.clone());
+        tasks.push(tokio::spawn(async move {
+            let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6));
+            let mut n = 0u64;
+            while running.load(Relaxed) {
+                let Ok(channel) = net::channel_from(source, &clients.url, &clients.ca).await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let mut grpc = tonic::client::Grpc::new(channel);
+                while running.load(Relaxed) {
+                    n += 1;
+                    if grpc.ready().await.is_err() {
+                        break;
+                    }
+                    let path = format!("/made.up{n}.Service/Method{:x}", n * 7919);
+                    let Ok(path) = http::uri::PathAndQuery::try_from(path) else {
+                        continue;
+                    };
+                    let mut request = tonic::Request::new(Nothing {});
+                    if n % 2 == 0
+                        && let Ok(token) = format!("Bearer svs1.forged{n}.x").parse()
+                    {
+                        request.metadata_mut().insert("authorization", token);
+                    }
+                    let codec = tonic_prost::ProstCodec::<Nothing, Nothing>::default();
+                    match grpc.unary(request, path, codec).await {
+                        Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                            stats.made_up_over_budget.fetch_add(1, Relaxed)
+                        }
+                        _ => stats.made_up_refused.fetch_add(1, Relaxed),
+                    };
+                }
+            }
+        }));
+    }
+
     // A line a minute; RSS at start, middle and end.
     let dir_pid = dir.child.id();
     let stream_pid = stream.child.id();
@@ -595,6 +709,7 @@ async fn soak(args: Args) {
     for task in tasks {
         task.abort();
     }
+    let series_at_end = series_count(&process::scrape_metrics(metrics_port).await);
     let queued = stats.sent_queued.load(Relaxed);
     let received = stats.received.load(Relaxed);
     let log = std::fs::read_to_string(tmp.path().join("directory.log")).unwrap_or_default();
@@ -644,6 +759,18 @@ async fn soak(args: Args) {
         stats.challenges_refused.load(Relaxed),
         stats.idlers_closed.load(Relaxed),
         stats.silent_closed.load(Relaxed)
+    );
+    println!(
+        "  mailbox filler: {} stored for the victim, {} refused; the victim's friend: {} stored, {} refused",
+        stats.filler_stored.load(Relaxed),
+        stats.filler_refused.load(Relaxed),
+        stats.friend_stored.load(Relaxed),
+        stats.friend_refused.load(Relaxed)
+    );
+    println!(
+        "  made-up method flood: {} refused for the address budget, {} otherwise; directory metric series {series_at_start} at its start, {series_at_end} at the end",
+        stats.made_up_over_budget.load(Relaxed),
+        stats.made_up_refused.load(Relaxed)
     );
     println!("  directory log lines at WARN and above: {warn_lines}");
     for kind in kinds.iter().take(12) {
