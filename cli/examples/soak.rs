@@ -634,7 +634,7 @@ async fn soak(args: Args) {
                         continue;
                     };
                     let mut request = tonic::Request::new(Nothing {});
-                    if n % 2 == 0
+                    if n.is_multiple_of(2)
                         && let Ok(token) = format!("Bearer svs1.forged{n}.x").parse()
                     {
                         request.metadata_mut().insert("authorization", token);
