@@ -141,9 +141,16 @@ struct Stats {
 #[derive(Clone, PartialEq, prost::Message)]
 struct Nothing {}
 
-/// The lines of a `/metrics` text that are samples of svs series.
-fn series_count(text: &str) -> usize {
-    text.lines().filter(|l| l.starts_with("svs_")).count()
+/// The svs series (name and labels, without the value) of a `/metrics` text.
+fn series(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter(|l| l.starts_with("svs_"))
+        .map(|l| {
+            l.rsplit_once(' ')
+                .map_or(l, |(series, _)| series)
+                .to_string()
+        })
+        .collect()
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -612,7 +619,7 @@ async fn soak(args: Args) {
     }
     // Flood 5: calls to made-up method paths from 127.0.0.6, half with a forged token, as fast
     // as one connection goes: they must not add metric series.
-    let series_at_start = series_count(&process::scrape_metrics(metrics_port).await);
+    let series_at_start = series(&process::scrape_metrics(metrics_port).await);
     {
         let (clients, stats, running) = (clients.clone(), stats.clone(), running.clone());
         tasks.push(tokio::spawn(async move {
@@ -709,7 +716,8 @@ async fn soak(args: Args) {
     for task in tasks {
         task.abort();
     }
-    let series_at_end = series_count(&process::scrape_metrics(metrics_port).await);
+    let series_at_end = series(&process::scrape_metrics(metrics_port).await);
+    let added: Vec<&String> = series_at_end.difference(&series_at_start).collect();
     let queued = stats.sent_queued.load(Relaxed);
     let received = stats.received.load(Relaxed);
     let log = std::fs::read_to_string(tmp.path().join("directory.log")).unwrap_or_default();
@@ -768,10 +776,15 @@ async fn soak(args: Args) {
         stats.friend_refused.load(Relaxed)
     );
     println!(
-        "  made-up method flood: {} refused for the address budget, {} otherwise; directory metric series {series_at_start} at its start, {series_at_end} at the end",
+        "  made-up method flood: {} refused for the address budget, {} otherwise; directory metric series {} at its start, {} at the end",
         stats.made_up_over_budget.load(Relaxed),
-        stats.made_up_refused.load(Relaxed)
+        stats.made_up_refused.load(Relaxed),
+        series_at_start.len(),
+        series_at_end.len()
     );
+    for series in added {
+        println!("    added: {series}");
+    }
     println!("  directory log lines at WARN and above: {warn_lines}");
     for kind in kinds.iter().take(12) {
         println!("    {kind}");
