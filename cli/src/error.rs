@@ -36,6 +36,23 @@ pub enum CliError {
     NotReached(Vec<String>),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A part of svs itself failed (a worker panicked): a bug to report, not the user's doing.
+    #[error("internal error in svs: {0}; please report it")]
+    Internal(String),
+}
+
+/// Runs `work` on a blocking thread (RSA, file writes, joining a thread); a panic in it is
+/// reported as `Internal`, never as the user's mistake.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, CliError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        CliError::Internal(if e.is_panic() {
+            "a background task panicked".into()
+        } else {
+            "a background task was cancelled".into()
+        })
+    })
 }
 
 /// A status's message as one printable line: it comes from a server, which may be hostile.
@@ -120,5 +137,18 @@ impl From<tonic::Status> for CliError {
         } else {
             CliError::Refused(status_text(&status))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_in_blocking_work_is_an_internal_error_not_a_usage_error() {
+        let failed = blocking(|| -> u32 { panic!("a bug") }).await.unwrap_err();
+        assert!(matches!(&failed, CliError::Internal(why) if why.contains("panicked")));
+        assert!(failed.to_string().contains("please report it"), "{failed}");
+        assert_eq!(blocking(|| 7).await.unwrap(), 7);
     }
 }

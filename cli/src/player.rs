@@ -573,10 +573,9 @@ pub async fn play(
         }
     };
     drop(view_tx);
-    let decoded = tokio::task::spawn_blocking(move || viewer.join())
-        .await
-        .map_err(|e| CliError::Usage(e.to_string()))?
-        .map_err(|_| CliError::Usage("the video window thread failed".into()))?
+    let decoded = crate::error::blocking(move || viewer.join())
+        .await?
+        .map_err(|_| CliError::Internal("the video window thread panicked".into()))?
         .map_err(|e| CliError::Usage(format!("decoding frames: {e}")))?;
     for (record, (w, h)) in summary.frames.iter_mut().zip(&decoded.sizes) {
         record.decoded_width = *w;

@@ -103,11 +103,8 @@ async fn prove_key(
     let signature = {
         let (key, name, spki) = (key.clone(), name.to_string(), spki.to_vec());
         let (service_id, nonce) = (challenge.service_id.clone(), challenge.challenge.clone());
-        tokio::task::spawn_blocking(move || {
-            registration::sign(&key, &service_id, &name, &spki, &nonce)
-        })
-        .await
-        .map_err(|e| CliError::Usage(e.to_string()))??
+        crate::error::blocking(move || registration::sign(&key, &service_id, &name, &spki, &nonce))
+            .await??
     };
     Ok(open
         .register(RegisterRequest {
@@ -176,9 +173,7 @@ impl Session {
             let home = options.home.clone();
             let name = options.name.clone();
             let bits = options.key_bits;
-            tokio::task::spawn_blocking(move || load_identity(&home, &name, bits))
-                .await
-                .map_err(|e| CliError::Usage(e.to_string()))??
+            crate::error::blocking(move || load_identity(&home, &name, bits)).await??
         };
         let key = Arc::new(key);
         let spki = identity::public_key_der(&key.to_public_key());
@@ -308,7 +303,7 @@ impl Session {
         let key = self.key.clone();
         let name = self.name.clone();
         let plaintext = text.as_bytes().to_vec();
-        let envelope = tokio::task::spawn_blocking(move || {
+        let envelope = crate::error::blocking(move || {
             let recipients: Vec<SealRecipient<'_>> = keys
                 .iter()
                 .map(|(name, key)| SealRecipient { name, key })
@@ -325,8 +320,7 @@ impl Session {
                 &plaintext,
             )
         })
-        .await
-        .map_err(|e| CliError::Usage(e.to_string()))??;
+        .await??;
         self.send_envelope(envelope).await
     }
 
@@ -466,21 +460,18 @@ impl Session {
             Err(dropped) => return Ok(dropped),
             Ok(verified) => verified,
         };
-        let (verified, plaintext) = tokio::task::spawn_blocking(move || {
+        let (verified, plaintext) = crate::error::blocking(move || {
             let plaintext = verified.decrypt();
             (verified, plaintext)
         })
-        .await
-        .map_err(|e| CliError::Usage(e.to_string()))?;
+        .await?;
         let (sender, counter, id) = verified.identity();
         let incoming = inbox.finish(verified, plaintext);
         // Recorded as received before it is shown, so a restart cannot accept it again.
         if matches!(incoming, Incoming::Message(_))
             && let Some(write) = inbox.plan_record(&sender, counter, &id)
         {
-            tokio::task::spawn_blocking(move || write.apply())
-                .await
-                .map_err(|e| CliError::Usage(e.to_string()))??;
+            crate::error::blocking(move || write.apply()).await??;
         }
         Ok(incoming)
     }
