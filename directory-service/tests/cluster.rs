@@ -761,6 +761,36 @@ async fn mailbox_quota_and_expiry_hold_across_replicas() {
 }
 
 #[tokio::test]
+async fn the_mail_stores_ceiling_holds_in_cluster_mode() {
+    // 300 KB for every mailbox together: four messages of 60 KiB, then JetStream refuses more.
+    let cluster = Cluster::start_with(2, &["--mail-max-total-bytes", "300000"]).await;
+    let mut alice = cluster.join("alice", &[0]).await;
+    let mut erin = cluster.join("erin", &[1]).await;
+    let erin_peer = alice.peer("erin").await;
+    erin.session.quit().await.unwrap();
+    alice.left("erin").await;
+    let text = "y".repeat(60 * 1024);
+    let mut stored = 0;
+    let refusal = loop {
+        let sent = alice
+            .session
+            .send_text(std::slice::from_ref(&erin_peer), &text)
+            .await
+            .unwrap();
+        match sent.reaches[0].state {
+            ReachState::Stored => stored += 1,
+            _ => break sent.reaches[0].detail.clone(),
+        }
+        assert!(stored <= 5, "more than 300 KB was stored");
+    };
+    assert!(stored >= 3, "only {stored} stored before the ceiling");
+    assert!(
+        refusal.contains("holds as much unread mail as it keeps"),
+        "{refusal}"
+    );
+}
+
+#[tokio::test]
 async fn replicas_reach_nats_over_tls_and_refuse_a_server_they_cannot_verify() {
     let cluster = Cluster::start_with_tls_to_nats(2).await;
     let mut alice = cluster.join("alice", &[0]).await;

@@ -200,6 +200,9 @@ impl JetStreamMailboxes {
             // backstop should every replica be down for a day.
             max_age: ttl + Duration::from_secs(86_400),
             max_messages_per_subject: i64::try_from(quotas.max_messages).unwrap_or(i64::MAX),
+            // The store's ceiling (--mail-max-total-bytes), enforced by JetStream: new messages
+            // are refused past it.
+            max_bytes: i64::try_from(quotas.max_total_bytes).unwrap_or(i64::MAX),
             discard: stream::DiscardPolicy::New,
             discard_new_per_subject: true,
             duplicate_window: Duration::from_millis(quotas.remember_ids_ms.max(1000)).min(ttl),
@@ -574,6 +577,13 @@ impl Mailboxes for JetStreamMailboxes {
                             ),
                         })
                     }
+                    Err(e) if e.to_string().contains("maximum bytes") => Placement::Full(Full {
+                        reason: FullReason::TotalBytes,
+                        sentence: format!(
+                            "not stored for {owner}: the directory holds as much unread mail as it keeps ({} MiB); it takes more once some is read or expires",
+                            self.quotas.max_total_bytes >> 20
+                        ),
+                    }),
                     Err(e) => return Err(nats("storing the message", e)),
                 })
             }
@@ -597,10 +607,15 @@ impl Mailboxes for JetStreamMailboxes {
                 .await?;
                 match ack {
                     Ok(_) => Ok(()),
-                    // A sender with a full receipt box has stopped reading: dropping the newest
-                    // receipt beats refusing the recipient's acknowledgement.
+                    // A sender with a full receipt box has stopped reading, or the whole store is
+                    // full: dropping the newest receipt beats refusing the recipient's
+                    // acknowledgement.
                     Err(e) if e.to_string().contains("maximum messages per subject") => {
                         tracing::warn!(owner = %receipt.owner, "receipt box full; receipt dropped");
+                        Ok(())
+                    }
+                    Err(e) if e.to_string().contains("maximum bytes") => {
+                        tracing::warn!(owner = %receipt.owner, "the mail store is full; receipt dropped");
                         Ok(())
                     }
                     Err(e) => Err(nats("storing a receipt", e)),
