@@ -477,6 +477,28 @@ async fn one_address_claims_only_so_many_new_names_and_returning_names_still_sig
         .await
         .unwrap();
     dir.stop().await;
+
+    // Registration closed (0): the names bound before still sign in, a new one is refused, final.
+    let closed = TestDirectory::start(
+        &tmp.path().join("data"),
+        &["--max-new-names-per-address-per-hour", "0"],
+    )
+    .await;
+    closed
+        .register("alice", &tmp.path().join("alice"))
+        .await
+        .quit()
+        .await
+        .unwrap();
+    let refused = svs_cli::session::Session::register(&closed.options("newcomer", &home))
+        .await
+        .err()
+        .expect("a new name is refused while registration is closed");
+    assert!(
+        matches!(&refused, svs_cli::CliError::Refused(why) if why.contains("takes no new names")),
+        "{refused:?}"
+    );
+    closed.stop().await;
 }
 
 #[tokio::test]

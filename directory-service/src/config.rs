@@ -73,7 +73,8 @@ pub struct Limits {
     pub min_free_disk_mb: u64,
     /// Names not registered before that one address (an IPv4 address, an IPv6 /64) may claim
     /// per hour (at most this many at once, then one per 3600/N seconds); names already bound
-    /// register without limit. Names cost nothing to make and each holds a mailbox.
+    /// register without limit. Names cost nothing to make and each holds a mailbox. 0 closes
+    /// registration: only names bound before may register.
     #[arg(
         long,
         env = "SVS_MAX_NEW_NAMES_PER_ADDRESS_PER_HOUR",

@@ -53,6 +53,15 @@ impl DirectoryService {
         address: Option<svs_server::serve::address::AddressKey>,
         name: &str,
     ) -> Result<(), Error> {
+        if self.new_names_per_hour == 0 {
+            // A closed group: only names bound before register.
+            if self.directory.registrar.is_bound(name).await? {
+                return Ok(());
+            }
+            return Err(Error::PermissionDenied(format!(
+                "this directory takes no new names (its operator closed registration); {name} is not registered here"
+            )));
+        }
         let Some(address) = address else {
             return Ok(());
         };
