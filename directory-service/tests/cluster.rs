@@ -861,6 +861,21 @@ async fn nats_admits_only_the_replicas_and_only_to_what_they_use() {
         !matches!(next, Ok(Some(_))),
         "a plain subscription to svs.mail.> got a message: {next:?}"
     );
+    // Nor may it delete the mail stream or make a stream of its own.
+    let jetstream = async_nats::jetstream::new(replica_user.clone());
+    assert!(
+        jetstream.delete_stream("SVS_MAIL").await.is_err(),
+        "the replicas' user deleted the mail stream"
+    );
+    let other = async_nats::jetstream::stream::Config {
+        name: "OTHER".into(),
+        subjects: vec!["other.>".into()],
+        ..Default::default()
+    };
+    assert!(
+        jetstream.create_stream(other).await.is_err(),
+        "the replicas' user made another stream"
+    );
     // A replica with a wrong password stops at once and says why.
     let wrong = cluster.root.path().join("wrong_password");
     svs_common::identity::write_secret_file(&wrong, b"not-the-password").unwrap();
