@@ -141,18 +141,6 @@ struct Stats {
 #[derive(Clone, PartialEq, prost::Message)]
 struct Nothing {}
 
-/// The svs series (name and labels, without the value) of a `/metrics` text.
-fn series(text: &str) -> std::collections::BTreeSet<String> {
-    text.lines()
-        .filter(|l| l.starts_with("svs_"))
-        .map(|l| {
-            l.rsplit_once(' ')
-                .map_or(l, |(series, _)| series)
-                .to_string()
-        })
-        .collect()
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -619,7 +607,7 @@ async fn soak(args: Args) {
     }
     // Flood 5: calls to made-up method paths from 127.0.0.6, half with a forged token, as fast
     // as one connection goes: they must not add metric series.
-    let series_at_start = series(&process::scrape_metrics(metrics_port).await);
+    let series_at_start = process::metric_series(&process::scrape_metrics(metrics_port).await);
     {
         let (clients, stats, running) = (clients.clone(), stats.clone(), running.clone());
         tasks.push(tokio::spawn(async move {
@@ -716,7 +704,7 @@ async fn soak(args: Args) {
     for task in tasks {
         task.abort();
     }
-    let series_at_end = series(&process::scrape_metrics(metrics_port).await);
+    let series_at_end = process::metric_series(&process::scrape_metrics(metrics_port).await);
     let added: Vec<&String> = series_at_end.difference(&series_at_start).collect();
     let queued = stats.sent_queued.load(Relaxed);
     let received = stats.received.load(Relaxed);

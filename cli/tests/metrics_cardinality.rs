@@ -10,24 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use support::net::free_port;
-use support::process::scrape_metrics as scrape;
+use support::process::{metric_series as series, scrape_metrics as scrape};
 use support::{TestDirectory, TestStream, demo_videos};
 
 /// An empty protobuf message, the body of every made-up call.
 #[derive(Clone, PartialEq, prost::Message)]
 struct Nothing {}
-
-/// The sample lines (series) of `/metrics` whose name starts with `svs_`.
-fn series(text: &str) -> Vec<String> {
-    text.lines()
-        .filter(|l| l.starts_with("svs_"))
-        .map(|l| {
-            l.rsplit_once(' ')
-                .map_or(l, |(series, _)| series)
-                .to_string()
-        })
-        .collect()
-}
 
 /// `calls` unary calls to random paths over one TLS channel, `tasks` at a time, half of them
 /// with a forged bearer token. Returns (calls refused for the budget, other refusals).
@@ -109,7 +97,7 @@ async fn calls_to_made_up_methods_add_no_series() {
         after.len(),
         after_text.len()
     );
-    let new: Vec<_> = after.iter().filter(|s| !before.contains(s)).collect();
+    let new: Vec<_> = after.difference(&before).collect();
     let rpc_new: Vec<_> = new
         .iter()
         .filter(|s| s.starts_with("svs_rpc_total"))

@@ -25,6 +25,18 @@ pub fn log_file(name: &str) -> Stdio {
     }
 }
 
+/// The svs series (name and labels, without the value) of a Prometheus text.
+pub fn metric_series(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter(|l| l.starts_with("svs_"))
+        .map(|l| {
+            l.rsplit_once(' ')
+                .map_or(l, |(series, _)| series)
+                .to_string()
+        })
+        .collect()
+}
+
 /// The Prometheus text a service serves on 127.0.0.1:`port` (any path; see README, Metrics).
 pub async fn scrape_metrics(port: u16) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
