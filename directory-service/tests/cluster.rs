@@ -274,6 +274,28 @@ impl Cluster {
         self.root.path().join("data/tls/ca.pem")
     }
 
+    /// Runs one more replica that is expected to stop by itself (it cannot use NATS with these
+    /// flags); returns what it wrote on stderr.
+    fn replica_that_stops(
+        &self,
+        flags: &[&str],
+        credentials: &[impl AsRef<std::ffi::OsStr>],
+    ) -> String {
+        let output = Command::new(env!("CARGO_BIN_EXE_directory-service"))
+            .arg("--data-dir")
+            .arg(self.root.path().join("data"))
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--nats", &self.nats.url()])
+            .args(flags)
+            .args(credentials)
+            .arg("--token-key")
+            .arg(self.root.path().join("token_key.pem"))
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "the replica stopped");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
     /// Options for `name` reaching the replicas `at` (a comma-separated list, tried in order).
     fn options(&self, name: &str, at: &[usize]) -> ConnectOptions {
         let urls: Vec<String> = at.iter().map(|&n| self.replicas[n].url()).collect();
@@ -803,18 +825,8 @@ async fn replicas_reach_nats_over_tls_and_refuse_a_server_they_cannot_verify() {
         .unwrap();
     assert_eq!(bob.message_from("alice").await, "over TLS to NATS");
     // Without the CA the replica cannot verify NATS's certificate: it gives up and says why.
-    let output = Command::new(env!("CARGO_BIN_EXE_directory-service"))
-        .arg("--data-dir")
-        .arg(cluster.root.path().join("data"))
-        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-        .args(["--nats", &cluster.nats.url(), "--nats-connect-secs", "2"])
-        .args(cluster.nats.credentials())
-        .arg("--token-key")
-        .arg(cluster.root.path().join("token_key.pem"))
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let log = String::from_utf8_lossy(&output.stderr);
+    let credentials = cluster.nats.credentials();
+    let log = cluster.replica_that_stops(&["--nats-connect-secs", "2"], &credentials);
     assert!(log.contains("cannot reach NATS"), "{log}");
 }
 
@@ -880,19 +892,11 @@ async fn nats_admits_only_the_replicas_and_only_to_what_they_use() {
     let wrong = cluster.root.path().join("wrong_password");
     svs_common::identity::write_secret_file(&wrong, b"not-the-password").unwrap();
     let started = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_directory-service"))
-        .arg("--data-dir")
-        .arg(cluster.root.path().join("data"))
-        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-        .args(["--nats", &cluster.nats.url()])
-        .args(["--nats-user", NATS_USER, "--nats-password-file"])
-        .arg(&wrong)
-        .arg("--token-key")
-        .arg(cluster.root.path().join("token_key.pem"))
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let log = String::from_utf8_lossy(&output.stderr);
+    let wrong = wrong.display().to_string();
+    let log = cluster.replica_that_stops(
+        &[],
+        &["--nats-user", NATS_USER, "--nats-password-file", &wrong],
+    );
     assert!(log.contains("refused this replica's credentials"), "{log}");
     assert!(
         started.elapsed() < Duration::from_secs(20),

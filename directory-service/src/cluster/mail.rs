@@ -577,13 +577,9 @@ impl Mailboxes for JetStreamMailboxes {
                             ),
                         })
                     }
-                    Err(e) if e.to_string().contains("maximum bytes") => Placement::Full(Full {
-                        reason: FullReason::TotalBytes,
-                        sentence: format!(
-                            "not stored for {owner}: the directory holds as much unread mail as it keeps ({} MiB); it takes more once some is read or expires",
-                            self.quotas.max_total_bytes >> 20
-                        ),
-                    }),
+                    Err(e) if e.to_string().contains("maximum bytes") => {
+                        Placement::Full(self.quotas.store_full(owner))
+                    }
                     Err(e) => return Err(nats("storing the message", e)),
                 })
             }

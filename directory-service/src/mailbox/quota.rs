@@ -112,6 +112,18 @@ fn kib(bytes: u64) -> u64 {
 }
 
 impl Quotas {
+    /// The refusal when every mailbox together holds `max_total_bytes` (checked here for the
+    /// embedded store; JetStream refuses it for the clustered one).
+    pub fn store_full(&self, owner: &str) -> Full {
+        Full {
+            reason: FullReason::TotalBytes,
+            sentence: format!(
+                "not stored for {owner}: the directory holds as much unread mail as it keeps ({} MiB); it takes more once some is read or expires",
+                self.max_total_bytes >> 20
+            ),
+        }
+    }
+
     /// Whether an envelope of `size` bytes from `sender` may join `owner`'s mailbox given what
     /// is held; `Err` says which limit refuses it, in a sentence that names no flag.
     pub fn admit(&self, owner: &str, sender: &str, held: &Holdings, size: u64) -> Result<(), Full> {
@@ -129,13 +141,7 @@ impl Quotas {
             );
         }
         if held.total_bytes.saturating_add(size) > self.max_total_bytes {
-            return full(
-                FullReason::TotalBytes,
-                format!(
-                    "not stored for {owner}: the directory holds as much unread mail as it keeps ({} MiB); it takes more once some is read or expires",
-                    self.max_total_bytes >> 20
-                ),
-            );
+            return Err(self.store_full(owner));
         }
         if held.mailbox.messages >= self.max_messages {
             return full(
