@@ -13,14 +13,13 @@
 
 #[path = "../tests/support/net.rs"]
 mod net;
-#[path = "../../directory-service/tests/support/mod.rs"]
-mod process;
+use svs_test_support as process;
 
 use clap::Parser;
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,6 +31,7 @@ use svs_common::proto::directory::GetChallengeRequest;
 use svs_common::proto::directory::Peer;
 use svs_common::proto::directory::directory_client::DirectoryClient;
 use svs_common::proto::stream::{Pacing, PlayRequest, Resolution};
+use svs_common::stats::percentile;
 
 #[derive(Parser, Clone)]
 #[command(about = "Soak the real services under churn, traffic, stalled readers and floods")]
@@ -54,27 +54,12 @@ struct Args {
 }
 
 struct Service {
-    child: Child,
+    process: process::ChildService,
     url: String,
 }
 
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0
+    process::rss_kib(pid).unwrap_or(0) as f64 / 1024.0
 }
 
 fn binary(name: &str) -> PathBuf {
@@ -91,17 +76,16 @@ fn binary(name: &str) -> PathBuf {
 
 fn start(name: &str, args: &[&str], log: &Path) -> Service {
     let port = process::free_port();
-    let child = Command::new(binary(name))
+    let mut command = Command::new(binary(name));
+    command
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
+        .stderr(std::fs::File::create(log).unwrap());
     Service {
-        child,
+        process: process::ChildService::spawn(command, port),
         url: format!("https://localhost:{port}"),
     }
 }
@@ -140,13 +124,6 @@ struct Stats {
 /// An empty protobuf message, the body of every made-up call.
 #[derive(Clone, PartialEq, prost::Message)]
 struct Nothing {}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 /// How the load generator's legitimate clients reach the directory: its URL and CA, a home
 /// directory per client, and a pool of keys (names share keys; generating one per client would
@@ -647,8 +624,8 @@ async fn soak(args: Args) {
     }
 
     // A line a minute; RSS at start, middle and end.
-    let dir_pid = dir.child.id();
-    let stream_pid = stream.child.id();
+    let dir_pid = dir.process.pid();
+    let stream_pid = stream.process.pid();
     let mut rss: VecDeque<(f64, f64, f64)> = VecDeque::new();
     rss.push_back((0.0, rss_mib(dir_pid), rss_mib(stream_pid)));
     println!(
@@ -680,8 +657,8 @@ async fn soak(args: Args) {
             stats.join_refused.load(Relaxed),
             stats.sent_queued.load(Relaxed),
             stats.received.load(Relaxed),
-            percentile(&latencies, 0.5),
-            percentile(&latencies, 0.99),
+            percentile(&mut latencies, 0.5).unwrap_or(f64::NAN),
+            percentile(&mut latencies, 0.99).unwrap_or(f64::NAN),
             stats.challenges_answered.load(Relaxed),
             stats.challenges_refused.load(Relaxed),
             stats.idlers_closed.load(Relaxed),

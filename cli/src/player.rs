@@ -323,14 +323,6 @@ fn view_loop(
     Ok(decoded)
 }
 
-fn percentile(mut values: Vec<f64>, p: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    values.sort_by(|a, b| a.total_cmp(b));
-    values[((values.len() - 1) as f64 * p).round() as usize]
-}
-
 /// Starts `request` again on a fresh connection, retrying lost connections with backoff (for
 /// at most `RESUME_ATTEMPTS` tries); a refusal ends it.
 async fn resume_playback(
@@ -598,7 +590,8 @@ pub async fn play(
             summary.kbits_per_second = summary.bytes_received as f64 * 8.0 / 1000.0 / span;
         }
     }
-    summary.p99_lateness_ms = percentile(lateness.into(), 0.99);
+    let mut lateness: Vec<f64> = lateness.into();
+    summary.p99_lateness_ms = svs_common::stats::percentile(&mut lateness, 0.99).unwrap_or(0.0);
     summary.position_seconds = position;
     summary.duration_seconds = header.frame_count as f64 / header.fps.max(1.0);
     outcome.map(|()| summary)

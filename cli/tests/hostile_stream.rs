@@ -193,19 +193,6 @@ async fn start_hostile(data: &Path) -> String {
     format!("https://localhost:{port}")
 }
 
-/// Peak resident memory of a process so far, in KiB (VmHWM), if it still runs.
-fn peak_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
-}
-
 struct Run {
     ok: bool,
     stdout: String,
@@ -232,7 +219,7 @@ async fn svs(dir: &TestDirectory, stream_url: &str, home: &Path, args: &[&str]) 
     let pid = child.id().unwrap();
     let watcher = tokio::spawn(async move {
         let mut peak = 0;
-        while let Some(kib) = peak_kib(pid) {
+        while let Some(kib) = support::process::peak_rss_kib(pid) {
             peak = peak.max(kib);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -12,6 +12,7 @@ pub mod identity;
 pub mod names;
 pub mod registration;
 pub mod sealed;
+pub mod stats;
 pub mod time;
 pub mod token;
 pub mod wire;

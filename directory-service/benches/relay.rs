@@ -9,20 +9,20 @@
 //! Envelopes are sealed before the timed phase (signing is the client's cost, not the relay's).
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+use svs_test_support as support;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::free_port;
+use support::{ChildService, NatsServer, cpu_seconds, free_port, rss_kib};
 use svs_common::identity;
 use svs_common::proto::directory::directory_client::DirectoryClient;
 use svs_common::proto::directory::*;
 use svs_common::rsa::PrivateKey;
 use svs_common::sealed::{self, SealParams, SealRecipient};
+use svs_common::stats::percentile;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -37,42 +37,9 @@ impl tonic::service::Interceptor for Bearer {
 type Api = DirectoryClient<InterceptedService<Channel, Bearer>>;
 
 struct Service {
-    child: Child,
+    process: ChildService,
     url: String,
     ca: std::path::PathBuf,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|v| v.parse().unwrap_or(0)))
-        })
-        .unwrap_or(0)
-}
-
-/// CPU seconds (user + system) the process has used so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the ")" that closes the command name: utime and stime are the 12th and 13th.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
-        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
-    });
-    ticks / 100.0
 }
 
 /// Where the directory keeps its state.
@@ -96,7 +63,7 @@ impl Mode {
 /// The directory as deployed for one run: one service, or replicas and their nats-server.
 struct Deployment {
     replicas: Vec<Service>,
-    nats: Option<Child>,
+    nats: Option<NatsServer>,
 }
 
 impl Drop for Deployment {
@@ -104,8 +71,7 @@ impl Drop for Deployment {
         // Replicas first, so none is left complaining that NATS went away.
         self.replicas.clear();
         if let Some(nats) = self.nats.as_mut() {
-            let _ = nats.kill();
-            let _ = nats.wait();
+            nats.stop();
         }
     }
 }
@@ -118,24 +84,9 @@ impl Deployment {
                 nats: None,
             };
         };
-        let nats_port = free_port();
-        let nats = Command::new("nats-server")
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &nats_port.to_string(),
-                "-sd",
-            ])
-            .arg(data.join("nats"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server (scripts/install-deps.sh installs it)");
-        while std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_err() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        // The NATS compose deploys (docker/nats.conf: a user with a password and svs's streams
+        // only), so the figures include what authentication costs.
+        let nats = NatsServer::start(&data.join("nats")).await;
         let token_key = data.join("token_key.pem");
         let status = Command::new(env!("CARGO_BIN_EXE_directory-service"))
             .arg("new-token-key")
@@ -144,12 +95,14 @@ impl Deployment {
             .status()
             .unwrap();
         assert!(status.success());
-        let nats_url = format!("nats://127.0.0.1:{nats_port}");
+        let nats_url = nats.url();
         let token_key = token_key.display().to_string();
+        let credentials = nats.credentials();
         let mut started = Vec::new();
         // One after another: the first makes the TLS material the others load.
         for _ in 0..replicas {
-            let flags = ["--nats", &nats_url, "--token-key", &token_key];
+            let mut flags = vec!["--nats", &nats_url, "--token-key", &token_key];
+            flags.extend(credentials.iter().map(String::as_str));
             started.push(start_service(data, &flags).await);
         }
         Self {
@@ -174,9 +127,14 @@ impl Deployment {
         let mut pids: Vec<String> = self
             .replicas
             .iter()
-            .map(|r| r.child.id().to_string())
+            .map(|r| r.process.pid().to_string())
             .collect();
-        pids.extend(self.nats.as_ref().map(|n| n.id().to_string()));
+        pids.extend(
+            self.nats
+                .as_ref()
+                .and_then(NatsServer::pid)
+                .map(|p| p.to_string()),
+        );
         let paced = if pace.is_some() { "-paced" } else { "" };
         let name = format!("{}-f{fanout}{paced}.data", mode.label().replace(' ', "-"));
         let child = Command::new("perf")
@@ -192,24 +150,28 @@ impl Deployment {
 
     /// Resident KiB of the replicas together.
     fn rss_kib(&self) -> u64 {
-        self.replicas.iter().map(|r| rss_kib(r.child.id())).sum()
+        self.replicas
+            .iter()
+            .filter_map(|r| rss_kib(r.process.pid()))
+            .sum()
     }
 
     /// CPU seconds so far: the replicas together, and nats-server.
     fn cpu_seconds(&self) -> (f64, f64) {
-        let replicas = self
-            .replicas
-            .iter()
-            .map(|r| cpu_seconds(r.child.id()))
-            .sum();
-        let nats = self.nats.as_ref().map_or(0.0, |n| cpu_seconds(n.id()));
+        let replicas = self.replicas.iter().map(|r| r.process.cpu_seconds()).sum();
+        let nats = self
+            .nats
+            .as_ref()
+            .and_then(NatsServer::pid)
+            .map_or(0.0, cpu_seconds);
         (replicas, nats)
     }
 }
 
 async fn start_service(data: &Path, extra: &[&str]) -> Service {
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_directory-service"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_directory-service"));
+    command
         .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(data)
         .args(extra)
@@ -248,15 +210,14 @@ async fn start_service(data: &Path, extra: &[&str]) -> Service {
         ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start directory-service");
+        .stderr(Stdio::inherit());
+    let process = ChildService::spawn(command, port);
     let url = format!("https://localhost:{port}");
     let ca = data.join("tls/ca.pem");
     svs_common::client::wait_healthy(&url, Some(&ca), Duration::from_secs(10))
         .await
         .expect("service became healthy");
-    Service { child, url, ca }
+    Service { process, url, ca }
 }
 
 #[derive(Clone)]
@@ -343,13 +304,6 @@ async fn subscriber(
                 .await;
         }
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// One configuration. `pace`: total envelopes per second to offer (None: as fast as 32 calls in
@@ -454,8 +408,8 @@ async fn run(
         lat.len(),
         elapsed.as_secs_f64(),
         lat.len() as f64 / elapsed.as_secs_f64(),
-        percentile(&lat, 0.50).as_secs_f64() * 1e3,
-        percentile(&lat, 0.99).as_secs_f64() * 1e3,
+        percentile(&mut lat, 0.50).unwrap_or_default().as_secs_f64() * 1e3,
+        percentile(&mut lat, 0.99).unwrap_or_default().as_secs_f64() * 1e3,
         per_sub_kib,
         idle_rss,
         busy_rss,

@@ -3,13 +3,13 @@
 //! key, driven through the real client code.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use svs_test_support as support;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::Duration;
-use support::{free_port, log_file};
+use support::{ChildService, NATS_USER, NatsServer as Nats, free_port, log_file};
 use svs_cli::home::Home;
 use svs_cli::inbox::{Inbox, Incoming};
 use svs_cli::session::{ConnectOptions, ReachState, Session};
@@ -21,147 +21,15 @@ const WAIT: Duration = Duration::from_secs(30);
 /// Replicas are told this timeout, so a killed one is noticed within seconds.
 const REPLICA_TIMEOUT_SECS: &str = "3";
 
-/// The NATS configuration compose deploys (one user, the directory replicas, with a password):
-/// the tests run exactly it.
-const NATS_CONF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docker/nats.conf");
-/// The user docker/nats.conf defines.
-const NATS_USER: &str = "svs-directory";
-
-/// A real nats-server with JetStream on a fixed port and store, so it can be restarted, run with
-/// docker/nats.conf and a password made for it.
-struct Nats {
-    child: Option<Child>,
-    port: u16,
-    store: PathBuf,
-    /// The replicas' password, in a 0600 file next to the store.
-    password_file: PathBuf,
-    /// Whether it ran before (then a restart keeps its port: the replicas know it).
-    started_once: bool,
-    /// `--tls --tlscert … --tlskey …` when NATS serves TLS.
-    tls: Vec<String>,
-}
-
-impl Nats {
-    async fn start(store: &Path) -> Self {
-        Self::start_with(store, Vec::new()).await
-    }
-
-    async fn start_with(store: &Path, tls: Vec<String>) -> Self {
-        let password_file = store.with_file_name("nats_password");
-        // nats-server parses an environment variable as a config value: a password must start
-        // with a letter ("8e12…" would be read as a number and refused), as compose's does.
-        let password = format!(
-            "svs{}",
-            hex::encode(svs_common::identity::random::<24>().unwrap())
-        );
-        svs_common::identity::write_secret_file(&password_file, password.as_bytes()).unwrap();
-        let mut nats = Self {
-            child: None,
-            port: free_port(),
-            store: store.to_path_buf(),
-            password_file,
-            started_once: false,
-            tls,
-        };
-        nats.run().await;
-        nats
-    }
-
-    /// Starts nats-server on `port` and waits until it takes connections. The first start may
-    /// move to another port: a free port can be taken by another test between picking and
-    /// binding, and nats-server then exits.
-    async fn run(&mut self) {
-        let first_start = self.child.is_none() && !self.started_once;
-        for _ in 0..5 {
-            if self.spawn_and_wait().await {
-                self.started_once = true;
-                return;
-            }
-            assert!(
-                first_start,
-                "nats-server did not start again on port {}",
-                self.port
-            );
-            self.port = free_port();
-        }
-        panic!("nats-server did not start (see SVS_TEST_LOGS)");
-    }
-
-    /// Whether nats-server came up on `port` (false when it exited: the port was taken).
-    async fn spawn_and_wait(&mut self) -> bool {
-        let password = std::fs::read_to_string(&self.password_file).unwrap();
-        let mut child = Command::new("nats-server")
-            .args(["-c", NATS_CONF])
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(["-sd", &self.store.display().to_string()])
-            .args(&self.tls)
-            .env("SVS_NATS_PASSWORD", password)
-            .stdout(Stdio::null())
-            .stderr(log_file(&format!("nats-{}", self.port)))
-            .spawn()
-            .expect("nats-server runs (scripts/install-deps.sh installs it)");
-        let deadline = Instant::now() + WAIT;
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .is_err()
-        {
-            if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        self.child = Some(child);
-        true
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        let scheme = if self.tls.is_empty() { "nats" } else { "tls" };
-        format!("{scheme}://127.0.0.1:{}", self.port)
-    }
-
-    /// The flags a replica needs to sign in to this NATS.
-    fn credentials(&self) -> [String; 4] {
-        [
-            "--nats-user".into(),
-            NATS_USER.into(),
-            "--nats-password-file".into(),
-            self.password_file.display().to_string(),
-        ]
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 /// A directory-service replica (the real binary); `kill` is SIGKILL.
 struct Replica {
-    child: Child,
-    port: u16,
+    process: ChildService,
     metrics_port: u16,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Replica {
     fn url(&self) -> String {
-        format!("https://localhost:{}", self.port)
+        format!("https://localhost:{}", self.process.port)
     }
 
     /// The replica's Prometheus metrics.
@@ -170,8 +38,7 @@ impl Replica {
     }
 
     fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+        self.process.kill();
     }
 }
 
@@ -244,7 +111,8 @@ impl Cluster {
         let port = free_port();
         let metrics_port = free_port();
         let data = self.root.path().join("data");
-        let child = Command::new(env!("CARGO_BIN_EXE_directory-service"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_directory-service"));
+        command
             .args(["--data-dir", &data.display().to_string()])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--nats", &self.nats.url()])
@@ -256,12 +124,9 @@ impl Cluster {
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
             .args(&self.flags)
             .stdout(Stdio::null())
-            .stderr(log_file(&format!("replica-{port}")))
-            .spawn()
-            .unwrap();
+            .stderr(log_file(&format!("replica-{port}")));
         let replica = Replica {
-            child,
-            port,
+            process: ChildService::spawn(command, port),
             metrics_port,
         };
         svs_common::client::wait_healthy(&replica.url(), Some(&self.ca()), WAIT)
@@ -850,7 +715,7 @@ async fn nats_admits_only_the_replicas_and_only_to_what_they_use() {
     );
     // The replicas' own user may not subscribe to the mail subjects directly (only through the
     // JetStream API, as the replicas do).
-    let password = std::fs::read_to_string(&cluster.nats.password_file).unwrap();
+    let password = std::fs::read_to_string(cluster.nats.password_file()).unwrap();
     let replica_user =
         async_nats::ConnectOptions::with_user_and_password(NATS_USER.into(), password)
             .connect(cluster.nats.url())

@@ -3,7 +3,7 @@
 //! `svs listen` (the real command code) reconnects by itself and receives what follows.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use svs_test_support as support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

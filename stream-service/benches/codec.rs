@@ -14,9 +14,10 @@ mod support;
 use opencv::core::Mat;
 use opencv::imgproc;
 use std::time::Instant;
-use support::{first_frame_ms, percentile, watch};
+use support::{first_frame_ms, watch};
 use svs_cli::picture::PictureDecoder;
 use svs_common::proto::stream::{Codec, Pacing, PlayRequest, Resolution, play_response};
+use svs_common::stats::percentile;
 
 const FPS: f64 = 30.0;
 const SECONDS: f64 = 10.0;
@@ -147,8 +148,8 @@ async fn main() {
                     keyframe_bits_per_pixel,
                     build_fps,
                     cpu_ms,
-                    percentile(&mut d.decode_ms.clone(), 0.5),
-                    percentile(&mut d.decode_ms, 0.99),
+                    percentile(&mut d.decode_ms.clone(), 0.5).unwrap_or(f64::NAN),
+                    percentile(&mut d.decode_ms, 0.99).unwrap_or(f64::NAN),
                 );
                 results.push(d);
             }
@@ -201,8 +202,8 @@ async fn main() {
             }
             println!(
                 "{label:>5} H.264 first frame from cache {what}: median {:.2} ms, p99 {:.2} ms over {} plays",
-                percentile(&mut firsts.clone(), 0.5),
-                percentile(&mut firsts, 0.99),
+                percentile(&mut firsts.clone(), 0.5).unwrap_or(f64::NAN),
+                percentile(&mut firsts, 0.99).unwrap_or(f64::NAN),
                 firsts.len()
             );
         }

@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use stream_service::progress::Progress;
 use stream_service::resolution::Rendition;
-use support::{Service, percentile, watch};
+use support::{Service, watch};
 use svs_common::proto::stream::{Codec, Pacing, PlayRequest, Resolution, play_response};
+use svs_common::stats::percentile;
 
 const FPS: f64 = 30.0;
 
@@ -112,7 +113,7 @@ fn summary(values: &[f64]) -> String {
     let max = values.iter().copied().fold(0.0, f64::max);
     format!(
         "median {:>6.1} ms, max {:>6.1} ms",
-        percentile(&mut values.to_vec(), 0.5),
+        percentile(&mut values.to_vec(), 0.5).unwrap_or(f64::NAN),
         max
     )
 }
@@ -225,7 +226,7 @@ async fn main() {
                 lateness.extend(seen.lateness_ms);
                 firsts.push(seen.first_frame.as_secs_f64() * 1e3);
             }
-            let p99 = percentile(&mut lateness, 0.99);
+            let p99 = percentile(&mut lateness, 0.99).unwrap_or(f64::NAN);
             let ok = skipped == 0 && p99 < 1000.0 / FPS;
             println!(
                 "{label:>5} × {n:>2} viewers at different cold places, real time: {frames:>5} frames, {skipped:>4} skipped, p99 lateness {p99:>6.1} ms, first frame {} ({})",

@@ -12,8 +12,9 @@
 mod support;
 
 use std::time::Instant;
-use support::{RENDITIONS, first_frame_ms, percentile, watch};
+use support::{RENDITIONS, first_frame_ms, watch};
 use svs_common::proto::stream::{Codec, Pacing, PlayRequest, Resolution};
+use svs_common::stats::percentile;
 
 #[tokio::main]
 async fn main() {
@@ -76,8 +77,8 @@ async fn main() {
         }
         println!(
             "{label:>5}: first frame from cache (connected client) median {:.2} ms, p99 {:.2} ms over {} plays",
-            percentile(&mut firsts.clone(), 0.5),
-            percentile(&mut firsts, 0.99),
+            percentile(&mut firsts.clone(), 0.5).unwrap_or(f64::NAN),
+            percentile(&mut firsts, 0.99).unwrap_or(f64::NAN),
             firsts.len()
         );
     }
@@ -98,8 +99,8 @@ async fn main() {
         println!(
             "pacing, one 720p viewer: {} frames, p50 |offset| {:.2} ms, p99 {:.2} ms, skipped {}",
             seen.frames,
-            percentile(&mut jitter.clone(), 0.5),
-            percentile(&mut jitter, 0.99),
+            percentile(&mut jitter.clone(), 0.5).unwrap_or(f64::NAN),
+            percentile(&mut jitter, 0.99).unwrap_or(f64::NAN),
             seen.skipped
         );
         seen.lateness_ms.clear();
@@ -179,7 +180,7 @@ async fn main() {
                 skipped += seen.skipped;
                 lateness.extend(seen.lateness_ms);
             }
-            let p99 = percentile(&mut lateness, 0.99);
+            let p99 = percentile(&mut lateness, 0.99).unwrap_or(f64::NAN);
             let ok = p99 < 1000.0 / 30.0 && skipped == 0;
             println!(
                 "{label:>11} x {n:>4} real-time viewers: {frames:>6} frames, {skipped:>5} skipped, p99 lateness {p99:>7.1} ms ({})",

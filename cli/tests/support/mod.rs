@@ -4,9 +4,8 @@
 
 pub mod client;
 pub mod net;
-/// Process helpers shared with the directory's tests.
-#[path = "../../../directory-service/tests/support/mod.rs"]
-pub mod process;
+/// Process helpers shared with the directory's tests, the benches and the soak.
+pub use svs_test_support as process;
 pub mod pty;
 pub mod viewer;
 

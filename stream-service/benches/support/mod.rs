@@ -3,24 +3,18 @@
 #![allow(dead_code)] // each bench uses its own part
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use svs_cli::stream_client::StreamClient;
 use svs_common::proto::stream::{Codec, Pacing, PlayRequest, Resolution, play_response};
+use svs_test_support::{ChildService, free_port};
 
 pub struct Service {
     pub data: std::path::PathBuf,
-    child: Child,
+    process: ChildService,
     url: String,
     ca: std::path::PathBuf,
     token: String,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The real stream-service binary on a free port, with limits raised for hundreds of viewers
@@ -41,12 +35,9 @@ pub async fn start(data: &Path, videos: &Path, extra: &[&str]) -> Service {
             expires_at_ms: now + 3_600_000,
         })
         .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_stream-service"))
+    let port = free_port();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stream-service"));
+    command
         .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(data)
         .arg("--videos")
@@ -68,9 +59,8 @@ pub async fn start(data: &Path, videos: &Path, extra: &[&str]) -> Service {
             std::env::var("SVS_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
         )
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start stream-service");
+        .stderr(Stdio::inherit());
+    let process = ChildService::spawn(command, port);
     let url = format!("https://localhost:{port}");
     let ca = data.join("tls/ca.pem");
     svs_common::client::wait_healthy(&url, Some(&ca), Duration::from_secs(10))
@@ -78,7 +68,7 @@ pub async fn start(data: &Path, videos: &Path, extra: &[&str]) -> Service {
         .expect("service became healthy");
     Service {
         data: data.to_path_buf(),
-        child,
+        process,
         url,
         ca,
         token,
@@ -88,12 +78,7 @@ pub async fn start(data: &Path, videos: &Path, extra: &[&str]) -> Service {
 impl Service {
     /// CPU seconds the service has used (user + system, from /proc; clock ticks of 10 ms).
     pub fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        // Fields after the command name (which may hold spaces) end with ')'.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let fields: Vec<&str> = rest.split(' ').collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        ticks as f64 / 100.0
+        self.process.cpu_seconds()
     }
 
     pub async fn client(&self) -> StreamClient {
@@ -179,14 +164,6 @@ pub async fn first_frame_ms(client: &mut StreamClient, request: PlayRequest) -> 
         }
     }
     None
-}
-
-pub fn percentile(values: &mut [f64], p: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    values.sort_by(|a, b| a.total_cmp(b));
-    values[((values.len() - 1) as f64 * p).round() as usize]
 }
 
 pub const RENDITIONS: [(Resolution, &str); 3] = [

@@ -1,29 +1,4 @@
-//! Helpers shared by the process-level tests (the directory's and the CLI's) and the relay bench.
-#![allow(dead_code)]
-
-use std::path::Path;
-use std::process::Stdio;
-
-/// A port nothing listens on now (for a child process told its port in advance).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Where a child's log goes: `$SVS_TEST_LOGS/<name>.log` when set (to read after a failure),
-/// else nowhere.
-pub fn log_file(name: &str) -> Stdio {
-    match std::env::var_os("SVS_TEST_LOGS") {
-        Some(dir) => {
-            let path = Path::new(&dir).join(format!("{name}.log"));
-            std::fs::File::create(path).map_or_else(|_| Stdio::null(), Stdio::from)
-        }
-        None => Stdio::null(),
-    }
-}
+//! Reading a service's Prometheus text.
 
 /// The svs series (name and labels, without the value) of a Prometheus text.
 pub fn metric_series(text: &str) -> std::collections::BTreeSet<String> {
@@ -51,4 +26,14 @@ pub async fn scrape_metrics(port: u16) -> String {
     stream.read_to_string(&mut text).await.unwrap();
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn series_drop_values_and_foreign_metrics() {
+        let text = "# HELP x\nsvs_rpc_total{method=\"a\"} 3\nprocess_cpu 1\nsvs_up 1\n";
+        let series: Vec<_> = super::metric_series(text).into_iter().collect();
+        assert_eq!(series, ["svs_rpc_total{method=\"a\"}", "svs_up"]);
+    }
 }
