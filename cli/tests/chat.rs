@@ -455,7 +455,11 @@ async fn a_changed_key_is_flagged_and_blocks_sending_until_trusted() {
     drop(alice);
     dir.stop().await;
     // An operator frees "bob"; someone registers it with a new key.
-    assert!(directory_service::server::release_name(&data, "bob").unwrap());
+    assert!(
+        directory_service::server::release_name(&data, "bob")
+            .await
+            .unwrap()
+    );
     let dir = TestDirectory::start(&data, &[]).await;
     let mut alice = Client::join(&dir, "alice", &tmp.path().join("alice")).await;
     let _new_bob = Client::join(&dir, "bob", &tmp.path().join("new-bob")).await;

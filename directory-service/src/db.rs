@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
 /// A database that re-opens itself after a failure.
+#[derive(Debug)]
 pub struct Db {
     path: PathBuf,
     handle: RwLock<Option<Database>>,

@@ -2,15 +2,15 @@
 //! mailboxes, over the embedded database or a cluster's NATS, and the periodic upkeep they share.
 
 use crate::Error;
+use crate::bindings::{NameStore, RedbBindings};
 use crate::challenges::Challenges;
 use crate::cluster::Cluster;
+use crate::cluster::kv_bindings::KvBindings;
 use crate::cluster::mail::JetStreamMailboxes;
-use crate::cluster::names::KvNames;
 use crate::cluster::presence::Presence;
 use crate::config::Limits;
 use crate::db::Db;
 use crate::mailbox::{Mailboxes, Quotas, RedbMailboxes};
-use crate::names::NameStore;
 use crate::registration::Registrar;
 use crate::registry::{Registry, SessionLimits};
 use crate::relay::{Relay, RelayLimits};
@@ -34,7 +34,7 @@ pub struct Directory {
 /// Opens (or creates) the directory's database with every table it needs.
 pub fn open_db(path: &std::path::Path) -> Result<Arc<Db>, Error> {
     Ok(Arc::new(Db::open(path, |db| {
-        crate::names::create_tables(db)?;
+        crate::bindings::create_tables(db)?;
         crate::mailbox::redb_store::create_tables(db)
     })?))
 }
@@ -55,8 +55,12 @@ fn quotas(limits: &Limits) -> Quotas {
 impl Directory {
     /// A directory on its own database. Must be called inside a tokio runtime (the mailbox
     /// writer answers through it).
-    pub fn new(db: Arc<Db>, tokens: TokenIssuer, limits: &Limits) -> Result<Self, Error> {
-        let names = Arc::new(NameStore::load(db.clone())?);
+    pub async fn embedded(
+        db: Arc<Db>,
+        tokens: TokenIssuer,
+        limits: &Limits,
+    ) -> Result<Self, Error> {
+        let names = NameStore::open(Arc::new(RedbBindings::new(db.clone()))).await?;
         let mail: Arc<dyn Mailboxes> = Arc::new(RedbMailboxes::open(db.clone(), quotas(limits))?);
         let mut directory = Self::assemble(names, mail, tokens, limits)?;
         directory.db = Some(db);
@@ -69,7 +73,7 @@ impl Directory {
         tokens: TokenIssuer,
         limits: &Limits,
     ) -> Result<Self, Error> {
-        let names = NameStore::clustered(KvNames::open(cluster).await?);
+        let names = NameStore::open(Arc::new(KvBindings::open(cluster).await?)).await?;
         let mail: Arc<dyn Mailboxes> =
             Arc::new(JetStreamMailboxes::open(cluster, quotas(limits)).await?);
         let mut directory = Self::assemble(names, mail, tokens, limits)?;
@@ -200,7 +204,7 @@ mod tests {
         _tmp: tempfile::TempDir,
     }
 
-    fn fixture(flags: &[&str]) -> Fixture {
+    async fn fixture(flags: &[&str]) -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
         let db = open_db(&tmp.path().join("names.redb")).unwrap();
         let tokens = TokenIssuer::new(identity::generate(2048).unwrap());
@@ -210,7 +214,7 @@ mod tests {
         args.extend_from_slice(flags);
         let limits = Flags::parse_from(args).limits;
         Fixture {
-            directory: Directory::new(db, tokens, &limits).unwrap(),
+            directory: Directory::embedded(db, tokens, &limits).await.unwrap(),
             verifier,
             key: identity::generate(2048).unwrap(),
             _tmp: tmp,
@@ -218,22 +222,27 @@ mod tests {
     }
 
     impl Fixture {
-        /// Registers `name` (all names share one key here) and resolves its session.
-        fn join(&self, name: &str) -> SessionRef {
+        /// Registers `name` (all names share one key here) as the service does: the statement,
+        /// the claim, the session.
+        async fn register(&self, name: &str) -> Result<crate::registration::Registered, Error> {
             let spki = identity::public_key_der(&self.key.to_public_key());
             let registrar = &self.directory.registrar;
-            let issued = registrar.challenge(name, &spki).unwrap();
+            let issued = registrar.challenge(name, &spki)?;
             let signature = svs_common::registration::sign(
                 &self.key,
                 &issued.service_id,
                 name,
                 &spki,
                 &issued.challenge,
-            )
-            .unwrap();
-            let registered = registrar
-                .register(name, &spki, &issued.challenge, &signature)
-                .unwrap();
+            )?;
+            let proven = registrar.prove(name, &spki, &issued.challenge, &signature)?;
+            registrar.claim(&proven).await?;
+            registrar.open_session(proven)
+        }
+
+        /// Registers `name` and resolves its session.
+        async fn join(&self, name: &str) -> SessionRef {
+            let registered = self.register(name).await.unwrap();
             let claims = self.verifier.verify(&registered.token, now_ms()).unwrap();
             self.directory.registry.session(&claims).unwrap()
         }
@@ -302,15 +311,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_subscriber_cut_for_piling_up_events_is_announced_too_slow() {
-        let f = fixture(&["--queue-events", "4"]);
-        let watcher = f.join("watcher");
+        let f = fixture(&["--queue-events", "4"]).await;
+        let watcher = f.join("watcher").await;
         let (watcher_sub, mut watcher_outbox) = f.subscribe(&watcher);
-        let sleeper = f.join("sleeper");
+        let sleeper = f.join("sleeper").await;
         let (sleeper_sub, _never_read) = f.subscribe(&sleeper);
         // Others come and go; the watcher reads, the sleeper's presence events pile up past 4.
         let mut seen = Vec::new();
         for n in 0..3 {
-            let other = f.join(&format!("other{n}"));
+            let other = f.join(&format!("other{n}")).await;
             f.directory.registry.quit(&other);
             seen.extend(drain(&mut watcher_outbox, &watcher_sub).await);
         }
@@ -325,10 +334,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_ended_by_shutdown_is_not_announced_too_slow() {
-        let f = fixture(&[]);
-        let alice = f.join("alice");
+        let f = fixture(&[]).await;
+        let alice = f.join("alice").await;
         let (alice_sub, _alice_outbox) = f.subscribe(&alice);
-        let bob = f.join("bob");
+        let bob = f.join("bob").await;
         let (bob_sub, mut bob_outbox) = f.subscribe(&bob);
         f.directory.shutdown();
         // A sweep during the drain must not call the closed streams "too slow".
@@ -348,28 +357,14 @@ mod tests {
 
     #[tokio::test]
     async fn several_sessions_of_a_name_share_presence_and_each_gets_new_mail() {
-        let f = fixture(&["--max-sessions-per-name", "3"]);
-        let watcher = f.join("watcher");
+        let f = fixture(&["--max-sessions-per-name", "3"]).await;
+        let watcher = f.join("watcher").await;
         let (watcher_sub, mut watcher_outbox) = f.subscribe(&watcher);
         drain(&mut watcher_outbox, &watcher_sub).await;
-        let one = f.join("alice");
-        let two = f.join("Alice");
-        let _three = f.join("alice");
-        let fourth = {
-            let spki = identity::public_key_der(&f.key.to_public_key());
-            let issued = f.directory.registrar.challenge("alice", &spki).unwrap();
-            let signature = svs_common::registration::sign(
-                &f.key,
-                &issued.service_id,
-                "alice",
-                &spki,
-                &issued.challenge,
-            )
-            .unwrap();
-            f.directory
-                .registrar
-                .register("alice", &spki, &issued.challenge, &signature)
-        };
+        let one = f.join("alice").await;
+        let two = f.join("Alice").await;
+        let _three = f.join("alice").await;
+        let fourth = f.register("alice").await;
         assert!(
             matches!(fourth, Err(crate::Error::ResourceExhausted(_))),
             "a fourth session is over the cap"
@@ -395,9 +390,9 @@ mod tests {
 
     #[tokio::test]
     async fn stored_mail_arrives_in_order_before_new_and_a_slow_reader_catches_up_from_disk() {
-        let f = fixture(&["--queue-messages", "2"]);
-        let alice = f.join("alice");
-        let bob = f.join("bob");
+        let f = fixture(&["--queue-messages", "2"]).await;
+        let alice = f.join("alice").await;
+        let bob = f.join("bob").await;
         let mut sent = Vec::new();
         for n in 0..5 {
             let (outcome, id) = f.send(&alice, "bob", &format!("stored {n}")).await;
@@ -420,9 +415,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_ack_sends_a_receipt_live_or_stored_and_the_mail_leaves() {
-        let f = fixture(&[]);
-        let alice = f.join("alice");
-        let bob = f.join("bob");
+        let f = fixture(&[]).await;
+        let alice = f.join("alice").await;
+        let bob = f.join("bob").await;
         let (_, id) = f.send(&alice, "bob", "read me later").await;
         // Alice goes away before bob reads it.
         f.directory.registry.quit(&alice);
@@ -439,7 +434,7 @@ mod tests {
         let (bob_sub2, mut bob_outbox2) = f.subscribe(&bob);
         assert!(message_ids(&drain(&mut bob_outbox2, &bob_sub2).await).is_empty());
         // Alice comes back and finds the stored receipt; acknowledging it removes it.
-        let alice = f.join("alice");
+        let alice = f.join("alice").await;
         let (alice_sub, mut alice_outbox) = f.subscribe(&alice);
         let seqs: Vec<u64> = drain(&mut alice_outbox, &alice_sub)
             .await
@@ -466,10 +461,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_session_without_a_stream_expires_after_the_idle_time_on_the_tokio_clock() {
-        let f = fixture(&["--idle-session-secs", "60"]);
-        let watcher = f.join("watcher");
+        let f = fixture(&["--idle-session-secs", "60"]).await;
+        let watcher = f.join("watcher").await;
         let (watcher_sub, mut watcher_outbox) = f.subscribe(&watcher);
-        let _one_shot = f.join("script");
+        let _one_shot = f.join("script").await;
         drain(&mut watcher_outbox, &watcher_sub).await;
         tokio::time::advance(Duration::from_secs(59)).await;
         f.directory.sweep().await;

@@ -29,6 +29,9 @@ pub enum Error {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
+    /// Work sent to a blocking thread did not finish: it panicked, or the runtime is stopping.
+    #[error("{}", task_failure(.0))]
+    Task(#[source] tokio::task::JoinError),
     #[error("name database: {0}")]
     Storage(String),
     #[error(transparent)]
@@ -56,6 +59,23 @@ impl From<Error> for Status {
             other => internal(&other),
         }
     }
+}
+
+fn task_failure(error: &tokio::task::JoinError) -> &'static str {
+    if error.is_panic() {
+        "a blocking task panicked (a bug: its log line has the panic message)"
+    } else {
+        "a blocking task was cancelled (the service is stopping)"
+    }
+}
+
+/// Runs `work` (disk, or RSA) on a blocking thread; a panic there is reported as one.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(Error::Task)?
 }
 
 fn internal(error: &dyn std::fmt::Display) -> Status {

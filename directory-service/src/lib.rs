@@ -1,6 +1,7 @@
 //! directory-service: registration of clients, the directory of who is online, and the relay of
 //! end-to-end encrypted envelopes. `main.rs` only parses flags and calls `server::run`.
 
+pub mod bindings;
 pub mod challenges;
 pub mod cluster;
 pub mod config;
@@ -8,7 +9,6 @@ pub mod db;
 pub mod directory;
 pub mod error;
 pub mod mailbox;
-pub mod names;
 pub mod registration;
 pub mod registry;
 pub mod relay;

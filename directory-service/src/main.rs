@@ -74,7 +74,7 @@ async fn main() -> ExitCode {
         }) => {
             let released = match cluster.nats_url {
                 Some(_) => server::release_name_in_cluster(&cluster, &name).await,
-                None => server::release_name(&data_dir, &name),
+                None => server::release_name(&data_dir, &name).await,
             };
             match released {
                 Ok(true) => println!("released {name}: any key may register it now"),

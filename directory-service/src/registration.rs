@@ -2,8 +2,8 @@
 //! the session token, and the new session in the registry.
 
 use crate::Error;
+use crate::bindings::{Claim, NameStore};
 use crate::challenges::Challenges;
-use crate::names::{Claim, NameStore};
 use crate::registry::{Registry, peer_record};
 use std::sync::Arc;
 use svs_common::identity;
@@ -17,6 +17,16 @@ pub struct IssuedChallenge {
     pub challenge: [u8; CHALLENGE_LEN],
     pub service_id: String,
     pub expires_at_ms: u64,
+}
+
+/// A registration whose statement verified: the caller holds the key it offers for the name.
+/// Not yet a session: the name is claimed next, then the session opened.
+#[derive(Debug)]
+pub struct Proven {
+    name: String,
+    canonical: String,
+    key_der: Vec<u8>,
+    fingerprint: identity::Fingerprint,
 }
 
 /// A session created by registration.
@@ -76,21 +86,21 @@ impl Registrar {
         })
     }
 
-    /// Step 2 of registration: checks the signed statement, claims the name, starts a session
-    /// beside any the name already has. RSA and disk work: call it on a blocking thread.
     /// Whether `name` is bound to a key already (a returning name, not a new one).
     pub async fn is_bound(&self, name: &str) -> Result<bool, Error> {
         names::validate(name)?;
         Ok(self.names.binding(&names::canonical(name)).await?.is_some())
     }
 
-    pub fn register(
+    /// Step 2 of registration, first part: checks the challenge and the signed statement, and
+    /// that the key may join the name's sessions. RSA work: call it on a blocking thread.
+    pub fn prove(
         &self,
         name: &str,
         key_der: &[u8],
         challenge: &[u8],
         signature: &[u8],
-    ) -> Result<Registered, Error> {
+    ) -> Result<Proven, Error> {
         names::validate(name)?;
         let canonical = names::canonical(name);
         let challenge: [u8; CHALLENGE_LEN] = challenge.try_into().map_err(|_| {
@@ -116,11 +126,36 @@ impl Registrar {
         self.challenges.consume(&challenge, now_ms())?;
         let fingerprint = identity::fingerprint_der(key_der);
         self.registry.check_key(&canonical, name, &fingerprint)?;
-        if self.names.claim(&canonical, key_der)? == Claim::OtherKey {
+        Ok(Proven {
+            name: name.to_string(),
+            canonical,
+            key_der: key_der.to_vec(),
+            fingerprint,
+        })
+    }
+
+    /// Step 2, second part: binds the name to the proven key unless another key owns it.
+    pub async fn claim(&self, proven: &Proven) -> Result<(), Error> {
+        if self.names.claim(&proven.canonical, &proven.key_der).await? == Claim::OtherKey {
+            let name = &proven.name;
             return Err(Error::PermissionDenied(format!(
                 "the name {name} belongs to another key; its owner must use it, or an operator can free it with `directory-service release {name}`"
             )));
         }
+        Ok(())
+    }
+
+    /// Step 2, last part: signs the session token and starts the session beside any the name
+    /// already has. RSA work: call it on a blocking thread, after `claim`.
+    pub fn open_session(&self, proven: Proven) -> Result<Registered, Error> {
+        let Proven {
+            name,
+            key_der,
+            fingerprint,
+            ..
+        } = proven;
+        let name = name.as_str();
+        let key_der = key_der.as_slice();
         let session_id = identity::random::<16>()?;
         let now = now_ms();
         let expires_at_ms = now + self.token_ms;

@@ -4,8 +4,8 @@
 //! check signatures (docs/protocol.md, Security, says why): recipients verify every envelope.
 
 use crate::Error;
+use crate::bindings::NameStore;
 use crate::mailbox::{FullReason, Mailboxes, NewEnvelope, NewReceipt, Placement, Removed};
-use crate::names::NameStore;
 use crate::registry::{Registry, SessionRef};
 use bytes::Bytes;
 use std::collections::HashMap;

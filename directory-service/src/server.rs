@@ -2,6 +2,7 @@
 //! a shutdown that ends streams with a status and drains within a bound.
 
 use crate::Error;
+use crate::bindings::NameBindings;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::directory::Directory;
@@ -69,7 +70,9 @@ pub async fn run(
         let cluster = Cluster::connect(&config.cluster).await?;
         Directory::clustered(&cluster, tokens, &limits).await?
     } else {
-        Directory::new(crate::directory::open_db(&paths.names_db)?, tokens, &limits)?
+        let path = paths.names_db.clone();
+        let db = crate::error::blocking(move || crate::directory::open_db(&path)).await?;
+        Directory::embedded(db, tokens, &limits).await?
     });
 
     let (router, health) = serve::base_router(&server.connections, verifier, OPEN_METHODS)?;
@@ -134,7 +137,7 @@ pub async fn release_name_in_cluster(
 ) -> Result<bool, Error> {
     let cluster = Cluster::connect(cluster).await?;
     let canonical = svs_common::names::canonical(name);
-    let released = crate::cluster::names::KvNames::open(&cluster)
+    let released = crate::cluster::kv_bindings::KvBindings::open(&cluster)
         .await?
         .release(&canonical)
         .await?;
@@ -144,11 +147,14 @@ pub async fn release_name_in_cluster(
 
 /// Frees a name so another key may register it, and deletes its mailbox (sealed for the old key,
 /// it would only tell the new owner who wrote to the old one). The service must be stopped.
-pub fn release_name(data_dir: &std::path::Path, name: &str) -> Result<bool, Error> {
-    let db = crate::directory::open_db(&DataPaths::new(data_dir).names_db)?;
+pub async fn release_name(data_dir: &std::path::Path, name: &str) -> Result<bool, Error> {
+    let path = DataPaths::new(data_dir).names_db;
+    let db = crate::error::blocking(move || crate::directory::open_db(&path)).await?;
     let canonical = svs_common::names::canonical(name);
-    let released = crate::names::NameStore::load(db.clone())?.release(&canonical)?;
-    crate::mailbox::redb_store::purge(&db, &canonical)?;
+    let released = crate::bindings::RedbBindings::new(db.clone())
+        .release(&canonical)
+        .await?;
+    crate::error::blocking(move || crate::mailbox::redb_store::purge(&db, &canonical)).await?;
     Ok(released)
 }
 
@@ -161,11 +167,10 @@ pub async fn new_token_key(path: &std::path::Path) -> Result<(), Error> {
         )));
     }
     let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
+    crate::error::blocking(move || {
         let key = svs_common::identity::generate(svs_common::identity::DEFAULT_KEY_BITS)?;
-        svs_common::identity::write_private_key(&path, &key)
+        Ok(svs_common::identity::write_private_key(&path, &key)?)
     })
-    .await
-    .map_err(|e| Error::Internal(e.to_string()))??;
+    .await?;
     Ok(())
 }

@@ -93,7 +93,7 @@ impl DirectoryService {
             work()
         })
         .await
-        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(Error::Task)?
         .map_err(Status::from)
     }
 
@@ -162,13 +162,21 @@ impl DirectoryApi for DirectoryService {
                 message: "too many registrations in progress; try again in a moment".into(),
                 after: std::time::Duration::from_secs(1),
             })?;
-        // RSA verification and token signing take milliseconds: off the reactor, bounded.
+        // RSA verification and token signing take milliseconds: off the reactor, bounded. The
+        // permit is held from the statement to the session.
+        let proving = directory.clone();
+        let proven = self
+            .crypto(move || {
+                proving
+                    .registrar
+                    .prove(&r.name, &r.public_key_der, &r.challenge, &r.signature)
+            })
+            .await?;
+        directory.registrar.claim(&proven).await?;
         let registered = self
             .crypto(move || {
                 let _permit = permit;
-                directory
-                    .registrar
-                    .register(&r.name, &r.public_key_der, &r.challenge, &r.signature)
+                directory.registrar.open_session(proven)
             })
             .await?;
         Ok(Response::new(RegisterResponse {

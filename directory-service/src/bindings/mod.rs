@@ -1,27 +1,21 @@
-//! Name-to-key bindings that survive restarts: once a key registers a name, no other key can take
-//! it until an operator releases it. Kept in the directory's database, or in NATS in cluster mode
-//! (`cluster::names`); either way every binding is also held in memory.
+//! Who owns which name: once a key registers a name, no other key can take it until an operator
+//! releases it. `NameBindings` is the storage seam (redb in `redb_bindings`, a NATS key-value
+//! bucket in `cluster::kv_bindings`); `NameStore` is the in-memory view over either, so the relay
+//! checks recipients without a disk read or a round trip.
+
+#[cfg(test)]
+pub(crate) mod conformance;
+mod redb_bindings;
+
+pub use redb_bindings::{RedbBindings, create_tables};
 
 use crate::Error;
-use crate::cluster::names::KvNames;
-use crate::db::{Db, storage};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use svs_common::identity::{self, Fingerprint};
 
-fn binding(key_der: &[u8]) -> Binding {
-    Binding {
-        key_der: key_der.to_vec(),
-        fingerprint: identity::fingerprint_der(key_der),
-    }
-}
-
-/// canonical name → SPKI DER of the key that owns it.
-const NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("names_v1");
-
 /// Result of claiming a name for a key.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
     /// The name was free and now belongs to the key.
     New,
@@ -31,6 +25,34 @@ pub enum Claim {
     OtherKey,
 }
 
+/// A change another replica (or an operator) made to a binding: the name and its key, or `None`
+/// when it was released. Returns false to stop following.
+pub type OnChange = Box<dyn Fn(String, Option<Vec<u8>>) -> bool + Send + Sync>;
+
+/// Durable name bindings: canonical name → SPKI DER of the key that owns it.
+#[tonic::async_trait]
+pub trait NameBindings: Send + Sync {
+    /// Binds `canonical` to `key_der` unless another key holds it. Two claims of one free name
+    /// at the same instant end with exactly one `New`.
+    async fn claim(&self, canonical: &str, key_der: &[u8]) -> Result<Claim, Error>;
+    /// The key bound to `canonical`, if any.
+    async fn get(&self, canonical: &str) -> Result<Option<Vec<u8>>, Error>;
+    /// Frees a name. Returns whether it was bound.
+    async fn release(&self, canonical: &str) -> Result<bool, Error>;
+    /// Every binding, for a view that holds them all (`is_shared` false).
+    async fn all(&self) -> Result<Vec<(String, Vec<u8>)>, Error>;
+    /// Whether other processes (replicas, an operator) change bindings while this one runs. Then
+    /// the view is a cache that asks on a miss and learns of changes through `follow`; otherwise
+    /// it loads every binding once and is the only writer.
+    fn is_shared(&self) -> bool {
+        false
+    }
+    /// Calls `on_change` for each change made elsewhere until it returns false (shared stores).
+    fn follow(&self, on_change: OnChange) {
+        drop(on_change);
+    }
+}
+
 /// A registered key.
 #[derive(Debug, Clone)]
 pub struct Binding {
@@ -38,62 +60,64 @@ pub struct Binding {
     pub fingerprint: Fingerprint,
 }
 
-/// Where bindings are kept.
-enum Backend {
-    Embedded(Arc<Db>),
-    Cluster(Box<KvNames>),
+fn binding(key_der: &[u8]) -> Binding {
+    Binding {
+        key_der: key_der.to_vec(),
+        fingerprint: identity::fingerprint_der(key_der),
+    }
 }
 
-/// The persistent name table with every binding also held in memory (a name costs a few hundred
-/// bytes) so the relay checks recipients without disk reads. In cluster mode the memory learns
-/// of other replicas' bindings as NATS reports them, and asks NATS on a miss.
+/// The bindings held in memory (a name costs a few hundred bytes) over a `NameBindings` store.
 pub struct NameStore {
-    backend: Backend,
+    store: Arc<dyn NameBindings>,
     bindings: RwLock<HashMap<String, Binding>>,
 }
 
-/// Creates the name table in a fresh database.
-pub fn create_tables(db: &Database) -> Result<(), Error> {
-    let txn = db.begin_write().map_err(storage)?;
-    txn.open_table(NAMES).map_err(storage)?;
-    txn.commit().map_err(storage)?;
-    Ok(())
+impl std::fmt::Debug for NameStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NameStore")
+            .field("shared", &self.store.is_shared())
+            .field("held", &self.read().len())
+            .finish()
+    }
 }
 
 impl NameStore {
-    /// Loads every binding from the database.
-    pub fn load(db: Arc<Db>) -> Result<Self, Error> {
-        let bindings = db.with(|db| {
-            let txn = db.begin_read().map_err(storage)?;
-            let table = txn.open_table(NAMES).map_err(storage)?;
-            let mut bindings = HashMap::new();
-            for row in table.iter().map_err(storage)? {
-                let (name, key) = row.map_err(storage)?;
-                bindings.insert(name.value().to_string(), binding(key.value()));
-            }
-            Ok(bindings)
-        })?;
-        Ok(Self {
-            backend: Backend::Embedded(db),
-            bindings: RwLock::new(bindings),
-        })
+    /// The view over `store`: every binding loaded now, or (for a shared store) none yet, with
+    /// changes made elsewhere followed from now on.
+    pub async fn open(store: Arc<dyn NameBindings>) -> Result<Arc<Self>, Error> {
+        let initial = if store.is_shared() {
+            HashMap::new()
+        } else {
+            store
+                .all()
+                .await?
+                .into_iter()
+                .map(|(name, key)| {
+                    let bound = binding(&key);
+                    (name, bound)
+                })
+                .collect()
+        };
+        let view = Arc::new(Self {
+            store: store.clone(),
+            bindings: RwLock::new(initial),
+        });
+        if store.is_shared() {
+            let weak = Arc::downgrade(&view);
+            store.follow(Box::new(move |canonical, key| {
+                let Some(view) = weak.upgrade() else {
+                    return false;
+                };
+                view.remember(&canonical, key.as_deref());
+                true
+            }));
+        }
+        Ok(view)
     }
 
-    /// Bindings in NATS: memory starts empty and follows the bucket.
-    pub fn clustered(names: KvNames) -> Arc<Self> {
-        let store = Arc::new(Self {
-            backend: Backend::Cluster(Box::new(names.clone())),
-            bindings: RwLock::new(HashMap::new()),
-        });
-        let weak = Arc::downgrade(&store);
-        names.follow(Box::new(move |canonical, key| {
-            let Some(store) = weak.upgrade() else {
-                return false;
-            };
-            store.remember(&canonical, key.as_deref());
-            true
-        }));
-        store
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Binding>> {
+        self.bindings.read().unwrap_or_else(|p| p.into_inner())
     }
 
     fn remember(&self, canonical: &str, key_der: Option<&[u8]>) {
@@ -105,34 +129,29 @@ impl NameStore {
     }
 
     fn remembered(&self, canonical: &str) -> Option<Binding> {
-        self.bindings
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(canonical)
-            .cloned()
+        self.read().get(canonical).cloned()
     }
 
-    /// The key bound to `canonical`, if any: from memory, or from NATS in cluster mode when
-    /// another replica bound it a moment ago.
+    /// The key bound to `canonical`, if any: from memory, or from a shared store when another
+    /// replica bound it a moment ago.
     pub async fn binding(&self, canonical: &str) -> Result<Option<Binding>, Error> {
         if let Some(bound) = self.remembered(canonical) {
             return Ok(Some(bound));
         }
-        let Backend::Cluster(names) = &self.backend else {
+        if !self.store.is_shared() {
             return Ok(None);
-        };
-        let key = names.get(canonical).await?;
+        }
+        let key = self.store.get(canonical).await?;
         if let Some(key) = &key {
             self.remember(canonical, Some(key));
         }
         Ok(key.map(|k| binding(&k)))
     }
 
-    /// Claims `canonical` for `key_der` unless another key owns it. Disk or network work: call
-    /// it on a blocking thread.
-    pub fn claim(&self, canonical: &str, key_der: &[u8]) -> Result<Claim, Error> {
-        // A returning name is answered from memory: no write transaction, so registrations do
-        // not queue behind the mailbox writer's commits. Only a new name is written.
+    /// Claims `canonical` for `key_der` unless another key owns it.
+    pub async fn claim(&self, canonical: &str, key_der: &[u8]) -> Result<Claim, Error> {
+        // A returning name is answered from memory: no write, so registrations do not queue
+        // behind the mailbox writer's commits. Only a new name is written.
         if let Some(bound) = self.remembered(canonical) {
             return Ok(if bound.key_der == key_der {
                 Claim::Ours
@@ -140,68 +159,18 @@ impl NameStore {
                 Claim::OtherKey
             });
         }
-        let db = match &self.backend {
-            Backend::Embedded(db) => db,
-            Backend::Cluster(names) => {
-                let claim = names.claim_blocking(canonical, key_der)?;
-                if claim != Claim::OtherKey {
-                    self.remember(canonical, Some(key_der));
-                }
-                return Ok(claim);
-            }
-        };
-        db.with(|db| {
-            let txn = db.begin_write().map_err(storage)?;
-            let claim = {
-                let mut table = txn.open_table(NAMES).map_err(storage)?;
-                let existing = table
-                    .get(canonical)
-                    .map_err(storage)?
-                    .map(|v| v.value().to_vec());
-                match existing {
-                    Some(owner) if owner == key_der => Claim::Ours,
-                    Some(_) => Claim::OtherKey,
-                    None => {
-                        table.insert(canonical, key_der).map_err(storage)?;
-                        Claim::New
-                    }
-                }
-            };
-            txn.commit().map_err(storage)?;
-            Ok(claim)
-        })
-        .inspect(|claim| {
-            if *claim == Claim::New {
-                self.bindings
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(canonical.to_string(), binding(key_der));
-            }
-        })
+        let claim = self.store.claim(canonical, key_der).await?;
+        if claim != Claim::OtherKey {
+            self.remember(canonical, Some(key_der));
+        }
+        Ok(claim)
     }
 
-    /// Frees a name in the embedded database. Returns whether it was bound.
-    pub fn release(&self, canonical: &str) -> Result<bool, Error> {
-        let Backend::Embedded(db) = &self.backend else {
-            return Err(Error::InvalidArgument(
-                "in cluster mode a name is released in NATS: `directory-service release --nats URL NAME`".into(),
-            ));
-        };
-        db.with(|db| {
-            let txn = db.begin_write().map_err(storage)?;
-            let removed = {
-                let mut table = txn.open_table(NAMES).map_err(storage)?;
-                table.remove(canonical).map_err(storage)?.is_some()
-            };
-            txn.commit().map_err(storage)?;
-            Ok(removed)
-        })
-        .inspect(|_| {
-            self.bindings
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(canonical);
-        })
+    /// Frees a name. Returns whether it was bound.
+    pub async fn release(&self, canonical: &str) -> Result<bool, Error> {
+        let released = self.store.release(canonical).await?;
+        self.remember(canonical, None);
+        Ok(released)
     }
 }
 
@@ -209,19 +178,23 @@ impl NameStore {
 mod tests {
     use super::*;
 
-    #[test]
-    fn claims_persist_across_reopen() {
+    #[tokio::test]
+    async fn the_view_answers_from_memory_and_follows_its_store() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("names.redb");
-        {
-            let store = NameStore::load(Arc::new(Db::open(&path, create_tables).unwrap())).unwrap();
-            assert_eq!(store.claim("alice", b"key-a").unwrap(), Claim::New);
-            assert_eq!(store.claim("alice", b"key-a").unwrap(), Claim::Ours);
-        }
-        let store = NameStore::load(Arc::new(Db::open(&path, create_tables).unwrap())).unwrap();
-        assert_eq!(store.claim("alice", b"key-b").unwrap(), Claim::OtherKey);
-        assert_eq!(store.remembered("alice").unwrap().key_der, b"key-a");
-        assert!(store.release("alice").unwrap());
-        assert_eq!(store.claim("alice", b"key-b").unwrap(), Claim::New);
+        let db = crate::directory::open_db(&dir.path().join("names.redb")).unwrap();
+        let store: Arc<dyn NameBindings> = Arc::new(RedbBindings::new(db.clone()));
+        assert_eq!(store.claim("alice", b"key-a").await.unwrap(), Claim::New);
+        // Loaded at open: alice is known without asking the store.
+        let view = NameStore::open(store.clone()).await.unwrap();
+        assert_eq!(view.remembered("alice").unwrap().key_der, b"key-a");
+        assert_eq!(
+            view.claim("alice", b"key-b").await.unwrap(),
+            Claim::OtherKey
+        );
+        assert_eq!(view.claim("bob", b"key-b").await.unwrap(), Claim::New);
+        assert!(view.binding("bob").await.unwrap().is_some());
+        assert!(view.release("bob").await.unwrap());
+        assert!(view.binding("bob").await.unwrap().is_none());
+        assert_eq!(store.get("bob").await.unwrap(), None);
     }
 }

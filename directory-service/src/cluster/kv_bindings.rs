@@ -4,7 +4,7 @@
 
 use super::{Cluster, NAMES_BUCKET, name_from_token, name_token, nats, timed};
 use crate::Error;
-use crate::names::Claim;
+use crate::bindings::{Claim, NameBindings, OnChange};
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -12,16 +12,20 @@ use std::time::Duration;
 
 /// The bucket of bindings.
 #[derive(Clone)]
-pub struct KvNames {
+pub struct KvBindings {
     cluster: Cluster,
     store: kv::Store,
-    runtime: tokio::runtime::Handle,
 }
 
-/// A change another replica (or an operator) made to a binding; returns false to stop following.
-pub type OnChange = Box<dyn Fn(String, Option<Vec<u8>>) -> bool + Send + Sync>;
+impl std::fmt::Debug for KvBindings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvBindings")
+            .field("bucket", &NAMES_BUCKET)
+            .finish()
+    }
+}
 
-impl KvNames {
+impl KvBindings {
     /// Opens (or creates) the bucket. Call inside the runtime.
     pub async fn open(cluster: &Cluster) -> Result<Self, Error> {
         let store = cluster
@@ -34,17 +38,13 @@ impl KvNames {
         Ok(Self {
             cluster: cluster.clone(),
             store,
-            runtime: tokio::runtime::Handle::current(),
         })
     }
+}
 
-    /// `claim` for callers on a blocking thread (registration does its RSA work there).
-    pub fn claim_blocking(&self, canonical: &str, key_der: &[u8]) -> Result<Claim, Error> {
-        self.runtime.block_on(self.claim(canonical, key_der))
-    }
-
-    /// Binds `canonical` to `key_der` unless another key holds it.
-    pub async fn claim(&self, canonical: &str, key_der: &[u8]) -> Result<Claim, Error> {
+#[tonic::async_trait]
+impl NameBindings for KvBindings {
+    async fn claim(&self, canonical: &str, key_der: &[u8]) -> Result<Claim, Error> {
         // UNAVAILABLE at once while NATS is away, not after the request timeout.
         self.cluster.check_up()?;
         let key = name_token(canonical);
@@ -72,8 +72,7 @@ impl KvNames {
         ))
     }
 
-    /// The key bound to `canonical`, if any.
-    pub async fn get(&self, canonical: &str) -> Result<Option<Vec<u8>>, Error> {
+    async fn get(&self, canonical: &str) -> Result<Option<Vec<u8>>, Error> {
         self.cluster.check_up()?;
         timed("kv", self.store.get(name_token(canonical)))
             .await
@@ -81,8 +80,7 @@ impl KvNames {
             .map_err(|e| nats("looking up the name", e))
     }
 
-    /// Frees a name. Returns whether it was bound.
-    pub async fn release(&self, canonical: &str) -> Result<bool, Error> {
+    async fn release(&self, canonical: &str) -> Result<bool, Error> {
         let bound = self.get(canonical).await?.is_some();
         if bound {
             self.store
@@ -93,9 +91,31 @@ impl KvNames {
         Ok(bound)
     }
 
-    /// Follows changes to the bucket until `on_change` says stop, re-watching after NATS comes back,
-    /// so a replica's memory of bindings learns of new names and releases elsewhere.
-    pub fn follow(&self, on_change: OnChange) {
+    async fn all(&self) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        self.cluster.check_up()?;
+        let mut keys = timed("kv", self.store.keys())
+            .await
+            .map_err(|e| nats("listing names", e))?;
+        let mut all = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| nats("listing names", e))?;
+            let Some(name) = name_from_token(&key) else {
+                continue;
+            };
+            if let Some(owner) = self.get(&name).await? {
+                all.push((name, owner));
+            }
+        }
+        Ok(all)
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    /// Follows the bucket, re-watching after NATS comes back, so a replica's memory of bindings
+    /// learns of new names and releases elsewhere.
+    fn follow(&self, on_change: OnChange) {
         let store = self.store.clone();
         tokio::spawn(async move {
             loop {
@@ -117,5 +137,57 @@ impl KvNames {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::conformance;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn the_nats_bucket_passes_the_names_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let nats = svs_test_support::NatsServer::start(&dir.path().join("nats")).await;
+        let options = crate::cluster::mail::tests::options(&nats);
+        conformance::check(|| async {
+            let cluster = Cluster::connect(&options).await.unwrap();
+            Arc::new(KvBindings::open(&cluster).await.unwrap()) as Arc<dyn NameBindings>
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_view_learns_of_another_replicas_bindings_and_releases() {
+        let dir = tempfile::tempdir().unwrap();
+        let nats = svs_test_support::NatsServer::start(&dir.path().join("nats")).await;
+        let options = crate::cluster::mail::tests::options(&nats);
+        let here = Cluster::connect(&options).await.unwrap();
+        let there = Arc::new(
+            KvBindings::open(&Cluster::connect(&options).await.unwrap())
+                .await
+                .unwrap(),
+        );
+        let view =
+            crate::bindings::NameStore::open(Arc::new(KvBindings::open(&here).await.unwrap()))
+                .await
+                .unwrap();
+        // Bound elsewhere a moment ago: found by asking on a miss.
+        assert_eq!(there.claim("erin", b"key-e").await.unwrap(), Claim::New);
+        assert_eq!(
+            view.binding("erin").await.unwrap().unwrap().key_der,
+            b"key-e"
+        );
+        // Released elsewhere: the view hears of it without asking.
+        assert!(there.release("erin").await.unwrap());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while view.binding("erin").await.unwrap().is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the view never heard of the release"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }

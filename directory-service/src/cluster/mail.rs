@@ -761,8 +761,38 @@ impl Mailboxes for JetStreamMailboxes {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::mailbox::conformance;
+
+    /// Connection options for a test NATS run with docker/nats.conf.
+    pub(crate) fn options(nats: &svs_test_support::NatsServer) -> super::super::ClusterOptions {
+        super::super::ClusterOptions {
+            nats_url: Some(nats.url()),
+            nats_creds: None,
+            nats_user: Some(svs_test_support::NATS_USER.into()),
+            nats_password_file: Some(nats.password_file().to_path_buf()),
+            nats_ca: None,
+            replica_timeout_secs: 10,
+            nats_connect_secs: 10,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_jetstream_store_passes_the_mailbox_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let nats = svs_test_support::NatsServer::start(&dir.path().join("nats")).await;
+        let options = options(&nats);
+        conformance::check(|| async {
+            let cluster = Cluster::connect(&options).await.unwrap();
+            Arc::new(
+                JetStreamMailboxes::open(&cluster, conformance::QUOTAS)
+                    .await
+                    .unwrap(),
+            ) as Arc<dyn Mailboxes>
+        })
+        .await;
+    }
 
     #[test]
     fn id_memory_drops_what_the_stream_no_longer_holds() {

@@ -1,5 +1,5 @@
 //! Cluster mode: several directory replicas sharing one NATS JetStream. This module owns the
-//! connection and the JetStream objects; `names` keeps name bindings in a key-value bucket,
+//! connection and the JetStream objects; `kv_bindings` keeps name bindings in a key-value bucket,
 //! `mail` keeps mailboxes in a stream, `presence` shares who is online on which replica.
 //!
 //! What NATS holds (docs/protocol.md, Cluster mode, has the byte layout):
@@ -8,8 +8,8 @@
 //! - `SVS_MAIL` (stream): sealed envelopes and receipts per recipient, until acknowledged or
 //!   expired. The relay never has plaintext, so neither has NATS.
 
+pub mod kv_bindings;
 pub mod mail;
-pub mod names;
 pub mod presence;
 
 use crate::Error;

@@ -4,6 +4,8 @@
 //! clustered store implements it too: `cluster::mail`); items of one name carry increasing
 //! sequence numbers.
 
+#[cfg(test)]
+pub(crate) mod conformance;
 mod quota;
 pub mod record;
 pub mod redb_store;

@@ -242,9 +242,7 @@ impl Mailboxes for RedbMailboxes {
     async fn read(&self, owner: &str, after_seq: u64, limit: usize) -> Result<Page, Error> {
         let db = self.db.clone();
         let owner = owner.to_string();
-        tokio::task::spawn_blocking(move || db.with(|db| read_page(db, &owner, after_seq, limit)))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?
+        crate::error::blocking(move || db.with(|db| read_page(db, &owner, after_seq, limit))).await
     }
 
     fn last_seq(&self, owner: &str) -> u64 {
@@ -257,7 +255,7 @@ impl Mailboxes for RedbMailboxes {
     async fn expire(&self, now_ms: u64) -> Result<Vec<Removed>, Error> {
         // Most sweeps find nothing due: look first, so they cost no write and no fsync.
         let db = self.db.clone();
-        let due = tokio::task::spawn_blocking(move || {
+        let due = crate::error::blocking(move || {
             db.with(|db| {
                 let txn = db.begin_read().map_err(storage)?;
                 let expiry = txn.open_table(EXPIRY).map_err(storage)?;
@@ -267,8 +265,7 @@ impl Mailboxes for RedbMailboxes {
                     .is_some_and(|(key, _)| key.value().0 <= now_ms))
             })
         })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
+        .await?;
         if !due {
             return Ok(Vec::new());
         }
