@@ -39,3 +39,19 @@ impl Error {
         }
     }
 }
+
+/// An error and its chain of sources in one line: "reading x: permission denied: …".
+pub fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // thiserror's `transparent` and "{0}" messages repeat their source; say each once.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -7,6 +7,7 @@
 //! u64 expires_at_ms || nonce || short(canonical name) || fingerprint(SPKI))[..16]`
 
 use crate::Error;
+use crate::error::Refusal;
 use hmac::{KeyInit, Mac};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -85,14 +86,15 @@ impl Challenges {
         let tag = self.tag(expires_ms, &challenge[8..16], canonical, key_der);
         let genuine: bool = subtle_eq(&tag[..TAG_LEN], &challenge[16..]);
         if !genuine {
-            return Err(Error::PermissionDenied(
+            return Err(Refusal::PermissionDenied(
                 "this challenge was not issued by this directory for this name and key; ask for a new one".into(),
-            ));
+            ).into());
         }
         if now_ms >= expires_ms {
-            return Err(Error::PermissionDenied(
+            return Err(Refusal::PermissionDenied(
                 "the challenge expired; ask for a new one".into(),
-            ));
+            )
+            .into());
         }
         Ok(())
     }
@@ -104,19 +106,21 @@ impl Challenges {
         let expires_ms = u64::from_be_bytes(expires);
         let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
         if used.contains_key(challenge) {
-            return Err(Error::PermissionDenied(
+            return Err(Refusal::PermissionDenied(
                 "this challenge was already used; ask for a new one".into(),
-            ));
+            )
+            .into());
         }
         if used.len() >= self.max_used {
             used.retain(|_, &mut e| e > now_ms);
             if used.len() >= self.max_used {
-                return Err(Error::RetryLater {
+                return Err(Refusal::RetryLater {
                     message:
                         "too many registrations in the last moments; try again in a few seconds"
                             .into(),
                     after: std::time::Duration::from_secs(5),
-                });
+                }
+                .into());
             }
         }
         used.insert(*challenge, expires_ms);

@@ -4,6 +4,7 @@
 //! `recover` (called by the sweeper) re-opens it once a test write succeeds.
 
 use crate::Error;
+use crate::error::Refusal;
 use redb::{Database, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
@@ -19,17 +20,15 @@ pub struct Db {
     init: fn(&Database) -> Result<(), Error>,
 }
 
-/// Maps any redb error to the storage variant.
-pub fn storage(e: impl std::fmt::Display) -> Error {
-    Error::Storage(e.to_string())
+/// Maps any redb error to the storage variant, keeping it as the cause.
+pub fn storage(e: impl Into<redb::Error>) -> Error {
+    Error::Storage(e.into())
 }
 
 fn open_db(path: &Path, init: fn(&Database) -> Result<(), Error>) -> Result<Database, Error> {
-    let db = Database::create(path).map_err(|e| {
-        Error::Storage(format!(
-            "cannot open {}: {e} (is another directory-service using this data dir?)",
-            path.display()
-        ))
+    let db = Database::create(path).map_err(|source| Error::OpenDatabase {
+        path: path.to_path_buf(),
+        source,
     })?;
     init(&db)?;
     Ok(db)
@@ -38,7 +37,8 @@ fn open_db(path: &Path, init: fn(&Database) -> Result<(), Error>) -> Result<Data
 impl Db {
     pub fn open(path: &Path, init: fn(&Database) -> Result<(), Error>) -> Result<Self, Error> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(storage)?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| svs_common::Error::io(format!("creating {}", dir.display()), e))?;
         }
         Ok(Self {
             path: path.to_path_buf(),
@@ -64,7 +64,7 @@ impl Db {
             Ok(value) => Ok(value),
             Err(e) => {
                 drop(handle);
-                self.mark_broken(&e.to_string());
+                self.mark_broken(&svs_common::error::with_causes(&e));
                 Err(self.unavailable())
             }
         }
@@ -77,9 +77,10 @@ impl Db {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .unwrap_or_else(|| "it is being re-opened".into());
-        Error::Unavailable(format!(
+        Refusal::Unavailable(format!(
             "the directory cannot use its database right now ({why}); try again shortly"
         ))
+        .into()
     }
 
     fn mark_broken(&self, why: &str) {

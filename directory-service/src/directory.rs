@@ -182,6 +182,7 @@ impl Directory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Refusal;
     use crate::registry::SessionRef;
     use crate::subscriber::{Outbox, Subscriber};
     use clap::Parser;
@@ -366,7 +367,7 @@ mod tests {
         let _three = f.join("alice").await;
         let fourth = f.register("alice").await;
         assert!(
-            matches!(fourth, Err(crate::Error::ResourceExhausted(_))),
+            matches!(fourth, Err(Error::Refused(Refusal::ResourceExhausted(_)))),
             "a fourth session is over the cap"
         );
         let (one_sub, mut one_outbox) = f.subscribe(&one);

@@ -1,62 +1,60 @@
-//! The directory's error type and its one mapping to gRPC status.
+//! The directory's error type: a refusal for the caller (`Refused`, mapped by svs-server's
+//! `status` module), or a failure of the directory itself that keeps its cause for the log.
 
+pub use svs_server::status::Refusal;
 use tonic::Status;
 
-/// Why a directory operation failed. Every variant carries a sentence for the user.
+/// What the caller is told where the log has the rest.
+const SERVICE: &str = "directory service";
+
+/// Why a directory operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{0}")]
-    InvalidArgument(String),
-    #[error("{0}")]
-    AlreadyExists(String),
-    #[error("{0}")]
-    PermissionDenied(String),
-    #[error("{0}")]
-    Unauthenticated(String),
-    /// A cap that stays until something else changes (a message too large, every session slot
-    /// taken): RESOURCE_EXHAUSTED without a retry delay.
-    #[error("{0}")]
-    ResourceExhausted(String),
-    /// Not now: the same call may succeed after `after` (a rate, a moment's load).
-    #[error("{message}")]
-    RetryLater {
-        message: String,
-        after: std::time::Duration,
+    /// The call is refused; the sentence says why.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The database refused a transaction.
+    #[error("the directory's database")]
+    Storage(#[from] redb::Error),
+    /// The database file cannot be opened.
+    #[error("cannot open {path} (is another directory-service using this data dir?)")]
+    OpenDatabase {
+        path: std::path::PathBuf,
+        #[source]
+        source: redb::DatabaseError,
     },
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Unavailable(String),
+    /// NATS did not do what was asked (cluster mode): UNAVAILABLE for the caller.
+    #[error("{what}: NATS did not answer; try again shortly")]
+    Nats {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Something that cannot happen did: a bug, said as such.
     #[error("{0}")]
     Internal(String),
     /// Work sent to a blocking thread did not finish: it panicked, or the runtime is stopping.
     #[error("{}", task_failure(.0))]
     Task(#[source] tokio::task::JoinError),
-    #[error("name database: {0}")]
-    Storage(String),
     #[error(transparent)]
     Common(#[from] svs_common::Error),
     #[error(transparent)]
     Server(#[from] svs_server::Error),
-    #[error("serving: {0}")]
+    #[error("serving")]
     Transport(#[from] tonic::transport::Error),
 }
 
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
+        use svs_server::status;
         match error {
-            Error::InvalidArgument(m) => Status::invalid_argument(m),
-            Error::AlreadyExists(m) => Status::already_exists(m),
-            Error::PermissionDenied(m) => Status::permission_denied(m),
-            Error::Unauthenticated(m) => Status::unauthenticated(m),
-            Error::ResourceExhausted(m) => Status::resource_exhausted(m),
-            Error::RetryLater { message, after } => svs_server::status::retry_later(message, after),
-            Error::NotFound(m) => Status::not_found(m),
-            Error::Unavailable(m) => Status::unavailable(m),
-            Error::Common(e) => {
-                svs_server::status::caller_error(&e).unwrap_or_else(|| internal(&e))
+            Error::Refused(refusal) => refusal.into(),
+            Error::Common(e) => status::from_common(e, SERVICE),
+            Error::Nats { .. } => {
+                tracing::warn!(error = %svs_common::error::with_causes(&error), "NATS did not answer");
+                Status::unavailable(error.to_string())
             }
-            other => internal(&other),
+            other => status::internal(&other, SERVICE),
         }
     }
 }
@@ -76,9 +74,4 @@ pub async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(Error::Task)?
-}
-
-fn internal(error: &dyn std::fmt::Display) -> Status {
-    tracing::error!(error = %error, "internal error");
-    Status::internal("internal error in the directory service; its log has the details")
 }

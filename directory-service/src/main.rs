@@ -63,7 +63,7 @@ async fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", svs_common::error::with_causes(&e));
                 ExitCode::FAILURE
             }
         },
@@ -80,7 +80,7 @@ async fn main() -> ExitCode {
                 Ok(true) => println!("released {name}: any key may register it now"),
                 Ok(false) => println!("{name} was not bound to any key"),
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    eprintln!("error: {}", svs_common::error::with_causes(&e));
                     return ExitCode::FAILURE;
                 }
             }

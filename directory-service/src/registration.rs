@@ -4,6 +4,7 @@
 use crate::Error;
 use crate::bindings::{Claim, NameStore};
 use crate::challenges::Challenges;
+use crate::error::Refusal;
 use crate::registry::{Registry, peer_record};
 use std::sync::Arc;
 use svs_common::identity;
@@ -104,7 +105,7 @@ impl Registrar {
         names::validate(name)?;
         let canonical = names::canonical(name);
         let challenge: [u8; CHALLENGE_LEN] = challenge.try_into().map_err(|_| {
-            Error::InvalidArgument(format!("the challenge must be {CHALLENGE_LEN} bytes"))
+            Refusal::InvalidArgument(format!("the challenge must be {CHALLENGE_LEN} bytes"))
         })?;
         self.challenges
             .check(&challenge, &canonical, key_der, now_ms())?;
@@ -118,7 +119,7 @@ impl Registrar {
             signature,
         )
         .map_err(|_| {
-            Error::PermissionDenied(
+            Refusal::PermissionDenied(
                 "the registration signature does not verify under the offered key".into(),
             )
         })?;
@@ -138,9 +139,9 @@ impl Registrar {
     pub async fn claim(&self, proven: &Proven) -> Result<(), Error> {
         if self.names.claim(&proven.canonical, &proven.key_der).await? == Claim::OtherKey {
             let name = &proven.name;
-            return Err(Error::PermissionDenied(format!(
+            return Err(Refusal::PermissionDenied(format!(
                 "the name {name} belongs to another key; its owner must use it, or an operator can free it with `directory-service release {name}`"
-            )));
+            )).into());
         }
         Ok(())
     }

@@ -5,6 +5,7 @@
 //! `cluster::presence`) and reports its own names' first join and last leave to them.
 
 use crate::Error;
+use crate::error::Refusal;
 use crate::mailbox::{Committed, Mailboxes};
 use crate::subscriber::{QueueLimits, Subscriber};
 use bytes::Bytes;
@@ -172,10 +173,11 @@ pub fn event_bytes(event: &Event) -> usize {
 }
 
 fn session_ended() -> Error {
-    Error::Unauthenticated(
+    Refusal::Unauthenticated(
         "this session has ended (quit, disconnected, expired, or the directory restarted); register again"
             .into(),
     )
+    .into()
 }
 
 impl Registry {
@@ -233,11 +235,11 @@ impl Registry {
                 return Err(already_online(&peer.name));
             }
             if online.sessions.len() >= self.limits.max_per_name {
-                return Err(Error::ResourceExhausted(format!(
+                return Err(Refusal::ResourceExhausted(format!(
                     "{} already has {} sessions (the limit); quit one, or wait for an idle one to expire",
                     peer.name,
                     online.sessions.len()
-                )));
+                )).into());
             }
             online.sessions.insert(session_id, session);
             return Ok(());
@@ -291,26 +293,27 @@ impl Registry {
             .and_then(|o| o.sessions.get_mut(&session.id))
             .ok_or_else(session_ended)?;
         if !live.send_budget.take(limits.send_rate, limits.send_burst) {
-            return Err(Error::RetryLater {
+            return Err(Refusal::RetryLater {
                 message: format!(
                     "sending too fast: the limit is {} messages per second (bursts of {})",
                     limits.send_rate, limits.send_burst
                 ),
                 after: Duration::from_secs_f64(1.0 / limits.send_rate.max(0.001)),
-            });
+            }
+            .into());
         }
         let name_budget = state
             .name_send_budgets
             .entry(session.canonical.clone())
             .or_insert_with(|| TokenBucket::full(limits.name_send_burst));
         if !name_budget.take(limits.name_send_rate, limits.name_send_burst) {
-            return Err(Error::RetryLater {
+            return Err(Refusal::RetryLater {
                 message: format!(
                     "sending too fast: {} may send {} messages per second across all its sessions (bursts of {})",
                     session.name, limits.name_send_rate, limits.name_send_burst
                 ),
                 after: Duration::from_secs_f64(1.0 / limits.name_send_rate.max(0.001)),
-            });
+            }.into());
         }
         Ok(())
     }
@@ -630,9 +633,10 @@ fn earliest<'a>(peers: impl Iterator<Item = &'a Peer>) -> Option<&'a Peer> {
 }
 
 fn already_online(name: &str) -> Error {
-    Error::AlreadyExists(format!(
+    Refusal::AlreadyExists(format!(
         "the name {name} is taken by someone online now; pick another name"
     ))
+    .into()
 }
 
 fn snapshot_locked(state: &State) -> ListPeersResponse {

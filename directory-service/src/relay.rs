@@ -5,6 +5,7 @@
 
 use crate::Error;
 use crate::bindings::NameStore;
+use crate::error::Refusal;
 use crate::mailbox::{FullReason, Mailboxes, NewEnvelope, NewReceipt, Placement, Removed};
 use crate::registry::{Registry, SessionRef};
 use bytes::Bytes;
@@ -93,26 +94,29 @@ impl Relay {
             // Too long a message is a size the sender chose; any other field out of bounds is
             // not something a correct client makes.
             return Err(if refused.field == "ciphertext" {
-                Error::ResourceExhausted(format!(
+                Refusal::ResourceExhausted(format!(
                     "the message is {} bytes; the limit is {} bytes",
                     envelope.ciphertext.len().saturating_sub(16),
                     limits.max_message_bytes
                 ))
+                .into()
             } else {
-                Error::InvalidArgument(refused.to_string())
+                Refusal::InvalidArgument(refused.to_string()).into()
             });
         }
         let header = Header::decode(&envelope.header)?;
         if names::canonical(&header.sender) != session.canonical {
-            return Err(Error::PermissionDenied(format!(
+            return Err(Refusal::PermissionDenied(format!(
                 "the envelope claims to be from {} but this session is {}",
                 header.sender, session.canonical
-            )));
+            ))
+            .into());
         }
         if header.sender_fingerprint != session.fingerprint {
-            return Err(Error::PermissionDenied(
+            return Err(Refusal::PermissionDenied(
                 "the envelope names a sender key other than the one this session registered".into(),
-            ));
+            )
+            .into());
         }
         if envelope.wrapped_keys.len() != header.recipients.len()
             || envelope
@@ -121,17 +125,18 @@ impl Relay {
                 .zip(&header.recipients)
                 .any(|(k, r)| k.recipient != r.name)
         {
-            return Err(Error::InvalidArgument(
+            return Err(Refusal::InvalidArgument(
                 "the wrapped keys must name the header's recipients, in the same order".into(),
-            ));
+            )
+            .into());
         }
         let skew = now_ms().abs_diff(header.timestamp_ms);
         if skew > limits.max_clock_skew_ms {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Refusal::InvalidArgument(format!(
                 "the message timestamp is {} s away from the directory's clock (limit {} s); check the sender's clock",
                 skew / 1000,
                 limits.max_clock_skew_ms / 1000
-            )));
+            )).into());
         }
         self.registry.take_send_budget(session)?;
 
@@ -221,9 +226,9 @@ impl Relay {
             metrics::counter!("svs_directory_recipients_total", "outcome" => outcome).increment(1);
         }
         if duplicates == outcomes.len() {
-            return Err(Error::AlreadyExists(
+            return Err(Refusal::AlreadyExists(
                 "this message id was already accepted for every recipient; a resent envelope is refused".into(),
-            ));
+            ).into());
         }
         Ok((header, outcomes))
     }
@@ -237,9 +242,10 @@ impl Relay {
         receipt_seqs: &[u64],
     ) -> Result<u32, Error> {
         if message_ids.len() + receipt_seqs.len() > MAX_ACK_IDS {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Refusal::InvalidArgument(format!(
                 "at most {MAX_ACK_IDS} ids and seqs per Ack call"
-            )));
+            ))
+            .into());
         }
         let ids = message_ids
             .iter()
@@ -316,9 +322,10 @@ impl Relay {
     /// The registered key of each name, online or not.
     pub async fn lookup(&self, wanted: &[String]) -> Result<LookupKeysResponse, Error> {
         if wanted.len() > MAX_LOOKUP_NAMES {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Refusal::InvalidArgument(format!(
                 "at most {MAX_LOOKUP_NAMES} names per LookupKeys call"
-            )));
+            ))
+            .into());
         }
         let mut response = LookupKeysResponse::default();
         for name in wanted {

@@ -6,6 +6,7 @@ use crate::bindings::NameBindings;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::directory::Directory;
+use crate::error::Refusal;
 use crate::service::DirectoryService;
 use std::future::Future;
 use std::sync::Arc;
@@ -52,17 +53,17 @@ pub async fn run(
     let limits = config.limits.clone();
     let server = &config.server;
     std::fs::create_dir_all(&server.data_dir)
-        .map_err(|e| Error::Storage(format!("cannot create {}: {e}", server.data_dir.display())))?;
+        .map_err(|e| svs_common::Error::io(format!("creating {}", server.data_dir.display()), e))?;
     let tls_config = tls::server_tls(&server.data_dir, &server.tls)?;
     let _metrics = svs_server::metrics::start(&server.metrics).await?;
     let paths = DataPaths::new(&server.data_dir);
     let clustered = config.cluster.nats_url.is_some();
     let token_key = config.token_key.clone().unwrap_or(paths.token_key.clone());
     if clustered && !token_key.exists() {
-        return Err(Error::InvalidArgument(format!(
+        return Err(Refusal::InvalidArgument(format!(
             "cluster mode needs the token key every replica shares, and {} does not exist: create it once with `directory-service new-token-key PATH` and give every replica --token-key PATH",
             token_key.display()
-        )));
+        )).into());
     }
     let tokens = TokenIssuer::load_or_create(&token_key, &paths.token_public)?;
     let verifier = Arc::new(tokens.verifier().clone());
@@ -161,10 +162,11 @@ pub async fn release_name(data_dir: &std::path::Path, name: &str) -> Result<bool
 /// Writes a new token key for a cluster's replicas to share; refuses to replace one.
 pub async fn new_token_key(path: &std::path::Path) -> Result<(), Error> {
     if path.exists() {
-        return Err(Error::AlreadyExists(format!(
+        return Err(Refusal::AlreadyExists(format!(
             "{} exists already; replicas must keep using the key they share",
             path.display()
-        )));
+        ))
+        .into());
     }
     let path = path.to_path_buf();
     crate::error::blocking(move || {

@@ -3,6 +3,7 @@
 
 use crate::Error;
 use crate::directory::Directory;
+use crate::error::Refusal;
 use std::pin::Pin;
 use std::sync::Arc;
 use svs_common::proto::directory::directory_server::Directory as DirectoryApi;
@@ -58,9 +59,9 @@ impl DirectoryService {
             if self.directory.registrar.is_bound(name).await? {
                 return Ok(());
             }
-            return Err(Error::PermissionDenied(format!(
+            return Err(Refusal::PermissionDenied(format!(
                 "this directory takes no new names (its operator closed registration); {name} is not registered here"
-            )));
+            )).into());
         }
         let Some(address) = address else {
             return Ok(());
@@ -68,13 +69,13 @@ impl DirectoryService {
         if self.directory.registrar.is_bound(name).await? || self.new_names.allow(address) {
             return Ok(());
         }
-        Err(Error::RetryLater {
+        Err(Refusal::RetryLater {
             message: format!(
                 "this address has claimed {} new names within the hour, the most it may; a name already registered still signs in",
                 self.new_names_per_hour
             ),
             after: self.new_names.refill_time(),
-        })
+        }.into())
     }
 
     /// Runs RSA work on a blocking thread once one of the `--crypto-threads` slots is free.
@@ -158,7 +159,7 @@ impl DirectoryApi for DirectoryService {
             .registrations
             .clone()
             .try_acquire_owned()
-            .map_err(|_| Error::RetryLater {
+            .map_err(|_| Refusal::RetryLater {
                 message: "too many registrations in progress; try again in a moment".into(),
                 after: std::time::Duration::from_secs(1),
             })?;
@@ -236,7 +237,7 @@ impl DirectoryApi for DirectoryService {
         let envelope = request
             .into_inner()
             .envelope
-            .ok_or_else(|| Error::InvalidArgument("the request carries no envelope".into()))?;
+            .ok_or_else(|| Refusal::InvalidArgument("the request carries no envelope".into()))?;
         let (header, outcomes) = self.directory.relay.send(&session, envelope).await?;
         Ok(Response::new(SendResponse {
             message_id: header.message_id.to_vec().into(),

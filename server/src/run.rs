@@ -35,7 +35,7 @@ pub async fn run_main<F, Fut, E>(listen: SocketAddr, log_json: bool, run: F) -> 
 where
     F: FnOnce(TcpListener) -> Fut,
     Fut: Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
+    E: std::error::Error + 'static,
 {
     svs_common::client::init_logging(log_json);
     let listener = match TcpListener::bind(listen).await {
@@ -48,7 +48,7 @@ where
     match run(listener).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
+            tracing::error!("{}", svs_common::error::with_causes(&e));
             ExitCode::FAILURE
         }
     }

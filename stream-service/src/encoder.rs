@@ -85,11 +85,14 @@ impl Encoding {
 }
 
 fn cv(context: &'static str) -> impl Fn(opencv::Error) -> Error {
-    move |e| Error::Media(format!("{context}: {e}"))
+    move |source| Error::OpenCv {
+        context: context.into(),
+        source,
+    }
 }
 
 fn h264(context: &'static str) -> impl Fn(openh264::Error) -> Error {
-    move |e| Error::Media(format!("{context}: {e}"))
+    move |source| Error::H264 { context, source }
 }
 
 /// A keyframe coded at the group's `qp` in fewer bits per pixel than this marks a flat group,

@@ -1,59 +1,69 @@
-//! The stream service's error type and its one mapping to gRPC status.
+//! The stream service's error type: a refusal for the caller (`Refused`, mapped by svs-server's
+//! `status` module), or a failure of the service itself that keeps its cause for the log.
 
+pub use svs_server::status::Refusal;
 use tonic::Status;
 
-/// Why a stream-service operation failed; each variant carries a sentence for the user.
+/// What the caller is told where the log has the rest.
+const SERVICE: &str = "stream service";
+
+/// Why a stream-service operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    InvalidArgument(String),
-    #[error("{0}")]
-    OutOfRange(String),
-    #[error("{0}")]
-    PermissionDenied(String),
-    /// A cap that stays until something else changes: RESOURCE_EXHAUSTED without a delay.
-    #[error("{0}")]
-    ResourceExhausted(String),
-    /// Not now: the same call may succeed after `after`.
-    #[error("{message}")]
-    RetryLater {
-        message: String,
-        after: std::time::Duration,
+    /// The call is refused; the sentence says why.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// OpenCV could not do what the video needed.
+    #[error("video: {context}")]
+    OpenCv {
+        context: String,
+        #[source]
+        source: opencv::Error,
     },
+    /// The H.264 encoder failed.
+    #[error("H.264 encoder: {context}")]
+    H264 {
+        context: &'static str,
+        #[source]
+        source: openh264::Error,
+    },
+    /// A video that cannot be served as it is; the sentence says what is wrong with it.
     #[error("video: {0}")]
     Media(String),
+    /// A segment could not be encoded; everyone waiting for it gets the same sentence.
     #[error("frame cache: {0}")]
     Cache(String),
+    /// The service cannot start as configured; the sentence says what to change.
     #[error("{0}")]
     Startup(String),
+    /// Work sent to a blocking thread did not finish: it panicked, or the runtime is stopping.
+    #[error("{}", if .0.is_panic() { "a blocking task panicked (a bug: its log line has the panic message)" } else { "a blocking task was cancelled (the service is stopping)" })]
+    Task(#[from] tokio::task::JoinError),
     #[error(transparent)]
     Common(#[from] svs_common::Error),
     #[error(transparent)]
     Server(#[from] svs_server::Error),
-    #[error("serving: {0}")]
+    #[error("serving")]
     Transport(#[from] tonic::transport::Error),
+}
+
+impl Error {
+    /// A file or directory operation that failed, with what was being done to which path.
+    pub fn io(what: &str, path: &std::path::Path, source: std::io::Error) -> Self {
+        Error::Common(svs_common::Error::io(
+            format!("{what} {}", path.display()),
+            source,
+        ))
+    }
 }
 
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
+        use svs_server::status;
         match error {
-            Error::NotFound(m) => Status::not_found(m),
-            Error::InvalidArgument(m) => Status::invalid_argument(m),
-            Error::OutOfRange(m) => Status::out_of_range(m),
-            Error::PermissionDenied(m) => Status::permission_denied(m),
-            Error::ResourceExhausted(m) => Status::resource_exhausted(m),
-            Error::RetryLater { message, after } => svs_server::status::retry_later(message, after),
-            Error::Common(e) => {
-                svs_server::status::caller_error(&e).unwrap_or_else(|| internal(&e))
-            }
-            other => internal(&other),
+            Error::Refused(refusal) => refusal.into(),
+            Error::Common(e) => status::from_common(e, SERVICE),
+            other => status::internal(&other, SERVICE),
         }
     }
-}
-
-fn internal(error: &dyn std::fmt::Display) -> Status {
-    tracing::error!(error = %error, "internal error");
-    Status::internal("internal error in the stream service; its log has the details")
 }

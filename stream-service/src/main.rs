@@ -105,7 +105,7 @@ async fn main() -> ExitCode {
                 .join(", ");
             finish(
                 made.map(|()| format!("wrote {written} to {}", videos.display()))
-                    .map_err(|e| e.to_string()),
+                    .map_err(|e| svs_common::error::with_causes(&e)),
             )
         }
         Some(Command::Ingest { file, name, videos }) => {
@@ -124,7 +124,7 @@ async fn main() -> ExitCode {
                             videos.display()
                         )
                     })
-                    .map_err(|e| e.to_string()),
+                    .map_err(|e| svs_common::error::with_causes(&e)),
             )
         }
         Some(Command::Health(args)) => args.run("https://localhost:50052").await,

@@ -20,7 +20,10 @@ pub struct Probe {
 }
 
 fn cv(context: &str) -> impl Fn(opencv::Error) -> Error + '_ {
-    move |e| Error::Media(format!("{context}: {e}"))
+    move |source| Error::OpenCv {
+        context: context.into(),
+        source,
+    }
 }
 
 fn open_capture(path: &Path) -> Result<videoio::VideoCapture, Error> {
@@ -250,8 +253,7 @@ struct RenditionWriters {
 
 impl RenditionWriters {
     fn create(dir: &Path, name: &str, fps: f64, aspect: f64) -> Result<Self, Error> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::Media(format!("creating {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
         let mut outputs = Vec::new();
         for rendition in Rendition::ALL {
             let size = Size::new(width_for(rendition.height(), aspect), rendition.height());
@@ -290,8 +292,7 @@ impl RenditionWriters {
         for (rendition, _, tmp, mut out) in self.outputs {
             out.release().map_err(cv("closing writer"))?;
             let path = rendition_path(&self.dir, &self.name, rendition);
-            std::fs::rename(&tmp, &path)
-                .map_err(|e| Error::Media(format!("writing {}: {e}", path.display())))?;
+            std::fs::rename(&tmp, &path).map_err(|e| Error::io("writing", &path, e))?;
         }
         Ok(())
     }
@@ -306,8 +307,7 @@ pub fn make_demo_rendition(
     fps: f64,
     progress: &mut Progress,
 ) -> Result<(), Error> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error::Media(format!("creating {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
     let frames = (seconds * fps).round().max(1.0) as i32;
     let height = rendition.height();
     let width = width_for(height, 16.0 / 9.0);
@@ -320,8 +320,7 @@ pub fn make_demo_rendition(
         progress.advance(1);
     }
     out.release().map_err(cv("closing writer"))?;
-    std::fs::rename(&tmp, &path)
-        .map_err(|e| Error::Media(format!("writing {}: {e}", path.display())))
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io("writing", &path, e))
 }
 
 fn test_pattern(

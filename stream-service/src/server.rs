@@ -59,8 +59,7 @@ pub async fn run(
 ) -> Result<(), Error> {
     let limits = config.limits.clone();
     let data_dir = &config.server.data_dir;
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| Error::Startup(format!("cannot create {}: {e}", data_dir.display())))?;
+    std::fs::create_dir_all(data_dir).map_err(|e| Error::io("creating", data_dir, e))?;
     let tls_config = tls::server_tls(data_dir, &config.server.tls)?;
     let _metrics = svs_server::metrics::start(&config.server.metrics).await?;
     let verifier = Arc::new(token_verifier(&config).await?);
@@ -88,9 +87,7 @@ pub async fn run(
         read_ahead: limits.read_ahead_segments,
     };
     let cache_dir = config.cache_dir();
-    let cache = tokio::task::spawn_blocking(move || FrameCache::new(cache_dir, options))
-        .await
-        .map_err(|e| Error::Startup(format!("opening the frame cache: {e}")))??;
+    let cache = tokio::task::spawn_blocking(move || FrameCache::new(cache_dir, options)).await??;
     cache.prewarm(&library, limits.prewarm_segments);
     let stop = CancellationToken::new();
     let shared = Arc::new(Shared::new(

@@ -4,6 +4,7 @@
 use crate::Error;
 use crate::cache::FrameCache;
 use crate::config::Limits;
+use crate::error::Refusal;
 use crate::library::{Library, Video};
 use crate::playback::{Action, Playback, PlaybackStart, VIEWER_QUEUE};
 use crate::resolution::Rendition;
@@ -116,11 +117,12 @@ impl Drop for Unregister {
 }
 
 fn missing_rendition(name: &str, wanted: Rendition, video: &Video) -> Error {
-    Error::NotFound(format!(
+    Refusal::NotFound(format!(
         "{name} has no {} rendition; available: {}",
         wanted.label(),
         video.available()
     ))
+    .into()
 }
 
 /// Names suggested when a requested video does not exist.
@@ -136,7 +138,7 @@ fn unknown_video(library: &Library, wanted: &str) -> Error {
         n if n <= closest.len() => format!("available: {}", closest.join(", ")),
         n => format!("closest of {n}: {}", closest.join(", ")),
     };
-    Error::NotFound(format!("no video named {shown:?}; {available}"))
+    Refusal::NotFound(format!("no video named {shown:?}; {available}")).into()
 }
 
 /// AUTO starts at 720p when present, else the nearest lower, else the lowest there is.
@@ -159,7 +161,7 @@ impl StreamService {
             .get(&request.video)
             .ok_or_else(|| unknown_video(&shared.library, &request.video))?;
         let requested = Resolution::try_from(request.resolution).map_err(|_| {
-            Error::InvalidArgument(format!("unknown resolution value {}", request.resolution))
+            Refusal::InvalidArgument(format!("unknown resolution value {}", request.resolution))
         })?;
         let (rendition, adaptive) = match Rendition::from_wire(requested) {
             Some(r) if video.renditions.contains_key(&r) => (r, false),
@@ -169,25 +171,27 @@ impl StreamService {
         let probe = video.renditions[&rendition].probe;
         let duration = probe.frame_count as f64 / probe.fps;
         if !request.start_seconds.is_finite() || request.start_seconds < 0.0 {
-            return Err(Error::InvalidArgument(
-                "start_seconds must be a number >= 0".into(),
-            ));
+            return Err(
+                Refusal::InvalidArgument("start_seconds must be a number >= 0".into()).into(),
+            );
         }
         if request.start_seconds >= duration {
-            return Err(Error::OutOfRange(format!(
+            return Err(Refusal::OutOfRange(format!(
                 "start at {:.2} s is past the end of {} ({duration:.2} s)",
                 request.start_seconds, request.video
-            )));
+            ))
+            .into());
         }
         let pacing = Pacing::try_from(request.pacing).unwrap_or(Pacing::Realtime);
         let codec = match Codec::try_from(request.codec) {
             Ok(Codec::Unspecified | Codec::Jpeg) => crate::encoder::Codec::Jpeg,
             Ok(Codec::H264) => crate::encoder::Codec::H264,
             Err(_) => {
-                return Err(Error::InvalidArgument(format!(
+                return Err(Refusal::InvalidArgument(format!(
                     "unknown codec value {}; 1 is JPEG, 2 is H.264",
                     request.codec
-                )));
+                ))
+                .into());
             }
         };
 
@@ -195,7 +199,7 @@ impl StreamService {
             .total
             .clone()
             .try_acquire_owned()
-            .map_err(|_| Error::RetryLater {
+            .map_err(|_| Refusal::RetryLater {
                 message: format!(
                     "the stream service is at its limit of {} playbacks; try again later",
                     shared.limits.max_streams
@@ -212,7 +216,7 @@ impl StreamService {
             .clone()
             .try_acquire_owned()
             .map_err(|_| {
-                Error::ResourceExhausted(format!(
+                Refusal::ResourceExhausted(format!(
                     "you already have {} playbacks open (the per-session limit)",
                     shared.limits.max_streams_per_session
                 ))
@@ -263,31 +267,33 @@ impl StreamService {
     fn control(&self, owner: &str, request: ControlRequest) -> Result<(), Error> {
         let running = self.shared.running.lock().expect("running lock");
         let playback = running.get(&request.playback_id).ok_or_else(|| {
-            Error::NotFound(format!(
+            Refusal::NotFound(format!(
                 "no running playback with id {:?}",
                 request.playback_id
             ))
         })?;
         if playback.owner != owner {
-            return Err(Error::PermissionDenied(
+            return Err(Refusal::PermissionDenied(
                 "this playback belongs to another session".into(),
-            ));
+            )
+            .into());
         }
         let action = match request.action {
             Some(control_request::Action::SwitchTo(value)) => {
                 let wanted = Resolution::try_from(value).map_err(|_| {
-                    Error::InvalidArgument(format!("unknown resolution value {value}"))
+                    Refusal::InvalidArgument(format!("unknown resolution value {value}"))
                 })?;
                 match Rendition::from_wire(wanted) {
                     Some(r) if playback.video.renditions.contains_key(&r) => {
                         Action::Switch(Some(r))
                     }
                     Some(r) => {
-                        return Err(Error::NotFound(format!(
+                        return Err(Refusal::NotFound(format!(
                             "this video has no {} rendition; available: {}",
                             r.label(),
                             playback.video.available()
-                        )));
+                        ))
+                        .into());
                     }
                     None => Action::Switch(None),
                 }
@@ -298,21 +304,24 @@ impl StreamService {
                 Action::Seek(s)
             }
             Some(control_request::Action::SeekSeconds(_)) => {
-                return Err(Error::InvalidArgument(
-                    "seek_seconds must be a number >= 0".into(),
-                ));
+                return Err(
+                    Refusal::InvalidArgument("seek_seconds must be a number >= 0".into()).into(),
+                );
             }
-            None => return Err(Error::InvalidArgument("the request names no action".into())),
+            None => {
+                return Err(Refusal::InvalidArgument("the request names no action".into()).into());
+            }
         };
         playback.control.try_send(action).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => Error::RetryLater {
+            mpsc::error::TrySendError::Full(_) => Refusal::RetryLater {
                 message: "too many control requests are waiting for this playback".into(),
                 after: std::time::Duration::from_millis(100),
             },
             mpsc::error::TrySendError::Closed(_) => {
-                Error::NotFound("the playback has ended".into())
+                Refusal::NotFound("the playback has ended".into())
             }
-        })
+        })?;
+        Ok(())
     }
 }
 

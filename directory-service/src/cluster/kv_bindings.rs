@@ -5,6 +5,7 @@
 use super::{Cluster, NAMES_BUCKET, name_from_token, name_token, nats, timed};
 use crate::Error;
 use crate::bindings::{Claim, NameBindings, OnChange};
+use crate::error::Refusal;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -67,9 +68,10 @@ impl NameBindings for KvBindings {
                 Err(e) => return Err(nats("claiming the name", e)),
             }
         }
-        Err(Error::Unavailable(
+        Err(Refusal::Unavailable(
             "the name was claimed and released while registering; try again".into(),
-        ))
+        )
+        .into())
     }
 
     async fn get(&self, canonical: &str) -> Result<Option<Vec<u8>>, Error> {

@@ -14,6 +14,7 @@
 
 use super::{Cluster, MAIL_STREAM, name_from_token, name_token, nats, timed, unix_ms};
 use crate::Error;
+use crate::error::Refusal;
 use crate::mailbox::{
     Acked, Committed, Full, FullReason, Mailboxes, NewEnvelope, NewReceipt, Page, Placement,
     Quotas, Removed, Sink, set_stored_seq,
@@ -254,9 +255,9 @@ impl JetStreamMailboxes {
         tokio::time::timeout(Duration::from_secs(30), ready.wait_for(|r| *r))
             .await
             .map_err(|_| {
-                Error::Unavailable("the mail stream could not be read within 30 s".into())
+                Refusal::Unavailable("the mail stream could not be read within 30 s".into())
             })?
-            .map_err(|_| Error::Unavailable("the mail follower stopped".into()))?;
+            .map_err(|_| Refusal::Unavailable("the mail follower stopped".into()))?;
         Ok(())
     }
 
@@ -503,7 +504,7 @@ impl Follower {
                     }
                     continue;
                 }
-                Ok(None) => return Err(Error::Unavailable("the mail stream ended".into())),
+                Ok(None) => return Err(Refusal::Unavailable("the mail stream ended".into()).into()),
                 Ok(Some(Err(e))) => return Err(nats("following the mail stream", e)),
                 Ok(Some(Ok(message))) => message,
             };

@@ -13,6 +13,7 @@ pub mod mail;
 pub mod presence;
 
 use crate::Error;
+use crate::error::Refusal;
 use async_nats::jetstream;
 use std::future::Future;
 use std::path::PathBuf;
@@ -74,7 +75,7 @@ impl Cluster {
         let url = options
             .nats_url
             .as_deref()
-            .ok_or_else(|| Error::InvalidArgument("cluster mode needs --nats".into()))?;
+            .ok_or_else(|| Refusal::InvalidArgument("cluster mode needs --nats".into()))?;
         let replica = hex::encode(svs_common::identity::random::<6>()?);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(options.nats_connect_secs);
         let mut wait = Duration::from_millis(200);
@@ -83,9 +84,9 @@ impl Cluster {
                 Ok(client) => break client,
                 // Wrong or missing credentials do not get better by waiting.
                 Err(e) if e.kind() == async_nats::ConnectErrorKind::AuthorizationViolation => {
-                    return Err(Error::InvalidArgument(format!(
+                    return Err(Refusal::InvalidArgument(format!(
                         "NATS at {url} refused this replica's credentials ({e}): check --nats-user and --nats-password-file (or --nats-creds)"
-                    )));
+                    )).into());
                 }
                 Err(e) if tokio::time::Instant::now() + wait < deadline => {
                     tracing::warn!(error = %e, url, "NATS not reachable yet; retrying");
@@ -93,10 +94,11 @@ impl Cluster {
                     wait = (wait * 2).min(Duration::from_secs(3));
                 }
                 Err(e) => {
-                    return Err(Error::Unavailable(format!(
+                    return Err(Refusal::Unavailable(format!(
                         "cannot reach NATS at {url} within {} s: {e}",
                         options.nats_connect_secs
-                    )));
+                    ))
+                    .into());
                 }
             }
         };
@@ -120,9 +122,9 @@ impl Cluster {
     pub fn check_up(&self) -> Result<(), Error> {
         match self.is_up() {
             true => Ok(()),
-            false => Err(Error::Unavailable(
+            false => Err(Refusal::Unavailable(
                 "the directory cannot reach its NATS cluster right now; nothing was stored, try again shortly".into(),
-            )),
+            ).into()),
         }
     }
 
@@ -184,21 +186,21 @@ async fn connect_options(
             }
         });
     if let Some(creds) = &options.nats_creds {
-        connect = connect
-            .credentials_file(creds)
-            .await
-            .map_err(|e| Error::InvalidArgument(format!("cannot read {}: {e}", creds.display())))?;
+        connect = connect.credentials_file(creds).await.map_err(|e| {
+            Refusal::InvalidArgument(format!("cannot read {}: {e}", creds.display()))
+        })?;
     }
     if let (Some(user), Some(file)) = (&options.nats_user, &options.nats_password_file) {
-        let password = tokio::fs::read_to_string(file)
-            .await
-            .map_err(|e| Error::InvalidArgument(format!("cannot read {}: {e}", file.display())))?;
+        let password = tokio::fs::read_to_string(file).await.map_err(|e| {
+            Refusal::InvalidArgument(format!("cannot read {}: {e}", file.display()))
+        })?;
         let password = password.trim_end_matches(['\n', '\r']);
         if password.is_empty() {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Refusal::InvalidArgument(format!(
                 "{} is empty: it should hold the NATS password",
                 file.display()
-            )));
+            ))
+            .into());
         }
         connect = connect.user_and_password(user.clone(), password.to_string());
     }
@@ -209,10 +211,11 @@ async fn connect_options(
 }
 
 /// An error from NATS, as UNAVAILABLE: the caller may retry once NATS is back.
-pub fn nats(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Unavailable(format!(
-        "{what}: NATS did not answer ({e}); try again shortly"
-    ))
+pub fn nats(what: &str, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+    Error::Nats {
+        what: what.to_string(),
+        source: e.into(),
+    }
 }
 
 /// A canonical name as one subject token or key part (names may hold '.', which NATS splits on).

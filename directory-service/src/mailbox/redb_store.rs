@@ -14,6 +14,7 @@ use super::{
 };
 use crate::Error;
 use crate::db::{Db, storage};
+use crate::error::Refusal;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -193,10 +194,10 @@ impl RedbMailboxes {
         self.jobs
             .send(Job { change, reply })
             .await
-            .map_err(|_| Error::Unavailable("the mailbox writer has stopped".into()))?;
+            .map_err(|_| Refusal::Unavailable("the mailbox writer has stopped".into()))?;
         answer
             .await
-            .map_err(|_| Error::Unavailable("the mailbox writer has stopped".into()))?
+            .map_err(|_| Refusal::Unavailable("the mailbox writer has stopped".into()))?
     }
 }
 
@@ -496,7 +497,7 @@ impl Writer {
                 Err(e) => {
                     let why = e.to_string();
                     for reply in replies {
-                        let _ = reply.send(Err(Error::Unavailable(why.clone())));
+                        let _ = reply.send(Err(Refusal::Unavailable(why.clone()).into()));
                     }
                 }
             }

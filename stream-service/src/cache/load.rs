@@ -3,6 +3,7 @@
 //! or missing file is deleted and the segment encoded again.
 
 use super::segment::Segment;
+use super::segment_file::Damage;
 use super::{FrameCache, lock, segment_file};
 use bytes::Bytes;
 use memmap2::Mmap;
@@ -12,6 +13,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
+
+/// Why a cached segment cannot be served from its file.
+#[derive(Debug, thiserror::Error)]
+enum Unloadable {
+    #[error("cannot read it")]
+    Unreadable(#[source] std::io::Error),
+    #[error(transparent)]
+    Damaged(#[from] Damage),
+}
 
 /// A slice of a shared map, owned by a `Bytes`.
 struct MapSlice {
@@ -41,26 +51,26 @@ fn map(path: &Path) -> std::io::Result<Mmap> {
 }
 
 impl FrameCache {
-    fn load(&self, segment: &Segment) -> Result<(), String> {
+    fn load(&self, segment: &Segment) -> Result<(), Unloadable> {
         let path = segment.track.key.segment_path(&self.root, segment.number);
-        let map = Arc::new(map(&path).map_err(|e| format!("cannot read it: {e}"))?);
+        let map = Arc::new(map(&path).map_err(Unloadable::Unreadable)?);
         let verified = segment_file::verify(&map)?;
         let count = verified.frames.len() as u64;
         if verified.first_frame != segment.first_frame() {
-            return Err(format!(
-                "it starts at frame {} instead of {}",
-                verified.first_frame,
-                segment.first_frame()
-            ));
+            return Err(Damage::WrongStart {
+                found: verified.first_frame,
+                expected: segment.first_frame(),
+            }
+            .into());
         }
         if count == 0 || count > segment.expected_frames() {
-            return Err(format!("it holds {count} frames"));
+            return Err(Damage::WrongCount(count).into());
         }
         let track = &segment.track;
         if let Some(n) = (0..verified.keyframes.len())
             .find(|&n| verified.keyframes[n] != track.key.encoding.is_keyframe(n))
         {
-            return Err(format!("frame {n} is marked as the wrong kind of frame"));
+            return Err(Damage::WrongKind(n).into());
         }
         let frames = verified
             .frames
@@ -84,7 +94,8 @@ impl FrameCache {
         let job = move || {
             if let Err(why) = cache.load(&segment) {
                 let path = segment.track.key.segment_path(&cache.root, segment.number);
-                tracing::warn!(file = %path.display(), %why, "a cached segment is damaged; encoding it again");
+                tracing::warn!(file = %path.display(), why = %svs_common::error::with_causes(&why),
+                    "a cached segment is damaged; encoding it again");
                 let _ = std::fs::remove_file(&path);
                 lock(&cache.disk).remove(&path);
                 cache.encode_instead(&segment);

@@ -86,8 +86,7 @@ impl FrameCache {
     /// Opens the cache directory (blocking: removes what killed builds or an older layout left
     /// there and takes stock of the rest) and starts the encoders.
     pub fn new(root: PathBuf, options: CacheOptions) -> Result<Arc<Self>, Error> {
-        std::fs::create_dir_all(&root)
-            .map_err(|e| Error::Cache(format!("creating {}: {e}", root.display())))?;
+        std::fs::create_dir_all(&root).map_err(|e| Error::io("creating", &root, e))?;
         let freed = layout::clean_leftovers(&root);
         if freed > 0 {
             tracing::info!(bytes = freed, dir = %root.display(), "removed unfinished or outdated cache files");

@@ -39,6 +39,33 @@ pub fn header<F: AsRef<[u8]>>(
     out
 }
 
+/// Why a segment file cannot be served: it is then deleted and encoded again.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Damage {
+    #[error("not a segment file (magic)")]
+    NotASegment,
+    #[error("truncated header")]
+    TruncatedHeader,
+    #[error("truncated frame table")]
+    TruncatedTable,
+    #[error("the header does not match its checksum")]
+    HeaderChecksum,
+    #[error("frame {frame} has unknown flags {flags:#x}")]
+    UnknownFlags { frame: usize, flags: u32 },
+    #[error("frame {0} ends past the end of the file")]
+    FramePastEnd(usize),
+    #[error("frame {0} does not match its checksum")]
+    FrameChecksum(usize),
+    #[error("the file is longer than its frames")]
+    TrailingBytes,
+    #[error("it starts at frame {found} instead of {expected}")]
+    WrongStart { found: u64, expected: u64 },
+    #[error("it holds {0} frames")]
+    WrongCount(u64),
+    #[error("frame {0} is marked as the wrong kind of frame")]
+    WrongKind(usize),
+}
+
 /// A verified segment: where each frame lies in the file.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Verified {
@@ -54,24 +81,24 @@ fn be_u32(raw: &[u8], at: usize) -> Option<u32> {
 
 /// Parses a whole segment file and checks everything: header checksum, flags, every frame in
 /// bounds and matching its checksum, nothing after the last frame. Never panics.
-pub fn verify(raw: &[u8]) -> Result<Verified, String> {
+pub fn verify(raw: &[u8]) -> Result<Verified, Damage> {
     if raw.get(..8) != Some(MAGIC.as_slice()) {
-        return Err("not a segment file (magic)".into());
+        return Err(Damage::NotASegment);
     }
     let first_frame = raw
         .get(8..16)
         .and_then(|b| b.try_into().ok())
         .map(u64::from_be_bytes)
-        .ok_or("truncated header")?;
-    let count = be_u32(raw, 16).ok_or("truncated header")? as usize;
+        .ok_or(Damage::TruncatedHeader)?;
+    let count = be_u32(raw, 16).ok_or(Damage::TruncatedHeader)? as usize;
     let table_end = count
         .checked_mul(ENTRY)
         .and_then(|t| t.checked_add(FIXED))
         .filter(|end| end + 4 <= raw.len())
-        .ok_or("truncated frame table")?;
-    let stored_crc = be_u32(raw, table_end).ok_or("truncated frame table")?;
+        .ok_or(Damage::TruncatedTable)?;
+    let stored_crc = be_u32(raw, table_end).ok_or(Damage::TruncatedTable)?;
     if crc32fast::hash(&raw[..table_end]) != stored_crc {
-        return Err("the header does not match its checksum".into());
+        return Err(Damage::HeaderChecksum);
     }
     let mut frames = Vec::with_capacity(count);
     let mut keyframes = Vec::with_capacity(count);
@@ -84,24 +111,24 @@ pub fn verify(raw: &[u8]) -> Result<Verified, String> {
             be_u32(raw, entry + 8),
         ) {
             (Some(len), Some(crc), Some(flags)) => (len as usize, crc, flags),
-            _ => return Err("truncated frame table".into()),
+            _ => return Err(Damage::TruncatedTable),
         };
         if flags & !KEYFRAME != 0 {
-            return Err(format!("frame {n} has unknown flags {flags:#x}"));
+            return Err(Damage::UnknownFlags { frame: n, flags });
         }
         let end = at
             .checked_add(len)
             .filter(|end| *end <= raw.len())
-            .ok_or_else(|| format!("frame {n} ends past the end of the file"))?;
+            .ok_or(Damage::FramePastEnd(n))?;
         if crc32fast::hash(&raw[at..end]) != crc {
-            return Err(format!("frame {n} does not match its checksum"));
+            return Err(Damage::FrameChecksum(n));
         }
         frames.push(at..end);
         keyframes.push(flags & KEYFRAME != 0);
         at = end;
     }
     if at != raw.len() {
-        return Err("the file is longer than its frames".into());
+        return Err(Damage::TrailingBytes);
     }
     Ok(Verified {
         first_frame,
@@ -136,13 +163,10 @@ mod tests {
         let payload = file.len() - 9 - 1;
         let mut damaged = file.clone();
         damaged[payload] ^= 0x40; // frame 1, the one-byte "2", same length
-        assert_eq!(
-            verify(&damaged).unwrap_err(),
-            "frame 1 does not match its checksum"
-        );
+        assert_eq!(verify(&damaged).unwrap_err(), Damage::FrameChecksum(1));
         let mut header_damaged = file.clone();
         header_damaged[9] ^= 1;
-        assert!(verify(&header_damaged).unwrap_err().contains("header"));
+        assert_eq!(verify(&header_damaged).unwrap_err(), Damage::HeaderChecksum);
         assert!(verify(&file[..file.len() - 1]).is_err(), "torn");
         let mut longer = file.clone();
         longer.push(0);
