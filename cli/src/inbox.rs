@@ -132,6 +132,12 @@ pub struct Inbox {
     snapshot_pages: Vec<Peer>,
 }
 
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbox").finish_non_exhaustive()
+    }
+}
+
 impl Inbox {
     pub fn new(my_name: String, key: Arc<PrivateKey>) -> Self {
         Self {
@@ -480,6 +486,7 @@ impl Inbox {
 }
 
 /// A change to the replay file, to run on a blocking thread.
+#[derive(Debug)]
 pub enum ReplayWrite {
     Append { path: PathBuf, line: String },
     Rewrite { path: PathBuf, text: String },
@@ -518,6 +525,12 @@ pub struct Verified {
     my_name: String,
     key: Arc<PrivateKey>,
     warning: Option<String>,
+}
+
+impl std::fmt::Debug for Verified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verified").finish_non_exhaustive()
+    }
 }
 
 impl Verified {

@@ -42,6 +42,7 @@ enum Pin {
 }
 
 /// The pinned keys, saved on every change.
+#[derive(Debug)]
 pub struct KnownPeers {
     path: PathBuf,
     pins: BTreeMap<String, Pin>,

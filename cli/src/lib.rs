@@ -13,7 +13,7 @@ pub mod player;
 pub mod reconnect;
 pub mod session;
 pub mod stream_client;
-pub mod text;
+mod text;
 pub mod window;
 
 pub use error::CliError;

@@ -27,6 +27,12 @@ pub struct PictureDecoder {
     i420: Vec<u8>,
 }
 
+impl std::fmt::Debug for PictureDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PictureDecoder").finish_non_exhaustive()
+    }
+}
+
 /// Why a picture did not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

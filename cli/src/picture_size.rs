@@ -4,11 +4,11 @@
 //! compares these sizes with what the stream announced and with its pixel budget first.
 
 /// Width and height in pixels.
-pub type Size = (u32, u32);
+pub(crate) type Size = (u32, u32);
 
 /// The size in the first frame header (SOFn) of a JPEG, or `None` if the bytes do not reach one.
 /// Walks the marker segments from SOI; stops at the first scan.
-pub fn jpeg(bytes: &[u8]) -> Option<Size> {
+pub(crate) fn jpeg(bytes: &[u8]) -> Option<Size> {
     let mut at = 2;
     if bytes.get(..2)? != [0xFF, 0xD8] {
         return None;
@@ -82,7 +82,7 @@ fn annex_b_units(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// What the sequence parameter sets in an H.264 access unit say.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum H264Sizes {
+pub(crate) enum H264Sizes {
     /// The unit carries no SPS (it decodes with the one before).
     NoSps,
     /// The size of each SPS it carries (after cropping).
@@ -92,7 +92,7 @@ pub enum H264Sizes {
 }
 
 /// The sizes the SPS units of an Annex B access unit claim.
-pub fn h264(unit: &[u8]) -> H264Sizes {
+pub(crate) fn h264(unit: &[u8]) -> H264Sizes {
     use h264_reader::nal::sps::SeqParameterSet;
     use h264_reader::rbsp::{BitReader, decode_nal};
     const SPS: u8 = 7;

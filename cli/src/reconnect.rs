@@ -37,6 +37,12 @@ pub struct Connected {
     pub stream: Streaming<Event>,
 }
 
+impl std::fmt::Debug for Connected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connected").finish_non_exhaustive()
+    }
+}
+
 /// Registers and subscribes; lost connections and "not now" refusals (a directory busy with
 /// everyone reconnecting at once) are retried with backoff, calling `waiting` with each failure
 /// before the wait. Other errors (a refused name, a bad key) end it.

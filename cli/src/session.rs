@@ -34,6 +34,12 @@ pub struct ConnectOptions {
 #[derive(Clone)]
 pub struct Bearer(MetadataValue<Ascii>);
 
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bearer").finish_non_exhaustive()
+    }
+}
+
 impl Bearer {
     pub fn new(token: &str) -> Result<Self, CliError> {
         let value = format!("Bearer {token}").parse().map_err(|_| {
@@ -153,6 +159,12 @@ pub struct Session {
     counter_path: std::path::PathBuf,
     replay_path: std::path::PathBuf,
     pub pins: KnownPeers,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").finish_non_exhaustive()
+    }
 }
 
 impl Session {

@@ -19,10 +19,22 @@ pub struct StreamClient {
     token: String,
 }
 
+impl std::fmt::Debug for StreamClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamClient").finish_non_exhaustive()
+    }
+}
+
 /// A started playback: its header and the rest of the stream.
 pub struct Playing {
     pub header: PlayHeader,
     pub stream: Streaming<PlayResponse>,
+}
+
+impl std::fmt::Debug for Playing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Playing").finish_non_exhaustive()
+    }
 }
 
 impl StreamClient {

@@ -15,11 +15,11 @@ pub fn printable(text: &str) -> String {
 }
 
 /// Most characters of one server-supplied sentence shown (an error, a reason, a name).
-pub const MAX_SENTENCE_CHARS: usize = 500;
+pub(crate) const MAX_SENTENCE_CHARS: usize = 500;
 
 /// A server's sentence on one line: every control character (line breaks too) becomes a space,
 /// and anything past `MAX_SENTENCE_CHARS` is cut with "…".
-pub fn sentence(text: &str) -> String {
+pub(crate) fn sentence(text: &str) -> String {
     let mut out: String = text
         .chars()
         .take(MAX_SENTENCE_CHARS)
@@ -33,16 +33,16 @@ pub fn sentence(text: &str) -> String {
 
 /// What starts each continuation line of a peer's multi-line text in line output: no line the
 /// program prints starts with it, so a peer cannot forge one ("[12:00:00 UTC] admin → you: …").
-pub const CONTINUATION: &str = "    ┆ ";
+pub(crate) const CONTINUATION: &str = "    ┆ ";
 
 /// A peer's text for line output: printable, each line after the first behind `CONTINUATION`.
-pub fn continued(text: &str) -> String {
+pub(crate) fn continued(text: &str) -> String {
     printable(text).replace('\n', &format!("\n{CONTINUATION}"))
 }
 
 /// A JSON value as one line in which every control character is escaped: serde_json escapes
 /// C0 but writes DEL and C1 (U+0080–U+009F, CSI among them) raw, which a terminal obeys.
-pub fn json_line(value: &impl serde::Serialize) -> String {
+pub(crate) fn json_line(value: &impl serde::Serialize) -> String {
     let raw = serde_json::to_string(value).unwrap_or_else(|e| {
         serde_json::json!({ "error": format!("cannot write this as JSON: {e}") }).to_string()
     });

@@ -19,6 +19,7 @@ enum Request {
 }
 
 /// A picture to show, with the window's title.
+#[derive(Debug)]
 pub struct Shown {
     pub image: Mat,
     pub title: String,
@@ -27,6 +28,7 @@ pub struct Shown {
 static REQUESTS: OnceLock<Mutex<Sender<Request>>> = OnceLock::new();
 
 /// A window while its player holds it; dropping it closes the window.
+#[derive(Debug)]
 pub struct Window {
     frames: SyncSender<Shown>,
 }

@@ -402,8 +402,7 @@ async fn sessions_do_not_multiply_a_names_rate_and_retryable_refusals_say_when()
     // A final refusal has no delay: the session cap, a message too large.
     let third = svs_cli::session::Session::register(&dir.options("alice", &home))
         .await
-        .err()
-        .expect("a third session is over the cap");
+        .expect_err("a third session is over the cap");
     assert!(
         matches!(third, svs_cli::CliError::Refused(_)),
         "a cap is final, not retried: {third:?}"
@@ -453,8 +452,7 @@ async fn one_address_claims_only_so_many_new_names_and_returning_names_still_sig
     let asked = Instant::now();
     let refused = from_attacker("farm3")
         .await
-        .err()
-        .expect("a fourth new name is refused");
+        .expect_err("a fourth new name is refused");
     let message = refused.to_string();
     assert!(
         message.contains("claimed 3 new names within the hour"),
@@ -492,8 +490,7 @@ async fn one_address_claims_only_so_many_new_names_and_returning_names_still_sig
         .unwrap();
     let refused = svs_cli::session::Session::register(&closed.options("newcomer", &home))
         .await
-        .err()
-        .expect("a new name is refused while registration is closed");
+        .expect_err("a new name is refused while registration is closed");
     assert!(
         matches!(&refused, svs_cli::CliError::Refused(why) if why.contains("takes no new names")),
         "{refused:?}"
@@ -530,8 +527,7 @@ async fn a_trusted_proxy_passes_on_each_clients_address_and_no_one_else_can_clai
     register_as("203.0.113.1:40001", "first").await.unwrap();
     let refused = register_as("203.0.113.1:40002", "second")
         .await
-        .err()
-        .expect("a second new name for 203.0.113.1 is refused");
+        .expect_err("a second new name for 203.0.113.1 is refused");
     assert!(refused.contains("claimed 1 new names"), "{refused}");
     register_as("203.0.113.2:40003", "second").await.unwrap();
     // A connection from the proxy's address without a header is not served.

@@ -99,8 +99,7 @@ async fn duplicate_name_is_refused_and_the_first_client_keeps_working() {
     let mut bob = Client::join(&dir, "bob", &tmp.path().join("bob")).await;
     let err = Session::register(&dir.options("ALICE", &tmp.path().join("impostor")))
         .await
-        .err()
-        .expect("a second alice is refused");
+        .expect_err("a second alice is refused");
     let text = code(err);
     assert!(text.contains("taken by someone online"), "{text}");
     // The first alice still sends and receives.
@@ -455,11 +454,7 @@ async fn a_changed_key_is_flagged_and_blocks_sending_until_trusted() {
     drop(alice);
     dir.stop().await;
     // An operator frees "bob"; someone registers it with a new key.
-    assert!(
-        directory_service::server::release_name(&data, "bob")
-            .await
-            .unwrap()
-    );
+    assert!(directory_service::release_name(&data, "bob").await.unwrap());
     let dir = TestDirectory::start(&data, &[]).await;
     let mut alice = Client::join(&dir, "alice", &tmp.path().join("alice")).await;
     let _new_bob = Client::join(&dir, "bob", &tmp.path().join("new-bob")).await;

@@ -30,7 +30,7 @@ fn long_videos() -> &'static Path {
     static MADE: OnceLock<PathBuf> = OnceLock::new();
     MADE.get_or_init(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("long-demo-v1");
-        let made = stream_service::resolution::Rendition::ALL
+        let made = stream_service::Rendition::ALL
             .iter()
             .all(|r| stream_service::media::rendition_path(&dir, "long", *r).exists());
         if !made {
@@ -39,7 +39,7 @@ fn long_videos() -> &'static Path {
                 "long",
                 SECONDS,
                 FPS,
-                &mut stream_service::progress::Progress::hidden(),
+                &mut stream_service::Progress::hidden(),
             )
             .unwrap();
         }

@@ -184,8 +184,7 @@ async fn missing_rendition_and_video_name_what_exists() {
     let err = client
         .play(req)
         .await
-        .err()
-        .expect("missing rendition refused")
+        .expect_err("missing rendition refused")
         .to_string();
     assert!(
         err.contains("no 1440p rendition") && err.contains("available: 240p"),
@@ -636,7 +635,7 @@ async fn a_changed_source_file_rebuilds_its_cache() {
         "demo",
         2.0,
         DEMO_FPS,
-        &mut stream_service::progress::Progress::hidden(),
+        &mut stream_service::Progress::hidden(),
     )
     .unwrap();
     std::fs::copy(other.join("demo_240p.mp4"), s.videos.join("demo_240p.mp4")).unwrap();
@@ -775,7 +774,7 @@ async fn ingest_makes_three_renditions_with_the_source_frame_count() {
         &videos.join("demo_720p.mp4"),
         &out,
         "talk",
-        &mut stream_service::progress::Progress::hidden(),
+        &mut stream_service::Progress::hidden(),
     )
     .unwrap();
     assert_eq!(frames, DEMO_FRAMES);
@@ -1025,7 +1024,7 @@ async fn an_unknown_video_names_the_closest_few_not_the_whole_library() {
     until_listed(&mut client, 41).await;
     let mut r = request(Resolution::Resolution240p, Pacing::AsFastAsPossible);
     r.video = "talk7".into();
-    let status = client.play(r).await.err().expect("unknown video refused");
+    let status = client.play(r).await.expect_err("unknown video refused");
     let text = status.to_string();
     assert!(text.starts_with("the stream service refused"), "{text}");
     assert!(text.contains("no video named \"talk7\""), "{text}");

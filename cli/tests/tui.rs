@@ -330,11 +330,7 @@ async fn a_changed_key_blocks_sending_behind_a_prompt_after_a_reconnect() {
     ben.quit().await.unwrap();
     dir.stop().await;
     app.wait_for("reconnecting…", LIMIT);
-    assert!(
-        directory_service::server::release_name(&data, "ben")
-            .await
-            .unwrap()
-    );
+    assert!(directory_service::release_name(&data, "ben").await.unwrap());
     let dir = TestDirectory::start_on(port, &data, &[]).await;
     app.wait_for("back online", LIMIT);
     let mut new_ben = Client::join(&dir, "ben", &tmp.path().join("new-ben")).await;

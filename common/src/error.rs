@@ -4,34 +4,68 @@
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid name {name:?}: {why}")]
-    InvalidName { name: String, why: String },
+    /// A name that is not a valid svs name; `why` says which rule it breaks.
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// The rule it breaks.
+        why: String,
+    },
     #[error("invalid key: {0}")]
+    /// A public key that cannot be parsed or is not an accepted RSA key.
     InvalidKey(String),
     #[error("malformed {what}: {detail}")]
-    Malformed { what: &'static str, detail: String },
+    /// Bytes that do not parse as the `what` they claim to be.
+    Malformed {
+        /// What the bytes should have been.
+        what: &'static str,
+        /// What is wrong with them.
+        detail: String,
+    },
     #[error("the signature does not verify")]
+    /// A signature that does not verify under the key it names.
     BadSignature,
     #[error("the message cannot be decrypted")]
+    /// A sealed message this key cannot open (every cause looks the same).
     Undecryptable,
     #[error("invalid session token: {0}")]
+    /// A session token that does not verify or parse; says which.
     InvalidToken(&'static str),
     #[error("the session token expired; register again")]
+    /// A session token past its expiry.
     ExpiredToken,
     #[error("{path} is readable by others (mode {mode:o}); run `chmod 600 {path}`")]
-    InsecureFile { path: String, mode: u32 },
+    /// A secret file that others can read.
+    InsecureFile {
+        /// The file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
     #[error("cryptographic failure: {0}")]
+    /// The cryptographic library failed (randomness, key generation).
     Crypto(String),
     #[error("cannot reach {url}: {reason}")]
-    Connect { url: String, reason: String },
+    /// A service that cannot be reached.
+    Connect {
+        /// The service's URL.
+        url: String,
+        /// Why it cannot be reached.
+        reason: String,
+    },
     #[error("{context}: {source}")]
+    /// A file or directory operation failed.
     Io {
+        /// What was being done, to which path.
         context: String,
         #[source]
+        /// The operating system's error.
         source: std::io::Error,
     },
 }
 
 impl Error {
+    /// An I/O failure while doing `context`.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),

@@ -3,7 +3,7 @@
 //! canonical byte encoding they are built on) and how a client reaches a service (`client`).
 //! Pure code: no unsafe, every decoder of outside bytes property-tested (tests/decoders.rs).
 //! Server-only parts live in svs-server; the generated gRPC API in svs-proto.
-
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod client;

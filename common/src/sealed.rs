@@ -126,20 +126,28 @@ pub struct FieldTooLarge {
 /// A recipient as named in the header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderRecipient {
+    /// The recipient's name as the sender spelled it.
     pub name: String,
+    /// The fingerprint of the key the message is sealed for.
     pub fingerprint: Fingerprint,
 }
 
 /// The envelope header: AEAD associated data, covered by the signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
+    /// Random id of the message; the relay refuses a repeat.
     pub message_id: [u8; 16],
+    /// The sender's name.
     pub sender: String,
+    /// The fingerprint of the sender's key.
     pub sender_fingerprint: Fingerprint,
     /// Strictly increasing per sender.
     pub counter: u64,
+    /// When the sender sealed it (ms since the Unix epoch).
     pub timestamp_ms: u64,
+    /// Everyone it is sealed for.
     pub recipients: Vec<HeaderRecipient>,
+    /// The AES-GCM nonce.
     pub nonce: [u8; 12],
     /// SHA-256(COMMITMENT_CONTEXT | content key | message id).
     pub key_commitment: [u8; 32],
@@ -214,18 +222,32 @@ impl Header {
 }
 
 /// One recipient to seal for.
+#[derive(Debug)]
 pub struct SealRecipient<'a> {
+    /// The recipient's name.
     pub name: &'a str,
+    /// The recipient's public key (its content key is wrapped for it).
     pub key: &'a PublicKey,
 }
 
 /// What the sender puts into a message besides the plaintext.
 pub struct SealParams<'a> {
+    /// The sender's name.
     pub sender: &'a str,
+    /// The sender's private key, which signs the envelope.
     pub sender_key: &'a PrivateKey,
+    /// Strictly increasing per sender (replay detection).
     pub counter: u64,
+    /// When it is sealed (ms since the Unix epoch).
     pub timestamp_ms: u64,
+    /// Everyone to seal for.
     pub recipients: &'a [SealRecipient<'a>],
+}
+
+impl<'a> std::fmt::Debug for SealParams<'a> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealParams").finish_non_exhaustive()
+    }
 }
 
 /// OAEP label: `WRAP_CONTEXT | message_id | short(sender) | short(recipient)`.

@@ -26,7 +26,9 @@ pub struct Claims {
     pub name: String,
     /// Fingerprint of the registered key.
     pub fingerprint: Fingerprint,
+    /// When the token was issued (ms since the Unix epoch).
     pub issued_at_ms: u64,
+    /// When the token stops being accepted (ms since the Unix epoch).
     pub expires_at_ms: u64,
 }
 
@@ -43,6 +45,7 @@ impl Claims {
             .finish()
     }
 
+    /// Parses claims from their canonical bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
         let mut r = Reader::new("token claims", bytes);
         r.expect(&[CLAIMS_VERSION])?;
@@ -95,7 +98,14 @@ pub struct TokenIssuer {
     verifier: TokenVerifier,
 }
 
+impl std::fmt::Debug for TokenIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenIssuer").finish_non_exhaustive()
+    }
+}
+
 impl TokenIssuer {
+    /// An issuer signing with `key`.
     pub fn new(key: PrivateKey) -> Self {
         let verifier = TokenVerifier::new(key.to_public_key());
         Self { key, verifier }
@@ -109,6 +119,7 @@ impl TokenIssuer {
         Ok(Self::new(key))
     }
 
+    /// A signed token carrying `claims`.
     pub fn issue(&self, claims: &Claims) -> Result<String, Error> {
         let encoded = claims.encode()?;
         let signature = self
@@ -122,24 +133,27 @@ impl TokenIssuer {
         ))
     }
 
+    /// The verifier for the tokens this issuer signs.
     pub fn verifier(&self) -> &TokenVerifier {
         &self.verifier
     }
 }
 
 /// Verifies tokens offline.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct TokenVerifier {
     key: PublicKey,
     service_id: String,
 }
 
 impl TokenVerifier {
+    /// A verifier for tokens signed by the private half of `key`.
     pub fn new(key: PublicKey) -> Self {
         let service_id = identity::fingerprint_hex(&identity::fingerprint(&key));
         Self { key, service_id }
     }
 
+    /// Loads the issuer's public key (PEM) from `path`.
     pub fn from_file(path: &Path) -> Result<Self, Error> {
         Ok(Self::new(identity::read_public_key(path)?))
     }

@@ -4,6 +4,7 @@ use crate::Error;
 
 /// Builds a canonical byte string. A field too long for its length prefix makes `finish` fail,
 /// so encoders never panic and never truncate a length silently.
+#[derive(Debug)]
 pub struct Writer {
     what: &'static str,
     out: Vec<u8>,
@@ -19,19 +20,24 @@ impl Writer {
             too_long: None,
         }
     }
+    /// Appends bytes as they are.
     pub fn raw(&mut self, bytes: &[u8]) -> &mut Self {
         self.out.extend_from_slice(bytes);
         self
     }
+    /// Appends one byte.
     pub fn u8(&mut self, v: u8) -> &mut Self {
         self.raw(&[v])
     }
+    /// Appends a big-endian u16.
     pub fn u16(&mut self, v: u16) -> &mut Self {
         self.raw(&v.to_be_bytes())
     }
+    /// Appends a big-endian u32.
     pub fn u32(&mut self, v: u32) -> &mut Self {
         self.raw(&v.to_be_bytes())
     }
+    /// Appends a big-endian u64.
     pub fn u64(&mut self, v: u64) -> &mut Self {
         self.raw(&v.to_be_bytes())
     }
@@ -80,12 +86,14 @@ impl Writer {
 }
 
 /// Reads a canonical byte string, failing on truncation and on trailing bytes.
+#[derive(Debug)]
 pub struct Reader<'a> {
     what: &'static str,
     rest: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
+    /// Reads `bytes`, naming them `what` in errors.
     pub fn new(what: &'static str, bytes: &'a [u8]) -> Self {
         Self { what, rest: bytes }
     }
@@ -95,6 +103,7 @@ impl<'a> Reader<'a> {
             detail: detail.into(),
         }
     }
+    /// The next `n` bytes.
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
         if self.rest.len() < n {
             return Err(self.malformed("truncated"));
@@ -103,20 +112,25 @@ impl<'a> Reader<'a> {
         self.rest = tail;
         Ok(head)
     }
+    /// The next `N` bytes as an array.
     pub fn array<const N: usize>(&mut self) -> Result<[u8; N], Error> {
         self.take(N)?
             .try_into()
             .map_err(|_| self.malformed("truncated"))
     }
+    /// The next byte.
     pub fn u8(&mut self) -> Result<u8, Error> {
         Ok(self.array::<1>()?[0])
     }
+    /// The next big-endian u16.
     pub fn u16(&mut self) -> Result<u16, Error> {
         Ok(u16::from_be_bytes(self.array()?))
     }
+    /// The next big-endian u64.
     pub fn u64(&mut self) -> Result<u64, Error> {
         Ok(u64::from_be_bytes(self.array()?))
     }
+    /// A byte string prefixed by its one-byte length.
     pub fn short(&mut self) -> Result<&'a [u8], Error> {
         let len = self.u8()?;
         self.take(usize::from(len))
@@ -126,16 +140,19 @@ impl<'a> Reader<'a> {
         let len = u32::from_be_bytes(self.array()?);
         self.take(len as usize)
     }
+    /// A UTF-8 string prefixed by its one-byte length.
     pub fn short_str(&mut self) -> Result<&'a str, Error> {
         let bytes = self.short()?;
         std::str::from_utf8(bytes).map_err(|_| self.malformed("text is not UTF-8"))
     }
+    /// Fails unless the next bytes are `literal`.
     pub fn expect(&mut self, literal: &[u8]) -> Result<(), Error> {
         if self.take(literal.len())? != literal {
             return Err(self.malformed("wrong magic or version"));
         }
         Ok(())
     }
+    /// Fails unless every byte was read.
     pub fn finish(self) -> Result<(), Error> {
         if !self.rest.is_empty() {
             return Err(self.malformed(format!("{} trailing bytes", self.rest.len())));

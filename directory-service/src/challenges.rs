@@ -21,7 +21,7 @@ const CONTEXT: &[u8] = b"svs/v1/challenge\0";
 const TAG_LEN: usize = 16;
 
 /// Issues and checks challenges.
-pub struct Challenges {
+pub(crate) struct Challenges {
     key: Zeroizing<[u8; 32]>,
     lifetime_ms: u64,
     max_used: usize,
@@ -29,10 +29,17 @@ pub struct Challenges {
     used: Mutex<HashMap<[u8; CHALLENGE_LEN], u64>>,
 }
 
+/// Holds a secret: shown without its fields.
+impl std::fmt::Debug for Challenges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Challenges").finish_non_exhaustive()
+    }
+}
+
 impl Challenges {
     /// `lifetime_ms`: how long a challenge is valid; `max_used`: used challenges remembered at
     /// once (each is a successful registration within the lifetime).
-    pub fn new(lifetime_ms: u64, max_used: usize) -> Result<Self, Error> {
+    pub(crate) fn new(lifetime_ms: u64, max_used: usize) -> Result<Self, Error> {
         Ok(Self {
             key: Zeroizing::new(identity::random()?),
             lifetime_ms,
@@ -55,7 +62,7 @@ impl Challenges {
     }
 
     /// A fresh challenge for `canonical` and `key_der`, and when it expires.
-    pub fn issue(
+    pub(crate) fn issue(
         &self,
         canonical: &str,
         key_der: &[u8],
@@ -73,7 +80,7 @@ impl Challenges {
 
     /// Checks that this service issued `challenge` for this name and key and that it has not
     /// expired. Keeps no state.
-    pub fn check(
+    pub(crate) fn check(
         &self,
         challenge: &[u8; CHALLENGE_LEN],
         canonical: &str,
@@ -100,7 +107,11 @@ impl Challenges {
     }
 
     /// Marks a checked challenge used after its signature verified; refuses a second use.
-    pub fn consume(&self, challenge: &[u8; CHALLENGE_LEN], now_ms: u64) -> Result<(), Error> {
+    pub(crate) fn consume(
+        &self,
+        challenge: &[u8; CHALLENGE_LEN],
+        now_ms: u64,
+    ) -> Result<(), Error> {
         let mut expires = [0u8; 8];
         expires.copy_from_slice(&challenge[..8]);
         let expires_ms = u64::from_be_bytes(expires);
@@ -128,15 +139,16 @@ impl Challenges {
     }
 
     /// Forgets used challenges that have expired (they are refused by `check` anyway).
-    pub fn sweep(&self, now_ms: u64) {
+    pub(crate) fn sweep(&self, now_ms: u64) {
         self.used
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, &mut e| e > now_ms);
     }
 
+    #[cfg(test)]
     /// Used challenges remembered now.
-    pub fn remembered(&self) -> usize {
+    pub(crate) fn remembered(&self) -> usize {
         self.used.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }

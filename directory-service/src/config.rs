@@ -19,8 +19,10 @@ pub struct Config {
     #[arg(long, env = "SVS_TOKEN_KEY")]
     pub token_key: Option<std::path::PathBuf>,
     #[command(flatten)]
+    /// Cluster mode: the NATS to share names, presence and mailboxes through.
     pub cluster: crate::cluster::ClusterOptions,
     #[command(flatten)]
+    /// Every limit, each with its flag.
     pub limits: Limits,
 }
 

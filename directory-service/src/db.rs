@@ -11,7 +11,7 @@ use std::sync::{Mutex, RwLock};
 
 /// A database that re-opens itself after a failure.
 #[derive(Debug)]
-pub struct Db {
+pub(crate) struct Db {
     path: PathBuf,
     handle: RwLock<Option<Database>>,
     /// Why the database cannot be used, while it cannot.
@@ -21,7 +21,7 @@ pub struct Db {
 }
 
 /// Maps any redb error to the storage variant, keeping it as the cause.
-pub fn storage(e: impl Into<redb::Error>) -> Error {
+pub(crate) fn storage(e: impl Into<redb::Error>) -> Error {
     Error::Storage(e.into())
 }
 
@@ -35,7 +35,10 @@ fn open_db(path: &Path, init: fn(&Database) -> Result<(), Error>) -> Result<Data
 }
 
 impl Db {
-    pub fn open(path: &Path, init: fn(&Database) -> Result<(), Error>) -> Result<Self, Error> {
+    pub(crate) fn open(
+        path: &Path,
+        init: fn(&Database) -> Result<(), Error>,
+    ) -> Result<Self, Error> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| svs_common::Error::io(format!("creating {}", dir.display()), e))?;
@@ -49,13 +52,16 @@ impl Db {
     }
 
     /// The database file.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Runs `op` on the open database. A failure marks the database broken (one log line) and
     /// is reported as UNAVAILABLE: the caller may retry once the disk has room again.
-    pub fn with<T>(&self, op: impl FnOnce(&Database) -> Result<T, Error>) -> Result<T, Error> {
+    pub(crate) fn with<T>(
+        &self,
+        op: impl FnOnce(&Database) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         let handle = self.handle.read().unwrap_or_else(|p| p.into_inner());
         let Some(database) = handle.as_ref() else {
             return Err(self.unavailable());
@@ -97,7 +103,7 @@ impl Db {
     }
 
     /// Whether the database works (false after a failure until `recover` succeeds).
-    pub fn is_healthy(&self) -> bool {
+    pub(crate) fn is_healthy(&self) -> bool {
         self.broken
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -105,7 +111,7 @@ impl Db {
     }
 
     /// Re-opens a broken database and proves it writable. Returns whether it works now.
-    pub fn recover(&self) -> bool {
+    pub(crate) fn recover(&self) -> bool {
         if self.is_healthy() {
             return true;
         }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use svs_common::token::TokenIssuer;
 
 /// Registration, presence and relay.
-pub struct Directory {
+pub(crate) struct Directory {
     pub registrar: Registrar,
     pub registry: Arc<Registry>,
     pub relay: Relay,
@@ -31,8 +31,14 @@ pub struct Directory {
     presence: Option<Presence>,
 }
 
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory").finish_non_exhaustive()
+    }
+}
+
 /// Opens (or creates) the directory's database with every table it needs.
-pub fn open_db(path: &std::path::Path) -> Result<Arc<Db>, Error> {
+pub(crate) fn open_db(path: &std::path::Path) -> Result<Arc<Db>, Error> {
     Ok(Arc::new(Db::open(path, |db| {
         crate::bindings::create_tables(db)?;
         crate::mailbox::redb_store::create_tables(db)
@@ -55,7 +61,7 @@ fn quotas(limits: &Limits) -> Quotas {
 impl Directory {
     /// A directory on its own database. Must be called inside a tokio runtime (the mailbox
     /// writer answers through it).
-    pub async fn embedded(
+    pub(crate) async fn embedded(
         db: Arc<Db>,
         tokens: TokenIssuer,
         limits: &Limits,
@@ -68,7 +74,7 @@ impl Directory {
     }
 
     /// One replica of a cluster: names, mailboxes and presence in NATS.
-    pub async fn clustered(
+    pub(crate) async fn clustered(
         cluster: &Cluster,
         tokens: TokenIssuer,
         limits: &Limits,
@@ -140,13 +146,13 @@ impl Directory {
     }
 
     /// Whether the store answers (the embedded database, or NATS in cluster mode).
-    pub fn is_healthy(&self) -> bool {
+    pub(crate) fn is_healthy(&self) -> bool {
         self.mail.is_healthy()
     }
 
     /// Re-opens an embedded database that failed (disk work: call on a blocking thread).
     /// In cluster mode the NATS client reconnects by itself.
-    pub fn recover(&self) -> bool {
+    pub(crate) fn recover(&self) -> bool {
         match &self.db {
             Some(db) => db.recover(),
             None => self.is_healthy(),
@@ -155,7 +161,7 @@ impl Directory {
 
     /// Periodic upkeep: used challenges, expired or idle sessions, stalled subscribers, and
     /// expired mail.
-    pub async fn sweep(&self) {
+    pub(crate) async fn sweep(&self) {
         self.registrar.sweep();
         self.registry.sweep();
         if self.is_healthy()
@@ -166,13 +172,13 @@ impl Directory {
     }
 
     /// Ends every stream with UNAVAILABLE; used on shutdown.
-    pub fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         self.registry.shutdown();
     }
 
     /// In cluster mode, tells the other replicas this one's sessions ended (call after the
     /// streams closed), so they announce them now rather than after the replica timeout.
-    pub async fn leave_cluster(&self) {
+    pub(crate) async fn leave_cluster(&self) {
         if let Some(presence) = &self.presence {
             presence.leave(Duration::from_secs(3)).await;
         }

@@ -19,15 +19,19 @@ pub enum Error {
     /// The database file cannot be opened.
     #[error("cannot open {path} (is another directory-service using this data dir?)")]
     OpenDatabase {
+        /// The database file.
         path: std::path::PathBuf,
         #[source]
+        /// Why redb could not open it.
         source: redb::DatabaseError,
     },
     /// NATS did not do what was asked (cluster mode): UNAVAILABLE for the caller.
     #[error("{what}: NATS did not answer; try again shortly")]
     Nats {
+        /// What the directory was doing.
         what: String,
         #[source]
+        /// What the NATS client said.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Something that cannot happen did: a bug, said as such.
@@ -37,10 +41,13 @@ pub enum Error {
     #[error("{}", task_failure(.0))]
     Task(#[source] tokio::task::JoinError),
     #[error(transparent)]
+    /// A protocol error from shared code (a malformed envelope, a bad token).
     Common(#[from] svs_common::Error),
     #[error(transparent)]
+    /// The server could not be set up (TLS, metrics, the listener).
     Server(#[from] svs_server::Error),
     #[error("serving")]
+    /// Serving failed.
     Transport(#[from] tonic::transport::Error),
 }
 
@@ -68,7 +75,7 @@ fn task_failure(error: &tokio::task::JoinError) -> &'static str {
 }
 
 /// Runs `work` (disk, or RSA) on a blocking thread; a panic there is reported as one.
-pub async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
     tokio::task::spawn_blocking(work)

@@ -1,20 +1,24 @@
 //! directory-service: registration of clients, the directory of who is online, and the relay of
-//! end-to-end encrypted envelopes. `main.rs` only parses flags and calls `server::run`.
+//! end-to-end encrypted envelopes. `main.rs` only parses flags and calls `run`; the modules are
+//! private, and what other crates need is re-exported here. docs/architecture.md has the map.
+#![warn(missing_docs)]
 
-pub mod bindings;
-pub mod challenges;
-pub mod cluster;
-pub mod config;
-pub mod db;
-pub mod directory;
-pub mod error;
-pub mod mailbox;
-pub mod registration;
-pub mod registry;
-pub mod relay;
-pub mod server;
-pub mod service;
-pub mod subscriber;
+mod bindings;
+mod challenges;
+mod cluster;
+mod config;
+mod db;
+mod directory;
+mod error;
+mod mailbox;
+mod registration;
+mod registry;
+mod relay;
+mod server;
+mod service;
+mod subscriber;
 
-pub use config::Config;
-pub use error::Error;
+pub use cluster::ClusterOptions;
+pub use config::{Config, Limits};
+pub use error::{Error, Refusal};
+pub use server::{new_token_key, release_name, release_name_in_cluster, run};

@@ -2,7 +2,7 @@
 //! `release NAME` and `health`.
 
 use clap::{Parser, Subcommand};
-use directory_service::{Config, server};
+use directory_service::Config;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -30,7 +30,7 @@ enum Command {
         #[arg(long, env = "SVS_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
         #[command(flatten)]
-        cluster: directory_service::cluster::ClusterOptions,
+        cluster: directory_service::ClusterOptions,
     },
     /// Create the token key that the replicas of a cluster share (3072-bit RSA, PEM, 0600);
     /// refuses to overwrite an existing file.
@@ -53,28 +53,30 @@ async fn main() -> ExitCode {
             println!("kept {}: it exists already", path.display());
             ExitCode::SUCCESS
         }
-        Some(Command::NewTokenKey { path, .. }) => match server::new_token_key(&path).await {
-            Ok(()) => {
-                println!(
-                    "wrote {}: give every directory replica --token-key {}",
-                    path.display(),
-                    path.display()
-                );
-                ExitCode::SUCCESS
+        Some(Command::NewTokenKey { path, .. }) => {
+            match directory_service::new_token_key(&path).await {
+                Ok(()) => {
+                    println!(
+                        "wrote {}: give every directory replica --token-key {}",
+                        path.display(),
+                        path.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {}", svs_common::error::with_causes(&e));
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("error: {}", svs_common::error::with_causes(&e));
-                ExitCode::FAILURE
-            }
-        },
+        }
         Some(Command::Release {
             name,
             data_dir,
             cluster,
         }) => {
             let released = match cluster.nats_url {
-                Some(_) => server::release_name_in_cluster(&cluster, &name).await,
-                None => server::release_name(&data_dir, &name).await,
+                Some(_) => directory_service::release_name_in_cluster(&cluster, &name).await,
+                None => directory_service::release_name(&data_dir, &name).await,
             };
             match released {
                 Ok(true) => println!("released {name}: any key may register it now"),
@@ -90,7 +92,7 @@ async fn main() -> ExitCode {
         None => {
             let config = cli.config;
             svs_server::run_main(config.listen, config.server.log_json, |listener| {
-                server::run(config, listener, svs_server::shutdown::signal())
+                directory_service::run(config, listener, svs_server::shutdown::signal())
             })
             .await
         }

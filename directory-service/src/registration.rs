@@ -14,7 +14,8 @@ use svs_common::time::now_ms;
 use svs_common::token::{Claims, TokenIssuer};
 
 /// A fresh challenge for the client to sign.
-pub struct IssuedChallenge {
+#[derive(Debug)]
+pub(crate) struct IssuedChallenge {
     pub challenge: [u8; CHALLENGE_LEN],
     pub service_id: String,
     pub expires_at_ms: u64,
@@ -23,7 +24,7 @@ pub struct IssuedChallenge {
 /// A registration whose statement verified: the caller holds the key it offers for the name.
 /// Not yet a session: the name is claimed next, then the session opened.
 #[derive(Debug)]
-pub struct Proven {
+pub(crate) struct Proven {
     name: String,
     canonical: String,
     key_der: Vec<u8>,
@@ -31,14 +32,22 @@ pub struct Proven {
 }
 
 /// A session created by registration.
-pub struct Registered {
+pub(crate) struct Registered {
     pub token: String,
     pub expires_at_ms: u64,
     pub fingerprint: String,
 }
 
+/// Holds a secret: shown without its fields.
+impl std::fmt::Debug for Registered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registered").finish_non_exhaustive()
+    }
+}
+
 /// Issues challenges and turns proven keys into sessions.
-pub struct Registrar {
+#[derive(Debug)]
+pub(crate) struct Registrar {
     challenges: Challenges,
     names: Arc<NameStore>,
     tokens: TokenIssuer,
@@ -47,7 +56,7 @@ pub struct Registrar {
 }
 
 impl Registrar {
-    pub fn new(
+    pub(crate) fn new(
         challenges: Challenges,
         names: Arc<NameStore>,
         tokens: TokenIssuer,
@@ -64,17 +73,17 @@ impl Registrar {
     }
 
     /// The directory's identity bound into registration statements.
-    pub fn service_id(&self) -> &str {
+    pub(crate) fn service_id(&self) -> &str {
         self.tokens.verifier().service_id()
     }
 
     /// Forgets expired used challenges.
-    pub fn sweep(&self) {
+    pub(crate) fn sweep(&self) {
         self.challenges.sweep(now_ms());
     }
 
     /// Step 1 of registration. Keeps no state: the challenge authenticates itself.
-    pub fn challenge(&self, name: &str, key_der: &[u8]) -> Result<IssuedChallenge, Error> {
+    pub(crate) fn challenge(&self, name: &str, key_der: &[u8]) -> Result<IssuedChallenge, Error> {
         names::validate(name)?;
         identity::parse_public_key(key_der)?;
         let (challenge, expires_at_ms) =
@@ -88,14 +97,14 @@ impl Registrar {
     }
 
     /// Whether `name` is bound to a key already (a returning name, not a new one).
-    pub async fn is_bound(&self, name: &str) -> Result<bool, Error> {
+    pub(crate) async fn is_bound(&self, name: &str) -> Result<bool, Error> {
         names::validate(name)?;
         Ok(self.names.binding(&names::canonical(name)).await?.is_some())
     }
 
     /// Step 2 of registration, first part: checks the challenge and the signed statement, and
     /// that the key may join the name's sessions. RSA work: call it on a blocking thread.
-    pub fn prove(
+    pub(crate) fn prove(
         &self,
         name: &str,
         key_der: &[u8],
@@ -136,7 +145,7 @@ impl Registrar {
     }
 
     /// Step 2, second part: binds the name to the proven key unless another key owns it.
-    pub async fn claim(&self, proven: &Proven) -> Result<(), Error> {
+    pub(crate) async fn claim(&self, proven: &Proven) -> Result<(), Error> {
         if self.names.claim(&proven.canonical, &proven.key_der).await? == Claim::OtherKey {
             let name = &proven.name;
             return Err(Refusal::PermissionDenied(format!(
@@ -148,7 +157,7 @@ impl Registrar {
 
     /// Step 2, last part: signs the session token and starts the session beside any the name
     /// already has. RSA work: call it on a blocking thread, after `claim`.
-    pub fn open_session(&self, proven: Proven) -> Result<Registered, Error> {
+    pub(crate) fn open_session(&self, proven: Proven) -> Result<Registered, Error> {
         let Proven {
             name,
             key_der,

@@ -25,11 +25,11 @@ use tonic::Status;
 /// Peers per snapshot page in a subscription. Each stream keeps an encode buffer as large as the
 /// largest message it sent, so one 1,000-peer snapshot would cost every subscriber ~400 KB for
 /// the life of its stream; pages of 16 keep that to ~7 KB.
-pub const SNAPSHOT_PAGE: usize = 16;
+pub(crate) const SNAPSHOT_PAGE: usize = 16;
 
 /// Why a session ended. Announced as the reason of `left` when it was the name's last session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LeaveReason {
+pub(crate) enum LeaveReason {
     Quit,
     Disconnected,
     TooSlow,
@@ -38,7 +38,7 @@ pub enum LeaveReason {
 }
 
 impl LeaveReason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             LeaveReason::Quit => "quit",
             LeaveReason::Disconnected => "disconnected",
@@ -63,7 +63,7 @@ impl LeaveReason {
 
 /// How sessions are bounded and their queues sized.
 #[derive(Debug, Clone, Copy)]
-pub struct SessionLimits {
+pub(crate) struct SessionLimits {
     pub max_per_name: usize,
     pub idle: Duration,
     pub queue: QueueLimits,
@@ -96,7 +96,7 @@ impl Online {
 
 /// A name's first session here began, or its last one ended (for other replicas to learn).
 #[derive(Debug, Clone)]
-pub enum LocalChange {
+pub(crate) enum LocalChange {
     Joined(Peer),
     Left { canonical: String, reason: String },
 }
@@ -136,7 +136,7 @@ impl State {
 
 /// The session an authenticated call belongs to.
 #[derive(Debug, Clone)]
-pub struct SessionRef {
+pub(crate) struct SessionRef {
     pub canonical: String,
     /// The name as its owner spelled it at registration.
     pub name: String,
@@ -145,11 +145,17 @@ pub struct SessionRef {
 }
 
 /// Live sessions and presence.
-pub struct Registry {
+pub(crate) struct Registry {
     state: Mutex<State>,
     limits: SessionLimits,
     mail: Arc<dyn Mailboxes>,
     shutting_down: AtomicBool,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
 }
 
 fn event(kind: event::Kind) -> Event {
@@ -157,7 +163,7 @@ fn event(kind: event::Kind) -> Event {
 }
 
 /// Bytes an event counts against a queue's byte bound.
-pub fn event_bytes(event: &Event) -> usize {
+pub(crate) fn event_bytes(event: &Event) -> usize {
     match &event.kind {
         Some(event::Kind::Envelope(e)) => {
             e.header.len()
@@ -181,7 +187,7 @@ fn session_ended() -> Error {
 }
 
 impl Registry {
-    pub fn new(limits: SessionLimits, mail: Arc<dyn Mailboxes>) -> Self {
+    pub(crate) fn new(limits: SessionLimits, mail: Arc<dyn Mailboxes>) -> Self {
         Self {
             state: Mutex::new(State::default()),
             limits,
@@ -196,7 +202,7 @@ impl Registry {
     }
 
     /// Refuses early a name online under another key (before any disk work).
-    pub fn check_key(
+    pub(crate) fn check_key(
         &self,
         canonical: &str,
         name: &str,
@@ -215,7 +221,7 @@ impl Registry {
     }
 
     /// Adds a session to `peer`'s name; announces `joined` if it is the name's first.
-    pub fn add_session(
+    pub(crate) fn add_session(
         &self,
         peer: Peer,
         fingerprint: Fingerprint,
@@ -266,7 +272,7 @@ impl Registry {
     }
 
     /// Resolves a verified token to its live session, refreshing its activity time.
-    pub fn session(&self, claims: &Claims) -> Result<SessionRef, Error> {
+    pub(crate) fn session(&self, claims: &Claims) -> Result<SessionRef, Error> {
         let canonical = names::canonical(&claims.name);
         let mut state = self.state();
         let online = state.names.get_mut(&canonical).ok_or_else(session_ended)?;
@@ -284,7 +290,7 @@ impl Registry {
     }
 
     /// Takes one message from the session's send budget and from its name's.
-    pub fn take_send_budget(&self, session: &SessionRef) -> Result<(), Error> {
+    pub(crate) fn take_send_budget(&self, session: &SessionRef) -> Result<(), Error> {
         let limits = self.limits;
         let mut state = self.state();
         let live = state
@@ -319,12 +325,12 @@ impl Registry {
     }
 
     /// Who is online now.
-    pub fn snapshot(&self) -> ListPeersResponse {
+    pub(crate) fn snapshot(&self) -> ListPeersResponse {
         snapshot_locked(&self.state())
     }
 
     /// The online entry of a name, here or on another replica: its peer record.
-    pub fn online_peer(&self, canonical: &str) -> Option<Peer> {
+    pub(crate) fn online_peer(&self, canonical: &str) -> Option<Peer> {
         let state = self.state();
         match state.names.get(canonical) {
             Some(online) => Some(online.peer.clone()),
@@ -334,7 +340,7 @@ impl Registry {
 
     /// Whether any session of the name has an event stream that takes its mail (a name online
     /// on another replica counts: that replica delivers).
-    pub fn is_listening(&self, canonical: &str) -> bool {
+    pub(crate) fn is_listening(&self, canonical: &str) -> bool {
         let state = self.state();
         state.remote.contains_key(canonical)
             || state
@@ -345,14 +351,14 @@ impl Registry {
 
     /// Starts reporting this replica's joins and leaves to `changes`; returns the names online
     /// here now, which the cluster does not know of yet.
-    pub fn report_changes(&self, changes: mpsc::UnboundedSender<LocalChange>) -> Vec<Peer> {
+    pub(crate) fn report_changes(&self, changes: mpsc::UnboundedSender<LocalChange>) -> Vec<Peer> {
         let mut state = self.state();
         state.changes = Some(changes);
         state.names.values().map(|o| o.peer.clone()).collect()
     }
 
     /// A name came online on another replica (or its record there was refreshed).
-    pub fn remote_joined(&self, replica: &str, peer: Peer) {
+    pub(crate) fn remote_joined(&self, replica: &str, peer: Peer) {
         let canonical = names::canonical(&peer.name);
         let mut state = self.state();
         let was_online = state.is_online(&canonical);
@@ -372,13 +378,13 @@ impl Registry {
     }
 
     /// A name's last session on another replica ended.
-    pub fn remote_left(&self, replica: &str, canonical: &str, reason: &str) {
+    pub(crate) fn remote_left(&self, replica: &str, canonical: &str, reason: &str) {
         remote_left_locked(&mut self.state(), replica, canonical, reason);
     }
 
     /// Another replica stopped (or stopped answering): its names leave unless online elsewhere.
     /// Returns the names it had.
-    pub fn replica_gone(&self, replica: &str, reason: &str) -> Vec<String> {
+    pub(crate) fn replica_gone(&self, replica: &str, reason: &str) -> Vec<String> {
         let mut state = self.state();
         let names: Vec<String> = state
             .remote
@@ -394,7 +400,7 @@ impl Registry {
 
     /// Attaches a new event stream to the session (replacing an older one) and queues the
     /// snapshot as its first events; the name's mailbox follows.
-    pub fn subscribe(
+    pub(crate) fn subscribe(
         &self,
         session: &SessionRef,
         takes_mail: bool,
@@ -435,7 +441,7 @@ impl Registry {
     }
 
     /// Hands just-committed mailbox items to the live streams of their names (the mailbox sink).
-    pub fn deliver(&self, committed: Vec<Committed>) {
+    pub(crate) fn deliver(&self, committed: Vec<Committed>) {
         let state = self.state();
         for item in &committed {
             if let Some(online) = state.names.get(&item.owner) {
@@ -448,7 +454,7 @@ impl Registry {
     }
 
     /// Pushes a receipt to every live stream of `canonical`. Returns false if there is none.
-    pub fn push_receipt(&self, canonical: &str, kind: event::Kind) -> bool {
+    pub(crate) fn push_receipt(&self, canonical: &str, kind: event::Kind) -> bool {
         let state = self.state();
         let Some(online) = state.names.get(canonical) else {
             return false;
@@ -461,7 +467,7 @@ impl Registry {
     }
 
     /// Called when a session's event stream ends for any reason.
-    pub fn subscription_ended(
+    pub(crate) fn subscription_ended(
         &self,
         canonical: &str,
         session_id: [u8; 16],
@@ -487,7 +493,7 @@ impl Registry {
     }
 
     /// Ends a session at the client's request.
-    pub fn quit(&self, session: &SessionRef) {
+    pub(crate) fn quit(&self, session: &SessionRef) {
         end_session_locked(
             &mut self.state(),
             &session.canonical,
@@ -498,7 +504,7 @@ impl Registry {
 
     /// Ends expired sessions, sessions idle without a stream, and subscribers cut as too slow;
     /// updates the session gauges.
-    pub fn sweep(&self) {
+    pub(crate) fn sweep(&self) {
         let mut state = self.state();
         let (rate, burst) = (self.limits.name_send_rate, self.limits.name_send_burst);
         state
@@ -551,7 +557,7 @@ impl Registry {
     }
 
     /// Ends every stream with UNAVAILABLE; used on shutdown.
-    pub fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
         let state = self.state();
         for sub in state.names.values().flat_map(Online::listeners) {
@@ -559,8 +565,9 @@ impl Registry {
         }
     }
 
+    #[cfg(test)]
     /// Sessions of a name now (for tests and the bench).
-    pub fn session_count(&self, canonical: &str) -> usize {
+    pub(crate) fn session_count(&self, canonical: &str) -> usize {
         self.state()
             .names
             .get(canonical)
@@ -662,7 +669,7 @@ fn broadcast(state: &State, ev: Event) {
 }
 
 /// A peer record for a registration.
-pub fn peer_record(name: &str, key_der: &[u8], fingerprint: &Fingerprint) -> Peer {
+pub(crate) fn peer_record(name: &str, key_der: &[u8], fingerprint: &Fingerprint) -> Peer {
     Peer {
         name: name.to_string(),
         public_key_der: Bytes::copy_from_slice(key_der),

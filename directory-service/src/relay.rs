@@ -20,13 +20,13 @@ use svs_common::sealed::Header;
 use svs_common::time::now_ms;
 
 /// Most ids and receipt seqs in one Ack call.
-pub const MAX_ACK_IDS: usize = 4096;
+pub(crate) const MAX_ACK_IDS: usize = 4096;
 /// Most names in one LookupKeys call.
-pub const MAX_LOOKUP_NAMES: usize = 256;
+pub(crate) const MAX_LOOKUP_NAMES: usize = 256;
 
 /// What the relay enforces on envelopes.
 #[derive(Debug, Clone, Copy)]
-pub struct RelayLimits {
+pub(crate) struct RelayLimits {
     pub max_recipients: usize,
     pub max_message_bytes: usize,
     pub max_clock_skew_ms: u64,
@@ -39,11 +39,17 @@ static MAIL_REFUSED_LOG: svs_server::serve::log_throttle::LogThrottle =
     svs_server::serve::log_throttle::LogThrottle::new(std::time::Duration::from_secs(10));
 
 /// Stores and routes sealed envelopes and their receipts.
-pub struct Relay {
+pub(crate) struct Relay {
     registry: Arc<Registry>,
     names: Arc<NameStore>,
     mail: Arc<dyn Mailboxes>,
     limits: RelayLimits,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay").finish_non_exhaustive()
+    }
 }
 
 impl Relay {
@@ -64,7 +70,7 @@ impl Relay {
         }
     }
 
-    pub fn new(
+    pub(crate) fn new(
         registry: Arc<Registry>,
         names: Arc<NameStore>,
         mail: Arc<dyn Mailboxes>,
@@ -80,7 +86,7 @@ impl Relay {
 
     /// Checks what the relay must (sizes, sender, key, clock), stores the envelope for every
     /// recipient registered under the key it was sealed for, and reports each in header order.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         session: &SessionRef,
         envelope: Envelope,
@@ -235,7 +241,7 @@ impl Relay {
 
     /// Acknowledges envelopes and stored receipts of the session's name; each acknowledged
     /// envelope's sender gets a receipt. Returns how many matched.
-    pub async fn ack(
+    pub(crate) async fn ack(
         &self,
         session: &SessionRef,
         message_ids: &[Bytes],
@@ -277,7 +283,7 @@ impl Relay {
     }
 
     /// Drops what expired from every mailbox and tells the senders of unread envelopes.
-    pub async fn expire(&self) -> Result<(), Error> {
+    pub(crate) async fn expire(&self) -> Result<(), Error> {
         let expired = self.mail.expire(now_ms()).await?;
         metrics::counter!("svs_directory_expired_total").increment(expired.len() as u64);
         let ttl = svs_common::time::spoken_duration(self.limits.ttl);
@@ -320,7 +326,7 @@ impl Relay {
     }
 
     /// The registered key of each name, online or not.
-    pub async fn lookup(&self, wanted: &[String]) -> Result<LookupKeysResponse, Error> {
+    pub(crate) async fn lookup(&self, wanted: &[String]) -> Result<LookupKeysResponse, Error> {
         if wanted.len() > MAX_LOOKUP_NAMES {
             return Err(Refusal::InvalidArgument(format!(
                 "at most {MAX_LOOKUP_NAMES} names per LookupKeys call"

@@ -21,13 +21,14 @@ use tonic::server::NamedService;
 use tonic_health::server::HealthReporter;
 
 /// Methods callable without a token.
-pub const OPEN_METHODS: &[&str] = &[
+pub(crate) const OPEN_METHODS: &[&str] = &[
     "/svs.directory.v1.Directory/GetChallenge",
     "/svs.directory.v1.Directory/Register",
 ];
 
 /// Where the directory keeps its files under the data dir.
-pub struct DataPaths {
+#[derive(Debug)]
+pub(crate) struct DataPaths {
     pub token_key: std::path::PathBuf,
     pub token_public: std::path::PathBuf,
     /// Name bindings and mailboxes.
@@ -35,7 +36,7 @@ pub struct DataPaths {
 }
 
 impl DataPaths {
-    pub fn new(data_dir: &std::path::Path) -> Self {
+    pub(crate) fn new(data_dir: &std::path::Path) -> Self {
         Self {
             token_key: data_dir.join("directory/token_key.pem"),
             token_public: data_dir.join("token_public.pem"),

@@ -16,7 +16,8 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 /// Implements `svs.directory.v1.Directory`.
-pub struct DirectoryService {
+#[derive(Debug)]
+pub(crate) struct DirectoryService {
     directory: Arc<Directory>,
     /// Registrations waiting for or doing their RSA work (`--max-pending-registrations`).
     registrations: Arc<Semaphore>,
@@ -33,7 +34,7 @@ pub struct DirectoryService {
 }
 
 impl DirectoryService {
-    pub fn new(directory: Arc<Directory>, limits: &crate::config::Limits) -> Self {
+    pub(crate) fn new(directory: Arc<Directory>, limits: &crate::config::Limits) -> Self {
         Self {
             directory,
             registrations: Arc::new(Semaphore::new(limits.max_pending_registrations)),

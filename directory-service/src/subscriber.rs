@@ -24,11 +24,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 /// Mailbox items read from the store at a time while catching up.
-pub const CATCH_UP_PAGE: usize = 64;
+pub(crate) const CATCH_UP_PAGE: usize = 64;
 
 /// Bounds of one queue.
 #[derive(Debug, Clone, Copy)]
-pub struct QueueLimits {
+pub(crate) struct QueueLimits {
     pub messages: usize,
     pub bytes: usize,
     /// Presence events and receipts.
@@ -40,7 +40,8 @@ pub struct QueueLimits {
 /// What travels through the queue: the event and the permits it holds while queued. The event
 /// is boxed so the channel's preallocated slots stay small (an idle subscriber's queue costs a
 /// block of 32 of them).
-pub struct Queued {
+#[derive(Debug)]
+pub(crate) struct Queued {
     pub event: Box<Event>,
     is_presence: bool,
     _permits: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
@@ -56,7 +57,8 @@ struct Delivery {
 }
 
 /// The sending half, held by the session.
-pub struct Subscriber {
+#[derive(Debug)]
+pub(crate) struct Subscriber {
     tx: mpsc::UnboundedSender<Queued>,
     messages: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
@@ -70,7 +72,7 @@ pub struct Subscriber {
 }
 
 /// The receiving half, owned by the response stream.
-pub struct Outbox {
+pub(crate) struct Outbox {
     rx: mpsc::UnboundedReceiver<Queued>,
     /// The name whose mailbox this subscription drains.
     owner: String,
@@ -87,6 +89,12 @@ pub struct Outbox {
     draining: bool,
 }
 
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox").finish_non_exhaustive()
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -94,7 +102,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Subscriber {
     /// A subscriber for `owner`'s mailbox; it starts by catching up from the store (unless it
     /// takes no mail).
-    pub fn new(
+    pub(crate) fn new(
         limits: QueueLimits,
         owner: String,
         mail: Arc<dyn Mailboxes>,
@@ -132,7 +140,7 @@ impl Subscriber {
     /// Offers a mailbox item that was just committed. Queued if the subscriber is live, the item
     /// is the next in sequence (its `prev_seq` is what was handed over last) and the queue has room; otherwise the subscriber stops being live
     /// (its outbox then reads the store) unless it already has the item. Returns whether queued.
-    pub fn offer(&self, seq: u64, prev_seq: u64, event: &Event, bytes: usize) -> bool {
+    pub(crate) fn offer(&self, seq: u64, prev_seq: u64, event: &Event, bytes: usize) -> bool {
         let mut delivery = lock(&self.delivery);
         if !delivery.takes_mail || !delivery.live || seq <= delivery.cursor {
             return false;
@@ -184,7 +192,7 @@ impl Subscriber {
     /// Queues a presence event or live receipt. These are small and must not be lost: a
     /// subscriber with more than `events` of them waiting is disconnected as too slow instead.
     /// Returns false when the subscriber is (now) closed.
-    pub fn push_control(&self, event: Event) -> bool {
+    pub(crate) fn push_control(&self, event: Event) -> bool {
         let Ok(permit) = self.events.clone().try_acquire_owned() else {
             self.too_slow.store(true, Ordering::Release);
             self.close(Status::resource_exhausted(
@@ -205,7 +213,7 @@ impl Subscriber {
     }
 
     /// Ends the stream; `status` is the last thing the client sees (OK ends it cleanly).
-    pub fn close(&self, status: Status) {
+    pub(crate) fn close(&self, status: Status) {
         let mut slot = lock(&self.final_status);
         if slot.is_none() {
             *slot = Some(status);
@@ -214,7 +222,7 @@ impl Subscriber {
     }
 
     /// Mailbox items and events (presence, live receipts) waiting in the queue now.
-    pub fn queued(&self) -> (usize, usize) {
+    pub(crate) fn queued(&self) -> (usize, usize) {
         (
             self.limits.messages - self.messages.available_permits(),
             self.limits.events - self.events.available_permits(),
@@ -222,19 +230,19 @@ impl Subscriber {
     }
 
     /// Whether this stream carries the name's mail.
-    pub fn takes_mail(&self) -> bool {
+    pub(crate) fn takes_mail(&self) -> bool {
         lock(&self.delivery).takes_mail
     }
 
     /// Whether the queue cut this subscriber for letting its events pile up.
-    pub fn cut_as_too_slow(&self) -> bool {
+    pub(crate) fn cut_as_too_slow(&self) -> bool {
         self.too_slow.load(Ordering::Acquire)
     }
 }
 
 impl Outbox {
     /// The next event, or the final status once the subscriber is closed. `None` ends the stream.
-    pub async fn next(&mut self, sub: &Subscriber) -> Option<Result<Event, Status>> {
+    pub(crate) async fn next(&mut self, sub: &Subscriber) -> Option<Result<Event, Status>> {
         loop {
             if sub.closed.is_cancelled() {
                 return final_status(sub);

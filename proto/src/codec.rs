@@ -13,6 +13,7 @@ pub const ENCODE_BUFFER: usize = 1024;
 const YIELD_THRESHOLD: usize = 32 * 1024;
 
 /// `tonic_prost::ProstCodec` with decode failures reported as INVALID_ARGUMENT.
+#[derive(Debug)]
 pub struct ProtoCodec<T, U>(ProstCodec<T, U>);
 
 impl<T, U> Default for ProtoCodec<T, U> {
@@ -41,6 +42,7 @@ where
 }
 
 /// Decodes with prost; a failure names the problem and carries INVALID_ARGUMENT.
+#[derive(Debug)]
 pub struct ProtoDecoder<U>(ProstDecoder<U>);
 
 impl<U: prost::Message + Default> Decoder for ProtoDecoder<U> {

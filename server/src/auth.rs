@@ -24,7 +24,7 @@ pub const ALWAYS_OPEN: &[&str] = &[
 ];
 
 /// Checks session tokens.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct AuthLayer {
     verifier: Arc<VerifiedTokens>,
     open: Arc<Vec<String>>,
@@ -115,7 +115,7 @@ impl<S> Layer<S> for AuthLayer {
 }
 
 /// A service behind `AuthLayer`.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Authenticated<S> {
     inner: S,
     auth: AuthLayer,

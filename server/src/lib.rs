@@ -2,6 +2,7 @@
 //! (`serve`), admission of calls (`auth`), generated TLS (`tls`), health and reflection, the
 //! shared flags (`ServerOptions`), the serve-until-shutdown ending both use (`run`), Prometheus
 //! metrics (`metrics`), and the mapping of protocol errors to gRPC statuses (`status`).
+#![warn(missing_docs)]
 
 pub mod auth;
 pub mod error;

@@ -35,7 +35,9 @@ fn recorder() -> Option<&'static PrometheusHandle> {
 }
 
 /// The metrics endpoint while it runs; stops when dropped.
+#[derive(Debug)]
 pub struct MetricsEndpoint {
+    /// Where it listens.
     pub address: SocketAddr,
     task: tokio::task::JoinHandle<()>,
 }
@@ -135,7 +137,7 @@ pub fn method_label(path: &str) -> &'static str {
 }
 
 /// Counts every RPC as `svs_rpc_total{method, code}` when its response ends.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct CountRpcs;
 
 impl StartWatch for CountRpcs {
@@ -152,6 +154,7 @@ impl StartWatch for CountRpcs {
 pub type RpcMetricsLayer = WatchLayer<CountRpcs>;
 
 /// One call: its method, and its status once known.
+#[derive(Debug)]
 pub struct Call {
     method: &'static str,
     code: Option<tonic::Code>,

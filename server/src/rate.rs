@@ -4,6 +4,7 @@
 use tokio::time::Instant;
 
 #[derive(Debug, Clone)]
+/// A token bucket: `rate` tokens a second up to `burst`.
 pub struct TokenBucket {
     tokens: f64,
     refilled: Instant,

@@ -20,10 +20,13 @@ pub struct ServerOptions {
     #[arg(long, env = "SVS_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
     #[command(flatten)]
+    /// TLS: generated material or the operator's own.
     pub tls: crate::tls::TlsOptions,
     #[command(flatten)]
+    /// Limits on connections and calls.
     pub connections: ConnectionOptions,
     #[command(flatten)]
+    /// The Prometheus endpoint.
     pub metrics: crate::metrics::MetricsOptions,
     /// Emit logs as JSON lines (filter with RUST_LOG).
     #[arg(long, env = "SVS_LOG_JSON")]
@@ -55,10 +58,15 @@ where
 }
 
 /// Everything `serve_until_shutdown` needs besides the router.
+#[derive(Debug)]
 pub struct Serving {
+    /// The bound listener.
     pub listener: TcpListener,
+    /// TLS configuration (`None` only with --insecure).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Limits on connections and calls.
     pub options: ConnectionOptions,
+    /// Health, set NOT_SERVING on the way out.
     pub health: tonic_health::server::HealthReporter,
     /// The gRPC service name (`NamedService::NAME`) marked NOT_SERVING at shutdown.
     pub service_name: &'static str,

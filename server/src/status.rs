@@ -12,16 +12,22 @@ use tonic::Status;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     #[error("{0}")]
+    /// INVALID_ARGUMENT: the caller sent something wrong.
     InvalidArgument(String),
     #[error("{0}")]
+    /// ALREADY_EXISTS.
     AlreadyExists(String),
     #[error("{0}")]
+    /// PERMISSION_DENIED: allowed to no one with this key or name.
     PermissionDenied(String),
     #[error("{0}")]
+    /// UNAUTHENTICATED: no valid session.
     Unauthenticated(String),
     #[error("{0}")]
+    /// NOT_FOUND.
     NotFound(String),
     #[error("{0}")]
+    /// OUT_OF_RANGE (a seek past the end, say).
     OutOfRange(String),
     /// A cap that stays until something else changes (a message too large, every slot taken):
     /// RESOURCE_EXHAUSTED without a retry delay.
@@ -30,7 +36,9 @@ pub enum Refusal {
     /// Not now: the same call may succeed after `after` (a rate, a moment's load).
     #[error("{message}")]
     RetryLater {
+        /// What to tell the caller.
         message: String,
+        /// When trying again may work.
         after: std::time::Duration,
     },
     /// The service cannot serve this now (its store is away); the caller may retry.

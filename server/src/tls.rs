@@ -25,10 +25,13 @@ const BACKDATE_DAYS: i64 = 1;
 /// Where certificates and keys live.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
+    /// The CA certificate clients trust.
     pub ca_cert: PathBuf,
     /// Kept (0600) so the server certificate can be renewed under the same CA.
     pub ca_key: PathBuf,
+    /// The server's certificate chain.
     pub server_cert: PathBuf,
+    /// The server's private key.
     pub server_key: PathBuf,
 }
 

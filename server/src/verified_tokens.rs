@@ -12,6 +12,7 @@ use svs_common::token::{Claims, TokenVerifier};
 pub const MAX_VERIFIED_TOKENS: usize = 65_536;
 
 /// A token verifier with a memory of what it verified.
+#[derive(Debug)]
 pub struct VerifiedTokens {
     verifier: TokenVerifier,
     seen: Mutex<HashMap<[u8; 32], Claims>>,
@@ -19,6 +20,7 @@ pub struct VerifiedTokens {
 }
 
 impl VerifiedTokens {
+    /// Remembers up to `capacity` verified tokens.
     pub fn new(verifier: TokenVerifier, capacity: usize) -> Self {
         Self {
             verifier,

@@ -47,7 +47,7 @@ async fn decode_and_compare(
     label: &str,
     codec: Codec,
 ) -> Decoded {
-    let rendition = stream_service::resolution::Rendition::from_label(label).unwrap();
+    let rendition = stream_service::Rendition::from_label(label).unwrap();
     let path = stream_service::media::rendition_path(videos, video, rendition);
     let mut source = stream_service::media::SourceReader::open(&path, "bench").unwrap();
     let mut client = service.client().await;
@@ -96,7 +96,7 @@ async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let tmp = tempfile::tempdir().unwrap();
     let videos = tmp.path().join("videos");
-    let mut progress = stream_service::progress::Progress::hidden();
+    let mut progress = stream_service::Progress::hidden();
     stream_service::media::make_demo(&videos, "demo", SECONDS, FPS, &mut progress).unwrap();
     stream_service::media::make_detail_demo(&videos, "detail", SECONDS, FPS, &mut progress)
         .unwrap();

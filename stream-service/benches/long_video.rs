@@ -11,8 +11,8 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use stream_service::progress::Progress;
-use stream_service::resolution::Rendition;
+use stream_service::Progress;
+use stream_service::Rendition;
 use support::{Service, watch};
 use svs_common::proto::stream::{Codec, Pacing, PlayRequest, Resolution, play_response};
 use svs_common::stats::percentile;

@@ -26,7 +26,7 @@ async fn main() {
         "demo",
         10.0,
         30.0,
-        &mut stream_service::progress::Progress::hidden(),
+        &mut stream_service::Progress::hidden(),
     )
     .unwrap();
     let service = support::start(&tmp.path().join("data"), &videos, &[]).await;

@@ -24,16 +24,19 @@ pub struct Config {
     #[command(flatten)]
     pub server: svs_server::ServerOptions,
     #[command(flatten)]
+    /// Every limit, each with its flag.
     pub limits: Limits,
 }
 
 impl Config {
+    /// Where the segment cache lives.
     pub fn cache_dir(&self) -> PathBuf {
         self.cache_dir
             .clone()
             .unwrap_or_else(|| self.server.data_dir.join("cache"))
     }
 
+    /// The directory's token public key (given, or in the shared data dir).
     pub fn token_public_key(&self) -> PathBuf {
         self.token_public_key
             .clone()

@@ -37,15 +37,28 @@ impl Codec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Encoding {
     /// JPEG at this quality (1-100): every frame a keyframe.
-    Jpeg { quality: i32 },
+    /// JPEG at `quality` (0-100): every frame stands alone.
+    Jpeg {
+        /// 0-100.
+        quality: i32,
+    },
     /// H.264 at a constant quantiser per group of pictures, a keyframe every `gop` frames
     /// counted from the start of each segment: `qp` (0-51, lower is better), or `flat_qp` for a
     /// group whose keyframe codes under `FLAT_BITS_PER_PIXEL` at `qp` (flat or synthetic
     /// pictures, where a finer quantiser costs little: the idea of x264's CRF, crudely).
-    H264 { qp: u8, flat_qp: u8, gop: u32 },
+    /// H.264 at quantiser `qp` (`flat_qp` for flat pictures), a keyframe every `gop` frames.
+    H264 {
+        /// Quantiser.
+        qp: u8,
+        /// Quantiser for flat pictures.
+        flat_qp: u8,
+        /// Frames per keyframe.
+        gop: u32,
+    },
 }
 
 impl Encoding {
+    /// The codec as the protocol names it.
     pub fn codec(self) -> Codec {
         match self {
             Encoding::Jpeg { .. } => Codec::Jpeg,
@@ -99,24 +112,38 @@ fn h264(context: &'static str) -> impl Fn(openh264::Error) -> Error {
 /// coded at `flat_qp` instead. Set between the test pattern's keyframes and the fractal's (the
 /// codec bench prints them: at QP 24 the 720p and 1440p pattern's take 0.12 and 0.07, at QP 27
 /// the fractal's 0.54 to 0.70).
-pub const FLAT_BITS_PER_PIXEL: f64 = 0.15;
+pub(crate) const FLAT_BITS_PER_PIXEL: f64 = 0.15;
 
 /// Codes one run of frames: a single frame for JPEG, one group of pictures for H.264.
 pub enum RunEncoder {
+    /// JPEG: one frame at a time.
     Jpeg {
+        /// imencode parameters (the quality).
         params: Vector<i32>,
+        /// The output buffer, reused.
         buffer: Vector<u8>,
     },
+    /// H.264: one group of pictures from its keyframe.
     H264 {
+        /// Quantiser.
         qp: u8,
+        /// Quantiser for flat pictures.
         flat_qp: u8,
+        /// Frames per keyframe.
         gop: u32,
+        /// Frame rate (for the encoder's rate model).
         fps: f64,
         /// Made at the group's first frame, once its quantiser is chosen.
         encoder: Option<Box<Encoder>>,
         /// The frame in I420, as the encoder takes it.
         yuv: Mat,
     },
+}
+
+impl std::fmt::Debug for RunEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunEncoder").finish_non_exhaustive()
+    }
 }
 
 fn h264_encoder(qp: u8, gop: u32, fps: f64) -> Result<Box<Encoder>, Error> {

@@ -16,15 +16,19 @@ pub enum Error {
     /// OpenCV could not do what the video needed.
     #[error("video: {context}")]
     OpenCv {
+        /// What was being done.
         context: String,
         #[source]
+        /// What OpenCV said.
         source: opencv::Error,
     },
     /// The H.264 encoder failed.
     #[error("H.264 encoder: {context}")]
     H264 {
+        /// What was being done.
         context: &'static str,
         #[source]
+        /// What openh264 said.
         source: openh264::Error,
     },
     /// A video that cannot be served as it is; the sentence says what is wrong with it.
@@ -40,10 +44,13 @@ pub enum Error {
     #[error("{}", if .0.is_panic() { "a blocking task panicked (a bug: its log line has the panic message)" } else { "a blocking task was cancelled (the service is stopping)" })]
     Task(#[from] tokio::task::JoinError),
     #[error(transparent)]
+    /// A shared error (a file, a token).
     Common(#[from] svs_common::Error),
     #[error(transparent)]
+    /// The server could not be set up (TLS, metrics, the listener).
     Server(#[from] svs_server::Error),
     #[error("serving")]
+    /// Serving failed.
     Transport(#[from] tonic::transport::Error),
 }
 

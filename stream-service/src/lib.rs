@@ -1,17 +1,25 @@
-//! stream-service: the video library served as JPEG frames at 240p, 720p and 1440p, paced in
-//! real time, with switching, pausing and seeking while playing. `main.rs` only parses flags.
+//! stream-service: the video library served at 240p, 720p and 1440p (H.264, with JPEG frames
+//! for clients that ask for them), encoded once into a segment cache, paced in real time, with
+//! switching, pausing, seeking and AUTO while playing. `main.rs` only parses flags and calls
+//! `run`; `media` is public for the tools (make-demo, ingest) and tests, the other modules are
+//! private and what other crates need is re-exported here. docs/architecture.md has the map.
+#![warn(missing_docs)]
 
-pub mod cache;
-pub mod config;
-pub mod encoder;
-pub mod error;
-pub mod library;
+mod cache;
+mod config;
+mod encoder;
+mod error;
+mod library;
 pub mod media;
-pub mod playback;
-pub mod progress;
-pub mod resolution;
-pub mod server;
-pub mod service;
+mod playback;
+mod progress;
+mod resolution;
+mod server;
+mod service;
 
-pub use config::Config;
-pub use error::Error;
+pub use config::{Config, Limits};
+pub use encoder::{Encoding, RunEncoder};
+pub use error::{Error, Refusal};
+pub use progress::Progress;
+pub use resolution::Rendition;
+pub use server::{Handle, run};

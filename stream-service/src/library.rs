@@ -35,6 +35,7 @@ impl Video {
 }
 
 /// The scanned library.
+#[derive(Debug)]
 pub struct Library {
     dir: PathBuf,
     videos: RwLock<BTreeMap<String, Video>>,
@@ -57,7 +58,7 @@ fn file_tag(path: &Path) -> Option<String> {
 }
 
 /// Splits `demo_720p.mp4` into ("demo", 720p).
-pub fn parse_file_name(file: &str) -> Option<(&str, Rendition)> {
+pub(crate) fn parse_file_name(file: &str) -> Option<(&str, Rendition)> {
     let stem = file.strip_suffix(".mp4")?;
     let (name, label) = stem.rsplit_once('_')?;
     if name.is_empty() || name.starts_with('.') {

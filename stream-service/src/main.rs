@@ -4,8 +4,8 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use stream_service::progress::Progress;
-use stream_service::{Config, media, server};
+use stream_service::Progress;
+use stream_service::{Config, media};
 
 #[derive(Parser)]
 #[command(
@@ -131,7 +131,7 @@ async fn main() -> ExitCode {
         None => {
             let config = cli.config;
             svs_server::run_main(config.listen, config.server.log_json, |listener| {
-                server::run(config, listener, svs_server::shutdown::signal(), None)
+                stream_service::run(config, listener, svs_server::shutdown::signal(), None)
             })
             .await
         }

@@ -13,9 +13,13 @@ use std::path::Path;
 /// What a video file holds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Probe {
+    /// Picture width in pixels.
     pub width: u32,
+    /// Picture height in pixels.
     pub height: u32,
+    /// Frames per second.
     pub fps: f64,
+    /// Frames in the file.
     pub frame_count: u64,
 }
 
@@ -65,6 +69,7 @@ pub fn probe(path: &Path) -> Result<Probe, Error> {
 /// A source decoder that knows which frame comes next, so an encoder thread can keep it between
 /// segments: the next segment of the same file needs no
 /// seek, any other position is one seek away.
+#[derive(Debug)]
 pub struct SourceReader {
     path: std::path::PathBuf,
     /// Which version of the file this is (the library's tag): a file replaced in place is a
@@ -76,6 +81,7 @@ pub struct SourceReader {
 }
 
 impl SourceReader {
+    /// Opens `path`; `version` tells apart files replaced under the same name.
     pub fn open(path: &Path, version: &str) -> Result<Self, Error> {
         Ok(Self {
             path: path.to_path_buf(),

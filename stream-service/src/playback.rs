@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 /// Frames queued per viewer beyond what HTTP/2 holds; a full queue means "skip".
-pub const VIEWER_QUEUE: usize = 2;
+pub(crate) const VIEWER_QUEUE: usize = 2;
 /// Recent frame attempts AUTO looks at.
 const WINDOW: usize = 30;
 /// AUTO steps down when at least this share of recent attempts were skipped.
@@ -33,7 +33,7 @@ const MIN_SWITCH_GAP: Duration = Duration::from_secs(1);
 
 /// What Control can ask of a running playback.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Action {
+pub(crate) enum Action {
     /// A fixed rendition, or `None` for AUTO.
     Switch(Option<Rendition>),
     Pause,
@@ -42,7 +42,8 @@ pub enum Action {
 }
 
 /// Where a new playback starts.
-pub struct PlaybackStart {
+#[derive(Debug)]
+pub(crate) struct PlaybackStart {
     pub id: String,
     pub video_name: String,
     pub video: Video,
@@ -55,7 +56,8 @@ pub struct PlaybackStart {
 
 type Sink = mpsc::Sender<Result<PlayResponse, Status>>;
 
-pub struct Playback {
+#[derive(Debug)]
+pub(crate) struct Playback {
     start: PlaybackStart,
     cache: Arc<FrameCache>,
     current: Rendition,
@@ -83,7 +85,7 @@ fn response(kind: play_response::Kind) -> PlayResponse {
 }
 
 impl Playback {
-    pub fn new(start: PlaybackStart, cache: Arc<FrameCache>, source: &Source) -> Self {
+    pub(crate) fn new(start: PlaybackStart, cache: Arc<FrameCache>, source: &Source) -> Self {
         let frames = cache.reader(
             &start.video_name,
             start.rendition,
@@ -199,7 +201,7 @@ impl Playback {
     }
 
     /// Runs until the video ends, the viewer leaves, or `stop` fires.
-    pub async fn run(
+    pub(crate) async fn run(
         mut self,
         sink: Sink,
         mut control: mpsc::Receiver<Action>,

@@ -20,6 +20,12 @@ pub struct Progress {
     shown: Shown,
 }
 
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Progress").finish_non_exhaustive()
+    }
+}
+
 enum Shown {
     Bar(ProgressBar),
     Lines { last: Instant },

@@ -5,12 +5,16 @@ use svs_common::proto::stream::Resolution;
 /// A concrete rendition (AUTO is a playback mode, not a rendition).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Rendition {
+    /// 240 lines high (the width keeps the source's aspect).
     P240,
+    /// 720 lines high.
     P720,
+    /// 1440 lines high.
     P1440,
 }
 
 impl Rendition {
+    /// Every rendition, lowest first.
     pub const ALL: [Rendition; 3] = [Rendition::P240, Rendition::P720, Rendition::P1440];
 
     /// File-name suffix: `240p`, `720p`, `1440p`.
@@ -22,6 +26,7 @@ impl Rendition {
         }
     }
 
+    /// The rendition labelled `label` ("720p").
     pub fn from_label(label: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|r| r.label() == label)
     }
@@ -35,6 +40,7 @@ impl Rendition {
         }
     }
 
+    /// The protocol's name for it.
     pub fn wire(self) -> Resolution {
         match self {
             Rendition::P240 => Resolution::Resolution240p,
@@ -53,6 +59,7 @@ impl Rendition {
         }
     }
 
+    /// The next rendition down, if any.
     pub fn lower(self) -> Option<Self> {
         match self {
             Rendition::P240 => None,
@@ -61,6 +68,7 @@ impl Rendition {
         }
     }
 
+    /// The next rendition up, if any.
     pub fn higher(self) -> Option<Self> {
         match self {
             Rendition::P240 => Some(Rendition::P720),

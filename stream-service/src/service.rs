@@ -36,6 +36,12 @@ pub struct Shared {
     stop: CancellationToken,
 }
 
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
 impl Shared {
     pub fn new(
         library: Arc<Library>,
@@ -66,12 +72,13 @@ impl Shared {
 }
 
 /// Implements `svs.stream.v1.Stream`.
-pub struct StreamService {
+#[derive(Debug)]
+pub(crate) struct StreamService {
     shared: Arc<Shared>,
 }
 
 impl StreamService {
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
         Self { shared }
     }
 }

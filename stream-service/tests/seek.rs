@@ -3,10 +3,10 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::time::Instant;
-use stream_service::encoder::{Encoding, RunEncoder};
+use stream_service::Progress;
+use stream_service::Rendition;
 use stream_service::media::{self, SourceReader};
-use stream_service::progress::Progress;
-use stream_service::resolution::Rendition;
+use stream_service::{Encoding, RunEncoder};
 
 /// The next source frame as a JPEG at quality 80.
 fn next_jpeg(reader: &mut SourceReader) -> Result<Option<Vec<u8>>, stream_service::Error> {

@@ -3,6 +3,7 @@
 //! configuration compose deploys, and Prometheus scrapes. Test code: failures panic with a
 //! sentence saying what did not happen.
 #![allow(clippy::unwrap_used)]
+#![warn(missing_docs)]
 
 mod metrics;
 mod nats;

@@ -17,6 +17,7 @@ pub enum PlaybackNews {
 }
 
 /// The playbacks started here.
+#[derive(Debug)]
 pub struct Playbacks {
     next: u64,
     running: BTreeMap<u64, (String, JoinHandle<()>)>,

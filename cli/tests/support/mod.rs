@@ -2,15 +2,15 @@
 //! register through the real client code.
 #![allow(dead_code)]
 
-pub mod client;
-pub mod net;
+pub(crate) mod client;
+pub(crate) mod net;
 /// Process helpers shared with the directory's tests, the benches and the soak.
-pub use svs_test_support as process;
-pub mod pty;
-pub mod viewer;
+pub(crate) use svs_test_support as process;
+pub(crate) mod pty;
+pub(crate) mod viewer;
 
 use clap::Parser;
-use directory_service::{Config, server};
+use directory_service::Config;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use svs_cli::home::Home;
@@ -25,7 +25,7 @@ struct Flags {
 }
 
 /// Directory config with defaults, a given data dir, and `extra` flags.
-pub fn config(data_dir: &Path, extra: &[&str]) -> Config {
+pub(crate) fn config(data_dir: &Path, extra: &[&str]) -> Config {
     let mut args = vec![
         "directory-service".to_string(),
         "--data-dir".into(),
@@ -37,7 +37,7 @@ pub fn config(data_dir: &Path, extra: &[&str]) -> Config {
     Flags::parse_from(args).config
 }
 
-pub struct TestDirectory {
+pub(crate) struct TestDirectory {
     pub url: String,
     pub ca: PathBuf,
     pub data_dir: PathBuf,
@@ -46,19 +46,19 @@ pub struct TestDirectory {
 }
 
 impl TestDirectory {
-    pub async fn start(data_dir: &Path, extra: &[&str]) -> Self {
+    pub(crate) async fn start(data_dir: &Path, extra: &[&str]) -> Self {
         Self::start_on(0, data_dir, extra).await
     }
 
     /// As `start`, on a given port (0: any), so a restart keeps the URL.
-    pub async fn start_on(port: u16, data_dir: &Path, extra: &[&str]) -> Self {
+    pub(crate) async fn start_on(port: u16, data_dir: &Path, extra: &[&str]) -> Self {
         let config = config(data_dir, extra);
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .unwrap();
         let port = listener.local_addr().unwrap().port();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(config, listener, async move {
+        let task = tokio::spawn(directory_service::run(config, listener, async move {
             let _ = stopped.await;
         }));
         let url = format!("https://localhost:{port}");
@@ -75,7 +75,7 @@ impl TestDirectory {
         }
     }
 
-    pub fn options(&self, name: &str, home: &Path) -> ConnectOptions {
+    pub(crate) fn options(&self, name: &str, home: &Path) -> ConnectOptions {
         ConnectOptions {
             directory: self.url.clone(),
             ca: Some(self.ca.clone()),
@@ -85,13 +85,13 @@ impl TestDirectory {
         }
     }
 
-    pub async fn register(&self, name: &str, home: &Path) -> Session {
+    pub(crate) async fn register(&self, name: &str, home: &Path) -> Session {
         Session::register(&self.options(name, home))
             .await
             .unwrap_or_else(|e| panic!("{name} registers: {e}"))
     }
 
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -110,22 +110,27 @@ struct StreamFlags {
 }
 
 /// A real stream-service on 127.0.0.1:0 with generated TLS.
-pub struct TestStream {
+pub(crate) struct TestStream {
     pub url: String,
     pub ca: PathBuf,
-    pub handle: stream_service::server::Handle,
+    pub handle: stream_service::Handle,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), stream_service::Error>>,
 }
 
 impl TestStream {
     /// Needs `<data_dir>/token_public.pem` (a TestDirectory or `test_issuer` writes it).
-    pub async fn start(data_dir: &Path, videos: &Path, extra: &[&str]) -> Self {
+    pub(crate) async fn start(data_dir: &Path, videos: &Path, extra: &[&str]) -> Self {
         Self::start_on(0, data_dir, videos, extra).await
     }
 
     /// As `start`, on a given port (0: any), so a restart keeps the URL.
-    pub async fn start_on(port: u16, data_dir: &Path, videos: &Path, extra: &[&str]) -> Self {
+    pub(crate) async fn start_on(
+        port: u16,
+        data_dir: &Path,
+        videos: &Path,
+        extra: &[&str],
+    ) -> Self {
         let mut args = vec![
             "stream-service".to_string(),
             "--data-dir".into(),
@@ -147,7 +152,7 @@ impl TestStream {
         let port = listener.local_addr().unwrap().port();
         let (stop, stopped) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = oneshot::channel();
-        let task = tokio::spawn(stream_service::server::run(
+        let task = tokio::spawn(stream_service::run(
             config,
             listener,
             async move {
@@ -172,7 +177,7 @@ impl TestStream {
 
     /// Segments encoded so far, once the count has stopped moving (an encoder counts a segment
     /// just after its last frame is out, so a viewer can finish a moment before the count).
-    pub async fn settled_encodes(&self) -> u64 {
+    pub(crate) async fn settled_encodes(&self) -> u64 {
         let mut last = self.handle.cache.counts().encoded;
         for _ in 0..40 {
             tokio::time::sleep(Duration::from_millis(150)).await;
@@ -185,13 +190,13 @@ impl TestStream {
         last
     }
 
-    pub async fn client(&self, token: &str) -> svs_cli::stream_client::StreamClient {
+    pub(crate) async fn client(&self, token: &str) -> svs_cli::stream_client::StreamClient {
         svs_cli::stream_client::StreamClient::connect(&self.url, Some(&self.ca), token)
             .await
             .unwrap()
     }
 
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -204,7 +209,7 @@ impl TestStream {
 }
 
 /// Acts as the directory's token issuer: writes `<data_dir>/token_public.pem` and signs tokens.
-pub fn test_issuer(data_dir: &Path) -> svs_common::token::TokenIssuer {
+pub(crate) fn test_issuer(data_dir: &Path) -> svs_common::token::TokenIssuer {
     svs_common::token::TokenIssuer::load_or_create(
         &data_dir.join("directory/token_key.pem"),
         &data_dir.join("token_public.pem"),
@@ -213,7 +218,7 @@ pub fn test_issuer(data_dir: &Path) -> svs_common::token::TokenIssuer {
 }
 
 /// A token for `name` valid for `valid_ms` from now (negative: already expired).
-pub fn token(issuer: &svs_common::token::TokenIssuer, name: &str, valid_ms: i64) -> String {
+pub(crate) fn token(issuer: &svs_common::token::TokenIssuer, name: &str, valid_ms: i64) -> String {
     let now = svs_common::time::now_ms();
     issuer
         .issue(&svs_common::token::Claims {
@@ -227,25 +232,25 @@ pub fn token(issuer: &svs_common::token::TokenIssuer, name: &str, valid_ms: i64)
 }
 
 /// Seconds and frame rate of the test video (4 s at 15 fps = 60 frames per rendition).
-pub const DEMO_SECONDS: f64 = 4.0;
-pub const DEMO_FPS: f64 = 15.0;
-pub const DEMO_FRAMES: u64 = 60;
+pub(crate) const DEMO_SECONDS: f64 = 4.0;
+pub(crate) const DEMO_FPS: f64 = 15.0;
+pub(crate) const DEMO_FRAMES: u64 = 60;
 
 /// Writes the demo video (all three renditions) into `dir`, once per test binary run.
-pub fn demo_videos(dir: &Path) {
+pub(crate) fn demo_videos(dir: &Path) {
     stream_service::media::make_demo(
         dir,
         "demo",
         DEMO_SECONDS,
         DEMO_FPS,
-        &mut stream_service::progress::Progress::hidden(),
+        &mut stream_service::Progress::hidden(),
     )
     .unwrap();
 }
 
 /// A directory and a stream service sharing `<root>/data` (the directory issues the tokens the
 /// stream service verifies), with the demo video in `<root>/videos`.
-pub async fn start_both(root: &Path) -> (TestDirectory, TestStream) {
+pub(crate) async fn start_both(root: &Path) -> (TestDirectory, TestStream) {
     let data = root.join("data");
     let videos = root.join("videos");
     demo_videos(&videos);
@@ -256,7 +261,7 @@ pub async fn start_both(root: &Path) -> (TestDirectory, TestStream) {
 
 /// Alice and Bob registered in `<root>/alice` and `<root>/bob`; Bob subscribed with the roster
 /// read, Alice holding Bob's listing (to send to him).
-pub struct AliceAndBob {
+pub(crate) struct AliceAndBob {
     pub alice: Session,
     pub bob: Session,
     pub bob_events: tonic::Streaming<svs_common::proto::directory::Event>,
@@ -265,7 +270,7 @@ pub struct AliceAndBob {
 }
 
 impl AliceAndBob {
-    pub async fn register(dir: &TestDirectory, root: &Path) -> Self {
+    pub(crate) async fn register(dir: &TestDirectory, root: &Path) -> Self {
         let mut alice = dir.register("alice", &root.join("alice")).await;
         let mut bob = dir.register("bob", &root.join("bob")).await;
         let mut bob_events = bob.subscribe().await.unwrap();
@@ -285,7 +290,10 @@ impl AliceAndBob {
 }
 
 /// The peer called `name` as the directory lists it now.
-pub async fn listed_peer(session: &mut Session, name: &str) -> svs_common::proto::directory::Peer {
+pub(crate) async fn listed_peer(
+    session: &mut Session,
+    name: &str,
+) -> svs_common::proto::directory::Peer {
     session
         .list_peers()
         .await
@@ -297,7 +305,7 @@ pub async fn listed_peer(session: &mut Session, name: &str) -> svs_common::proto
 }
 
 /// The next message `session` receives on its subscription, within 20 s.
-pub async fn next_message(
+pub(crate) async fn next_message(
     session: &mut Session,
     stream: &mut tonic::Streaming<svs_common::proto::directory::Event>,
     inbox: &mut svs_cli::inbox::Inbox,

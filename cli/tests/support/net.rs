@@ -11,10 +11,10 @@ use tokio::net::TcpStream;
 use tonic::transport::Channel;
 
 #[allow(unused_imports)] // not every test binary needs it
-pub use super::process::free_port;
+pub(crate) use super::process::free_port;
 
 /// The port of an `https://host:port` URL.
-pub fn port_of(url: &str) -> u16 {
+pub(crate) fn port_of(url: &str) -> u16 {
     url.rsplit(':')
         .next()
         .and_then(|p| p.trim_end_matches('/').parse().ok())
@@ -22,7 +22,7 @@ pub fn port_of(url: &str) -> u16 {
 }
 
 /// A TCP connection from `source` to 127.0.0.1:`port`, Nagle off as real clients have it.
-pub async fn tcp_from(source: IpAddr, port: u16) -> std::io::Result<TcpStream> {
+pub(crate) async fn tcp_from(source: IpAddr, port: u16) -> std::io::Result<TcpStream> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(source, 0))?;
     let stream = socket
@@ -33,7 +33,7 @@ pub async fn tcp_from(source: IpAddr, port: u16) -> std::io::Result<TcpStream> {
 }
 
 /// A gRPC channel to `url` (trusting `ca`) whose connections leave from `source`.
-pub async fn channel_from(source: IpAddr, url: &str, ca: &Path) -> Result<Channel, String> {
+pub(crate) async fn channel_from(source: IpAddr, url: &str, ca: &Path) -> Result<Channel, String> {
     let port = port_of(url);
     let connector = tower::service_fn(move |_: http::Uri| async move {
         tcp_from(source, port)
@@ -49,7 +49,7 @@ pub async fn channel_from(source: IpAddr, url: &str, ca: &Path) -> Result<Channe
 
 /// A gRPC channel to `url` whose connections leave from `proxy` and start with a PROXY protocol
 /// v2 header naming `client`, as HAProxy's `send-proxy-v2` writes one.
-pub async fn channel_via_proxy(
+pub(crate) async fn channel_via_proxy(
     proxy: IpAddr,
     client: SocketAddr,
     url: &str,
@@ -77,7 +77,7 @@ pub async fn channel_via_proxy(
 }
 
 /// A TLS 1.3 connection (ALPN h2) from `source` to `url` that has sent nothing yet.
-pub async fn tls_from(
+pub(crate) async fn tls_from(
     source: IpAddr,
     url: &str,
     ca: &Path,
@@ -109,7 +109,7 @@ pub async fn tls_from(
 }
 
 /// Reads until the peer closes (EOF or an error); returns whether that happened within `within`.
-pub async fn closed_within(
+pub(crate) async fn closed_within(
     mut stream: impl AsyncReadExt + Unpin,
     within: std::time::Duration,
 ) -> bool {

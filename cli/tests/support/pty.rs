@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub struct PtyApp {
+pub(crate) struct PtyApp {
     master: Box<dyn MasterPty + Send>,
     /// Kept open so the terminal's settings can be read after the program exits.
     _slave: Box<dyn SlavePty + Send>,
@@ -18,7 +18,7 @@ pub struct PtyApp {
 
 impl PtyApp {
     /// Runs `svs ARGS` on a `rows`×`cols` terminal with `env` added.
-    pub fn spawn(args: &[&str], env: &[(&str, &str)], rows: u16, cols: u16) -> Self {
+    pub(crate) fn spawn(args: &[&str], env: &[(&str, &str)], rows: u16, cols: u16) -> Self {
         let pair = native_pty_system()
             .openpty(PtySize {
                 rows,
@@ -61,33 +61,33 @@ impl PtyApp {
     }
 
     /// Types bytes as a person would.
-    pub fn type_keys(&mut self, keys: &str) {
+    pub(crate) fn type_keys(&mut self, keys: &str) {
         self.writer.write_all(keys.as_bytes()).unwrap();
         self.writer.flush().unwrap();
     }
 
-    pub fn rows(&self) -> Vec<String> {
+    pub(crate) fn rows(&self) -> Vec<String> {
         let parser = self.parser.lock().unwrap();
         parser.screen().rows(0, self.cols).collect()
     }
 
-    pub fn screen_text(&self) -> String {
+    pub(crate) fn screen_text(&self) -> String {
         self.rows().join("\n")
     }
 
     /// The last row: the input line.
-    pub fn input_line(&self) -> String {
+    pub(crate) fn input_line(&self) -> String {
         self.rows().last().cloned().unwrap_or_default()
     }
 
     /// Reads the screen's state with `look`.
-    pub fn screen<T>(&self, look: impl FnOnce(&vt100::Screen) -> T) -> T {
+    pub(crate) fn screen<T>(&self, look: impl FnOnce(&vt100::Screen) -> T) -> T {
         look(self.parser.lock().unwrap().screen())
     }
 
     /// Waits until `ready` holds for the screen's rows; how long it took. Panics with the screen
     /// after `limit`.
-    pub fn wait_until(
+    pub(crate) fn wait_until(
         &self,
         what: &str,
         limit: Duration,
@@ -108,13 +108,13 @@ impl PtyApp {
     }
 
     /// Waits until `text` shows anywhere on the screen.
-    pub fn wait_for(&self, text: &str, limit: Duration) -> Duration {
+    pub(crate) fn wait_for(&self, text: &str, limit: Duration) -> Duration {
         self.wait_until(&format!("{text:?}"), limit, |rows| {
             rows.iter().any(|r| r.contains(text))
         })
     }
 
-    pub fn resize(&mut self, rows: u16, cols: u16) {
+    pub(crate) fn resize(&mut self, rows: u16, cols: u16) {
         self.master
             .resize(PtySize {
                 rows,
@@ -132,7 +132,7 @@ impl PtyApp {
     }
 
     /// Sends a signal (`TERM`, `HUP`, …) to the program, as `kill` would.
-    pub fn kill_with(&self, signal: &str) {
+    pub(crate) fn kill_with(&self, signal: &str) {
         let pid = self.child.process_id().expect("the program runs");
         let status = std::process::Command::new("kill")
             .arg(format!("-{signal}"))
@@ -143,7 +143,7 @@ impl PtyApp {
     }
 
     /// Waits for the program to end; its exit status.
-    pub fn wait_exit(&mut self, limit: Duration) -> portable_pty::ExitStatus {
+    pub(crate) fn wait_exit(&mut self, limit: Duration) -> portable_pty::ExitStatus {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -162,7 +162,7 @@ impl PtyApp {
 
     /// Asserts the terminal is as the shell left it: main screen, cursor shown, no mouse or paste
     /// mode, and line editing, echo and signals back on.
-    pub fn assert_terminal_restored(&self) {
+    pub(crate) fn assert_terminal_restored(&self) {
         self.screen(|s| {
             assert!(!s.alternate_screen(), "back on the main screen");
             assert!(!s.hide_cursor(), "cursor shown");
@@ -177,7 +177,7 @@ impl PtyApp {
     }
 
     /// `stty -a` of the terminal, as the shell would find it.
-    pub fn stty(&self) -> String {
+    pub(crate) fn stty(&self) -> String {
         let tty = self.master.tty_name().expect("the pty has a name");
         let out = std::process::Command::new("stty")
             .arg("-F")

@@ -7,7 +7,7 @@
 pub(crate) mod conformance;
 mod redb_bindings;
 
-pub use redb_bindings::{RedbBindings, create_tables};
+pub(crate) use redb_bindings::{RedbBindings, create_tables};
 
 use crate::Error;
 use std::collections::HashMap;
@@ -16,7 +16,7 @@ use svs_common::identity::{self, Fingerprint};
 
 /// Result of claiming a name for a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
+pub(crate) enum Claim {
     /// The name was free and now belongs to the key.
     New,
     /// The name already belonged to this key.
@@ -27,11 +27,11 @@ pub enum Claim {
 
 /// A change another replica (or an operator) made to a binding: the name and its key, or `None`
 /// when it was released. Returns false to stop following.
-pub type OnChange = Box<dyn Fn(String, Option<Vec<u8>>) -> bool + Send + Sync>;
+pub(crate) type OnChange = Box<dyn Fn(String, Option<Vec<u8>>) -> bool + Send + Sync>;
 
 /// Durable name bindings: canonical name → SPKI DER of the key that owns it.
 #[tonic::async_trait]
-pub trait NameBindings: Send + Sync {
+pub(crate) trait NameBindings: Send + Sync {
     /// Binds `canonical` to `key_der` unless another key holds it. Two claims of one free name
     /// at the same instant end with exactly one `New`.
     async fn claim(&self, canonical: &str, key_der: &[u8]) -> Result<Claim, Error>;
@@ -55,7 +55,7 @@ pub trait NameBindings: Send + Sync {
 
 /// A registered key.
 #[derive(Debug, Clone)]
-pub struct Binding {
+pub(crate) struct Binding {
     pub key_der: Vec<u8>,
     pub fingerprint: Fingerprint,
 }
@@ -68,7 +68,7 @@ fn binding(key_der: &[u8]) -> Binding {
 }
 
 /// The bindings held in memory (a name costs a few hundred bytes) over a `NameBindings` store.
-pub struct NameStore {
+pub(crate) struct NameStore {
     store: Arc<dyn NameBindings>,
     bindings: RwLock<HashMap<String, Binding>>,
 }
@@ -85,7 +85,7 @@ impl std::fmt::Debug for NameStore {
 impl NameStore {
     /// The view over `store`: every binding loaded now, or (for a shared store) none yet, with
     /// changes made elsewhere followed from now on.
-    pub async fn open(store: Arc<dyn NameBindings>) -> Result<Arc<Self>, Error> {
+    pub(crate) async fn open(store: Arc<dyn NameBindings>) -> Result<Arc<Self>, Error> {
         let initial = if store.is_shared() {
             HashMap::new()
         } else {
@@ -134,7 +134,7 @@ impl NameStore {
 
     /// The key bound to `canonical`, if any: from memory, or from a shared store when another
     /// replica bound it a moment ago.
-    pub async fn binding(&self, canonical: &str) -> Result<Option<Binding>, Error> {
+    pub(crate) async fn binding(&self, canonical: &str) -> Result<Option<Binding>, Error> {
         if let Some(bound) = self.remembered(canonical) {
             return Ok(Some(bound));
         }
@@ -149,7 +149,7 @@ impl NameStore {
     }
 
     /// Claims `canonical` for `key_der` unless another key owns it.
-    pub async fn claim(&self, canonical: &str, key_der: &[u8]) -> Result<Claim, Error> {
+    pub(crate) async fn claim(&self, canonical: &str, key_der: &[u8]) -> Result<Claim, Error> {
         // A returning name is answered from memory: no write, so registrations do not queue
         // behind the mailbox writer's commits. Only a new name is written.
         if let Some(bound) = self.remembered(canonical) {
@@ -164,13 +164,6 @@ impl NameStore {
             self.remember(canonical, Some(key_der));
         }
         Ok(claim)
-    }
-
-    /// Frees a name. Returns whether it was bound.
-    pub async fn release(&self, canonical: &str) -> Result<bool, Error> {
-        let released = self.store.release(canonical).await?;
-        self.remember(canonical, None);
-        Ok(released)
     }
 }
 
@@ -193,8 +186,11 @@ mod tests {
         );
         assert_eq!(view.claim("bob", b"key-b").await.unwrap(), Claim::New);
         assert!(view.binding("bob").await.unwrap().is_some());
-        assert!(view.release("bob").await.unwrap());
-        assert!(view.binding("bob").await.unwrap().is_none());
-        assert_eq!(store.get("bob").await.unwrap(), None);
+        // Written through to the store, not only remembered.
+        assert_eq!(
+            store.get("bob").await.unwrap().as_deref(),
+            Some(&b"key-b"[..])
+        );
+        assert!(view.binding("nobody").await.unwrap().is_none());
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 const NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("names_v1");
 
 /// Creates the name table in a fresh database.
-pub fn create_tables(db: &Database) -> Result<(), Error> {
+pub(crate) fn create_tables(db: &Database) -> Result<(), Error> {
     let txn = db.begin_write().map_err(storage)?;
     txn.open_table(NAMES).map_err(storage)?;
     txn.commit().map_err(storage)?;
@@ -20,12 +20,12 @@ pub fn create_tables(db: &Database) -> Result<(), Error> {
 
 /// The embedded store of bindings; this process is its only writer.
 #[derive(Debug, Clone)]
-pub struct RedbBindings {
+pub(crate) struct RedbBindings {
     db: Arc<Db>,
 }
 
 impl RedbBindings {
-    pub fn new(db: Arc<Db>) -> Self {
+    pub(crate) fn new(db: Arc<Db>) -> Self {
         Self { db }
     }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 /// The bucket of bindings.
 #[derive(Clone)]
-pub struct KvBindings {
+pub(crate) struct KvBindings {
     cluster: Cluster,
     store: kv::Store,
 }
@@ -28,7 +28,7 @@ impl std::fmt::Debug for KvBindings {
 
 impl KvBindings {
     /// Opens (or creates) the bucket. Call inside the runtime.
-    pub async fn open(cluster: &Cluster) -> Result<Self, Error> {
+    pub(crate) async fn open(cluster: &Cluster) -> Result<Self, Error> {
         let store = cluster
             .bucket(
                 NAMES_BUCKET,

@@ -97,13 +97,19 @@ impl Seen {
 }
 
 /// Mailboxes in JetStream.
-pub struct JetStreamMailboxes {
+pub(crate) struct JetStreamMailboxes {
     cluster: Cluster,
     stream: stream::Stream,
     quotas: Quotas,
     seen: Arc<Mutex<Seen>>,
     sink: Arc<OnceLock<Sink>>,
     following: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for JetStreamMailboxes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamMailboxes").finish_non_exhaustive()
+    }
 }
 
 fn lock(seen: &Mutex<Seen>) -> std::sync::MutexGuard<'_, Seen> {
@@ -190,7 +196,7 @@ fn decode_item(kind: Kind, payload: &[u8], seq: u64) -> Option<Item> {
 impl JetStreamMailboxes {
     /// Creates (or updates to these quotas) the stream and starts following it; returns once
     /// the follower has read what the stream holds, so `last_seq` is right from the start.
-    pub async fn open(cluster: &Cluster, quotas: Quotas) -> Result<Self, Error> {
+    pub(crate) async fn open(cluster: &Cluster, quotas: Quotas) -> Result<Self, Error> {
         let ttl = Duration::from_millis(quotas.ttl_ms);
         let config = stream::Config {
             name: MAIL_STREAM.into(),
@@ -406,7 +412,7 @@ impl JetStreamMailboxes {
 }
 
 /// Deletes a name's mailbox (an operator released the name).
-pub async fn purge(cluster: &Cluster, canonical: &str) -> Result<(), Error> {
+pub(crate) async fn purge(cluster: &Cluster, canonical: &str) -> Result<(), Error> {
     let Ok(stream) = cluster.jetstream.get_stream(MAIL_STREAM).await else {
         return Ok(());
     };

@@ -8,9 +8,9 @@
 //! - `SVS_MAIL` (stream): sealed envelopes and receipts per recipient, until acknowledged or
 //!   expired. The relay never has plaintext, so neither has NATS.
 
-pub mod kv_bindings;
-pub mod mail;
-pub mod presence;
+pub(crate) mod kv_bindings;
+pub(crate) mod mail;
+pub(crate) mod presence;
 
 use crate::Error;
 use crate::error::Refusal;
@@ -52,15 +52,15 @@ pub struct ClusterOptions {
 }
 
 /// Key-value bucket of name bindings.
-pub const NAMES_BUCKET: &str = "svs_names";
+pub(crate) const NAMES_BUCKET: &str = "svs_names";
 /// Key-value bucket of presence.
-pub const PRESENCE_BUCKET: &str = "svs_presence";
+pub(crate) const PRESENCE_BUCKET: &str = "svs_presence";
 /// Stream of mailboxes.
-pub const MAIL_STREAM: &str = "SVS_MAIL";
+pub(crate) const MAIL_STREAM: &str = "SVS_MAIL";
 
 /// A connection to the cluster's NATS, shared by the parts that use it.
-#[derive(Clone)]
-pub struct Cluster {
+#[derive(Debug, Clone)]
+pub(crate) struct Cluster {
     pub client: async_nats::Client,
     pub jetstream: jetstream::Context,
     /// This replica's id: random per start, so a restarted replica never inherits a dead one's
@@ -71,7 +71,7 @@ pub struct Cluster {
 
 impl Cluster {
     /// Connects (retrying for `--nats-connect-secs`); the client reconnects by itself afterwards.
-    pub async fn connect(options: &ClusterOptions) -> Result<Self, Error> {
+    pub(crate) async fn connect(options: &ClusterOptions) -> Result<Self, Error> {
         let url = options
             .nats_url
             .as_deref()
@@ -114,12 +114,12 @@ impl Cluster {
     }
 
     /// Whether NATS answers now (health reports NOT_SERVING while it does not).
-    pub fn is_up(&self) -> bool {
+    pub(crate) fn is_up(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
     /// UNAVAILABLE while NATS is away.
-    pub fn check_up(&self) -> Result<(), Error> {
+    pub(crate) fn check_up(&self) -> Result<(), Error> {
         match self.is_up() {
             true => Ok(()),
             false => Err(Refusal::Unavailable(
@@ -134,7 +134,7 @@ impl Cluster {
     /// The bucket's stream is made here with the layout async-nats itself uses (`KV_<bucket>` on
     /// `$KV.<bucket>.>`), because its `create_key_value` first reads account fields that Debian's
     /// nats-server 2.9 does not send.
-    pub async fn bucket(
+    pub(crate) async fn bucket(
         &self,
         bucket: &str,
         description: &str,
@@ -211,7 +211,7 @@ async fn connect_options(
 }
 
 /// An error from NATS, as UNAVAILABLE: the caller may retry once NATS is back.
-pub fn nats(what: &str, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+pub(crate) fn nats(what: &str, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
     Error::Nats {
         what: what.to_string(),
         source: e.into(),
@@ -219,23 +219,23 @@ pub fn nats(what: &str, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) 
 }
 
 /// A canonical name as one subject token or key part (names may hold '.', which NATS splits on).
-pub fn name_token(canonical: &str) -> String {
+pub(crate) fn name_token(canonical: &str) -> String {
     hex::encode(canonical.as_bytes())
 }
 
 /// The canonical name back from `name_token`.
-pub fn name_from_token(token: &str) -> Option<String> {
+pub(crate) fn name_from_token(token: &str) -> Option<String> {
     String::from_utf8(hex::decode(token).ok()?).ok()
 }
 
 /// A NATS timestamp as milliseconds since the epoch.
-pub fn unix_ms(time: &time::OffsetDateTime) -> u64 {
+pub(crate) fn unix_ms(time: &time::OffsetDateTime) -> u64 {
     u64::try_from(time.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
 }
 
 /// Runs one NATS round trip and counts it: `svs_directory_nats_seconds{op}` (a summary of the
 /// time it took) and `svs_directory_nats_errors_total{op}`.
-pub async fn timed<T, E>(
+pub(crate) async fn timed<T, E>(
     op: &'static str,
     call: impl Future<Output = Result<T, E>>,
 ) -> Result<T, E> {

@@ -101,13 +101,14 @@ fn name_key(replica: &str, canonical: &str) -> String {
 }
 
 /// This replica's part in cluster presence; `leave` withdraws it on shutdown.
-pub struct Presence {
+#[derive(Debug)]
+pub(crate) struct Presence {
     goodbye: mpsc::UnboundedSender<oneshot::Sender<()>>,
 }
 
 impl Presence {
     /// Opens the bucket, starts reporting this replica's names and following the others'.
-    pub async fn start(cluster: &Cluster, registry: &Arc<Registry>) -> Result<Self, Error> {
+    pub(crate) async fn start(cluster: &Cluster, registry: &Arc<Registry>) -> Result<Self, Error> {
         let store = cluster
             .bucket(
                 PRESENCE_BUCKET,
@@ -147,7 +148,7 @@ impl Presence {
 
     /// Writes this replica's last changes and removes its heartbeat, so the others announce its
     /// names at once instead of after the timeout. Waits at most `within`.
-    pub async fn leave(&self, within: Duration) {
+    pub(crate) async fn leave(&self, within: Duration) {
         let (done, finished) = oneshot::channel();
         if self.goodbye.send(done).is_ok() {
             let _ = tokio::time::timeout(within, finished).await;

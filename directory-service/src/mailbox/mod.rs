@@ -7,17 +7,18 @@
 #[cfg(test)]
 pub(crate) mod conformance;
 mod quota;
-pub mod record;
-pub mod redb_store;
+pub(crate) mod record;
+pub(crate) mod redb_store;
 
-pub use quota::{Full, FullReason, Held, Holdings, Quotas, free_disk_bytes};
+pub(crate) use quota::{Full, FullReason, Held, Holdings, Quotas, free_disk_bytes};
 
 use crate::Error;
 use std::sync::Arc;
 use svs_common::proto::directory::{Envelope, Event, event};
 
 /// An envelope the relay accepted, to store for each recipient.
-pub struct NewEnvelope {
+#[derive(Debug)]
+pub(crate) struct NewEnvelope {
     pub message_id: [u8; 16],
     /// Canonical name of the sender.
     pub sender: String,
@@ -33,7 +34,7 @@ pub struct NewEnvelope {
 
 /// What happened to one recipient's copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Placement {
+pub(crate) enum Placement {
     Stored {
         seq: u64,
     },
@@ -45,7 +46,8 @@ pub enum Placement {
 }
 
 /// A receipt to keep for a sender with no live session.
-pub struct NewReceipt {
+#[derive(Debug)]
+pub(crate) struct NewReceipt {
     /// Canonical name of the sender that gets it.
     pub owner: String,
     /// A `Delivered` or `Undelivered` event (its `stored_seq` is set when it is read back).
@@ -53,8 +55,8 @@ pub struct NewReceipt {
 }
 
 /// Something that was just made durable, in the order of its name's sequence numbers.
-#[derive(Clone)]
-pub struct Committed {
+#[derive(Debug, Clone)]
+pub(crate) struct Committed {
     pub owner: String,
     pub seq: u64,
     /// The sequence number of the name's item before this one (0 for the first): a subscriber
@@ -64,11 +66,11 @@ pub struct Committed {
 }
 
 /// Called by the store after each commit, in commit order, before the writers are answered.
-pub type Sink = Arc<dyn Fn(Vec<Committed>) + Send + Sync>;
+pub(crate) type Sink = Arc<dyn Fn(Vec<Committed>) + Send + Sync>;
 
 /// An envelope that left a mailbox, and whom to tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Removed {
+pub(crate) struct Removed {
     pub message_id: [u8; 16],
     /// Canonical name of its sender.
     pub sender: String,
@@ -78,13 +80,14 @@ pub struct Removed {
 
 /// What an acknowledgement removed.
 #[derive(Debug, Default)]
-pub struct Acked {
+pub(crate) struct Acked {
     pub envelopes: Vec<Removed>,
     pub receipts: usize,
 }
 
 /// Stored items of one name after a sequence number.
-pub struct Page {
+#[derive(Debug)]
+pub(crate) struct Page {
     /// Items in sequence order; each event is as delivered (envelope, or receipt with stored_seq).
     pub items: Vec<(u64, Event)>,
     /// The highest sequence number looked at (acknowledged ones are skipped but counted).
@@ -93,7 +96,7 @@ pub struct Page {
 
 /// Durable per-name mailboxes.
 #[tonic::async_trait]
-pub trait Mailboxes: Send + Sync {
+pub(crate) trait Mailboxes: Send + Sync {
     /// Sets who is handed each commit (the live sessions).
     fn set_sink(&self, sink: Sink);
     /// Stores `envelope` for each recipient; answers once it is durable, one placement per
@@ -126,15 +129,15 @@ pub trait Mailboxes: Send + Sync {
     }
 }
 
-pub use redb_store::RedbMailboxes;
+pub(crate) use redb_store::RedbMailboxes;
 
 /// Encodes an envelope as it is kept on disk (the protobuf encoding).
-pub fn encode_envelope(envelope: &Envelope) -> Vec<u8> {
+pub(crate) fn encode_envelope(envelope: &Envelope) -> Vec<u8> {
     prost::Message::encode_to_vec(envelope)
 }
 
 /// Sets the sequence number a stored receipt is acknowledged by.
-pub fn set_stored_seq(event: &mut Event, seq: u64) {
+pub(crate) fn set_stored_seq(event: &mut Event, seq: u64) {
     match &mut event.kind {
         Some(event::Kind::Delivered(d)) => d.stored_seq = seq,
         Some(event::Kind::Undelivered(u)) => u.stored_seq = seq,

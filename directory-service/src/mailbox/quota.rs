@@ -9,7 +9,7 @@
 
 /// How long things are kept and how much may be held.
 #[derive(Debug, Clone, Copy)]
-pub struct Quotas {
+pub(crate) struct Quotas {
     /// An unacknowledged envelope or receipt is dropped this long after it was accepted.
     pub ttl_ms: u64,
     /// Envelopes one name may hold (receipts do not count: they are small and bounded by what the
@@ -32,33 +32,33 @@ pub struct Quotas {
 
 /// Envelopes and their bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Held {
+pub(crate) struct Held {
     pub messages: u64,
     pub bytes: u64,
 }
 
 impl Held {
     /// One envelope of `bytes` more.
-    pub fn add(&mut self, bytes: u64) {
+    pub(crate) fn add(&mut self, bytes: u64) {
         self.messages += 1;
         self.bytes += bytes;
     }
 
     /// One envelope of `bytes` fewer.
-    pub fn remove(&mut self, bytes: u64) {
+    pub(crate) fn remove(&mut self, bytes: u64) {
         self.messages = self.messages.saturating_sub(1);
         self.bytes = self.bytes.saturating_sub(bytes);
     }
 
     /// Whether nothing is held.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.messages == 0 && self.bytes == 0
     }
 }
 
 /// Which limit refused an envelope (the `reason` label of `svs_directory_mail_refused_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FullReason {
+pub(crate) enum FullReason {
     /// The recipient's mailbox holds its most messages.
     Messages,
     /// The recipient's mailbox holds its most bytes.
@@ -75,7 +75,7 @@ pub enum FullReason {
 
 impl FullReason {
     /// The metric label.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FullReason::Messages => "messages",
             FullReason::Bytes => "bytes",
@@ -89,14 +89,14 @@ impl FullReason {
 
 /// Why an envelope was not kept for one recipient, as a reason and a sentence for the sender.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Full {
+pub(crate) struct Full {
     pub reason: FullReason,
     pub sentence: String,
 }
 
 /// What is held where an envelope would go.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Holdings {
+pub(crate) struct Holdings {
     /// The recipient's whole mailbox.
     pub mailbox: Held,
     /// The part of it from this envelope's sender.
@@ -114,7 +114,7 @@ fn kib(bytes: u64) -> u64 {
 impl Quotas {
     /// The refusal when every mailbox together holds `max_total_bytes` (checked here for the
     /// embedded store; JetStream refuses it for the clustered one).
-    pub fn store_full(&self, owner: &str) -> Full {
+    pub(crate) fn store_full(&self, owner: &str) -> Full {
         Full {
             reason: FullReason::TotalBytes,
             sentence: format!(
@@ -126,7 +126,13 @@ impl Quotas {
 
     /// Whether an envelope of `size` bytes from `sender` may join `owner`'s mailbox given what
     /// is held; `Err` says which limit refuses it, in a sentence that names no flag.
-    pub fn admit(&self, owner: &str, sender: &str, held: &Holdings, size: u64) -> Result<(), Full> {
+    pub(crate) fn admit(
+        &self,
+        owner: &str,
+        sender: &str,
+        held: &Holdings,
+        size: u64,
+    ) -> Result<(), Full> {
         let full = |reason, sentence| Err(Full { reason, sentence });
         if self.min_free_disk_bytes > 0
             && held
@@ -187,7 +193,7 @@ impl Quotas {
 
 /// Free bytes for an unprivileged writer on the filesystem holding `path`, or `None` when the
 /// system cannot say.
-pub fn free_disk_bytes(path: &std::path::Path) -> Option<u64> {
+pub(crate) fn free_disk_bytes(path: &std::path::Path) -> Option<u64> {
     let stat = rustix::fs::statvfs(path).ok()?;
     Some(stat.f_bavail.saturating_mul(stat.f_frsize))
 }

@@ -14,7 +14,7 @@ use svs_common::wire::{Reader, Writer};
 
 /// One row of a mailbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Record {
+pub(crate) enum Record {
     Envelope {
         message_id: [u8; 16],
         /// Key of the shared envelope bytes.
@@ -39,7 +39,7 @@ const WHAT: &str = "mailbox record";
 
 impl Record {
     /// When this row leaves the mailbox.
-    pub fn expires_at_ms(&self) -> u64 {
+    pub(crate) fn expires_at_ms(&self) -> u64 {
         match self {
             Record::Envelope { expires_at_ms, .. } | Record::Receipt { expires_at_ms, .. } => {
                 *expires_at_ms
@@ -48,7 +48,7 @@ impl Record {
         }
     }
 
-    pub fn encode(&self) -> Result<Vec<u8>, Error> {
+    pub(crate) fn encode(&self) -> Result<Vec<u8>, Error> {
         let mut w = Writer::new(WHAT);
         match self {
             Record::Envelope {
@@ -78,7 +78,7 @@ impl Record {
         w.finish()
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, Error> {
         let mut r = Reader::new(WHAT, bytes);
         let record = match r.u8()? {
             1 => Record::Envelope {

@@ -46,7 +46,7 @@ const EXPIRE_BATCH: usize = 4096;
 const QUEUE: usize = 8192;
 
 /// Creates the mailbox tables in a fresh database.
-pub fn create_tables(db: &Database) -> Result<(), Error> {
+pub(crate) fn create_tables(db: &Database) -> Result<(), Error> {
     let txn = db.begin_write().map_err(storage)?;
     txn.open_table(MAIL).map_err(storage)?;
     txn.open_table(MAIL_IDS).map_err(storage)?;
@@ -103,12 +103,18 @@ struct Job {
 }
 
 /// Mailboxes in redb.
-pub struct RedbMailboxes {
+pub(crate) struct RedbMailboxes {
     db: Arc<Db>,
     jobs: mpsc::Sender<Job>,
     tally: Arc<Mutex<Tally>>,
     sink: Arc<OnceLock<Sink>>,
     writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RedbMailboxes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbMailboxes").finish_non_exhaustive()
+    }
 }
 
 impl Drop for RedbMailboxes {
@@ -164,7 +170,7 @@ fn load_tally(db: &Database) -> Result<(Tally, u64), Error> {
 
 impl RedbMailboxes {
     /// Loads the per-name usage and starts the writer thread (it ends when this is dropped).
-    pub fn open(db: Arc<Db>, quotas: Quotas) -> Result<Self, Error> {
+    pub(crate) fn open(db: Arc<Db>, quotas: Quotas) -> Result<Self, Error> {
         let (tally, next_ref) = db.with(load_tally)?;
         let tally = Arc::new(Mutex::new(tally));
         let sink: Arc<OnceLock<Sink>> = Arc::new(OnceLock::new());
@@ -282,16 +288,18 @@ impl Mailboxes for RedbMailboxes {
 }
 
 impl RedbMailboxes {
+    #[cfg(test)]
     /// Waiting envelopes and their bytes for `owner`.
-    pub fn usage(&self, owner: &str) -> (u64, u64) {
+    pub(crate) fn usage(&self, owner: &str) -> (u64, u64) {
         lock(&self.tally)
             .owners
             .get(owner)
             .map_or((0, 0), |u| (u.held.messages, u.held.bytes))
     }
 
+    #[cfg(test)]
     /// Waiting envelopes and their bytes from `sender` for `owner`.
-    pub fn share(&self, owner: &str, sender: &str) -> (u64, u64) {
+    pub(crate) fn share(&self, owner: &str, sender: &str) -> (u64, u64) {
         lock(&self.tally)
             .shares
             .get(&(owner.to_string(), sender.to_string()))
@@ -767,7 +775,7 @@ fn release_envelope(
 }
 
 /// Deletes every row of `owner`'s mailbox (used when an operator releases the name).
-pub fn purge(db: &Db, owner: &str) -> Result<(), Error> {
+pub(crate) fn purge(db: &Db, owner: &str) -> Result<(), Error> {
     db.with(|db| {
         let txn = db.begin_write().map_err(storage)?;
         {

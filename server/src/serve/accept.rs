@@ -27,7 +27,7 @@ use tonic::transport::server::Connected;
 pub const HTTP2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// How connections are accepted.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct AcceptConfig {
     /// `None` serves plaintext (debugging only).
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -70,6 +70,12 @@ pub struct ServerIo {
     idle_check: Pin<Box<Sleep>>,
     _global: OwnedSemaphorePermit,
     _address: AddressSlot,
+}
+
+impl std::fmt::Debug for ServerIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerIo").finish_non_exhaustive()
+    }
 }
 
 impl Connected for ServerIo {

@@ -10,12 +10,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::time::Instant;
 
 /// Open streams of one connection.
+#[derive(Debug)]
 pub struct Activity {
     open: AtomicUsize,
     idle_since: Mutex<Instant>,
 }
 
 impl Activity {
+    /// No open streams yet.
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
             open: AtomicUsize::new(0),
@@ -38,6 +40,7 @@ impl Activity {
 }
 
 /// One open stream; the connection is idle again once every guard is dropped.
+#[derive(Debug)]
 pub struct StreamGuard {
     activity: Arc<Activity>,
 }
@@ -57,8 +60,9 @@ impl Drop for StreamGuard {
 
 /// What every request learns about its connection (request extension set by tonic from
 /// `Connected::connect_info`).
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ConnectionInfo {
+    /// The peer's address (the client's, behind a trusted proxy).
     pub remote: Option<SocketAddr>,
     pub(crate) activity: Arc<Activity>,
 }
@@ -72,7 +76,7 @@ impl ConnectionInfo {
 
 /// Counts streams per connection: a stream is open from its request until its response body
 /// is dropped.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct CountStreams;
 
 impl super::watched_body::StartWatch for CountStreams {

@@ -9,12 +9,14 @@ use std::sync::{Arc, Mutex};
 /// The unit a per-address limit counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AddressKey {
+    /// An IPv4 address.
     V4([u8; 4]),
     /// The first 64 bits of an IPv6 address.
     V6Net([u8; 8]),
 }
 
 impl AddressKey {
+    /// The key for `ip`: IPv4 whole, IPv6 by its /64.
     pub fn of(ip: IpAddr) -> Self {
         match ip {
             IpAddr::V4(v4) => AddressKey::V4(v4.octets()),
@@ -46,19 +48,21 @@ impl std::fmt::Display for AddressKey {
 type Counts = Arc<Mutex<HashMap<AddressKey, usize>>>;
 
 /// At most `limit` held slots per address. An address's entry lives only while it holds one.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct PerAddressSlots {
     limit: usize,
     counts: Counts,
 }
 
 /// One slot, given back on drop.
+#[derive(Debug)]
 pub struct AddressSlot {
     key: AddressKey,
     counts: Counts,
 }
 
 impl PerAddressSlots {
+    /// At most `limit` slots per address.
     pub fn new(limit: usize) -> Self {
         Self {
             limit,
@@ -66,6 +70,7 @@ impl PerAddressSlots {
         }
     }
 
+    /// A slot for `key`, unless it holds `limit` already.
     pub fn try_acquire(&self, key: AddressKey) -> Option<AddressSlot> {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let held = counts.entry(key).or_insert(0);
@@ -101,6 +106,12 @@ pub struct PerAddressRate {
     buckets: Mutex<Buckets>,
 }
 
+impl std::fmt::Debug for PerAddressRate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PerAddressRate").finish_non_exhaustive()
+    }
+}
+
 /// The buckets, and the size past which full ones are dropped (twice what survived the last
 /// pruning, so pruning costs amortised constant time per call).
 struct Buckets {
@@ -112,6 +123,7 @@ struct Buckets {
 const MIN_PRUNE_ABOVE: usize = 1024;
 
 impl PerAddressRate {
+    /// `rate` calls a second per address, up to `burst` at once.
     pub fn new(rate: f64, burst: f64) -> Self {
         Self {
             rate,

@@ -5,12 +5,15 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 
+#[derive(Debug)]
+/// Lets a repeated log line through at most once per period.
 pub struct LogThrottle {
     every: Duration,
     state: Mutex<(Option<Instant>, u64)>,
 }
 
 impl LogThrottle {
+    /// At most one line per `every`.
     pub const fn new(every: Duration) -> Self {
         Self {
             every,

@@ -22,6 +22,7 @@ const FIXED_PART: usize = 16;
 pub struct TrustedProxies(Vec<IpNet>);
 
 impl TrustedProxies {
+    /// Trusts PROXY headers from `ranges` only.
     pub fn new(ranges: Vec<IpNet>) -> Self {
         Self(ranges)
     }
@@ -32,6 +33,7 @@ impl TrustedProxies {
         self.0.iter().any(|range| range.contains(&ip))
     }
 
+    /// Whether no proxy is trusted.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -17,12 +17,14 @@ pub trait Watcher: Send + Unpin + 'static {
 
 /// Makes the watcher of a request, or none.
 pub trait StartWatch: Clone + Send + 'static {
+    /// What watches one response body.
     type Watcher: Watcher;
+    /// A watcher for `request`'s response, if it is to be watched.
     fn start<B>(&self, request: &http::Request<B>) -> Option<Self::Watcher>;
 }
 
 /// Watches every call with what `S` starts.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct WatchLayer<S>(pub S);
 
 impl<S: StartWatch, I> Layer<I> for WatchLayer<S> {
@@ -35,7 +37,8 @@ impl<S: StartWatch, I> Layer<I> for WatchLayer<S> {
     }
 }
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
+/// A service whose response bodies are watched by `W`.
 pub struct Watched<I, S> {
     inner: I,
     start: S,

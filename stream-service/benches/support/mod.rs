@@ -9,7 +9,7 @@ use svs_cli::stream_client::StreamClient;
 use svs_common::proto::stream::{Codec, Pacing, PlayRequest, Resolution, play_response};
 use svs_test_support::{ChildService, free_port};
 
-pub struct Service {
+pub(crate) struct Service {
     pub data: std::path::PathBuf,
     process: ChildService,
     url: String,
@@ -19,7 +19,7 @@ pub struct Service {
 
 /// The real stream-service binary on a free port, with limits raised for hundreds of viewers
 /// from one address, nothing warmed (cold figures are cold), and `extra` flags.
-pub async fn start(data: &Path, videos: &Path, extra: &[&str]) -> Service {
+pub(crate) async fn start(data: &Path, videos: &Path, extra: &[&str]) -> Service {
     let issuer = svs_common::token::TokenIssuer::load_or_create(
         &data.join("directory/token_key.pem"),
         &data.join("token_public.pem"),
@@ -77,11 +77,11 @@ pub async fn start(data: &Path, videos: &Path, extra: &[&str]) -> Service {
 
 impl Service {
     /// CPU seconds the service has used (user + system, from /proc; clock ticks of 10 ms).
-    pub fn cpu_seconds(&self) -> f64 {
+    pub(crate) fn cpu_seconds(&self) -> f64 {
         self.process.cpu_seconds()
     }
 
-    pub async fn client(&self) -> StreamClient {
+    pub(crate) async fn client(&self) -> StreamClient {
         StreamClient::connect(&self.url, Some(&self.ca), &self.token)
             .await
             .unwrap()
@@ -90,7 +90,7 @@ impl Service {
 
 /// What one playback saw.
 #[derive(Default)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub first_frame: Duration,
     /// Per frame: arrival minus the video clock, relative to the best-paced frame.
     pub frames: u64,
@@ -102,7 +102,7 @@ pub struct Seen {
 }
 
 /// Plays `video` from `start_seconds`, up to `max_frames` frames if given, counting what comes.
-pub async fn watch(
+pub(crate) async fn watch(
     client: &mut StreamClient,
     video: &str,
     resolution: Resolution,
@@ -155,7 +155,7 @@ pub async fn watch(
 }
 
 /// Milliseconds from asking for `request` to its first frame (`None` if none came).
-pub async fn first_frame_ms(client: &mut StreamClient, request: PlayRequest) -> Option<f64> {
+pub(crate) async fn first_frame_ms(client: &mut StreamClient, request: PlayRequest) -> Option<f64> {
     let asked = Instant::now();
     let mut playing = client.play(request).await.unwrap();
     while let Ok(Some(m)) = playing.stream.message().await {
@@ -166,7 +166,7 @@ pub async fn first_frame_ms(client: &mut StreamClient, request: PlayRequest) -> 
     None
 }
 
-pub const RENDITIONS: [(Resolution, &str); 3] = [
+pub(crate) const RENDITIONS: [(Resolution, &str); 3] = [
     (Resolution::Resolution240p, "240p"),
     (Resolution::Resolution720p, "720p"),
     (Resolution::Resolution1440p, "1440p"),

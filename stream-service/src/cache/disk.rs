@@ -13,7 +13,7 @@ struct FileUse {
 }
 
 #[derive(Default)]
-pub struct DiskUse {
+pub(super) struct DiskUse {
     files: HashMap<PathBuf, FileUse>,
     total: u64,
 }
@@ -24,7 +24,7 @@ fn nanos(t: SystemTime) -> u128 {
 
 impl DiskUse {
     /// What is under `root` now (blocking: walks the directory).
-    pub fn scan(root: &Path) -> Self {
+    pub(super) fn scan(root: &Path) -> Self {
         let mut usage = Self::default();
         for file in layout::segment_files(root) {
             usage.total += file.bytes;
@@ -39,15 +39,15 @@ impl DiskUse {
         usage
     }
 
-    pub fn total(&self) -> u64 {
+    pub(super) fn total(&self) -> u64 {
         self.total
     }
 
-    pub fn files(&self) -> usize {
+    pub(super) fn files(&self) -> usize {
         self.files.len()
     }
 
-    pub fn add(&mut self, path: PathBuf, bytes: u64) {
+    pub(super) fn add(&mut self, path: PathBuf, bytes: u64) {
         self.remove(&path);
         self.total += bytes;
         self.files.insert(
@@ -60,7 +60,7 @@ impl DiskUse {
     }
 
     /// Marks `path` used now; false if it is not on disk.
-    pub fn touch(&mut self, path: &Path) -> bool {
+    pub(super) fn touch(&mut self, path: &Path) -> bool {
         match self.files.get_mut(path) {
             Some(file) => {
                 file.last_used = nanos(SystemTime::now());
@@ -70,14 +70,14 @@ impl DiskUse {
         }
     }
 
-    pub fn remove(&mut self, path: &Path) {
+    pub(super) fn remove(&mut self, path: &Path) {
         if let Some(file) = self.files.remove(path) {
             self.total -= file.bytes;
         }
     }
 
     /// Forgets every file under `dir`.
-    pub fn remove_under(&mut self, dir: &Path) {
+    pub(super) fn remove_under(&mut self, dir: &Path) {
         let gone: Vec<PathBuf> = self
             .files
             .keys()
@@ -91,7 +91,7 @@ impl DiskUse {
 
     /// Chooses files to delete, least recently used first and never one in `in_use`, until the
     /// rest fit `max_bytes`; forgets them and returns their paths.
-    pub fn evict(&mut self, max_bytes: u64, in_use: &HashSet<PathBuf>) -> Vec<PathBuf> {
+    pub(super) fn evict(&mut self, max_bytes: u64, in_use: &HashSet<PathBuf>) -> Vec<PathBuf> {
         if self.total <= max_bytes {
             return Vec::new();
         }

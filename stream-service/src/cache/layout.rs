@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 /// Which encoding of which source a set of segments holds.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CacheKey {
+pub(crate) struct CacheKey {
     pub video: String,
     pub rendition: Rendition,
     /// Changes when the source file changes.
@@ -23,7 +23,7 @@ pub struct CacheKey {
 impl CacheKey {
     /// `<cache>/<video>/<rendition><codec>`: every version of this rendition in this codec
     /// lives below it.
-    pub fn rendition_dir(&self, root: &Path) -> PathBuf {
+    pub(crate) fn rendition_dir(&self, root: &Path) -> PathBuf {
         root.join(&self.video).join(format!(
             "{}{}",
             self.rendition.label(),
@@ -31,7 +31,7 @@ impl CacheKey {
         ))
     }
 
-    pub fn dir(&self, root: &Path) -> PathBuf {
+    pub(crate) fn dir(&self, root: &Path) -> PathBuf {
         self.rendition_dir(root).join(format!(
             "{}-{}-f{}",
             self.source_tag,
@@ -40,13 +40,14 @@ impl CacheKey {
         ))
     }
 
-    pub fn segment_path(&self, root: &Path, number: u64) -> PathBuf {
+    pub(crate) fn segment_path(&self, root: &Path, number: u64) -> PathBuf {
         self.dir(root).join(format!("{number}.seg"))
     }
 }
 
 /// A segment file found on disk.
-pub struct OnDisk {
+#[derive(Debug)]
+pub(crate) struct OnDisk {
     pub path: PathBuf,
     pub bytes: u64,
     pub modified: SystemTime,
@@ -90,7 +91,7 @@ fn version_dirs(root: &Path) -> Vec<PathBuf> {
 }
 
 /// Every segment file under `root`.
-pub fn segment_files(root: &Path) -> Vec<OnDisk> {
+pub(crate) fn segment_files(root: &Path) -> Vec<OnDisk> {
     version_dirs(root)
         .iter()
         .flat_map(|dir| files(dir))
@@ -106,7 +107,7 @@ pub fn segment_files(root: &Path) -> Vec<OnDisk> {
 /// At start, before any build runs: removes what killed builds or an older layout left behind
 /// (files at the top level, anything in a version directory that is not a segment, empty
 /// directories). Returns the bytes freed.
-pub fn clean_leftovers(root: &Path) -> u64 {
+pub(crate) fn clean_leftovers(root: &Path) -> u64 {
     let mut freed = 0;
     let mut remove_file = |path: &Path, len: u64| {
         if std::fs::remove_file(path).is_ok() {
@@ -128,7 +129,7 @@ pub fn clean_leftovers(root: &Path) -> u64 {
 }
 
 /// Removes `dir` and then its rendition and video directories, each only if empty.
-pub fn remove_empty(dir: &Path) {
+pub(crate) fn remove_empty(dir: &Path) {
     let mut at = Some(dir);
     for _ in 0..3 {
         match at {
@@ -139,7 +140,7 @@ pub fn remove_empty(dir: &Path) {
 }
 
 /// The other versions of `key`'s rendition (older source files or settings).
-pub fn sibling_versions(root: &Path, key: &CacheKey) -> Vec<PathBuf> {
+pub(crate) fn sibling_versions(root: &Path, key: &CacheKey) -> Vec<PathBuf> {
     let current = key.dir(root);
     subdirs(&key.rendition_dir(root))
         .into_iter()

@@ -7,16 +7,16 @@
 
 mod build;
 mod disk;
-pub mod layout;
+pub(crate) mod layout;
 mod load;
 mod pool;
 mod reader;
-pub mod segment;
-pub mod segment_file;
+pub(crate) mod segment;
+pub(crate) mod segment_file;
 
-pub use layout::CacheKey;
-pub use reader::Reader;
-pub use segment::Priority;
+pub(crate) use layout::CacheKey;
+pub(crate) use reader::Reader;
+pub(crate) use segment::Priority;
 
 use crate::Error;
 use crate::encoder::{Codec, Encoding};
@@ -76,6 +76,12 @@ pub struct FrameCache {
     encoded: AtomicU64,
     loaded: AtomicU64,
     warming: Mutex<Option<Progress>>,
+}
+
+impl std::fmt::Debug for FrameCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameCache").finish_non_exhaustive()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

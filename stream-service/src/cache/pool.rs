@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
 /// What the pool asks of whoever owns the cache.
-pub trait Encode: Send + Sync + 'static {
+pub(super) trait Encode: Send + Sync + 'static {
     /// Encodes the rest of `segment` with `reader` (reopened as needed). Stops early, leaving
     /// the segment `Waiting`, when `should_stop` says so; returns whether it stopped early.
     fn encode(
@@ -98,7 +98,7 @@ impl Queue {
 /// Half-encoded segments nobody waits for that wait, as warming, to be finished.
 const MAX_DEMOTED: usize = 8;
 
-pub struct Pool {
+pub(super) struct Pool {
     queue: Mutex<Queue>,
     wake: Condvar,
     stopping: AtomicBool,
@@ -107,7 +107,7 @@ pub struct Pool {
 
 impl Pool {
     /// Starts `encoders` threads working for `owner` (held weakly: the pool stops with it).
-    pub fn start<E: Encode>(encoders: usize, owner: Weak<E>) -> Arc<Self> {
+    pub(super) fn start<E: Encode>(encoders: usize, owner: Weak<E>) -> Arc<Self> {
         let pool = Arc::new(Self {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
@@ -142,7 +142,7 @@ impl Pool {
     /// Wants `segment` built at `priority` at least. Queues it if it is waiting and this raises
     /// its priority (or it was never queued); an encoder already on it just learns the new
     /// priority.
-    pub fn request(&self, segment: &Arc<Segment>, priority: Priority, first: bool) {
+    pub(super) fn request(&self, segment: &Arc<Segment>, priority: Priority, first: bool) {
         let raised = segment.raise(priority);
         if !(raised || first) || segment.phase() != Phase::Waiting {
             return;
@@ -196,7 +196,7 @@ impl Pool {
         queue.jobs.peek().is_some_and(|j| j.rank() > than)
     }
 
-    pub fn stop(&self) {
+    pub(super) fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
         self.wake.notify_all();
     }
@@ -204,7 +204,7 @@ impl Pool {
     /// Stops the encoders and waits up to `limit` for each to finish the run it is on (a frame,
     /// or a group of pictures), so none is inside OpenCV or openh264 when the process exits.
     /// Returns how many were still running at the limit (blocking).
-    pub fn stop_and_wait(&self, limit: std::time::Duration) -> usize {
+    pub(super) fn stop_and_wait(&self, limit: std::time::Duration) -> usize {
         self.stop();
         let deadline = std::time::Instant::now() + limit;
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));

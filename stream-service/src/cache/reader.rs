@@ -8,6 +8,7 @@ use crate::media::Probe;
 use bytes::Bytes;
 use std::sync::Arc;
 
+#[derive(Debug)]
 pub struct Reader {
     pub probe: Probe,
     cache: Arc<FrameCache>,

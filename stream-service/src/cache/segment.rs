@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 /// One rendition of one source file, as the cache cuts it into segments.
 #[derive(Debug)]
-pub struct Track {
+pub(crate) struct Track {
     pub key: CacheKey,
     pub source: PathBuf,
     /// Frames in the source (as probed).
@@ -21,38 +21,38 @@ pub struct Track {
 }
 
 impl Track {
-    pub fn frames_per_segment(&self) -> u64 {
+    pub(crate) fn frames_per_segment(&self) -> u64 {
         self.key.frames_per_segment.max(1)
     }
 
-    pub fn segment_count(&self) -> u64 {
+    pub(crate) fn segment_count(&self) -> u64 {
         self.frame_count.div_ceil(self.frames_per_segment())
     }
 
-    pub fn first_frame(&self, number: u64) -> u64 {
+    pub(crate) fn first_frame(&self, number: u64) -> u64 {
         number * self.frames_per_segment()
     }
 
     /// Frames segment `number` holds (the last one may be short).
-    pub fn frames_in(&self, number: u64) -> u64 {
+    pub(crate) fn frames_in(&self, number: u64) -> u64 {
         self.frame_count
             .saturating_sub(self.first_frame(number))
             .min(self.frames_per_segment())
     }
 
     /// Frames coded in one run from a keyframe (1 for JPEG, a group of pictures for H.264).
-    pub fn run_length(&self) -> usize {
+    pub(crate) fn run_length(&self) -> usize {
         self.key.encoding.keyframe_interval() as usize
     }
 
     /// Whether video frame `index` is a keyframe (keyframes are counted from segment starts).
-    pub fn is_keyframe(&self, index: u64) -> bool {
+    pub(crate) fn is_keyframe(&self, index: u64) -> bool {
         let slot = index % self.frames_per_segment();
         self.key.encoding.is_keyframe(slot as usize)
     }
 
     /// The first keyframe at or after video frame `index` (the frame count if none is left).
-    pub fn next_keyframe(&self, index: u64) -> u64 {
+    pub(crate) fn next_keyframe(&self, index: u64) -> u64 {
         let segment_start = index - index % self.frames_per_segment();
         let run = self.run_length() as u64;
         let slot = index - segment_start;
@@ -80,7 +80,7 @@ struct Slots {
 /// Who is working on a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Queued for an encoder (or handed back by one that yielded).
     Waiting = 0,
     Encoding = 1,
@@ -91,7 +91,7 @@ pub enum Phase {
 /// Why a segment is wanted; the encoder pool serves higher first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
-pub enum Priority {
+pub(crate) enum Priority {
     /// Warming the cache before anyone asked.
     Warm = 0,
     /// The next segments of a playing viewer.
@@ -100,7 +100,8 @@ pub enum Priority {
     Now = 2,
 }
 
-pub struct Segment {
+#[derive(Debug)]
+pub(crate) struct Segment {
     pub track: Arc<Track>,
     pub number: u64,
     slots: RwLock<Slots>,
@@ -115,7 +116,7 @@ pub struct Segment {
 }
 
 impl Segment {
-    pub fn new(track: Arc<Track>, number: u64, phase: Phase) -> Arc<Self> {
+    pub(crate) fn new(track: Arc<Track>, number: u64, phase: Phase) -> Arc<Self> {
         let expected = track.frames_in(number) as usize;
         Arc::new(Self {
             track,
@@ -133,16 +134,16 @@ impl Segment {
         })
     }
 
-    pub fn first_frame(&self) -> u64 {
+    pub(crate) fn first_frame(&self) -> u64 {
         self.track.first_frame(self.number)
     }
 
     /// Frames it will hold once complete (as probed).
-    pub fn expected_frames(&self) -> u64 {
+    pub(crate) fn expected_frames(&self) -> u64 {
         self.track.frames_in(self.number)
     }
 
-    pub fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         match self.phase.load(Ordering::Acquire) {
             0 => Phase::Waiting,
             1 => Phase::Encoding,
@@ -151,18 +152,18 @@ impl Segment {
         }
     }
 
-    pub fn set_phase(&self, phase: Phase) {
+    pub(crate) fn set_phase(&self, phase: Phase) {
         self.phase.store(phase as u8, Ordering::Release);
     }
 
     /// Moves `from` → `to` if the segment is in `from`; false if someone else moved it first.
-    pub fn claim(&self, from: Phase, to: Phase) -> bool {
+    pub(crate) fn claim(&self, from: Phase, to: Phase) -> bool {
         self.phase
             .compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
     }
 
-    pub fn priority(&self) -> Priority {
+    pub(crate) fn priority(&self) -> Priority {
         match self.priority.load(Ordering::Acquire) {
             0 => Priority::Warm,
             1 => Priority::ReadAhead,
@@ -171,18 +172,18 @@ impl Segment {
     }
 
     /// Raises the priority; returns whether it rose.
-    pub fn raise(&self, to: Priority) -> bool {
+    pub(crate) fn raise(&self, to: Priority) -> bool {
         self.priority.fetch_max(to as u8, Ordering::AcqRel) < to as u8
     }
 
     /// Lowers the priority to warming (work every viewer left, finished when nothing else waits).
-    pub fn demote(&self) {
+    pub(crate) fn demote(&self) {
         self.priority.store(Priority::Warm as u8, Ordering::Release);
     }
 
     /// Whether a viewer waits for it and it has fewer frames than that viewer needs to start
     /// smoothly (a quarter of a segment): such work goes before other work for viewers.
-    pub fn is_starving(&self) -> bool {
+    pub(crate) fn is_starving(&self) -> bool {
         if self.priority() != Priority::Now {
             return false;
         }
@@ -201,7 +202,7 @@ impl Segment {
     }
 
     /// Frames there so far.
-    pub fn filled(&self) -> usize {
+    pub(crate) fn filled(&self) -> usize {
         self.slots().filled
     }
 
@@ -210,7 +211,7 @@ impl Segment {
     /// are coded whole, so the encoder goes to the start of the run holding `slot`, and a slot
     /// whose run has begun is reached by the encoder coding that run.
     /// Returns whether the slot is missing (a viewer will wait for it).
-    pub fn want(&self, slot: usize) -> bool {
+    pub(crate) fn want(&self, slot: usize) -> bool {
         let slots = self.slots();
         if slots.frames.get(slot).is_none_or(Option::is_some) {
             return false;
@@ -228,13 +229,13 @@ impl Segment {
 
     /// Whether `slot` lies before the slot the encoder was sent to: filling in the start of a
     /// segment a viewer entered later, which that viewer does not need.
-    pub fn is_backfill(&self, slot: usize) -> bool {
+    pub(crate) fn is_backfill(&self, slot: usize) -> bool {
         slot < self.wanted_from.load(Ordering::Acquire)
     }
 
     /// The next slot to encode: the first missing one from the wanted slot on, then from the
     /// start of the segment. `None` when every slot is there.
-    pub fn next_missing(&self) -> Option<usize> {
+    pub(crate) fn next_missing(&self) -> Option<usize> {
         self.next_missing_in(&self.slots())
     }
 
@@ -249,7 +250,7 @@ impl Segment {
     }
 
     /// Puts an encoded frame in its slot and wakes viewers waiting for it.
-    pub fn put(&self, slot: usize, frame: Bytes) {
+    pub(crate) fn put(&self, slot: usize, frame: Bytes) {
         self.update(|s| {
             if let Some(place) = s.frames.get_mut(slot)
                 && place.is_none()
@@ -261,7 +262,7 @@ impl Segment {
     }
 
     /// The source ended before `slot`: the segment is shorter than probed.
-    pub fn end_at(&self, slot: usize) {
+    pub(crate) fn end_at(&self, slot: usize) {
         self.update(|s| {
             if slot < s.end {
                 s.end = slot;
@@ -272,7 +273,7 @@ impl Segment {
     }
 
     /// Sets every frame at once (loaded from disk) and marks the segment complete.
-    pub fn fill_with(&self, frames: Vec<Bytes>) {
+    pub(crate) fn fill_with(&self, frames: Vec<Bytes>) {
         self.set_phase(Phase::Done);
         self.update(|s| {
             s.end = frames.len();
@@ -283,25 +284,25 @@ impl Segment {
     }
 
     /// Every slot is there.
-    pub fn complete(&self) {
+    pub(crate) fn complete(&self) {
         self.set_phase(Phase::Done);
         self.update(|s| s.complete = true);
     }
 
     /// Viewers waiting for a frame that will never come get `why`.
-    pub fn fail(&self, why: String) {
+    pub(crate) fn fail(&self, why: String) {
         self.set_phase(Phase::Done);
         self.update(|s| s.failed = Some(why));
     }
 
     /// Every frame in order, if every slot is there (cheap: each is a shared `Bytes`).
-    pub fn frames(&self) -> Option<Vec<Bytes>> {
+    pub(crate) fn frames(&self) -> Option<Vec<Bytes>> {
         self.slots().frames.iter().cloned().collect()
     }
 
     /// Frame `offset` of this segment, waiting for it to be encoded or loaded. `None` when the
     /// segment ended before it (the source was shorter than probed).
-    pub async fn frame(&self, offset: usize) -> Result<Option<Bytes>, Error> {
+    pub(crate) async fn frame(&self, offset: usize) -> Result<Option<Bytes>, Error> {
         let mut changed = self.changed.subscribe();
         loop {
             {

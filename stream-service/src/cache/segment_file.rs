@@ -14,11 +14,11 @@ const MAGIC: &[u8; 8] = b"SVSSEG1\n";
 const FIXED: usize = 8 + 8 + 4;
 const ENTRY: usize = 12;
 /// Flag bit: the frame decodes on its own.
-pub const KEYFRAME: u32 = 1;
+pub(crate) const KEYFRAME: u32 = 1;
 
 /// The header (everything before the frames) of a segment holding `frames`, where frame `n` is
 /// a keyframe if `is_keyframe(n)`.
-pub fn header<F: AsRef<[u8]>>(
+pub(crate) fn header<F: AsRef<[u8]>>(
     first_frame: u64,
     frames: &[F],
     is_keyframe: impl Fn(usize) -> bool,
@@ -41,7 +41,7 @@ pub fn header<F: AsRef<[u8]>>(
 
 /// Why a segment file cannot be served: it is then deleted and encoded again.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Damage {
+pub(crate) enum Damage {
     #[error("not a segment file (magic)")]
     NotASegment,
     #[error("truncated header")]
@@ -68,7 +68,7 @@ pub enum Damage {
 
 /// A verified segment: where each frame lies in the file.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Verified {
+pub(crate) struct Verified {
     pub first_frame: u64,
     pub frames: Vec<Range<usize>>,
     /// Which frames are keyframes.
@@ -81,7 +81,7 @@ fn be_u32(raw: &[u8], at: usize) -> Option<u32> {
 
 /// Parses a whole segment file and checks everything: header checksum, flags, every frame in
 /// bounds and matching its checksum, nothing after the last frame. Never panics.
-pub fn verify(raw: &[u8]) -> Result<Verified, Damage> {
+pub(crate) fn verify(raw: &[u8]) -> Result<Verified, Damage> {
     if raw.get(..8) != Some(MAGIC.as_slice()) {
         return Err(Damage::NotASegment);
     }

@@ -116,6 +116,7 @@ pub enum Prompt {
     Trust { candidate: TrustCandidate },
 }
 
+#[derive(Debug)]
 pub struct Model {
     pub me: String,
     pub my_fingerprint: String,

@@ -21,6 +21,7 @@ use std::sync::{Mutex, Once};
 pub type Term = Terminal<CrosstermBackend<Stdout>>;
 
 /// The terminal in full-screen mode; dropping it gives the terminal back as it was.
+#[derive(Debug)]
 pub struct Screen {
     pub terminal: Term,
 }
