@@ -14,7 +14,7 @@ pub enum Error {
     #[error(transparent)]
     Refused(#[from] Refusal),
     /// The database refused a transaction.
-    #[error("the directory's database")]
+    #[error("name database")]
     Storage(#[from] redb::Error),
     /// The database file cannot be opened.
     #[error("cannot open {path} (is another directory-service using this data dir?)")]
