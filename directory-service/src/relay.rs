@@ -91,9 +91,32 @@ impl Relay {
         session: &SessionRef,
         envelope: Envelope,
     ) -> Result<(Header, Vec<RecipientOutcome>), Error> {
+        let header = self.check(session, &envelope)?;
+        self.registry.take_send_budget(session)?;
+        let (refused, storing) = self.check_recipients(&header).await?;
+        let placements = self.store(session, &header, envelope, storing).await?;
+        let outcomes = self.report(&header, refused, placements);
+        for o in &outcomes {
+            let outcome = Outcome::try_from(o.outcome).map_or("unknown", |o| o.as_str_name());
+            metrics::counter!("svs_directory_recipients_total", "outcome" => outcome).increment(1);
+        }
+        if outcomes
+            .iter()
+            .all(|o| o.outcome == Outcome::Duplicate as i32)
+        {
+            return Err(Refusal::AlreadyExists(
+                "this message id was already accepted for every recipient; a resent envelope is refused".into(),
+            ).into());
+        }
+        Ok((header, outcomes))
+    }
+
+    /// The envelope's own checks: field sizes, the sender and its key are the session's, the
+    /// wrapped keys match the header, the timestamp is near the directory's clock.
+    fn check(&self, session: &SessionRef, envelope: &Envelope) -> Result<Header, Error> {
         let limits = &self.limits;
         if let Err(refused) = svs_common::sealed::check_field_sizes(
-            &envelope,
+            envelope,
             limits.max_recipients,
             limits.max_message_bytes,
         ) {
@@ -144,14 +167,21 @@ impl Relay {
                 limits.max_clock_skew_ms / 1000
             )).into());
         }
-        self.registry.take_send_budget(session)?;
+        Ok(header)
+    }
 
-        // Each recipient must be registered under the key the sender sealed for.
-        let mut outcomes: Vec<Option<RecipientOutcome>> = Vec::new();
+    /// Each recipient must be registered under the key the sender sealed for. Returns, in
+    /// header order, the outcome of each recipient refused here (`None` for the others), and
+    /// the canonical names to store for.
+    async fn check_recipients(
+        &self,
+        header: &Header,
+    ) -> Result<(Vec<Option<RecipientOutcome>>, Vec<String>), Error> {
+        let mut refused = Vec::with_capacity(header.recipients.len());
         let mut storing = Vec::new();
         for r in &header.recipients {
             let canonical = names::canonical(&r.name);
-            let refused = match self.names.binding(&canonical).await? {
+            let refusal = match self.names.binding(&canonical).await? {
                 None => Some((
                     Outcome::UnknownName,
                     format!("nobody is registered as {}; nothing was stored", r.name),
@@ -165,36 +195,55 @@ impl Relay {
                 )),
                 Some(_) => None,
             };
-            if refused.is_none() {
+            if refusal.is_none() {
                 storing.push(canonical);
             }
-            outcomes.push(refused.map(|(outcome, detail)| RecipientOutcome {
+            refused.push(refusal.map(|(outcome, detail)| RecipientOutcome {
                 recipient: r.name.clone(),
                 outcome: outcome as i32,
                 detail,
             }));
         }
-        let mut placements: HashMap<String, Placement> = HashMap::new();
-        if !storing.is_empty() {
-            let encoded = crate::mailbox::encode_envelope(&envelope);
-            let new = NewEnvelope {
-                message_id: header.message_id,
-                sender: session.canonical.clone(),
-                timestamp_ms: header.timestamp_ms,
-                recipients: storing.clone(),
-                encoded,
-                event: Event {
-                    kind: Some(event::Kind::Envelope(envelope)),
-                },
-            };
-            let stored = self.mail.store_envelope(new).await?;
-            placements.extend(storing.into_iter().zip(stored));
+        Ok((refused, storing))
+    }
+
+    /// Stores the envelope for `storing` (durable before this returns); each name's placement.
+    async fn store(
+        &self,
+        session: &SessionRef,
+        header: &Header,
+        envelope: Envelope,
+        storing: Vec<String>,
+    ) -> Result<HashMap<String, Placement>, Error> {
+        if storing.is_empty() {
+            return Ok(HashMap::new());
         }
-        let mut duplicates = 0;
-        let outcomes: Vec<RecipientOutcome> = header
+        let encoded = crate::mailbox::encode_envelope(&envelope);
+        let new = NewEnvelope {
+            message_id: header.message_id,
+            sender: session.canonical.clone(),
+            timestamp_ms: header.timestamp_ms,
+            recipients: storing.clone(),
+            encoded,
+            event: Event {
+                kind: Some(event::Kind::Envelope(envelope)),
+            },
+        };
+        let stored = self.mail.store_envelope(new).await?;
+        Ok(storing.into_iter().zip(stored).collect())
+    }
+
+    /// The outcome for each recipient in header order: refused here, or what storing did.
+    fn report(
+        &self,
+        header: &Header,
+        refused: Vec<Option<RecipientOutcome>>,
+        mut placements: HashMap<String, Placement>,
+    ) -> Vec<RecipientOutcome> {
+        header
             .recipients
             .iter()
-            .zip(outcomes)
+            .zip(refused)
             .map(|(r, refused)| {
                 refused.unwrap_or_else(|| {
                     let canonical = names::canonical(&r.name);
@@ -211,13 +260,10 @@ impl Relay {
                             self.note_mail_refused(full.reason);
                             (Outcome::MailboxFull, full.sentence)
                         }
-                        Some(Placement::Duplicate) | None => {
-                            duplicates += 1;
-                            (
-                                Outcome::Duplicate,
-                                format!("this message was already accepted for {}", r.name),
-                            )
-                        }
+                        Some(Placement::Duplicate) | None => (
+                            Outcome::Duplicate,
+                            format!("this message was already accepted for {}", r.name),
+                        ),
                     };
                     RecipientOutcome {
                         recipient: r.name.clone(),
@@ -226,17 +272,7 @@ impl Relay {
                     }
                 })
             })
-            .collect();
-        for o in &outcomes {
-            let outcome = Outcome::try_from(o.outcome).map_or("unknown", |o| o.as_str_name());
-            metrics::counter!("svs_directory_recipients_total", "outcome" => outcome).increment(1);
-        }
-        if duplicates == outcomes.len() {
-            return Err(Refusal::AlreadyExists(
-                "this message id was already accepted for every recipient; a resent envelope is refused".into(),
-            ).into());
-        }
-        Ok((header, outcomes))
+            .collect()
     }
 
     /// Acknowledges envelopes and stored receipts of the session's name; each acknowledged

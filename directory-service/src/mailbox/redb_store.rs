@@ -550,208 +550,284 @@ impl Writer {
     }
 }
 
+/// The mailbox tables opened in one write transaction, and the four changes applied to them.
+struct Tables<'txn> {
+    mail: redb::Table<'txn, (&'static str, u64), &'static [u8]>,
+    ids: redb::Table<'txn, (&'static str, &'static [u8; 16]), u64>,
+    envelopes: redb::Table<'txn, u64, &'static [u8]>,
+    refs: redb::Table<'txn, u64, u32>,
+    expiry: redb::Table<'txn, (u64, &'static str, u64), ()>,
+    now: u64,
+}
+
 fn apply(
     txn: &WriteTransaction,
     change: &Change,
     quotas: &Quotas,
     pending: &mut Pending<'_>,
 ) -> Result<Applied, Error> {
-    let mut mail = txn.open_table(MAIL).map_err(storage)?;
-    let mut ids = txn.open_table(MAIL_IDS).map_err(storage)?;
-    let mut envelopes = txn.open_table(ENVELOPES).map_err(storage)?;
-    let mut refs = txn.open_table(ENVELOPE_REFS).map_err(storage)?;
-    let mut expiry = txn.open_table(EXPIRY).map_err(storage)?;
-    let now = now_ms();
-    match change {
-        Change::Envelope(new) => {
-            let size = new.encoded.len() as u64;
-            let envelope_ref = pending.next_ref;
-            let expires_at_ms = now.saturating_add(quotas.ttl_ms);
-            let mut holders = 0u32;
-            let mut placements = Vec::with_capacity(new.recipients.len());
-            for owner in &new.recipients {
-                if ids
-                    .get((owner.as_str(), &new.message_id))
-                    .map_err(storage)?
-                    .is_some()
-                {
-                    placements.push(Placement::Duplicate);
-                    continue;
-                }
-                let holdings = pending.holdings(owner, &new.sender);
-                if let Err(full) = quotas.admit(owner, &new.sender, &holdings, size) {
-                    placements.push(Placement::Full(full));
-                    continue;
-                }
-                let seq = pending.add_envelope(owner, &new.sender, size);
-                let record = Record::Envelope {
-                    message_id: new.message_id,
-                    envelope_ref,
-                    bytes: size,
-                    timestamp_ms: new.timestamp_ms,
-                    expires_at_ms,
-                    sender: new.sender.clone(),
-                };
-                mail.insert((owner.as_str(), seq), record.encode()?.as_slice())
-                    .map_err(storage)?;
-                ids.insert((owner.as_str(), &new.message_id), seq)
-                    .map_err(storage)?;
-                expiry
-                    .insert((expires_at_ms, owner.as_str(), seq), ())
-                    .map_err(storage)?;
-                holders += 1;
-                pending.committed.push(Committed {
-                    owner: owner.clone(),
-                    seq,
-                    prev_seq: seq - 1,
-                    event: new.event.clone(),
-                });
-                placements.push(Placement::Stored { seq });
-            }
-            if holders > 0 {
-                envelopes
-                    .insert(envelope_ref, new.encoded.as_slice())
-                    .map_err(storage)?;
-                refs.insert(envelope_ref, holders).map_err(storage)?;
-                pending.next_ref += 1;
-            }
-            Ok(Applied::Envelope(placements))
-        }
+    let mut tables = Tables {
+        mail: txn.open_table(MAIL).map_err(storage)?,
+        ids: txn.open_table(MAIL_IDS).map_err(storage)?,
+        envelopes: txn.open_table(ENVELOPES).map_err(storage)?,
+        refs: txn.open_table(ENVELOPE_REFS).map_err(storage)?,
+        expiry: txn.open_table(EXPIRY).map_err(storage)?,
+        now: now_ms(),
+    };
+    Ok(match change {
+        Change::Envelope(new) => Applied::Envelope(tables.store_envelope(new, quotas, pending)?),
         Change::Receipts(receipts) => {
-            let expires_at_ms = now.saturating_add(quotas.ttl_ms);
-            for receipt in receipts {
-                let usage = pending.usage(&receipt.owner);
-                usage.last_seq += 1;
-                let seq = usage.last_seq;
-                let record = Record::Receipt {
-                    expires_at_ms,
-                    event: prost::Message::encode_to_vec(&receipt.event),
-                };
-                mail.insert((receipt.owner.as_str(), seq), record.encode()?.as_slice())
-                    .map_err(storage)?;
-                expiry
-                    .insert((expires_at_ms, receipt.owner.as_str(), seq), ())
-                    .map_err(storage)?;
-                let mut event = receipt.event.clone();
-                set_stored_seq(&mut event, seq);
-                pending.committed.push(Committed {
-                    owner: receipt.owner.clone(),
-                    seq,
-                    prev_seq: seq - 1,
-                    event,
-                });
-            }
-            Ok(Applied::Receipts)
+            tables.store_receipts(receipts, quotas, pending)?;
+            Applied::Receipts
         }
-        Change::Ack {
-            owner,
-            ids: acked_ids,
-            seqs,
-        } => {
-            let mut acked = Acked::default();
-            for id in acked_ids {
-                let Some(seq) = ids.get((owner.as_str(), id)).map_err(storage)? else {
-                    continue;
-                };
-                let seq = seq.value();
-                let Some(row) = mail.get((owner.as_str(), seq)).map_err(storage)? else {
-                    continue;
-                };
-                let Record::Envelope {
+        Change::Ack { owner, ids, seqs } => {
+            let mut acked = tables.ack_envelopes(owner, ids, quotas, pending)?;
+            acked.receipts = tables.ack_receipts(owner, seqs)?;
+            Applied::Ack(acked)
+        }
+        Change::Expire { now_ms } => Applied::Expire(tables.expire(*now_ms, pending)?),
+    })
+}
+
+impl Tables<'_> {
+    /// Stores `new` once for every recipient whose quotas admit it (the bytes once, counted by
+    /// holders); a repeated id is a duplicate.
+    fn store_envelope(
+        &mut self,
+        new: &NewEnvelope,
+        quotas: &Quotas,
+        pending: &mut Pending<'_>,
+    ) -> Result<Vec<Placement>, Error> {
+        let size = new.encoded.len() as u64;
+        let envelope_ref = pending.next_ref;
+        let expires_at_ms = self.now.saturating_add(quotas.ttl_ms);
+        let mut holders = 0u32;
+        let mut placements = Vec::with_capacity(new.recipients.len());
+        for owner in &new.recipients {
+            if self
+                .ids
+                .get((owner.as_str(), &new.message_id))
+                .map_err(storage)?
+                .is_some()
+            {
+                placements.push(Placement::Duplicate);
+                continue;
+            }
+            let holdings = pending.holdings(owner, &new.sender);
+            if let Err(full) = quotas.admit(owner, &new.sender, &holdings, size) {
+                placements.push(Placement::Full(full));
+                continue;
+            }
+            let seq = pending.add_envelope(owner, &new.sender, size);
+            let record = Record::Envelope {
+                message_id: new.message_id,
+                envelope_ref,
+                bytes: size,
+                timestamp_ms: new.timestamp_ms,
+                expires_at_ms,
+                sender: new.sender.clone(),
+            };
+            self.mail
+                .insert((owner.as_str(), seq), record.encode()?.as_slice())
+                .map_err(storage)?;
+            self.ids
+                .insert((owner.as_str(), &new.message_id), seq)
+                .map_err(storage)?;
+            self.expiry
+                .insert((expires_at_ms, owner.as_str(), seq), ())
+                .map_err(storage)?;
+            holders += 1;
+            pending.committed.push(Committed {
+                owner: owner.clone(),
+                seq,
+                prev_seq: seq - 1,
+                event: new.event.clone(),
+            });
+            placements.push(Placement::Stored { seq });
+        }
+        if holders > 0 {
+            self.envelopes
+                .insert(envelope_ref, new.encoded.as_slice())
+                .map_err(storage)?;
+            self.refs.insert(envelope_ref, holders).map_err(storage)?;
+            pending.next_ref += 1;
+        }
+        Ok(placements)
+    }
+
+    /// Keeps each receipt in its owner's mailbox under the owner's next sequence number.
+    fn store_receipts(
+        &mut self,
+        receipts: &[NewReceipt],
+        quotas: &Quotas,
+        pending: &mut Pending<'_>,
+    ) -> Result<(), Error> {
+        let expires_at_ms = self.now.saturating_add(quotas.ttl_ms);
+        for receipt in receipts {
+            let usage = pending.usage(&receipt.owner);
+            usage.last_seq += 1;
+            let seq = usage.last_seq;
+            let record = Record::Receipt {
+                expires_at_ms,
+                event: prost::Message::encode_to_vec(&receipt.event),
+            };
+            self.mail
+                .insert((receipt.owner.as_str(), seq), record.encode()?.as_slice())
+                .map_err(storage)?;
+            self.expiry
+                .insert((expires_at_ms, receipt.owner.as_str(), seq), ())
+                .map_err(storage)?;
+            let mut event = receipt.event.clone();
+            set_stored_seq(&mut event, seq);
+            pending.committed.push(Committed {
+                owner: receipt.owner.clone(),
+                seq,
+                prev_seq: seq - 1,
+                event,
+            });
+        }
+        Ok(())
+    }
+
+    /// Marks `owner`'s envelopes with these ids read: their bytes go, their ids are remembered
+    /// until `remember_ids_ms` after they were sent, so a replay is still a duplicate.
+    fn ack_envelopes(
+        &mut self,
+        owner: &str,
+        acked_ids: &[[u8; 16]],
+        quotas: &Quotas,
+        pending: &mut Pending<'_>,
+    ) -> Result<Acked, Error> {
+        let mut acked = Acked::default();
+        for id in acked_ids {
+            let Some(seq) = self
+                .ids
+                .get((owner, id))
+                .map_err(storage)?
+                .map(|seq| seq.value())
+            else {
+                continue;
+            };
+            let Some(row) = self.mail.get((owner, seq)).map_err(storage)? else {
+                continue;
+            };
+            let Record::Envelope {
+                envelope_ref,
+                bytes,
+                timestamp_ms,
+                expires_at_ms,
+                sender,
+                ..
+            } = Record::decode(row.value())?
+            else {
+                continue;
+            };
+            drop(row);
+            let forget_at_ms = timestamp_ms
+                .saturating_add(quotas.remember_ids_ms)
+                .max(self.now + 1);
+            let read = Record::Read {
+                message_id: *id,
+                forget_at_ms,
+            };
+            self.mail
+                .insert((owner, seq), read.encode()?.as_slice())
+                .map_err(storage)?;
+            self.expiry
+                .remove((expires_at_ms, owner, seq))
+                .map_err(storage)?;
+            self.expiry
+                .insert((forget_at_ms, owner, seq), ())
+                .map_err(storage)?;
+            self.release_envelope(envelope_ref)?;
+            pending.remove_envelope(owner, &sender, bytes);
+            acked.envelopes.push(Removed {
+                message_id: *id,
+                sender,
+                owner: owner.to_string(),
+            });
+        }
+        Ok(acked)
+    }
+
+    /// Removes `owner`'s receipts with these sequence numbers; returns how many there were.
+    fn ack_receipts(&mut self, owner: &str, seqs: &[u64]) -> Result<usize, Error> {
+        let mut removed = 0;
+        for &seq in seqs {
+            let Some(row) = self.mail.get((owner, seq)).map_err(storage)? else {
+                continue;
+            };
+            let record = Record::decode(row.value())?;
+            drop(row);
+            if let Record::Receipt { expires_at_ms, .. } = record {
+                self.mail.remove((owner, seq)).map_err(storage)?;
+                self.expiry
+                    .remove((expires_at_ms, owner, seq))
+                    .map_err(storage)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Removes up to `EXPIRE_BATCH` rows due by `now_ms`; returns the unread envelopes among them.
+    fn expire(&mut self, now_ms: u64, pending: &mut Pending<'_>) -> Result<Vec<Removed>, Error> {
+        let due: Vec<(u64, String, u64)> = self
+            .expiry
+            .range(..(now_ms.saturating_add(1), "", 0))
+            .map_err(storage)?
+            .take(EXPIRE_BATCH)
+            .map(|row| {
+                row.map(|(k, _)| {
+                    let (at, owner, seq) = k.value();
+                    (at, owner.to_string(), seq)
+                })
+                .map_err(storage)
+            })
+            .collect::<Result<_, _>>()?;
+        let mut removed = Vec::new();
+        for (at, owner, seq) in due {
+            self.expiry
+                .remove((at, owner.as_str(), seq))
+                .map_err(storage)?;
+            let Some(row) = self.mail.remove((owner.as_str(), seq)).map_err(storage)? else {
+                continue;
+            };
+            let record = Record::decode(row.value())?;
+            drop(row);
+            match record {
+                Record::Envelope {
+                    message_id,
                     envelope_ref,
                     bytes,
-                    timestamp_ms,
-                    expires_at_ms,
                     sender,
                     ..
-                } = Record::decode(row.value())?
-                else {
-                    continue;
-                };
-                drop(row);
-                let forget_at_ms = timestamp_ms
-                    .saturating_add(quotas.remember_ids_ms)
-                    .max(now + 1);
-                let read = Record::Read {
-                    message_id: *id,
-                    forget_at_ms,
-                };
-                mail.insert((owner.as_str(), seq), read.encode()?.as_slice())
-                    .map_err(storage)?;
-                expiry
-                    .remove((expires_at_ms, owner.as_str(), seq))
-                    .map_err(storage)?;
-                expiry
-                    .insert((forget_at_ms, owner.as_str(), seq), ())
-                    .map_err(storage)?;
-                release_envelope(&mut envelopes, &mut refs, envelope_ref)?;
-                pending.remove_envelope(owner, &sender, bytes);
-                acked.envelopes.push(Removed {
-                    message_id: *id,
-                    sender,
-                    owner: owner.clone(),
-                });
-            }
-            for &seq in seqs {
-                let Some(row) = mail.get((owner.as_str(), seq)).map_err(storage)? else {
-                    continue;
-                };
-                let record = Record::decode(row.value())?;
-                drop(row);
-                if let Record::Receipt { expires_at_ms, .. } = record {
-                    mail.remove((owner.as_str(), seq)).map_err(storage)?;
-                    expiry
-                        .remove((expires_at_ms, owner.as_str(), seq))
+                } => {
+                    self.ids
+                        .remove((owner.as_str(), &message_id))
                         .map_err(storage)?;
-                    acked.receipts += 1;
-                }
-            }
-            Ok(Applied::Ack(acked))
-        }
-        Change::Expire { now_ms } => {
-            let due: Vec<(u64, String, u64)> = expiry
-                .range(..(now_ms.saturating_add(1), "", 0))
-                .map_err(storage)?
-                .take(EXPIRE_BATCH)
-                .map(|row| {
-                    row.map(|(k, _)| {
-                        let (at, owner, seq) = k.value();
-                        (at, owner.to_string(), seq)
-                    })
-                    .map_err(storage)
-                })
-                .collect::<Result<_, _>>()?;
-            let mut removed = Vec::new();
-            for (at, owner, seq) in due {
-                expiry.remove((at, owner.as_str(), seq)).map_err(storage)?;
-                let Some(row) = mail.remove((owner.as_str(), seq)).map_err(storage)? else {
-                    continue;
-                };
-                match Record::decode(row.value())? {
-                    Record::Envelope {
+                    self.release_envelope(envelope_ref)?;
+                    pending.remove_envelope(&owner, &sender, bytes);
+                    removed.push(Removed {
                         message_id,
-                        envelope_ref,
-                        bytes,
                         sender,
-                        ..
-                    } => {
-                        ids.remove((owner.as_str(), &message_id)).map_err(storage)?;
-                        release_envelope(&mut envelopes, &mut refs, envelope_ref)?;
-                        pending.remove_envelope(&owner, &sender, bytes);
-                        removed.push(Removed {
-                            message_id,
-                            sender,
-                            owner: owner.clone(),
-                        });
-                    }
-                    Record::Read { message_id, .. } => {
-                        ids.remove((owner.as_str(), &message_id)).map_err(storage)?;
-                    }
-                    Record::Receipt { .. } => {}
+                        owner: owner.clone(),
+                    });
                 }
+                Record::Read { message_id, .. } => {
+                    self.ids
+                        .remove((owner.as_str(), &message_id))
+                        .map_err(storage)?;
+                }
+                Record::Receipt { .. } => {}
             }
-            Ok(Applied::Expire(removed))
         }
+        Ok(removed)
+    }
+
+    /// One holder fewer for an envelope (see `release_envelope`).
+    fn release_envelope(&mut self, envelope_ref: u64) -> Result<(), Error> {
+        release_envelope(&mut self.envelopes, &mut self.refs, envelope_ref)
     }
 }
 
