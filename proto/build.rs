@@ -1,5 +1,5 @@
-//! Compiles the .proto files under ../proto with protox (pure Rust, no system protoc) and writes
-//! the descriptor set that the services register for gRPC reflection.
+//! Compiles the .proto files under svs/ (in this crate's directory) with protox (pure Rust, no
+//! system protoc) and writes the descriptor set the services register for gRPC reflection.
 use prost::Message;
 use std::path::PathBuf;
 
@@ -26,7 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Envelope fields are shared between many subscribers: Bytes makes each copy a refcount.
         .bytes(".svs")
-        // Undecodable requests are INVALID_ARGUMENT, not INTERNAL (common/src/codec.rs).
+        // Undecodable requests are INVALID_ARGUMENT, not INTERNAL (src/codec.rs).
         .codec_path("crate::codec::ProtoCodec")
         .compile_fds(fds)?;
     Ok(())

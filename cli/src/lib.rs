@@ -1,6 +1,7 @@
 //! svs-cli: the client library behind the `svs` binary — sessions with the directory, the
 //! receiving side, pinned peer keys, and the commands.
 
+mod backoff;
 pub mod chat;
 pub mod commands;
 pub mod error;

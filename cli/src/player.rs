@@ -330,7 +330,7 @@ async fn resume_playback(
     request: &PlayRequest,
 ) -> Result<Playing, CliError> {
     const RESUME_ATTEMPTS: u32 = 12;
-    let mut backoff = crate::reconnect::Backoff::default();
+    let mut backoff = crate::backoff::Backoff::default();
     let mut attempt = 0;
     loop {
         attempt += 1;

@@ -1,35 +1,12 @@
-//! Staying connected: exponential backoff with full jitter between attempts (so a restarted
-//! directory is not hit by every client at once), and (re)registering plus subscribing until it
-//! works or fails for a reason retrying cannot cure.
+//! Staying connected: (re)registering plus subscribing, with `Backoff` between attempts, until
+//! it works or fails for a reason retrying cannot cure.
 
+use crate::backoff::Backoff;
 use crate::error::CliError;
 use crate::session::{ConnectOptions, Session};
 use std::time::Duration;
 use svs_common::proto::directory::Event;
 use tonic::Streaming;
-
-/// First wait after a failure.
-pub const FIRST_DELAY: Duration = Duration::from_millis(250);
-/// Longest wait between attempts.
-pub const MAX_DELAY: Duration = Duration::from_secs(15);
-
-/// Delays that double from `FIRST_DELAY` up to `MAX_DELAY`, each drawn uniformly from
-/// [delay/2, delay].
-#[derive(Debug, Default)]
-pub struct Backoff {
-    attempt: u32,
-}
-
-impl Backoff {
-    pub fn next_delay(&mut self) -> Duration {
-        let ceiling = FIRST_DELAY
-            .saturating_mul(1u32 << self.attempt.min(16))
-            .min(MAX_DELAY);
-        self.attempt = self.attempt.saturating_add(1);
-        let half = ceiling / 2;
-        half + half.mul_f64(rand::random::<f64>())
-    }
-}
 
 /// A session with its event stream.
 pub struct Connected {
@@ -67,21 +44,5 @@ pub async fn connect(
             }
             Err(e) => return Err(e),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn delays_grow_with_jitter_up_to_the_cap() {
-        let mut backoff = Backoff::default();
-        let delays: Vec<Duration> = (0..12).map(|_| backoff.next_delay()).collect();
-        for (n, d) in delays.iter().enumerate() {
-            let ceiling = FIRST_DELAY.saturating_mul(1 << n).min(MAX_DELAY);
-            assert!(*d >= ceiling / 2 && *d <= ceiling, "attempt {n}: {d:?}");
-        }
-        assert!(delays[11] >= MAX_DELAY / 2);
     }
 }

@@ -192,7 +192,7 @@ impl Session {
         // A directory answering "not now" (everyone registering at once) is asked again a few
         // times, waiting as long as it asks (at least the reconnect backoff), before the refusal
         // reaches the user; a long wait (an address's new names used up) is reported at once.
-        let mut backoff = crate::reconnect::Backoff::default();
+        let mut backoff = crate::backoff::Backoff::default();
         let mut attempts = 0;
         let registered = loop {
             attempts += 1;

@@ -144,20 +144,6 @@ pub async fn health_check(url: &str, ca: Option<&Path>, service: &str) -> Result
     }
 }
 
-/// Logs to stderr via tracing-subscriber, filtered by RUST_LOG (default `info`).
-pub fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 /// Waits until the CA file exists (when given) and the service answers SERVING, for at most
 /// `limit`. For tests, benchmarks and start-up scripts.
 pub async fn wait_healthy(url: &str, ca: Option<&Path>, limit: Duration) -> Result<(), Error> {
@@ -176,35 +162,5 @@ pub async fn wait_healthy(url: &str, ca: Option<&Path>, limit: Duration) -> Resu
             return result;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The `health` subcommand both services have: a grpc.health.v1 check over TLS, for container
-/// healthchecks. Exit status 0 when SERVING.
-#[derive(Debug, clap::Args)]
-pub struct HealthArgs {
-    /// Service URL [default: the service's own port on localhost].
-    #[arg(long)]
-    pub url: Option<String>,
-    /// CA certificate that signed the service's certificate.
-    #[arg(long, env = "SVS_CA", default_value = "./data/tls/ca.pem")]
-    pub ca: std::path::PathBuf,
-}
-
-impl HealthArgs {
-    /// Runs the check and reports on stdout/stderr.
-    pub async fn run(&self, default_url: &str) -> std::process::ExitCode {
-        let url = self.url.as_deref().unwrap_or(default_url);
-        let ca = self.ca.exists().then_some(self.ca.as_path());
-        match health_check(url, ca, "").await {
-            Ok(()) => {
-                println!("SERVING");
-                std::process::ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                std::process::ExitCode::FAILURE
-            }
-        }
     }
 }

@@ -3,6 +3,7 @@
 //! private, and what other crates need is re-exported here. docs/architecture.md has the map.
 #![warn(missing_docs)]
 
+mod admin;
 mod bindings;
 mod challenges;
 mod cluster;
@@ -10,15 +11,16 @@ mod config;
 mod db;
 mod directory;
 mod error;
+mod lifecycle;
 mod mailbox;
 mod registration;
 mod registry;
 mod relay;
-mod server;
 mod service;
 mod subscriber;
 
+pub use admin::{new_token_key, release_name, release_name_in_cluster};
 pub use cluster::ClusterOptions;
 pub use config::{Config, Limits};
 pub use error::{Error, Refusal};
-pub use server::{new_token_key, release_name, release_name_in_cluster, run};
+pub use lifecycle::run;

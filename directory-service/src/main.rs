@@ -42,7 +42,7 @@ enum Command {
         if_missing: bool,
     },
     /// Check a running service over grpc.health.v1 (exit 0 when SERVING); for container healthchecks.
-    Health(svs_common::client::HealthArgs),
+    Health(svs_server::HealthArgs),
 }
 
 #[tokio::main]

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod error;
+mod health_check;
 pub mod metrics;
 pub mod rate;
 pub mod run;
@@ -16,4 +17,5 @@ pub mod tls;
 pub mod verified_tokens;
 
 pub use error::Error;
+pub use health_check::HealthArgs;
 pub use run::{ServerOptions, run_main};

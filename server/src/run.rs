@@ -40,7 +40,7 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: std::error::Error + 'static,
 {
-    svs_common::client::init_logging(log_json);
+    init_logging(log_json);
     let listener = match TcpListener::bind(listen).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -114,4 +114,18 @@ pub async fn serve_until_shutdown(
     };
     stop.cancel();
     result
+}
+
+/// Logs to stderr via tracing-subscriber, filtered by RUST_LOG (default `info`).
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }

@@ -10,16 +10,16 @@ mod config;
 mod encoder;
 mod error;
 mod library;
+mod lifecycle;
 pub mod media;
 mod playback;
 mod progress;
 mod resolution;
-mod server;
 mod service;
 
 pub use config::{Config, Limits};
 pub use encoder::{Encoding, RunEncoder};
 pub use error::{Error, Refusal};
+pub use lifecycle::{Handle, run};
 pub use progress::Progress;
 pub use resolution::Rendition;
-pub use server::{Handle, run};

@@ -53,7 +53,7 @@ enum Command {
         videos: PathBuf,
     },
     /// Check a running service over grpc.health.v1 (exit 0 when SERVING); for container healthchecks.
-    Health(svs_common::client::HealthArgs),
+    Health(svs_server::HealthArgs),
 }
 
 fn finish(result: Result<String, String>) -> ExitCode {
