@@ -11,9 +11,8 @@
 //! 127.0.0.2 to .6. All traffic stays on loopback and every loop ends with the run.
 #![allow(clippy::unwrap_used)] // a load generator: a panic is the failure report
 
-#[path = "../tests/support/net.rs"]
-mod net;
 use svs_test_support as process;
+use svs_test_support::net;
 
 use clap::Parser;
 use std::collections::VecDeque;

@@ -3,7 +3,8 @@
 
 use svs_common::proto::stream::Frame;
 
-pub(crate) struct Viewer {
+#[derive(Debug)]
+pub struct Viewer {
     decoder: svs_cli::picture::PictureDecoder,
     image: opencv::core::Mat,
     /// H.264 has been decoded since the last jump (a JPEG bridge must not come after it).
@@ -17,7 +18,7 @@ impl Default for Viewer {
 }
 
 impl Viewer {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         Self {
             decoder: svs_cli::picture::PictureDecoder::default(),
             image: opencv::core::Mat::default(),
@@ -26,7 +27,7 @@ impl Viewer {
     }
 
     /// The frame's decoded size and the frame number drawn on it.
-    pub(crate) fn show(&mut self, f: &Frame) -> ((i32, i32), Option<u64>) {
+    pub fn show(&mut self, f: &Frame) -> ((i32, i32), Option<u64>) {
         use opencv::prelude::*;
         self.decoder
             .decode(
@@ -43,14 +44,14 @@ impl Viewer {
     }
 
     /// A switch or seek was announced: JPEG bridge frames may come until the next keyframe.
-    pub(crate) fn jumped(&mut self) {
+    pub fn jumped(&mut self) {
         self.h264_since_jump = false;
     }
 
     /// Shows a frame of an H.264 playback with keyframes every `gop` frames and checks it: it
     /// decodes at `size` showing its own number, a JPEG bridge only between a jump and the
     /// keyframe after it, the first H.264 frame after a jump a keyframe at its place.
-    pub(crate) fn check_h264(&mut self, f: &Frame, size: (i32, i32), gop: u64) {
+    pub fn check_h264(&mut self, f: &Frame, size: (i32, i32), gop: u64) {
         assert_eq!(self.show(f), (size, Some(f.index)), "frame {}", f.index);
         match f.picture.as_ref().unwrap() {
             svs_common::proto::stream::frame::Picture::Jpeg(_) => {

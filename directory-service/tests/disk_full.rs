@@ -3,7 +3,7 @@
 //! returns, without a restart. Mounts a 4 MiB tmpfs, so it needs root (CI runs as root).
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-mod support;
+use svs_test_support as support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

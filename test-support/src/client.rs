@@ -1,23 +1,24 @@
 //! A registered, subscribed client driven through the real client code.
 
-use super::TestDirectory;
+use crate::fixtures::TestDirectory;
 use std::time::Duration;
 use svs_cli::inbox::{Inbox, Incoming, Message};
 use svs_cli::session::Session;
 use svs_common::proto::directory::{Envelope, Event, Peer, event};
 use tonic::Streaming;
 
-pub(crate) const WAIT: Duration = Duration::from_secs(20);
+pub const WAIT: Duration = Duration::from_secs(20);
 
 /// A registered, subscribed client.
-pub(crate) struct Client {
+#[derive(Debug)]
+pub struct Client {
     pub session: Session,
     pub stream: Streaming<Event>,
     pub inbox: Inbox,
 }
 
 impl Client {
-    pub(crate) async fn join(dir: &TestDirectory, name: &str, home: &std::path::Path) -> Client {
+    pub async fn join(dir: &TestDirectory, name: &str, home: &std::path::Path) -> Client {
         let mut session = dir.register(name, home).await;
         let mut stream = session.subscribe().await.unwrap();
         let mut inbox = session.inbox().unwrap();
@@ -34,7 +35,7 @@ impl Client {
     }
 
     /// Processes events until `pick` returns something.
-    pub(crate) async fn until<T>(&mut self, mut pick: impl FnMut(&Incoming) -> Option<T>) -> T {
+    pub async fn until<T>(&mut self, mut pick: impl FnMut(&Incoming) -> Option<T>) -> T {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let items = tokio::time::timeout_at(
@@ -52,7 +53,7 @@ impl Client {
         }
     }
 
-    pub(crate) async fn message(&mut self) -> Message {
+    pub async fn message(&mut self) -> Message {
         self.until(|i| match i {
             Incoming::Message(m) => Some(m.clone()),
             _ => None,
@@ -61,7 +62,7 @@ impl Client {
     }
 
     /// Raw next event (no processing), for tests that inspect envelopes.
-    pub(crate) async fn raw_envelope(&mut self) -> Envelope {
+    pub async fn raw_envelope(&mut self) -> Envelope {
         loop {
             let event = tokio::time::timeout(WAIT, self.stream.message())
                 .await
@@ -74,7 +75,7 @@ impl Client {
         }
     }
 
-    pub(crate) fn peer(&self, name: &str) -> Peer {
+    pub fn peer(&self, name: &str) -> Peer {
         self.inbox
             .online()
             .into_iter()
@@ -82,7 +83,7 @@ impl Client {
             .unwrap_or_else(|| panic!("{name} is online"))
     }
 
-    pub(crate) async fn wait_for_peer(&mut self, name: &str) -> Peer {
+    pub async fn wait_for_peer(&mut self, name: &str) -> Peer {
         if let Some(p) = self.inbox.online().into_iter().find(|p| p.name == name) {
             return p;
         }

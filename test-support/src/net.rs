@@ -1,7 +1,6 @@
 //! Connections from a chosen loopback source address (Linux routes all of 127.0.0.0/8 to lo), so
 //! per-address limits see several clients on one machine: plain TCP, gRPC channels, and TLS
 //! connections that have sent nothing yet. Shared by the tests and the soak example.
-#![allow(dead_code)]
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -11,10 +10,10 @@ use tokio::net::TcpStream;
 use tonic::transport::Channel;
 
 #[allow(unused_imports)] // not every test binary needs it
-pub(crate) use super::process::free_port;
+pub use super::process::free_port;
 
 /// The port of an `https://host:port` URL.
-pub(crate) fn port_of(url: &str) -> u16 {
+pub fn port_of(url: &str) -> u16 {
     url.rsplit(':')
         .next()
         .and_then(|p| p.trim_end_matches('/').parse().ok())
@@ -22,7 +21,7 @@ pub(crate) fn port_of(url: &str) -> u16 {
 }
 
 /// A TCP connection from `source` to 127.0.0.1:`port`, Nagle off as real clients have it.
-pub(crate) async fn tcp_from(source: IpAddr, port: u16) -> std::io::Result<TcpStream> {
+pub async fn tcp_from(source: IpAddr, port: u16) -> std::io::Result<TcpStream> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(source, 0))?;
     let stream = socket
@@ -33,7 +32,7 @@ pub(crate) async fn tcp_from(source: IpAddr, port: u16) -> std::io::Result<TcpSt
 }
 
 /// A gRPC channel to `url` (trusting `ca`) whose connections leave from `source`.
-pub(crate) async fn channel_from(source: IpAddr, url: &str, ca: &Path) -> Result<Channel, String> {
+pub async fn channel_from(source: IpAddr, url: &str, ca: &Path) -> Result<Channel, String> {
     let port = port_of(url);
     let connector = tower::service_fn(move |_: http::Uri| async move {
         tcp_from(source, port)
@@ -49,7 +48,7 @@ pub(crate) async fn channel_from(source: IpAddr, url: &str, ca: &Path) -> Result
 
 /// A gRPC channel to `url` whose connections leave from `proxy` and start with a PROXY protocol
 /// v2 header naming `client`, as HAProxy's `send-proxy-v2` writes one.
-pub(crate) async fn channel_via_proxy(
+pub async fn channel_via_proxy(
     proxy: IpAddr,
     client: SocketAddr,
     url: &str,
@@ -77,7 +76,7 @@ pub(crate) async fn channel_via_proxy(
 }
 
 /// A TLS 1.3 connection (ALPN h2) from `source` to `url` that has sent nothing yet.
-pub(crate) async fn tls_from(
+pub async fn tls_from(
     source: IpAddr,
     url: &str,
     ca: &Path,
@@ -109,7 +108,7 @@ pub(crate) async fn tls_from(
 }
 
 /// Reads until the peer closes (EOF or an error); returns whether that happened within `within`.
-pub(crate) async fn closed_within(
+pub async fn closed_within(
     mut stream: impl AsyncReadExt + Unpin,
     within: std::time::Duration,
 ) -> bool {

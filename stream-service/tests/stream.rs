@@ -2,7 +2,7 @@
 //! decoded by OpenCV, real client code. Headless: no test touches highgui.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-mod support;
+use svs_test_support as support;
 
 use std::time::Duration;
 use support::viewer::Viewer;

@@ -5,7 +5,7 @@
 //! limits tell the two apart as they would two machines.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-mod support;
+use svs_test_support as support;
 
 use std::net::IpAddr;
 use std::path::Path;
