@@ -2,16 +2,18 @@
 //! messages — signature verified against the sender's key before any decryption, replays
 //! dropped, key changes flagged.
 //!
-//! Replays are refused with a window per sender (as IPsec and DTLS do): the ids of the last
-//! `MAX_REMEMBERED_IDS` messages accepted, and a floor below which every counter is refused.
-//! Mailboxes deliver old messages and several sessions of one sender may send out of counter
-//! order, so neither age nor a strictly increasing counter would do. The window is kept in the
-//! home directory (`replay/NAME`, appended per message, compacted atomically) so it survives
-//! restarts. An envelope whose id was already accepted is a redelivery (the relay resends what
-//! was not acknowledged): it is acknowledged again and not shown twice.
+//! Replays are refused with a window per sender (`replay`). Mailboxes deliver old messages and
+//! several sessions of one sender may send out of counter order, so neither age nor a strictly
+//! increasing counter would do. An envelope whose id was already accepted is a redelivery (the
+//! relay resends what was not acknowledged): it is acknowledged again and not shown twice.
+
+mod replay;
+
+pub use replay::{MAX_REMEMBERED_IDS, ReplayWrite};
 
 use crate::error::CliError;
 use crate::known_peers::{KnownPeers, PinCheck};
+use replay::{Fresh, ReplayWindow};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -61,73 +63,16 @@ pub enum Incoming {
     ResyncNeeded,
 }
 
-/// Ids remembered per sender at most; older ones are refused by the floor.
-pub const MAX_REMEMBERED_IDS: usize = 4096;
-
-/// What is remembered of one sender to refuse replays.
-#[derive(Default)]
-struct SenderHistory {
-    /// Every counter at or below this is refused.
-    floor: u64,
-    /// Accepted messages above the floor: counter → id, and id → counter.
-    by_counter: BTreeMap<u64, [u8; 16]>,
-    ids: HashMap<[u8; 16], u64>,
-}
-
-/// Whether a message from a sender is new.
-#[derive(Debug, PartialEq, Eq)]
-enum Fresh {
-    New,
-    /// This very message was accepted before.
-    Seen,
-    /// At or below the floor: a replay of something forgotten, or a sender counting wrongly.
-    BelowFloor,
-}
-
-impl SenderHistory {
-    fn judge(&self, id: &[u8; 16], counter: u64) -> Fresh {
-        if self.ids.contains_key(id) {
-            Fresh::Seen
-        } else if counter <= self.floor {
-            Fresh::BelowFloor
-        } else {
-            Fresh::New
-        }
-    }
-
-    fn remember(&mut self, id: [u8; 16], counter: u64) {
-        if counter <= self.floor || self.ids.contains_key(&id) {
-            return;
-        }
-        // Two ids with one counter: keep the later id under the counter; both stay refused
-        // once the floor passes the counter.
-        if let Some(old) = self.by_counter.insert(counter, id) {
-            self.ids.remove(&old);
-        }
-        self.ids.insert(id, counter);
-        while self.by_counter.len() > MAX_REMEMBERED_IDS {
-            let Some((counter, old)) = self.by_counter.pop_first() else {
-                break;
-            };
-            self.ids.remove(&old);
-            self.floor = self.floor.max(counter);
-        }
-    }
-}
-
 /// Per-session receiving state.
 pub struct Inbox {
-    /// Where the replay window is kept between runs (`None`: memory only).
-    replay_file: Option<PathBuf>,
-    /// Lines appended to the replay file since it was last compacted.
-    replay_appends: usize,
+    /// Which messages were accepted already, per sender.
+    replay: ReplayWindow,
     /// Keys of senders not online, looked up from the directory.
     offline_keys: HashMap<String, Vec<u8>>,
     my_name: String,
     key: Arc<PrivateKey>,
     version: u64,
     roster: BTreeMap<String, Peer>,
-    history: HashMap<String, SenderHistory>,
     /// Pages of a snapshot still being received.
     snapshot_pages: Vec<Peer>,
 }
@@ -141,90 +86,21 @@ impl std::fmt::Debug for Inbox {
 impl Inbox {
     pub fn new(my_name: String, key: Arc<PrivateKey>) -> Self {
         Self {
-            replay_file: None,
-            replay_appends: 0,
+            replay: ReplayWindow::default(),
             offline_keys: HashMap::new(),
             my_name,
             key,
             version: 0,
             roster: BTreeMap::new(),
-            history: HashMap::new(),
             snapshot_pages: Vec::new(),
         }
     }
 
-    /// An inbox that loads and keeps its replay window in `path` (lines `floor SENDER COUNTER`
-    /// and `seen SENDER COUNTER ID`; a line `SENDER COUNTER` from older versions is a floor).
-    /// A damaged file stops the client: without it replays could not be refused. A last line
-    /// without its newline (a write cut short by a crash) is ignored: its message was not shown.
+    /// An inbox that loads and keeps its replay window in `path` (see `ReplayWindow::load`).
+    /// A damaged file stops the client: without it replays could not be refused.
     pub fn with_replay_file(mut self, path: PathBuf) -> Result<Self, CliError> {
-        if path.exists() {
-            let text = std::fs::read_to_string(&path)?;
-            let complete = match text.rfind('\n') {
-                Some(end) => &text[..=end],
-                None => "",
-            };
-            if complete.len() < text.len() {
-                // Drop the torn tail so the next append starts on a line of its own.
-                svs_common::identity::write_secret_file(&path, complete.as_bytes())?;
-            }
-            for (n, line) in complete.lines().enumerate() {
-                if !self.apply_replay_line(line) {
-                    return Err(CliError::Usage(format!(
-                        "{} line {} is damaged; it keeps replayed messages out, so restore it from a backup (deleting it accepts replays of old messages once)",
-                        path.display(),
-                        n + 1
-                    )));
-                }
-            }
-        }
-        self.replay_file = Some(path);
+        self.replay = ReplayWindow::load(path)?;
         Ok(self)
-    }
-
-    fn apply_replay_line(&mut self, line: &str) -> bool {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let (kind, sender, counter, id) = match words.as_slice() {
-            ["floor", sender, counter] => ("floor", *sender, *counter, None),
-            ["seen", sender, counter, id] => ("seen", *sender, *counter, Some(*id)),
-            [sender, counter] => ("floor", *sender, *counter, None),
-            _ => return false,
-        };
-        let Ok(counter) = counter.parse::<u64>() else {
-            return false;
-        };
-        if names::validate(sender).is_err() {
-            return false;
-        }
-        let history = self.history.entry(names::canonical(sender)).or_default();
-        match (kind, id) {
-            ("floor", None) => history.floor = history.floor.max(counter),
-            (_, Some(id)) => {
-                let Some(id) = hex::decode(id)
-                    .ok()
-                    .and_then(|b| <[u8; 16]>::try_from(b).ok())
-                else {
-                    return false;
-                };
-                history.remember(id, counter);
-            }
-            _ => return false,
-        }
-        true
-    }
-
-    /// The whole replay window as the file's text.
-    fn replay_text(&self) -> String {
-        let mut senders: Vec<(&String, &SenderHistory)> = self.history.iter().collect();
-        senders.sort_by_key(|(name, _)| name.as_str());
-        let mut text = String::new();
-        for (sender, h) in senders {
-            text.push_str(&format!("floor {sender} {}\n", h.floor));
-            for (counter, id) in &h.by_counter {
-                text.push_str(&format!("seen {sender} {counter} {}\n", hex::encode(id)));
-            }
-        }
-        text
     }
 
     /// Records an accepted message in the replay file now (blocking; see `plan_record`).
@@ -235,32 +111,14 @@ impl Inbox {
         }
     }
 
-    /// The write that records an accepted message: a line appended, or the whole window
-    /// rewritten atomically once the appends outgrow it. `None` without a replay file.
+    /// The write that records an accepted message (see `ReplayWindow::plan_record`).
     pub fn plan_record(
         &mut self,
         sender: &str,
         counter: u64,
         id: &[u8; 16],
     ) -> Option<ReplayWrite> {
-        let path = self.replay_file.clone()?;
-        let remembered: usize = self.history.values().map(|h| h.by_counter.len() + 1).sum();
-        if self.replay_appends > remembered + 1024 {
-            self.replay_appends = 0;
-            return Some(ReplayWrite::Rewrite {
-                path,
-                text: self.replay_text(),
-            });
-        }
-        self.replay_appends += 1;
-        Some(ReplayWrite::Append {
-            path,
-            line: format!(
-                "seen {} {counter} {}\n",
-                names::canonical(sender),
-                hex::encode(id)
-            ),
-        })
+        self.replay.plan_record(sender, counter, id)
     }
 
     /// Whether the key of `sender` is known (online, pinned, or looked up).
@@ -431,10 +289,8 @@ impl Inbox {
             return Err(dropped(format!("rejected: {e}")));
         }
         match self
-            .history
-            .entry(canonical)
-            .or_default()
-            .judge(&header.message_id, header.counter)
+            .replay
+            .judge(&canonical, &header.message_id, header.counter)
         {
             Fresh::New => {}
             Fresh::Seen => return Err(Incoming::Redelivered),
@@ -469,11 +325,11 @@ impl Inbox {
                 };
             }
         };
-        let history = self
-            .history
-            .entry(names::canonical(&header.sender))
-            .or_default();
-        history.remember(header.message_id, header.counter);
+        self.replay.remember(
+            &names::canonical(&header.sender),
+            header.message_id,
+            header.counter,
+        );
         Incoming::Message(Message {
             from: header.sender.clone(),
             to: header.recipients.iter().map(|r| r.name.clone()).collect(),
@@ -482,38 +338,6 @@ impl Inbox {
             time: header.timestamp_ms,
             warning: verified.warning,
         })
-    }
-}
-
-/// A change to the replay file, to run on a blocking thread.
-#[derive(Debug)]
-pub enum ReplayWrite {
-    Append { path: PathBuf, line: String },
-    Rewrite { path: PathBuf, text: String },
-}
-
-impl ReplayWrite {
-    /// Writes and syncs it: a message is recorded before it is shown.
-    pub fn apply(self) -> Result<(), CliError> {
-        match self {
-            ReplayWrite::Append { path, line } => {
-                use std::io::Write;
-                if let Some(dir) = path.parent() {
-                    svs_common::identity::create_private_dir(dir)?;
-                }
-                let mut options = std::fs::OpenOptions::new();
-                options.create(true).append(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                let mut file = options.open(&path)?;
-                file.write_all(line.as_bytes())?;
-                file.sync_data()?;
-            }
-            ReplayWrite::Rewrite { path, text } => {
-                svs_common::identity::write_secret_file(&path, text.as_bytes())?;
-            }
-        }
-        Ok(())
     }
 }
 
@@ -576,65 +400,6 @@ mod tests {
                 more,
             })),
         }
-    }
-
-    #[test]
-    fn the_replay_file_round_trips_and_a_damaged_one_stops_the_client() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("replay");
-        let key = Arc::new(svs_common::identity::generate(2048).unwrap());
-        // An old-format floor line, then a window written by this version, then a torn line.
-        std::fs::write(
-            &path,
-            format!(
-                "alice 42\nseen bob 7 {}\nseen bob 8 ab",
-                hex::encode([7u8; 16])
-            ),
-        )
-        .unwrap();
-        let mut inbox = Inbox::new("me".into(), key.clone())
-            .with_replay_file(path.clone())
-            .unwrap();
-        assert_eq!(
-            inbox.history["alice"].judge(&[1; 16], 42),
-            Fresh::BelowFloor
-        );
-        assert_eq!(inbox.history["alice"].judge(&[1; 16], 43), Fresh::New);
-        assert_eq!(inbox.history["bob"].judge(&[7; 16], 7), Fresh::Seen);
-        inbox.record("Bob", 9, &[9; 16]).unwrap();
-        let reloaded = Inbox::new("me".into(), key.clone())
-            .with_replay_file(path.clone())
-            .unwrap();
-        assert_eq!(reloaded.history["bob"].judge(&[9; 16], 9), Fresh::Seen);
-        std::fs::write(&path, "alice 42\nbob seven\n").unwrap();
-        let err = Inbox::new("me".into(), key)
-            .with_replay_file(path)
-            .err()
-            .unwrap();
-        assert!(err.to_string().contains("line 2 is damaged"), "{err}");
-    }
-
-    #[test]
-    fn the_window_accepts_out_of_order_counters_once_and_is_bounded() {
-        let mut history = SenderHistory::default();
-        let id = |n: u64| {
-            let mut id = [0u8; 16];
-            id[..8].copy_from_slice(&n.to_be_bytes());
-            id
-        };
-        // Two sessions of one sender: 11 arrives before 10; both are new, each only once.
-        history.remember(id(11), 11);
-        assert_eq!(history.judge(&id(10), 10), Fresh::New);
-        history.remember(id(10), 10);
-        assert_eq!(history.judge(&id(10), 10), Fresh::Seen);
-        for n in 12..(12 + MAX_REMEMBERED_IDS as u64) {
-            history.remember(id(n), n);
-        }
-        assert_eq!(history.ids.len(), MAX_REMEMBERED_IDS);
-        assert_eq!(history.by_counter.len(), MAX_REMEMBERED_IDS);
-        // The oldest fell out of the window: refused by the floor instead.
-        assert_eq!(history.judge(&id(10), 10), Fresh::BelowFloor);
-        assert_eq!(history.floor, 11);
     }
 
     #[test]
