@@ -11,11 +11,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::{ChildService, NATS_USER, NatsServer as Nats, free_port, log_file};
 use svs_cli::home::Home;
-use svs_cli::inbox::{Inbox, Incoming};
+use svs_cli::inbox::Incoming;
 use svs_cli::session::{ConnectOptions, ReachState, Session};
-use svs_common::proto::directory::{Event, Peer};
+use svs_common::proto::directory::Peer;
 use tokio::time::Instant;
-use tonic::Streaming;
 
 const WAIT: Duration = Duration::from_secs(30);
 /// Replicas are told this timeout, so a killed one is noticed within seconds.
@@ -178,29 +177,31 @@ impl Cluster {
     }
 }
 
-/// A registered, subscribed client.
+/// A registered, subscribed client (svs-test-support's) that can register again through the
+/// replica list.
 struct Client {
     options: ConnectOptions,
-    session: Session,
-    stream: Streaming<Event>,
-    inbox: Inbox,
-    /// Everything processed so far.
-    seen: Vec<Incoming>,
+    inner: support::client::Client,
+}
+
+impl std::ops::Deref for Client {
+    type Target = support::client::Client;
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Client {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.inner
+    }
 }
 
 impl Client {
     async fn join(options: ConnectOptions) -> Self {
-        let mut session = Session::register(&options).await.unwrap();
-        let mut stream = session.subscribe().await.unwrap();
-        let mut inbox = session.inbox().unwrap();
-        let seen = session.await_roster(&mut stream, &mut inbox).await.unwrap();
-        Self {
-            options,
-            session,
-            stream,
-            inbox,
-            seen,
-        }
+        let session = Session::register(&options).await.unwrap();
+        let inner = support::client::Client::subscribed(session).await;
+        Self { options, inner }
     }
 
     /// Registers again through the replica list (the first that answers) and subscribes.
@@ -210,44 +211,20 @@ impl Client {
             match Session::register(&self.options).await {
                 Ok(mut session) => {
                     if let Ok(mut stream) = session.subscribe().await {
-                        self.seen.extend(
-                            session
-                                .await_roster(&mut stream, &mut self.inbox)
-                                .await
-                                .unwrap(),
-                        );
-                        self.session = session;
-                        self.stream = stream;
+                        let inner = &mut self.inner;
+                        let roster = session
+                            .await_roster(&mut stream, &mut inner.inbox)
+                            .await
+                            .unwrap();
+                        inner.seen.extend(roster);
+                        inner.session = session;
+                        inner.stream = stream;
                         return;
                     }
                 }
                 Err(e) => assert!(Instant::now() < deadline, "could not rejoin: {e}"),
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    /// Processes events until `pick` finds something among them.
-    async fn until<T>(&mut self, mut pick: impl FnMut(&Incoming) -> Option<T>) -> T {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let items = tokio::time::timeout_at(
-                deadline,
-                self.session
-                    .next_incoming(&mut self.stream, &mut self.inbox),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                let last = &self.seen[self.seen.len().saturating_sub(8)..];
-                panic!("expected event did not arrive in time; the last seen: {last:#?}")
-            })
-            .unwrap()
-            .expect("stream ended");
-            let found = items.iter().find_map(&mut pick);
-            self.seen.extend(items);
-            if let Some(found) = found {
-                return found;
-            }
         }
     }
 

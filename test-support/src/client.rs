@@ -15,26 +15,35 @@ pub struct Client {
     pub session: Session,
     pub stream: Streaming<Event>,
     pub inbox: Inbox,
+    /// Everything processed so far (the last of it is printed when an expected event is late).
+    pub seen: Vec<Incoming>,
 }
 
 impl Client {
+    /// Registers `name` with `dir` and subscribes.
     pub async fn join(dir: &TestDirectory, name: &str, home: &std::path::Path) -> Client {
-        let mut session = dir.register(name, home).await;
-        let mut stream = session.subscribe().await.unwrap();
-        let mut inbox = session.inbox().unwrap();
-        let first = session.await_roster(&mut stream, &mut inbox).await.unwrap();
+        let client = Self::subscribed(dir.register(name, home).await).await;
         assert!(
-            matches!(first[0], Incoming::Roster(_)),
+            matches!(client.seen[0], Incoming::Roster(_)),
             "snapshot comes first"
         );
+        client
+    }
+
+    /// Subscribes a registered `session` and waits for its roster.
+    pub async fn subscribed(mut session: Session) -> Client {
+        let mut stream = session.subscribe().await.unwrap();
+        let mut inbox = session.inbox().unwrap();
+        let seen = session.await_roster(&mut stream, &mut inbox).await.unwrap();
         Client {
             session,
             stream,
             inbox,
+            seen,
         }
     }
 
-    /// Processes events until `pick` returns something.
+    /// Processes events until `pick` finds something among them.
     pub async fn until<T>(&mut self, mut pick: impl FnMut(&Incoming) -> Option<T>) -> T {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
@@ -44,10 +53,15 @@ impl Client {
                     .next_incoming(&mut self.stream, &mut self.inbox),
             )
             .await
-            .expect("expected event did not arrive in time")
+            .unwrap_or_else(|_| {
+                let last = &self.seen[self.seen.len().saturating_sub(8)..];
+                panic!("expected event did not arrive in time; the last seen: {last:#?}")
+            })
             .unwrap()
             .expect("stream ended");
-            if let Some(found) = items.iter().find_map(&mut pick) {
+            let found = items.iter().find_map(&mut pick);
+            self.seen.extend(items);
+            if let Some(found) = found {
                 return found;
             }
         }
