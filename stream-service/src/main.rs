@@ -11,7 +11,7 @@ use stream_service::{Config, media};
 #[command(
     name = "stream-service",
     version,
-    about = "svs stream service: videos served as paced JPEG frames at 240p, 720p and 1440p",
+    about = "svs stream service: videos served at 240p, 720p and 1440p as paced H.264 (or JPEG) frames, with switching, AUTO, pause and seek",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
