@@ -23,6 +23,11 @@ const HEADLESS: PlayOptions = PlayOptions {
     max_pixels: None,
 };
 
+/// Plays `request` to its end through the real player, without a window.
+async fn play_headless(client: &mut StreamClient, request: PlayRequest) -> player::Summary {
+    player::play(client, request, &HEADLESS).await.unwrap()
+}
+
 fn request(resolution: Resolution, pacing: Pacing) -> PlayRequest {
     PlayRequest {
         video: "demo".into(),
@@ -86,9 +91,7 @@ async fn every_rendition_plays_in_order_at_its_size_and_shares_one_encode() {
         let s = &s;
         async move {
             let mut client = s.client("viewer").await;
-            player::play(&mut client, request(r, Pacing::Realtime), &HEADLESS)
-                .await
-                .unwrap()
+            play_headless(&mut client, request(r, Pacing::Realtime)).await
         }
     };
     let (p240, p720, p1440) = tokio::join!(
@@ -139,13 +142,11 @@ async fn every_rendition_plays_in_order_at_its_size_and_shares_one_encode() {
 
     // A second viewer of a rendition is served from the cache: no new encode.
     let mut client = s.client("second").await;
-    let again = player::play(
+    let again = play_headless(
         &mut client,
         request(Resolution::Resolution720p, Pacing::AsFastAsPossible),
-        &HEADLESS,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(again.frames_received, DEMO_FRAMES);
     assert_eq!(s.stream.settled_encodes().await, 6, "no second encode");
     s.stream.stop().await;
@@ -327,9 +328,7 @@ async fn h264_plays_every_rendition_with_a_keyframe_a_second_and_old_clients_sti
         (Resolution::Resolution1440p, (2560, 1440)),
     ] {
         let fast = request(resolution, Pacing::AsFastAsPossible);
-        let h264 = player::play(&mut client, in_h264(fast.clone()), &HEADLESS)
-            .await
-            .unwrap();
+        let h264 = play_headless(&mut client, in_h264(fast.clone())).await;
         assert_eq!(h264.codec, "h264");
         assert_eq!(
             (
@@ -357,7 +356,7 @@ async fn h264_plays_every_rendition_with_a_keyframe_a_second_and_old_clients_sti
             );
         }
         // A request that names no codec (every client before H.264) is served JPEG.
-        let jpeg = player::play(&mut client, fast, &HEADLESS).await.unwrap();
+        let jpeg = play_headless(&mut client, fast).await;
         assert_eq!(jpeg.codec, "jpeg");
         assert_eq!(jpeg.frames_decoded, DEMO_FRAMES);
         assert!(jpeg.frames.iter().all(|f| f.codec == "jpeg" && f.keyframe));
@@ -557,13 +556,11 @@ async fn a_stalled_viewer_skips_instead_of_lagging_and_does_not_slow_another() {
     let s = setup(&[]).await;
     // Warm the cache so both viewers are served the same way.
     let mut warm = s.client("warm").await;
-    player::play(
+    play_headless(
         &mut warm,
         request(Resolution::Resolution1440p, Pacing::AsFastAsPossible),
-        &HEADLESS,
     )
-    .await
-    .unwrap();
+    .await;
 
     let mut stalled = s.client("stalled").await;
     let mut playing = stalled
@@ -572,13 +569,11 @@ async fn a_stalled_viewer_skips_instead_of_lagging_and_does_not_slow_another() {
         .unwrap();
     let mut steady = s.client("steady").await;
     let steady_play = tokio::spawn(async move {
-        player::play(
+        play_headless(
             &mut steady,
             request(Resolution::Resolution1440p, Pacing::Realtime),
-            &HEADLESS,
         )
         .await
-        .unwrap()
     });
     // The stalled viewer reads nothing for 3 of the 4 seconds.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -619,13 +614,11 @@ async fn a_stalled_viewer_skips_instead_of_lagging_and_does_not_slow_another() {
 async fn a_changed_source_file_rebuilds_its_cache() {
     let s = setup(&[]).await;
     let mut client = s.client("viewer").await;
-    let first = player::play(
+    let first = play_headless(
         &mut client,
         request(Resolution::Resolution240p, Pacing::AsFastAsPossible),
-        &HEADLESS,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(first.frames_received, DEMO_FRAMES);
     assert_eq!(s.stream.settled_encodes().await, 2);
     // Replace the 240p file with a shorter one (2 s instead of 4).
@@ -646,13 +639,11 @@ async fn a_changed_source_file_rebuilds_its_cache() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let second = player::play(
+    let second = play_headless(
         &mut client,
         request(Resolution::Resolution240p, Pacing::AsFastAsPossible),
-        &HEADLESS,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         second.frames_received, 30,
         "the new file's frames are served"
@@ -714,13 +705,11 @@ async fn two_playbacks_and_a_chat_exchange_run_side_by_side() {
         let stream = &stream;
         async move {
             let mut client = stream.client(&token).await;
-            let summary = player::play(
+            let summary = play_headless(
                 &mut client,
                 request(Resolution::Resolution720p, Pacing::Realtime),
-                &HEADLESS,
             )
-            .await
-            .unwrap();
+            .await;
             (summary, std::time::Instant::now())
         }
     };
@@ -800,13 +789,7 @@ async fn the_cache_evicts_least_recently_used_segments_past_its_cap() {
     let s = setup(&["--cache-max-bytes", "1"]).await;
     let mut client = s.client("viewer").await;
     for resolution in [Resolution::Resolution240p, Resolution::Resolution720p] {
-        let seen = player::play(
-            &mut client,
-            request(resolution, Pacing::AsFastAsPossible),
-            &HEADLESS,
-        )
-        .await
-        .unwrap();
+        let seen = play_headless(&mut client, request(resolution, Pacing::AsFastAsPossible)).await;
         assert_eq!(seen.frames_received, DEMO_FRAMES);
         assert_eq!(seen.frames_decoded, DEMO_FRAMES);
     }
@@ -820,13 +803,11 @@ async fn the_cache_evicts_least_recently_used_segments_past_its_cap() {
         "720p, in use when written, stays"
     );
     // Playing 240p again needs new encodes.
-    player::play(
+    play_headless(
         &mut client,
         request(Resolution::Resolution240p, Pacing::AsFastAsPossible),
-        &HEADLESS,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(s.stream.settled_encodes().await, 6);
     s.stream.stop().await;
 }
@@ -928,9 +909,7 @@ async fn damaged_segment_is_encoded_again(codec: Codec, dir: &str) {
     let mut client = stream.client(&token(&issuer, "viewer", 3_600_000)).await;
     let mut r = request(Resolution::Resolution240p, Pacing::AsFastAsPossible);
     r.codec = codec as i32;
-    let first = player::play(&mut client, r.clone(), &HEADLESS)
-        .await
-        .unwrap();
+    let first = play_headless(&mut client, r.clone()).await;
     assert_eq!(first.frames_decoded, DEMO_FRAMES);
     until_files(&stream, 2).await;
     stream.stop().await;
@@ -960,7 +939,7 @@ async fn damaged_segment_is_encoded_again(codec: Codec, dir: &str) {
         "a killed build's temporary file is removed at start"
     );
     let mut client = stream.client(&token(&issuer, "viewer", 3_600_000)).await;
-    let summary = player::play(&mut client, r, &HEADLESS).await.unwrap();
+    let summary = play_headless(&mut client, r).await;
     assert_eq!(summary.frames_received, DEMO_FRAMES);
     assert_eq!(
         summary.frames_decoded, DEMO_FRAMES,
