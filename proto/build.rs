@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 const PROTOS: &[&str] = &[
     "svs/directory/v1/directory.proto",
+    "svs/directory/v1/groups.proto",
     "svs/stream/v1/stream.proto",
 ];
 
