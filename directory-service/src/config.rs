@@ -66,6 +66,21 @@ pub struct Limits {
     /// Bytes of unread messages from one sender that one name's mailbox may hold.
     #[arg(long, env = "SVS_MAILBOX_MAX_BYTES_PER_SENDER", default_value_t = 8 * 1024 * 1024)]
     pub mailbox_max_bytes_per_sender: u64,
+    /// Devices one name may publish for MLS groups.
+    #[arg(long, env = "SVS_MAX_DEVICES_PER_NAME", default_value_t = 8)]
+    pub max_devices_per_name: usize,
+    /// One-time MLS key packages the directory holds per device.
+    #[arg(long, env = "SVS_MAX_KEY_PACKAGES_PER_DEVICE", default_value_t = 100)]
+    pub max_key_packages_per_device: usize,
+    /// Longest MLS commit, Welcome or application message, in bytes.
+    #[arg(long, env = "SVS_MAX_GROUP_MESSAGE_BYTES", default_value_t = 256 * 1024)]
+    pub max_group_message_bytes: usize,
+    /// Entries one group's log may hold (entries leave it after --mailbox-ttl).
+    #[arg(long, env = "SVS_MAX_GROUP_LOG_ENTRIES", default_value_t = 10_000)]
+    pub max_group_log_entries: u64,
+    /// Welcome messages waiting for one device.
+    #[arg(long, env = "SVS_MAX_WELCOMES_PER_DEVICE", default_value_t = 64)]
+    pub max_welcomes_per_device: usize,
     /// Bytes of unread messages all mailboxes together may hold (each recipient's copy counted).
     #[arg(long, env = "SVS_MAIL_MAX_TOTAL_BYTES", default_value_t = 4 * 1024 * 1024 * 1024)]
     pub mail_max_total_bytes: u64,

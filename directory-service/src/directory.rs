@@ -10,6 +10,7 @@ use crate::cluster::mail::JetStreamMailboxes;
 use crate::cluster::presence::Presence;
 use crate::config::Limits;
 use crate::db::Db;
+use crate::groups::{GroupLimits, GroupStore, RedbGroups};
 use crate::mailbox::{Mailboxes, Quotas, RedbMailboxes};
 use crate::registration::Registrar;
 use crate::registry::{Registry, SessionLimits};
@@ -29,6 +30,10 @@ pub(crate) struct Directory {
     db: Option<Arc<Db>>,
     /// This replica's part in cluster presence.
     presence: Option<Presence>,
+    /// The MLS delivery service's store (embedded mode only, for now).
+    pub groups: Option<Arc<dyn GroupStore>>,
+    /// How long group log entries and Welcomes are kept.
+    groups_ttl: Duration,
 }
 
 impl std::fmt::Debug for Directory {
@@ -41,8 +46,20 @@ impl std::fmt::Debug for Directory {
 pub(crate) fn open_db(path: &std::path::Path) -> Result<Arc<Db>, Error> {
     Ok(Arc::new(Db::open(path, |db| {
         crate::bindings::create_tables(db)?;
-        crate::mailbox::redb_store::create_tables(db)
+        crate::mailbox::redb_store::create_tables(db)?;
+        crate::groups::create_tables(db)
     })?))
+}
+
+fn group_limits(limits: &Limits) -> GroupLimits {
+    GroupLimits {
+        max_devices_per_name: limits.max_devices_per_name,
+        max_key_packages_per_device: limits.max_key_packages_per_device,
+        max_log_entries_per_group: limits.max_group_log_entries,
+        max_welcomes_per_device: limits.max_welcomes_per_device,
+        max_fetch_bytes: limits.max_group_message_bytes.max(1 << 20),
+        ttl_ms: limits.mailbox_ttl.as_millis() as u64,
+    }
 }
 
 fn quotas(limits: &Limits) -> Quotas {
@@ -69,6 +86,7 @@ impl Directory {
         let names = NameStore::open(Arc::new(RedbBindings::new(db.clone()))).await?;
         let mail: Arc<dyn Mailboxes> = Arc::new(RedbMailboxes::open(db.clone(), quotas(limits))?);
         let mut directory = Self::assemble(names, mail, tokens, limits)?;
+        directory.groups = Some(Arc::new(RedbGroups::new(db.clone(), group_limits(limits))));
         directory.db = Some(db);
         Ok(directory)
     }
@@ -142,6 +160,8 @@ impl Directory {
             mail,
             db: None,
             presence: None,
+            groups: None,
+            groups_ttl: limits.mailbox_ttl,
         })
     }
 
@@ -168,6 +188,15 @@ impl Directory {
             && let Err(e) = self.relay.expire().await
         {
             tracing::warn!(error = %e, "could not expire mail this time");
+        }
+        if let Some(groups) = &self.groups
+            && self.is_healthy()
+        {
+            let before =
+                svs_common::time::now_ms().saturating_sub(self.groups_ttl.as_millis() as u64);
+            if let Err(e) = groups.expire(before).await {
+                tracing::warn!(error = %e, "could not expire group logs this time");
+            }
         }
     }
 

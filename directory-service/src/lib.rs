@@ -11,6 +11,7 @@ mod config;
 mod db;
 mod directory;
 mod error;
+mod groups;
 mod lifecycle;
 mod mailbox;
 mod registration;

@@ -6,11 +6,13 @@ use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::error::Refusal;
+use crate::groups::GroupsService;
 use crate::service::DirectoryService;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use svs_common::proto::directory::directory_server::DirectoryServer;
+use svs_common::proto::directory::groups_server::GroupsServer;
 use svs_common::token::TokenIssuer;
 use svs_server::run::{Serving, serve_until_shutdown};
 use svs_server::{serve, tls};
@@ -82,10 +84,23 @@ pub async fn run(
 
     let stop = CancellationToken::new();
     let sweeper = tokio::spawn(sweep(directory.clone(), health.clone(), stop.clone()));
-    let router = router.add_service(
+    let mut router = router.add_service(
         DirectoryServer::new(DirectoryService::new(directory.clone(), &limits))
             .max_decoding_message_size(limits.max_request_bytes),
     );
+    if let Some(groups) = directory.groups.clone() {
+        let max_request = limits
+            .max_request_bytes
+            .max(2 * limits.max_group_message_bytes + 64 * 1024);
+        router = router.add_service(
+            GroupsServer::new(GroupsService::new(
+                directory.clone(),
+                groups,
+                limits.max_group_message_bytes,
+            ))
+            .max_decoding_message_size(max_request),
+        );
+    }
     let serving = Serving {
         listener,
         tls: tls_config,

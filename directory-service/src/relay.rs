@@ -362,6 +362,14 @@ impl Relay {
     }
 
     /// The registered key of each name, online or not.
+    /// The key bound to `canonical`, if any.
+    pub(crate) async fn binding(
+        &self,
+        canonical: &str,
+    ) -> Result<Option<crate::bindings::Binding>, Error> {
+        self.names.binding(canonical).await
+    }
+
     pub(crate) async fn lookup(&self, wanted: &[String]) -> Result<LookupKeysResponse, Error> {
         if wanted.len() > MAX_LOOKUP_NAMES {
             return Err(Refusal::InvalidArgument(format!(

@@ -100,11 +100,19 @@ impl DirectoryService {
     }
 
     fn session<T>(&self, request: &Request<T>) -> Result<crate::registry::SessionRef, Status> {
-        let claims = request.extensions().get::<Claims>().ok_or_else(|| {
-            Status::unauthenticated("missing `authorization: Bearer <token>` metadata")
-        })?;
-        Ok(self.directory.registry.session(claims)?)
+        session(&self.directory, request)
     }
+}
+
+/// The caller's live session, from the token the auth layer verified.
+pub(crate) fn session<T>(
+    directory: &Directory,
+    request: &Request<T>,
+) -> Result<crate::registry::SessionRef, Status> {
+    let claims = request.extensions().get::<Claims>().ok_or_else(|| {
+        Status::unauthenticated("missing `authorization: Bearer <token>` metadata")
+    })?;
+    Ok(directory.registry.session(claims)?)
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;

@@ -192,7 +192,14 @@ impl Device {
     }
 
     fn key_package(&self, last_resort: bool) -> Result<Vec<u8>, Error> {
-        let mut builder = KeyPackage::builder();
+        // A key package's extensions must be among its leaf's capabilities (RFC 9420 §10.1).
+        let mut builder = KeyPackage::builder().leaf_node_capabilities(Capabilities::new(
+            None,
+            None,
+            Some(&[ExtensionType::LastResort]),
+            None,
+            None,
+        ));
         if last_resort {
             builder = builder.mark_as_last_resort();
         }
@@ -271,7 +278,11 @@ impl Device {
         let mut group = self.group(group_id)?;
         let mut key_packages = Vec::with_capacity(claimed.len());
         for (certificate, bytes) in claimed {
-            key_packages.push(self.check_key_package(certificate, bytes)?);
+            key_packages.push(crate::key_package::validated(
+                certificate,
+                bytes,
+                self.provider.crypto(),
+            )?);
         }
         let mut members_after = self
             .members(group_id)?
@@ -291,32 +302,6 @@ impl Device {
             members_after,
             epoch,
         })
-    }
-
-    fn check_key_package(
-        &self,
-        certificate: &DeviceCertificate,
-        bytes: &[u8],
-    ) -> Result<KeyPackage, Error> {
-        let untrusted = |why: &str| Error::Untrusted {
-            who: format!("key package of {}", certificate.device()),
-            why: why.to_string(),
-        };
-        let key_package = KeyPackageIn::tls_deserialize_exact(bytes)
-            .map_err(|_| untrusted("it does not parse"))?
-            .validate(self.provider.crypto(), ProtocolVersion::Mls10)
-            .map_err(|_| untrusted("its signature or contents do not verify"))?;
-        if key_package.ciphersuite() != CIPHERSUITE {
-            return Err(untrusted("it is for another ciphersuite"));
-        }
-        let leaf = key_package.leaf_node();
-        if member_of(leaf.credential()).ok().as_ref() != Some(&certificate.device()) {
-            return Err(untrusted("its credential names another device"));
-        }
-        if leaf.signature_key().as_slice() != certificate.signature_key.as_slice() {
-            return Err(untrusted("its signature key is not the certified one"));
-        }
-        Ok(key_package)
     }
 
     /// Commits removing devices from the group.

@@ -11,6 +11,7 @@ mod certificate;
 mod device;
 mod error;
 pub mod framing;
+pub mod key_package;
 mod state;
 
 pub use certificate::{

@@ -286,6 +286,11 @@ fn a_key_package_must_match_its_certificate() {
         matches!(refused, Err(Error::Untrusted { .. })),
         "{refused:?}"
     );
+    // A last-resort package is as good as a one-time one, and says what it is.
+    let last = bobs.last_resort_key_package().unwrap();
+    assert!(svs_mls::key_package::check(bobs.certificate(), &last).unwrap());
+    let (certificate, one_time) = claim(&mut bobs);
+    assert!(!svs_mls::key_package::check(&certificate, &one_time).unwrap());
     let garbage = alices.add(&group, &[(bobs.certificate().clone(), vec![0; 40])]);
     assert!(matches!(garbage, Err(Error::Untrusted { .. })));
     assert_eq!(alices.epoch(&group).unwrap(), 0);

@@ -29,6 +29,10 @@ pub enum Refusal {
     #[error("{0}")]
     /// OUT_OF_RANGE (a seek past the end, say).
     OutOfRange(String),
+    #[error("{0}")]
+    /// FAILED_PRECONDITION: the call was made against a state that has moved on (an MLS
+    /// commit for an epoch another commit already took); the caller catches up and retries.
+    FailedPrecondition(String),
     /// A cap that stays until something else changes (a message too large, every slot taken):
     /// RESOURCE_EXHAUSTED without a retry delay.
     #[error("{0}")]
@@ -55,6 +59,7 @@ impl From<Refusal> for Status {
             Refusal::Unauthenticated(m) => Status::unauthenticated(m),
             Refusal::NotFound(m) => Status::not_found(m),
             Refusal::OutOfRange(m) => Status::out_of_range(m),
+            Refusal::FailedPrecondition(m) => Status::failed_precondition(m),
             Refusal::ResourceExhausted(m) => Status::resource_exhausted(m),
             Refusal::RetryLater { message, after } => retry_later(message, after),
             Refusal::Unavailable(m) => Status::unavailable(m),
@@ -117,6 +122,10 @@ mod tests {
             (Refusal::Unauthenticated("a".into()), Code::Unauthenticated),
             (Refusal::NotFound("a".into()), Code::NotFound),
             (Refusal::OutOfRange("a".into()), Code::OutOfRange),
+            (
+                Refusal::FailedPrecondition("a".into()),
+                Code::FailedPrecondition,
+            ),
             (
                 Refusal::ResourceExhausted("a".into()),
                 Code::ResourceExhausted,
