@@ -32,6 +32,9 @@ pub enum CliError {
         pinned: String,
         now: String,
     },
+    /// The device's MLS state or a group operation failed.
+    #[error("{}", svs_common::error::with_causes(.0))]
+    Mls(#[from] svs_mls::Error),
     #[error("not reached: {}", .0.join("; "))]
     NotReached(Vec<String>),
     #[error("{0}")]

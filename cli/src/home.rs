@@ -63,6 +63,27 @@ impl Home {
         self.root.join("logs").join(format!("chat-{name}.log"))
     }
 
+    /// This device's MLS state for `name` (svs-mls's state file, 0600).
+    pub fn device_path(&self, name: &str) -> PathBuf {
+        self.root
+            .join("mls")
+            .join(format!("{}.device", svs_common::names::canonical(name)))
+    }
+
+    /// The rooms this device of `name` is in, and how far it read each (JSON, 0600).
+    pub fn rooms_path(&self, name: &str) -> PathBuf {
+        self.root
+            .join("mls")
+            .join(format!("{}.rooms.json", svs_common::names::canonical(name)))
+    }
+
+    /// Held while a process uses `name`'s MLS state, so two never change it at once.
+    pub fn device_lock_path(&self, name: &str) -> PathBuf {
+        self.root
+            .join("mls")
+            .join(format!("{}.lock", svs_common::names::canonical(name)))
+    }
+
     pub fn known_peers_path(&self) -> PathBuf {
         self.root.join("known_peers")
     }

@@ -12,6 +12,7 @@ pub mod picture;
 mod picture_size;
 pub mod player;
 pub mod reconnect;
+pub mod rooms;
 pub mod session;
 pub mod stream_client;
 mod text;

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
-use svs_cli::commands::{Global, chat, listen, peers, play, send};
+use svs_cli::commands::{Global, chat, listen, peers, play, room, send};
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +38,8 @@ enum Command {
     Trust(peers::TrustArgs),
     /// Register and print a session token (for grpcurl and other tools).
     Token,
+    /// Rooms on MLS: create, list, send, read, add, remove (forward secrecy, a key per device).
+    Room(room::RoomArgs),
     /// List the videos and their renditions.
     Videos(play::VideosArgs),
     /// Play a video in a window (keys: 1 2 3 a to switch, space pause, arrows seek, q quit).
@@ -72,6 +74,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Fingerprint(args) => peers::fingerprint(global, args),
         Command::Trust(args) => peers::trust(global, args).await,
         Command::Token => peers::token(global).await,
+        Command::Room(args) => room::run(global, args).await,
         Command::Videos(args) => play::videos(global, args).await,
         Command::Play(args) => play::play(global, args).await,
     };

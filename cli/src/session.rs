@@ -63,6 +63,9 @@ impl Interceptor for Bearer {
 
 /// The directory API with the session's token attached.
 pub type Api = DirectoryClient<InterceptedService<Channel, Bearer>>;
+/// The MLS delivery service on the same connection and token.
+pub type GroupsApi =
+    svs_common::proto::directory::groups_client::GroupsClient<InterceptedService<Channel, Bearer>>;
 
 /// Loads the identity key of `name`, generating it on first use. Returns whether it is new.
 pub fn load_identity(home: &Home, name: &str, bits: usize) -> Result<(PrivateKey, bool), CliError> {
@@ -154,6 +157,7 @@ pub struct Session {
     pub key_was_generated: bool,
     key: Arc<PrivateKey>,
     api: Api,
+    groups: GroupsApi,
     /// The last counter used, and where it is kept between runs.
     counter: u64,
     counter_path: std::path::PathBuf,
@@ -205,6 +209,11 @@ impl Session {
                 other => break other?,
             }
         };
+        let groups = svs_common::proto::directory::groups_client::GroupsClient::with_interceptor(
+            channel.clone(),
+            Bearer::new(&registered.token)?,
+        )
+        .max_decoding_message_size(svs_common::client::CLIENT_MAX_DECODE);
         let api = DirectoryClient::with_interceptor(channel, Bearer::new(&registered.token)?)
             .max_decoding_message_size(svs_common::client::CLIENT_MAX_DECODE);
         let pins = KnownPeers::load(options.home.known_peers_path())?;
@@ -221,11 +230,22 @@ impl Session {
             key_was_generated,
             key,
             api,
+            groups,
             counter,
             counter_path,
             replay_path: options.home.replay_path(&options.name),
             pins,
         })
+    }
+
+    /// The MLS delivery service, as this session.
+    pub fn groups(&mut self) -> &mut GroupsApi {
+        &mut self.groups
+    }
+
+    /// The identity key (for certifying a new device of this person).
+    pub fn identity_key(&self) -> Arc<PrivateKey> {
+        self.key.clone()
     }
 
     /// A receiving side for this session's identity, with its replay state from the home dir.

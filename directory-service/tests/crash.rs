@@ -156,6 +156,7 @@ async fn listen_reconnects_by_itself_across_a_restart_and_gets_both_messages() {
                 count: Some(2),
                 timeout: Some(90),
                 json: false,
+                rooms: false,
             },
         )
         .await

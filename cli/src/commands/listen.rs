@@ -7,7 +7,10 @@ use crate::commands::display;
 use crate::error::CliError;
 use crate::inbox::Incoming;
 use clap::Args;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use tokio::sync::Notify;
 
 #[derive(Debug, Args)]
 pub struct ListenArgs {
@@ -20,6 +23,55 @@ pub struct ListenArgs {
     /// One JSON object per message: from, to, id, text, time (ms since the epoch).
     #[arg(long)]
     pub json: bool,
+    /// Also print what is said in your rooms (`svs room`), looking every 500 ms; a room line
+    /// is `[ROOM] NAME: text` (JSON: kind, room, from, device, text). Counts toward --count.
+    #[arg(long)]
+    pub rooms: bool,
+}
+
+/// How often `--rooms` looks for new room entries.
+const ROOMS_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Follows the rooms on a session of its own (so the message stream is never interrupted),
+/// adding room messages to `received` and notifying `done` once `count` is reached.
+async fn follow_rooms(
+    global: Global,
+    json: bool,
+    count: Option<usize>,
+    received: Arc<AtomicUsize>,
+    done: Arc<Notify>,
+) {
+    let mut session = None;
+    loop {
+        let round = async {
+            if session.is_none() {
+                let mut fresh = global.register().await?;
+                crate::rooms::Rooms::open(&global.home(), &mut fresh).await?;
+                session = Some(fresh);
+            }
+            let Some(session) = session.as_mut() else {
+                return Ok(Vec::new());
+            };
+            let (mut rooms, _) = crate::rooms::Rooms::load(&global.home(), session).await?;
+            rooms.sync(session).await
+        };
+        match round.await {
+            Ok(events) => {
+                let messages = crate::commands::room::print_events(&events, json);
+                let total = received.fetch_add(messages, Ordering::SeqCst) + messages;
+                if count.is_some_and(|c| total >= c) {
+                    done.notify_one();
+                }
+            }
+            Err(e) => {
+                eprintln!("* could not read rooms: {e}");
+                if e.is_lost_connection() {
+                    session = None;
+                }
+            }
+        }
+        tokio::time::sleep(ROOMS_INTERVAL).await;
+    }
 }
 
 pub async fn run(global: &Global, args: ListenArgs) -> Result<(), CliError> {
@@ -29,12 +81,25 @@ pub async fn run(global: &Global, args: ListenArgs) -> Result<(), CliError> {
     let deadline = args
         .timeout
         .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
-    let mut received = 0usize;
+    let received = Arc::new(AtomicUsize::new(0));
+    let rooms_done = Arc::new(Notify::new());
+    let rooms = args.rooms.then(|| {
+        tokio::spawn(follow_rooms(
+            global.clone(),
+            args.json,
+            args.count,
+            received.clone(),
+            rooms_done.clone(),
+        ))
+    });
     // One listener for the whole loop, so a Ctrl-C during processing is not lost.
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     let outcome = loop {
-        if args.count.is_some_and(|c| received >= c) {
+        if args
+            .count
+            .is_some_and(|c| received.load(Ordering::SeqCst) >= c)
+        {
             break Ok(());
         }
         let next = async {
@@ -49,6 +114,7 @@ pub async fn run(global: &Global, args: ListenArgs) -> Result<(), CliError> {
         };
         let next = tokio::select! {
             next = next => next,
+            _ = rooms_done.notified() => break Ok(()),
             _ = &mut ctrl_c => break Ok(()),
         };
         let items = match next {
@@ -63,9 +129,12 @@ pub async fn run(global: &Global, args: ListenArgs) -> Result<(), CliError> {
             },
             None => {
                 break match args.count {
-                    Some(c) if received < c => Err(CliError::Usage(format!(
-                        "timed out after receiving {received} of {c} messages"
-                    ))),
+                    Some(c) if received.load(Ordering::SeqCst) < c => {
+                        Err(CliError::Usage(format!(
+                            "timed out after receiving {} of {c} messages",
+                            received.load(Ordering::SeqCst)
+                        )))
+                    }
                     _ => Ok(()),
                 };
             }
@@ -78,7 +147,7 @@ pub async fn run(global: &Global, args: ListenArgs) -> Result<(), CliError> {
         for item in items {
             match &item {
                 Incoming::Message(m) => {
-                    received += 1;
+                    received.fetch_add(1, Ordering::SeqCst);
                     if args.json {
                         println!("{}", crate::text::json_line(m));
                     } else {
@@ -89,6 +158,9 @@ pub async fn run(global: &Global, args: ListenArgs) -> Result<(), CliError> {
             }
         }
     };
+    if let Some(rooms) = rooms {
+        rooms.abort();
+    }
     let _ = session.quit().await;
     outcome
 }

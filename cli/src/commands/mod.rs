@@ -5,6 +5,7 @@ pub mod display;
 pub mod listen;
 pub mod peers;
 pub mod play;
+pub mod room;
 pub mod send;
 
 use crate::error::CliError;

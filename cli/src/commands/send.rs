@@ -19,11 +19,14 @@ pub const MAX_TEXT_BYTES: usize = 64 * 1024;
 #[derive(Debug, Args)]
 pub struct SendArgs {
     /// Recipient name; repeat for several.
-    #[arg(long = "to", value_name = "NAME", required_unless_present = "all")]
+    #[arg(long = "to", value_name = "NAME", required_unless_present_any = ["all", "room"])]
     pub to: Vec<String>,
     /// Send to everyone online (except you).
     #[arg(long, conflicts_with = "to")]
     pub all: bool,
+    /// Send to a room (MLS: every member device, forward secrecy; see `svs room`).
+    #[arg(long, value_name = "ROOM", conflicts_with_all = ["to", "all", "wait"])]
+    pub room: Option<String>,
     /// Also wait up to this many seconds for each recipient to read it (their receipt); fails
     /// naming those who have not. Without it, stored counts as sent.
     #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "60")]
@@ -61,6 +64,9 @@ pub fn check_text(text: &str) -> Result<(), CliError> {
 
 pub async fn run(global: &Global, args: SendArgs) -> Result<(), CliError> {
     let text = message_text(&args.text)?;
+    if let Some(room) = &args.room {
+        return crate::commands::room::send(global, room, &text).await;
+    }
     let mut session = global.register().await?;
     // Presence and receipts only: this one-shot command would not show the name's mail.
     let mut stream = session.subscribe_with(false).await?;

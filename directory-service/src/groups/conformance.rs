@@ -173,24 +173,13 @@ where
     assert_eq!(won, 1, "exactly one commit takes epoch 1");
 
     // The log reads back in order, in pages bounded by bytes.
-    assert!(
-        store
-            .is_member(b"group-one".to_vec(), [9; 16])
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .is_member(b"group-one".to_vec(), [2; 16])
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .is_member(b"no-such-group".to_vec(), [9; 16])
-            .await
-            .unwrap()
-    );
+    let member = |device: u8, group: &'static [u8]| {
+        let store = store.clone();
+        async move { store.is_member(group.to_vec(), [device; 16]).await.unwrap() }
+    };
+    assert_eq!(member(9, b"group-one").await, Some(true));
+    assert_eq!(member(2, b"group-one").await, Some(false));
+    assert_eq!(member(9, b"no-such-group").await, None);
     let mut seen = Vec::new();
     let mut after = 0;
     loop {

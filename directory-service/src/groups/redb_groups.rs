@@ -494,14 +494,18 @@ impl GroupStore for RedbGroups {
         .await
     }
 
-    async fn is_member(&self, group_id: Vec<u8>, device_id: DeviceId) -> Result<bool, Error> {
+    async fn is_member(
+        &self,
+        group_id: Vec<u8>,
+        device_id: DeviceId,
+    ) -> Result<Option<bool>, Error> {
         self.run(move |db, _| {
             let txn = db.begin_read().map_err(storage)?;
             let groups = txn.open_table(GROUPS).map_err(storage)?;
             let member = groups
                 .get(group_id.as_slice())
                 .map_err(storage)?
-                .is_some_and(|v| contains(v.value().2, &device_id));
+                .map(|v| contains(v.value().2, &device_id));
             Ok(Ok(member))
         })
         .await

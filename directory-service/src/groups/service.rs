@@ -345,12 +345,21 @@ impl GroupsApi for GroupsService {
         let device = device_id(&request.device_id, "device_id")?;
         self.owned(&name, device).await?;
         let group_id = request.group_id.to_vec();
-        if !self.store.is_member(group_id.clone(), device).await? {
-            return Err(Status::permission_denied(format!(
-                "device {} is not a member of group {}",
-                device_id_hex(&device),
-                hex::encode(&group_id)
-            )));
+        match self.store.is_member(group_id.clone(), device).await? {
+            Some(true) => {}
+            Some(false) => {
+                return Err(Status::permission_denied(format!(
+                    "device {} is not a member of group {}",
+                    device_id_hex(&device),
+                    hex::encode(&group_id)
+                )));
+            }
+            None => {
+                return Err(Status::not_found(format!(
+                    "no group {} (a group starts with its first commit)",
+                    hex::encode(&group_id)
+                )));
+            }
         }
         let page = self.store.read(group_id, request.after_seq).await?;
         Ok(Response::new(FetchGroupResponse {

@@ -119,8 +119,12 @@ pub(crate) trait GroupStore: Send + Sync + std::fmt::Debug {
     /// Appends to a group's log: a commit only for the group's current epoch (epoch 0 creates
     /// the group), an application message only in the current epoch, and only from a member.
     async fn post(&self, post: Post) -> Result<Posted, Error>;
-    /// Whether `device_id` is a member of the group (false for an unknown group).
-    async fn is_member(&self, group_id: Vec<u8>, device_id: DeviceId) -> Result<bool, Error>;
+    /// Whether `device_id` is a member of the group; `None` when there is no such group.
+    async fn is_member(
+        &self,
+        group_id: Vec<u8>,
+        device_id: DeviceId,
+    ) -> Result<Option<bool>, Error>;
     /// Entries after `after_seq`, up to the fetch byte bound.
     async fn read(&self, group_id: Vec<u8>, after_seq: u64) -> Result<LogPage, Error>;
     /// Welcomes waiting for a device, oldest first.

@@ -1,0 +1,281 @@
+//! `svs room`: rooms on MLS, end-to-end encrypted with forward secrecy. Each device of a person
+//! is its own member, certified by the person's identity key.
+
+use crate::commands::Global;
+use crate::error::CliError;
+use crate::rooms::{RoomEvent, Rooms};
+use crate::session::Session;
+use clap::{Args, Subcommand};
+use std::time::Duration;
+
+#[derive(Debug, Args)]
+pub struct RoomArgs {
+    #[command(subcommand)]
+    pub command: RoomCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoomCommand {
+    /// Create a room with every device of the people named (and your other devices).
+    Create {
+        /// The room's name (1-64 bytes, no spaces).
+        room: String,
+        /// A person to add; repeat or separate with commas.
+        #[arg(
+            long = "with",
+            value_name = "NAME",
+            value_delimiter = ',',
+            required = true
+        )]
+        with: Vec<String>,
+    },
+    /// List this device's rooms and their members (joins rooms you were added to).
+    List,
+    /// Write a line in a room.
+    Send {
+        room: String,
+        /// The message. Read from standard input when absent.
+        text: Vec<String>,
+    },
+    /// Print what was said and done in your rooms since you last read them.
+    Read {
+        /// Keep reading (every --interval) until Ctrl-C, --count or --timeout.
+        #[arg(long)]
+        follow: bool,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<usize>,
+        /// Stop after this many seconds; fails if --count messages did not arrive by then.
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// How often to look for new entries while following, in milliseconds.
+        #[arg(long, default_value_t = 500)]
+        interval: u64,
+        /// One JSON object per line: kind, room, from, device, text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add every device of people to a room.
+    Add {
+        room: String,
+        #[arg(value_delimiter = ',', required = true)]
+        names: Vec<String>,
+    },
+    /// Remove every device of a person (NAME) or one device (NAME/xxxxxxxx) from a room: they
+    /// read nothing said after.
+    Remove { room: String, who: String },
+}
+
+async fn open(global: &Global) -> Result<(Session, Rooms), CliError> {
+    let mut session = global.register().await?;
+    let rooms = Rooms::open(&global.home(), &mut session).await?;
+    Ok((session, rooms))
+}
+
+/// Events read while catching up before another command: to stderr, as what happened meanwhile
+/// (MLS can decrypt each message once, so they are shown now or never).
+fn caught_up(events: &[RoomEvent]) {
+    for event in events {
+        eprintln!("{}", event.line());
+    }
+}
+
+/// Prints room events: messages on stdout (a line, or JSON), the rest on stderr (or as JSON
+/// `event` lines); returns how many messages.
+pub fn print_events(events: &[RoomEvent], json: bool) -> usize {
+    let mut messages = 0;
+    for event in events {
+        if let RoomEvent::Message { room, from, text } = event {
+            messages += 1;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "kind": "message", "room": room, "from": from.name,
+                        "device": svs_mls::device_id_hex(&from.device_id), "text": text,
+                    })
+                );
+            } else {
+                println!("{}", event.line());
+            }
+        } else if json {
+            println!(
+                "{}",
+                serde_json::json!({ "kind": "event", "text": event.line() })
+            );
+        } else {
+            eprintln!("{}", event.line());
+        }
+    }
+    messages
+}
+
+pub async fn run(global: &Global, args: RoomArgs) -> Result<(), CliError> {
+    let (mut session, mut rooms) = open(global).await?;
+    let result = match args.command {
+        RoomCommand::Read {
+            follow,
+            count,
+            timeout,
+            interval,
+            json,
+        } => {
+            let reading = Reading {
+                follow,
+                count,
+                timeout,
+                interval: Duration::from_millis(interval.max(50)),
+                json,
+            };
+            read(global, &mut session, rooms, reading).await
+        }
+        command => run_with(&mut session, &mut rooms, command).await,
+    };
+    let _ = session.quit().await;
+    result
+}
+
+/// How `svs room read` reads.
+#[derive(Debug)]
+struct Reading {
+    follow: bool,
+    count: Option<usize>,
+    timeout: Option<u64>,
+    interval: Duration,
+    json: bool,
+}
+
+/// Key packages are topped up this often while following.
+const REFRESH_KEY_PACKAGES: Duration = Duration::from_secs(30);
+
+/// Prints new events; while following, lets go of the device between rounds so other `svs`
+/// commands of this name can use it.
+async fn read(
+    global: &Global,
+    session: &mut Session,
+    rooms: Rooms,
+    reading: Reading,
+) -> Result<(), CliError> {
+    let deadline = reading
+        .timeout
+        .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    let mut received = 0;
+    let mut rooms = Some(rooms);
+    let mut refreshed = tokio::time::Instant::now();
+    loop {
+        let mut current = match rooms.take() {
+            Some(rooms) => rooms,
+            None => Rooms::load(&global.home(), session).await?.0,
+        };
+        received += print_events(&current.sync(session).await?, reading.json);
+        if refreshed.elapsed() >= REFRESH_KEY_PACKAGES {
+            current.refresh_key_packages(session).await?;
+            refreshed = tokio::time::Instant::now();
+        }
+        drop(current);
+        if reading.count.is_some_and(|c| received >= c) {
+            return Ok(());
+        }
+        if !reading.follow && reading.count.is_none() {
+            return Ok(());
+        }
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            return match reading.count {
+                Some(c) => Err(CliError::Usage(format!(
+                    "timed out after receiving {received} of {c} messages"
+                ))),
+                None => Ok(()),
+            };
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(reading.interval) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+/// `svs send --room ROOM`.
+pub async fn send(global: &Global, room: &str, text: &str) -> Result<(), CliError> {
+    let (mut session, mut rooms) = open(global).await?;
+    let result = send_in(&mut session, &mut rooms, room, text).await;
+    let _ = session.quit().await;
+    result
+}
+
+async fn send_in(
+    session: &mut Session,
+    rooms: &mut Rooms,
+    room: &str,
+    text: &str,
+) -> Result<(), CliError> {
+    caught_up(&rooms.sync(session).await?);
+    rooms.send(session, room, text).await?;
+    println!("sent to {room}");
+    Ok(())
+}
+
+async fn run_with(
+    session: &mut Session,
+    rooms: &mut Rooms,
+    command: RoomCommand,
+) -> Result<(), CliError> {
+    match command {
+        RoomCommand::Create { room, with } => {
+            caught_up(&rooms.sync(session).await?);
+            let devices = rooms.create(session, &room, &with).await?;
+            println!(
+                "created room {room} with {}",
+                devices
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        RoomCommand::List => {
+            caught_up(&rooms.sync(session).await?);
+            for info in rooms.list().await? {
+                let members: Vec<String> = info.members.iter().map(ToString::to_string).collect();
+                println!(
+                    "{}  (epoch {})  {}",
+                    info.label,
+                    info.epoch,
+                    members.join(", ")
+                );
+            }
+            if rooms.index().rooms().is_empty() {
+                eprintln!("this device ({}) is in no room yet", rooms.me());
+            }
+        }
+        RoomCommand::Send { room, text } => {
+            let text = crate::commands::send::message_text(&text)?;
+            send_in(session, rooms, &room, &text).await?;
+        }
+        RoomCommand::Add { room, names } => {
+            caught_up(&rooms.sync(session).await?);
+            let added = rooms.add(session, &room, &names).await?;
+            println!(
+                "added {} to {room}",
+                added
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        RoomCommand::Remove { room, who } => {
+            caught_up(&rooms.sync(session).await?);
+            let removed = rooms.remove(session, &room, &who).await?;
+            println!(
+                "removed {} from {room}",
+                removed
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        RoomCommand::Read { .. } => unreachable!("read is run by `read`"),
+    }
+    Ok(())
+}

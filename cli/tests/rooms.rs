@@ -1,0 +1,274 @@
+//! `svs room` with the real binary against a real directory over TLS: four devices of three
+//! people (alice on two, each its own MLS member) make a room, read and write in it, and a
+//! removed person reads nothing said after; mistakes get a sentence.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::Path;
+use support::TestDirectory;
+
+/// Runs the real `svs` as `name` with `home`; returns (exit ok, stdout, stderr).
+async fn svs(
+    dir: &TestDirectory,
+    home: &Path,
+    name: &str,
+    args: &[&str],
+) -> (bool, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_svs"))
+        .args(args)
+        .env("SVS_DIRECTORY", &dir.url)
+        .env("SVS_CA", &dir.ca)
+        .env("SVS_HOME", home)
+        .env("SVS_NAME", name)
+        .env("SVS_KEY_BITS", "2048")
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn ok(dir: &TestDirectory, home: &Path, name: &str, args: &[&str]) -> (String, String) {
+    let (ok, out, err) = svs(dir, home, name, args).await;
+    assert!(ok, "svs {args:?} as {name} failed:\n{out}\n{err}");
+    (out, err)
+}
+
+/// The texts of the JSON message lines `svs room read --json` printed.
+fn texts(out: &str) -> Vec<String> {
+    out.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "message")
+        .map(|v| {
+            format!(
+                "{}: {}",
+                v["from"].as_str().unwrap(),
+                v["text"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_of_four_devices_reads_and_writes_and_a_removed_person_reads_nothing_after() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TestDirectory::start(&tmp.path().join("data"), &[]).await;
+    let home = |who: &str| tmp.path().join(who);
+    // alice's phone makes her identity; her laptop gets a copy of the identity key (linking a
+    // device without copying it is still to come) but makes its own MLS device.
+    ok(&dir, &home("phone"), "alice", &["room", "list"]).await;
+    std::fs::create_dir_all(home("laptop").join("keys")).unwrap();
+    std::fs::copy(
+        home("phone").join("keys/alice.pem"),
+        home("laptop").join("keys/alice.pem"),
+    )
+    .unwrap();
+    for (who, name) in [("laptop", "alice"), ("bob", "bob"), ("carol", "carol")] {
+        let (_, err) = ok(&dir, &home(who), name, &["room", "list"]).await;
+        assert!(err.contains("in no room yet"), "{err}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(home("bob").join("mls/bob.device"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the device state is private");
+
+    let (out, _) = ok(
+        &dir,
+        &home("phone"),
+        "alice",
+        &["room", "create", "movie", "--with", "bob,carol"],
+    )
+    .await;
+    assert!(out.starts_with("created room movie with "), "{out}");
+    assert_eq!(
+        out.matches("alice/").count(),
+        1,
+        "the laptop is added: {out}"
+    );
+    assert!(out.contains("bob/") && out.contains("carol/"), "{out}");
+
+    let (out, err) = ok(&dir, &home("bob"), "bob", &["room", "list"]).await;
+    assert!(err.contains("alice added you"), "{err}");
+    assert!(err.contains("is called movie"), "{err}");
+    assert!(out.starts_with("movie  (epoch 1)"), "{out}");
+    assert_eq!(out.matches('/').count(), 4, "four member devices: {out}");
+    assert!(!err.contains("NOT certified"), "{err}");
+
+    ok(
+        &dir,
+        &home("phone"),
+        "alice",
+        &["room", "send", "movie", "hello", "everyone"],
+    )
+    .await;
+    // Catching up before it sends, bob's `send` shows what was said meanwhile (on stderr).
+    let (_, err) = ok(
+        &dir,
+        &home("bob"),
+        "bob",
+        &["room", "send", "movie", "hi alice"],
+    )
+    .await;
+    assert!(err.contains("[movie] alice: hello everyone"), "{err}");
+    for (who, name, expect) in [
+        (
+            "laptop",
+            "alice",
+            vec!["alice: hello everyone", "bob: hi alice"],
+        ),
+        (
+            "carol",
+            "carol",
+            vec!["alice: hello everyone", "bob: hi alice"],
+        ),
+        ("bob", "bob", vec![]),
+        ("phone", "alice", vec!["bob: hi alice"]),
+    ] {
+        let (out, _) = ok(&dir, &home(who), name, &["room", "read", "--json"]).await;
+        assert_eq!(texts(&out), expect, "{who} reads");
+        // Read once: a second read prints nothing new.
+        let (again, _) = ok(&dir, &home(who), name, &["room", "read", "--json"]).await;
+        assert!(texts(&again).is_empty(), "{who} read twice: {again}");
+    }
+
+    // carol is removed; what is said next reaches bob and the laptop, not her.
+    let (out, _) = ok(
+        &dir,
+        &home("bob"),
+        "bob",
+        &["room", "remove", "movie", "carol"],
+    )
+    .await;
+    assert!(out.starts_with("removed carol/"), "{out}");
+    ok(
+        &dir,
+        &home("phone"),
+        "alice",
+        &["room", "send", "movie", "carol cannot read this"],
+    )
+    .await;
+    let (out, err) = ok(&dir, &home("carol"), "carol", &["room", "read"]).await;
+    assert!(!out.contains("carol cannot read this"), "{out}");
+    assert!(
+        err.contains("removed this device") || err.contains("no longer a member"),
+        "{err}"
+    );
+    let (out, _) = ok(&dir, &home("carol"), "carol", &["room", "list"]).await;
+    assert!(!out.contains("movie"), "{out}");
+    let (out, err) = ok(
+        &dir,
+        &home("laptop"),
+        "alice",
+        &["room", "read", "--count", "1", "--timeout", "20", "--json"],
+    )
+    .await;
+    assert_eq!(texts(&out), ["alice: carol cannot read this"], "{err}");
+    assert!(
+        out.contains("bob/") && out.contains("removed carol/"),
+        "the laptop sees who removed whom: {out}"
+    );
+
+    // `svs listen --rooms` prints room lines beside direct messages; `svs send --room` writes.
+    let (out, _) = ok(&dir, &home("bob"), "bob", &["room", "read"]).await;
+    assert!(
+        out.contains("[movie] alice: carol cannot read this"),
+        "{out}"
+    );
+    let listener = tokio::process::Command::new(env!("CARGO_BIN_EXE_svs"))
+        .args(["listen", "--rooms", "--count", "2", "--timeout", "60"])
+        .env("SVS_DIRECTORY", &dir.url)
+        .env("SVS_CA", &dir.ca)
+        .env("SVS_HOME", home("bob"))
+        .env("SVS_NAME", "bob")
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let (out, _) = ok(
+        &dir,
+        &home("phone"),
+        "alice",
+        &["send", "--room", "movie", "via", "send"],
+    )
+    .await;
+    assert_eq!(out.trim(), "sent to movie");
+    ok(
+        &dir,
+        &home("phone"),
+        "alice",
+        &["send", "--to", "bob", "a direct one"],
+    )
+    .await;
+    let listened = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        listener.wait_with_output(),
+    )
+    .await
+    .expect("listen --count 2 ends")
+    .unwrap();
+    let out = String::from_utf8_lossy(&listened.stdout);
+    assert!(
+        listened.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&listened.stderr)
+    );
+    assert!(out.contains("[movie] alice: via send"), "{out}");
+    assert!(out.contains("a direct one"), "{out}");
+
+    // Mistakes get a sentence.
+    let (okay, _, err) = svs(&dir, &home("bob"), "bob", &["room", "send", "nosuch", "x"]).await;
+    assert!(!okay && err.contains("no room called \"nosuch\""), "{err}");
+    let (okay, _, err) = svs(
+        &dir,
+        &home("bob"),
+        "bob",
+        &["room", "create", "other", "--with", "nobody-here"],
+    )
+    .await;
+    assert!(
+        !okay && err.contains("nobody is registered as nobody-here"),
+        "{err}"
+    );
+    svs(&dir, &home("dave"), "dave", &["who"]).await;
+    let (okay, _, err) = svs(
+        &dir,
+        &home("bob"),
+        "bob",
+        &["room", "create", "other", "--with", "dave"],
+    )
+    .await;
+    assert!(!okay && err.contains("dave has no MLS device yet"), "{err}");
+    let (okay, _, err) = svs(
+        &dir,
+        &home("bob"),
+        "bob",
+        &["room", "create", "has space", "--with", "alice"],
+    )
+    .await;
+    assert!(!okay && err.contains("room name"), "{err}");
+
+    // The directory's database holds none of it in the clear.
+    dir.stop().await;
+    let stored = std::fs::read(tmp.path().join("data/directory/names.redb")).unwrap();
+    for plaintext in [
+        "hello everyone",
+        "hi alice",
+        "carol cannot read this",
+        "movie",
+    ] {
+        assert!(
+            !stored
+                .windows(plaintext.len())
+                .any(|w| w == plaintext.as_bytes()),
+            "{plaintext:?} is readable in the directory's database"
+        );
+    }
+}
