@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
-use svs_cli::commands::{Global, chat, listen, peers, play, room, send};
+use svs_cli::commands::{Global, chat, devices, listen, peers, play, room, send};
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +38,8 @@ enum Command {
     Trust(peers::TrustArgs),
     /// Register and print a session token (for grpcurl and other tools).
     Token,
+    /// Your devices (each its own MLS member); remove a lost one from the directory and your rooms.
+    Devices(devices::DevicesArgs),
     /// Rooms on MLS: create, list, send, read, add, remove (forward secrecy, a key per device).
     Room(room::RoomArgs),
     /// List the videos and their renditions.
@@ -75,6 +77,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Trust(args) => peers::trust(global, args).await,
         Command::Token => peers::token(global).await,
         Command::Room(args) => room::run(global, args).await,
+        Command::Devices(args) => devices::run(global, args).await,
         Command::Videos(args) => play::videos(global, args).await,
         Command::Play(args) => play::play(global, args).await,
     };

@@ -223,6 +223,87 @@ async fn a_room_of_four_devices_reads_and_writes_and_a_removed_person_reads_noth
     assert!(out.contains("[movie] alice: via send"), "{out}");
     assert!(out.contains("a direct one"), "{out}");
 
+    // Fresh keys after N messages: the send is followed by a commit updating the phone's leaf.
+    let epoch = |out: &str| -> u64 {
+        let at = out.find("(epoch ").unwrap() + "(epoch ".len();
+        out[at..].split(')').next().unwrap().parse().unwrap()
+    };
+    let (before, _) = ok(&dir, &home("phone"), "alice", &["room", "list"]).await;
+    ok(
+        &dir,
+        &home("phone"),
+        "alice",
+        &[
+            "room",
+            "--update-after-messages",
+            "1",
+            "send",
+            "movie",
+            "fresh keys",
+        ],
+    )
+    .await;
+    let (after, _) = ok(&dir, &home("phone"), "alice", &["room", "list"]).await;
+    // (The earlier messages also counted: the send may update before it too.)
+    assert!(epoch(&after) > epoch(&before), "{before}\n{after}");
+    ok(
+        &dir,
+        &home("phone"),
+        "alice",
+        &[
+            "room",
+            "--update-after-messages",
+            "1",
+            "send",
+            "movie",
+            "and again",
+        ],
+    )
+    .await;
+    let (again, _) = ok(&dir, &home("phone"), "alice", &["room", "list"]).await;
+    assert_eq!(epoch(&again), epoch(&after) + 1, "{after}\n{again}");
+    let (out, err) = ok(&dir, &home("bob"), "bob", &["room", "read"]).await;
+    assert!(
+        out.contains("[movie] alice: fresh keys") && out.contains("[movie] alice: and again"),
+        "{out}"
+    );
+    assert!(err.contains("updated their keys"), "{err}");
+
+    // alice's laptop is lost: her phone removes it from the directory and from the room.
+    let (out, _) = ok(&dir, &home("phone"), "alice", &["devices"]).await;
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert_eq!(out.matches("(this device)").count(), 1, "{out}");
+    let laptop = out.lines().find(|l| !l.contains("this device")).unwrap()[..8].to_string();
+    let (okay, _, err) = svs(&dir, &home("phone"), "alice", &["devices", "remove", "zz"]).await;
+    assert!(
+        !okay && err.contains("no device whose id starts with"),
+        "{err}"
+    );
+    let (out, _) = ok(
+        &dir,
+        &home("phone"),
+        "alice",
+        &["devices", "remove", &laptop],
+    )
+    .await;
+    assert!(
+        out.contains(&format!("removed alice/{laptop} from room movie")),
+        "{out}"
+    );
+    assert!(out.contains("the directory no longer lists"), "{out}");
+    ok(
+        &dir,
+        &home("phone"),
+        "alice",
+        &["room", "send", "movie", "after the laptop"],
+    )
+    .await;
+    let (okay, out, err) = svs(&dir, &home("laptop"), "alice", &["room", "read"]).await;
+    assert!(!okay && !out.contains("after the laptop"), "{out}");
+    assert!(err.contains("was removed by its owner"), "{err}");
+    let (out, _) = ok(&dir, &home("phone"), "alice", &["devices"]).await;
+    assert_eq!(out.lines().count(), 1, "{out}");
+
     // Mistakes get a sentence.
     let (okay, _, err) = svs(&dir, &home("bob"), "bob", &["room", "send", "nosuch", "x"]).await;
     assert!(!okay && err.contains("no room called \"nosuch\""), "{err}");

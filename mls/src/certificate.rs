@@ -70,6 +70,15 @@ impl MemberDevice {
         let name = reader.short_str()?.to_string();
         let device_id = reader.array::<DEVICE_ID_LEN>()?;
         reader.finish()?;
+        // Names reach people's screens: only what the directory would register.
+        svs_common::names::validate(&name)?;
+        if svs_common::names::canonical(&name) != name {
+            return Err(svs_common::Error::Malformed {
+                what: "credential identity",
+                detail: "the name is not in canonical (lower-case) form".into(),
+            }
+            .into());
+        }
         Ok(Self { name, device_id })
     }
 }

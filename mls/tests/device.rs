@@ -295,3 +295,26 @@ fn a_key_package_must_match_its_certificate() {
     assert!(matches!(garbage, Err(Error::Untrusted { .. })));
     assert_eq!(alices.epoch(&group).unwrap(), 0);
 }
+
+#[test]
+fn a_credential_names_only_a_canonical_svs_name() {
+    use svs_mls::MemberDevice;
+    let good = MemberDevice {
+        name: "bob".into(),
+        device_id: [3; 16],
+    };
+    let bytes = good.credential_identity().unwrap();
+    assert_eq!(MemberDevice::from_credential_identity(&bytes).unwrap(), good);
+    for bad in ["Bob", "bo\u{1b}[2Jb", "", "b o b"] {
+        let forged = MemberDevice {
+            name: bad.into(),
+            device_id: [3; 16],
+        };
+        let bytes = forged.credential_identity().unwrap();
+        assert!(
+            MemberDevice::from_credential_identity(&bytes).is_err(),
+            "{bad:?} accepted"
+        );
+    }
+    assert!(MemberDevice::from_credential_identity(b"svs1").is_err());
+}

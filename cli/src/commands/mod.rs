@@ -1,6 +1,7 @@
 //! The `svs` commands and the options they share.
 
 pub mod chat;
+pub mod devices;
 pub mod display;
 pub mod listen;
 pub mod peers;

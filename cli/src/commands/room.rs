@@ -3,13 +3,20 @@
 
 use crate::commands::Global;
 use crate::error::CliError;
-use crate::rooms::{RoomEvent, Rooms};
+use crate::rooms::{KeyRefresh, RoomEvent, Rooms};
 use crate::session::Session;
 use clap::{Args, Subcommand};
 use std::time::Duration;
 
 #[derive(Debug, Args)]
 pub struct RoomArgs {
+    /// Give this device fresh keys in each room at least this often (a commit updating its
+    /// leaf: a copy of its state taken before reads nothing after), e.g. 24h, 90m.
+    #[arg(long, env = "SVS_MLS_UPDATE_EVERY", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub update_every: Duration,
+    /// ... and after this many messages sent in a room.
+    #[arg(long, env = "SVS_MLS_UPDATE_AFTER_MESSAGES", default_value_t = crate::rooms::DEFAULT_UPDATE_AFTER_MESSAGES)]
+    pub update_after_messages: u64,
     #[command(subcommand)]
     pub command: RoomCommand,
 }
@@ -66,9 +73,11 @@ pub enum RoomCommand {
     Remove { room: String, who: String },
 }
 
-async fn open(global: &Global) -> Result<(Session, Rooms), CliError> {
+async fn open(global: &Global, refresh: KeyRefresh) -> Result<(Session, Rooms), CliError> {
     let mut session = global.register().await?;
-    let rooms = Rooms::open(&global.home(), &mut session).await?;
+    let rooms = Rooms::open(&global.home(), &mut session)
+        .await?
+        .with_refresh(refresh);
     Ok((session, rooms))
 }
 
@@ -111,7 +120,11 @@ pub fn print_events(events: &[RoomEvent], json: bool) -> usize {
 }
 
 pub async fn run(global: &Global, args: RoomArgs) -> Result<(), CliError> {
-    let (mut session, mut rooms) = open(global).await?;
+    let refresh = KeyRefresh {
+        every: args.update_every,
+        after_messages: args.update_after_messages.max(1),
+    };
+    let (mut session, mut rooms) = open(global, refresh).await?;
     let result = match args.command {
         RoomCommand::Read {
             follow,
@@ -127,7 +140,7 @@ pub async fn run(global: &Global, args: RoomArgs) -> Result<(), CliError> {
                 interval: Duration::from_millis(interval.max(50)),
                 json,
             };
-            read(global, &mut session, rooms, reading).await
+            read(global, &mut session, rooms, reading, refresh).await
         }
         command => run_with(&mut session, &mut rooms, command).await,
     };
@@ -155,6 +168,7 @@ async fn read(
     session: &mut Session,
     rooms: Rooms,
     reading: Reading,
+    refresh: KeyRefresh,
 ) -> Result<(), CliError> {
     let deadline = reading
         .timeout
@@ -165,7 +179,10 @@ async fn read(
     loop {
         let mut current = match rooms.take() {
             Some(rooms) => rooms,
-            None => Rooms::load(&global.home(), session).await?.0,
+            None => Rooms::load(&global.home(), session)
+                .await?
+                .0
+                .with_refresh(refresh),
         };
         received += print_events(&current.sync(session).await?, reading.json);
         if refreshed.elapsed() >= REFRESH_KEY_PACKAGES {
@@ -196,7 +213,7 @@ async fn read(
 
 /// `svs send --room ROOM`.
 pub async fn send(global: &Global, room: &str, text: &str) -> Result<(), CliError> {
-    let (mut session, mut rooms) = open(global).await?;
+    let (mut session, mut rooms) = open(global, KeyRefresh::default()).await?;
     let result = send_in(&mut session, &mut rooms, room, text).await;
     let _ = session.quit().await;
     result

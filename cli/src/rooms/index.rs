@@ -17,6 +17,12 @@ pub struct Room {
     pub group: String,
     /// The last log entry handled.
     pub cursor: u64,
+    /// When this device last gave itself fresh keys in the room (Unix ms).
+    #[serde(default)]
+    pub updated_ms: u64,
+    /// Messages this device sent there since.
+    #[serde(default)]
+    pub sent_since_update: u64,
 }
 
 impl Room {

@@ -20,6 +20,31 @@ use std::time::Duration;
 use svs_common::proto::directory::*;
 use svs_mls::{Commit, Device, DeviceCertificate, Event, MemberDevice};
 
+/// When this device gives itself fresh keys in a room (a commit updating its leaf): so a copy
+/// of its state taken now stops reading that room after the next update (forward secrecy and
+/// healing after a compromise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRefresh {
+    /// At least this often.
+    pub every: Duration,
+    /// And after this many messages sent.
+    pub after_messages: u64,
+}
+
+impl Default for KeyRefresh {
+    fn default() -> Self {
+        Self {
+            every: DEFAULT_UPDATE_EVERY,
+            after_messages: DEFAULT_UPDATE_AFTER_MESSAGES,
+        }
+    }
+}
+
+/// `KeyRefresh::every` unless told otherwise: a day.
+pub const DEFAULT_UPDATE_EVERY: Duration = Duration::from_secs(24 * 3600);
+/// `KeyRefresh::after_messages` unless told otherwise.
+pub const DEFAULT_UPDATE_AFTER_MESSAGES: u64 = 100;
+
 /// Key packages kept on the directory for this device (topped up when fewer are left).
 pub const KEY_PACKAGES_KEPT: u32 = 20;
 /// Times a commit or message is made again after another commit took the epoch.
@@ -61,7 +86,9 @@ impl RoomEvent {
     /// One line for a person.
     pub fn line(&self) -> String {
         match self {
-            RoomEvent::Message { room, from, text } => format!("[{room}] {}: {text}", from.name),
+            RoomEvent::Message { room, from, text } => {
+                format!("[{room}] {}: {}", from.name, crate::text::continued(text))
+            }
             RoomEvent::Joined { room, by } => format!("* [{room}] {} added you", by.name),
             RoomEvent::Members {
                 room,
@@ -86,7 +113,9 @@ impl RoomEvent {
                 Some(by) => format!("* [{room}] {} removed this device", by.name),
                 None => format!("* [{room}] this device is no longer a member"),
             },
-            RoomEvent::Warning { room, text } => format!("! [{room}] {text}"),
+            RoomEvent::Warning { room, text } => {
+                format!("! [{room}] {}", crate::text::printable(text))
+            }
         }
     }
 }
@@ -151,6 +180,7 @@ pub struct Rooms {
     index: RoomIndex,
     /// Events seen while catching up before a commit or a send.
     pending: Vec<RoomEvent>,
+    refresh: KeyRefresh,
     _lock: DeviceLock,
 }
 
@@ -211,10 +241,17 @@ impl Rooms {
                 me,
                 index,
                 pending: Vec::new(),
+                refresh: KeyRefresh::default(),
                 _lock: lock,
             },
             created,
         ))
+    }
+
+    /// Sets when this device refreshes its keys in its rooms.
+    pub fn with_refresh(mut self, refresh: KeyRefresh) -> Self {
+        self.refresh = refresh;
+        self
     }
 
     /// Keeps the directory's stock of this device's key packages up (others use one each time
@@ -566,6 +603,8 @@ impl Rooms {
             name: name.to_string(),
             group: hex::encode(&group),
             cursor: 0,
+            updated_ms: svs_common::time::now_ms(),
+            sent_since_update: 0,
         };
         self.index.insert(room.clone());
         self.index.save()?;
@@ -677,7 +716,11 @@ impl Rooms {
             },
         )
         .await?;
-        Ok(())
+        if let Some(r) = self.index.by_group_mut(&room.group) {
+            r.sent_since_update += 1;
+        }
+        self.index.save()?;
+        self.refresh_keys_if_due(session, &room.group).await
     }
 
     /// Rooms and their members.
@@ -703,8 +746,33 @@ impl Rooms {
         let groups: Vec<String> = self.index.rooms().iter().map(|r| r.group.clone()).collect();
         for group in groups {
             self.catch_up(session, &group).await?;
+            self.refresh_keys_if_due(session, &group).await?;
         }
         Ok(std::mem::take(&mut self.pending))
+    }
+
+    /// Commits fresh keys for this device in the room when `KeyRefresh` says it is time.
+    async fn refresh_keys_if_due(
+        &mut self,
+        session: &mut Session,
+        group: &str,
+    ) -> Result<(), CliError> {
+        let Some(room) = self.index.by_group_mut(group).cloned() else {
+            return Ok(());
+        };
+        let age = svs_common::time::now_ms().saturating_sub(room.updated_ms);
+        if age < self.refresh.every.as_millis() as u64
+            && room.sent_since_update < self.refresh.after_messages
+        {
+            return Ok(());
+        }
+        self.commit(session, &room, |d, group| d.update(group))
+            .await?;
+        if let Some(r) = self.index.by_group_mut(group) {
+            r.updated_ms = svs_common::time::now_ms();
+            r.sent_since_update = 0;
+        }
+        self.index.save()
     }
 
     async fn accept_welcomes(&mut self, session: &mut Session) -> Result<(), CliError> {
@@ -743,6 +811,8 @@ impl Rooms {
                 name: String::new(),
                 group: hex::encode(&group),
                 cursor: 0,
+                updated_ms: svs_common::time::now_ms(),
+                sent_since_update: 0,
             };
             let label = room.label();
             self.index.insert(room);

@@ -247,6 +247,11 @@ where
     assert!(store.remove_device("bob", [9; 16]).await.unwrap());
     assert_eq!(store.claim_key_package([9; 16]).await.unwrap(), None);
     assert!(store.devices("bob").await.unwrap().is_empty());
+    // A removed device stays removed.
+    assert!(matches!(
+        refusal(store.publish_device(device("bob", 9)).await),
+        Refusal::PermissionDenied(_)
+    ));
 }
 
 #[tokio::test]

@@ -33,6 +33,9 @@ const WELCOMES: TableDefinition<(&[u8; DEVICE_ID_LEN], u64), &[u8]> =
     TableDefinition::new("mls_welcomes_v1");
 /// (stored_ms, 0 = log / 1 = welcome, group or device, seq) → ().
 const EXPIRY: TableDefinition<(u64, u8, &[u8], u64), ()> = TableDefinition::new("mls_expiry_v1");
+/// Device → when its owner removed it: a removed device cannot be published again.
+const REMOVED_DEVICES: TableDefinition<&[u8; DEVICE_ID_LEN], u64> =
+    TableDefinition::new("mls_removed_devices_v1");
 /// Counters: "welcome_seq".
 const META: TableDefinition<&str, u64> = TableDefinition::new("mls_meta_v1");
 
@@ -53,6 +56,7 @@ pub(crate) fn create_tables(db: &Database) -> Result<(), Error> {
     txn.open_table(WELCOMES).map_err(storage)?;
     txn.open_table(EXPIRY).map_err(storage)?;
     txn.open_table(META).map_err(storage)?;
+    txn.open_table(REMOVED_DEVICES).map_err(storage)?;
     txn.commit().map_err(storage)?;
     Ok(())
 }
@@ -291,6 +295,18 @@ impl GroupStore for RedbGroups {
             let count = {
                 let mut devices = txn.open_table(DEVICES).map_err(storage)?;
                 let mut by_name = txn.open_table(NAME_DEVICES).map_err(storage)?;
+                if txn
+                    .open_table(REMOVED_DEVICES)
+                    .map_err(storage)?
+                    .get(&device.device_id)
+                    .map_err(storage)?
+                    .is_some()
+                {
+                    return Ok(Err(Refusal::PermissionDenied(format!(
+                        "device {} was removed by its owner and cannot be published again; make a new device",
+                        device_id_hex(&device.device_id)
+                    ))));
+                }
                 let taken = devices
                     .get(&device.device_id)
                     .map_err(storage)?
@@ -380,6 +396,10 @@ impl GroupStore for RedbGroups {
                     .is_some_and(|v| v.value().0 == name);
                 if owned {
                     devices.remove(&device_id).map_err(storage)?;
+                    txn.open_table(REMOVED_DEVICES)
+                        .map_err(storage)?
+                        .insert(&device_id, svs_common::time::now_ms())
+                        .map_err(storage)?;
                     txn.open_table(NAME_DEVICES)
                         .map_err(storage)?
                         .remove((name.as_str(), &device_id))

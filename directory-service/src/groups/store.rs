@@ -100,7 +100,8 @@ pub(crate) trait GroupStore: Send + Sync + std::fmt::Debug {
     async fn device_owner(&self, device_id: DeviceId) -> Result<Option<String>, Error>;
     /// A name's devices.
     async fn devices(&self, name: &str) -> Result<Vec<PublishedDevice>, Error>;
-    /// Withdraws `name`'s device with its key packages and Welcomes; false if it had none.
+    /// Withdraws `name`'s device with its key packages and Welcomes, for good (it cannot be
+    /// published again); false if it had none.
     async fn remove_device(&self, name: &str, device_id: DeviceId) -> Result<bool, Error>;
     /// Adds one-time key packages (and replaces the last-resort one when given); returns how
     /// many one-time packages the device holds.
