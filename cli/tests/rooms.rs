@@ -100,6 +100,38 @@ async fn a_room_of_four_devices_reads_and_writes_and_a_removed_person_reads_noth
     assert_eq!(out.matches('/').count(), 4, "four member devices: {out}");
     assert!(!err.contains("NOT certified"), "{err}");
 
+    // Both pinned each other's key on the way: their safety numbers agree (and differ from
+    // carol's with alice).
+    let safety = |out: &str| -> String {
+        out.lines()
+            .skip_while(|l| !l.starts_with("safety number"))
+            .skip(1)
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let (alice_view, _) = ok(
+        &dir,
+        &home("phone"),
+        "alice",
+        &["fingerprint", "bob", "--qr"],
+    )
+    .await;
+    let (bob_view, _) = ok(&dir, &home("bob"), "bob", &["fingerprint", "alice"]).await;
+    ok(&dir, &home("carol"), "carol", &["room", "list"]).await;
+    let (carol_view, _) = ok(&dir, &home("carol"), "carol", &["fingerprint", "alice"]).await;
+    assert_eq!(
+        safety(&alice_view).split_whitespace().count(),
+        12,
+        "{alice_view}"
+    );
+    assert_eq!(safety(&alice_view), safety(&bob_view));
+    assert_ne!(safety(&carol_view), safety(&bob_view));
+    assert!(
+        alice_view.contains('▀') || alice_view.contains('▄'),
+        "a QR code: {alice_view}"
+    );
+
     ok(
         &dir,
         &home("phone"),

@@ -11,6 +11,7 @@ pub mod error;
 pub mod identity;
 pub mod names;
 pub mod registration;
+pub mod safety;
 pub mod sealed;
 pub mod stats;
 pub mod time;

@@ -304,7 +304,10 @@ fn a_credential_names_only_a_canonical_svs_name() {
         device_id: [3; 16],
     };
     let bytes = good.credential_identity().unwrap();
-    assert_eq!(MemberDevice::from_credential_identity(&bytes).unwrap(), good);
+    assert_eq!(
+        MemberDevice::from_credential_identity(&bytes).unwrap(),
+        good
+    );
     for bad in ["Bob", "bo\u{1b}[2Jb", "", "b o b"] {
         let forged = MemberDevice {
             name: bad.into(),

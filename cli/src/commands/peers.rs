@@ -44,8 +44,12 @@ pub async fn who(global: &Global, args: WhoArgs) -> Result<(), CliError> {
 
 #[derive(Debug, Args)]
 pub struct FingerprintArgs {
-    /// A peer whose pinned fingerprint to show; your own when absent.
+    /// A peer whose pinned fingerprint to show, with the safety number you and they compare;
+    /// your own fingerprint when absent.
     pub peer: Option<String>,
+    /// Also draw the safety number as a QR code (for the peer to scan or compare).
+    #[arg(long, requires = "peer")]
+    pub qr: bool,
 }
 
 pub fn fingerprint(global: &Global, args: FingerprintArgs) -> Result<(), CliError> {
@@ -66,12 +70,37 @@ pub fn fingerprint(global: &Global, args: FingerprintArgs) -> Result<(), CliErro
                         .and_then(|b| b.try_into().ok())
                         .ok_or_else(|| CliError::Usage(format!("the pin for {peer} is corrupt")))?;
                     println!("{peer}  {}", identity::fingerprint_display(&bytes));
+                    let name = global.name()?;
+                    let (key, _) = load_identity(&home, &name, global.key_bits)?;
+                    let mine = identity::public_key_der(&key.to_public_key());
+                    let theirs = pins
+                        .key(&peer)
+                        .ok_or_else(|| CliError::Usage(format!("the pin for {peer} is corrupt")))?;
+                    let number = svs_common::safety::safety_number(&name, &mine, &peer, theirs);
+                    println!(
+                        "safety number with {peer} (the same on both sides; compare it with them):\n{}",
+                        svs_common::safety::display(&number)
+                    );
+                    if args.qr {
+                        println!("{}", qr(&number)?);
+                    }
                 }
                 None => return Err(CliError::Usage(format!("no key is pinned for {peer} yet"))),
             }
         }
     }
     Ok(())
+}
+
+/// The safety number as a QR code in half-block characters (dark on light).
+fn qr(number: &str) -> Result<String, CliError> {
+    let code = qrcode::QrCode::new(number.as_bytes())
+        .map_err(|e| CliError::Internal(format!("making the QR code: {e}")))?;
+    Ok(code
+        .render::<qrcode::render::unicode::Dense1x2>()
+        .dark_color(qrcode::render::unicode::Dense1x2::Light)
+        .light_color(qrcode::render::unicode::Dense1x2::Dark)
+        .build())
 }
 
 #[derive(Debug, Args)]
