@@ -321,3 +321,22 @@ fn a_credential_names_only_a_canonical_svs_name() {
     }
     assert!(MemberDevice::from_credential_identity(b"svs1").is_err());
 }
+
+#[test]
+fn a_message_from_the_old_epoch_is_read_while_a_commit_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = (Person::new("alice"), Person::new("bob"));
+    let mut alices = alice.device(&dir, "alice");
+    let mut bobs = bob.device(&dir, "bob");
+    let group = alices.create_group().unwrap();
+    let commit = alices.add(&group, &[claim(&mut bobs)]).unwrap();
+    alices.commit_accepted(&group).unwrap();
+    bobs.join(commit.welcome.as_ref().unwrap()).unwrap();
+    // alice's update is accepted by the service, but bob's message landed just before it.
+    let update = alices.update(&group).unwrap();
+    let late = bobs.encrypt(&group, b"sent in the old epoch").unwrap();
+    assert_eq!(read(&mut alices, &group, &late), b"sent in the old epoch");
+    deliver(&mut alices, &group, &update, &mut [&mut bobs]);
+    let next = alices.encrypt(&group, b"new epoch").unwrap();
+    assert_eq!(read(&mut bobs, &group, &next), b"new epoch");
+}

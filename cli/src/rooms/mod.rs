@@ -201,7 +201,12 @@ impl Rooms {
                 certificate: Some(certificate),
             })
             .await
-            .map_err(CliError::from)?;
+            .map_err(|status| match status.code() {
+                tonic::Code::Unimplemented => CliError::Refused(
+                    "this directory does not serve rooms (MLS groups): a directory in cluster mode does not yet".into(),
+                ),
+                _ => CliError::from(status),
+            })?;
         rooms.top_up_key_packages(session, created).await?;
         Ok(rooms)
     }
@@ -488,7 +493,7 @@ impl Rooms {
     ) -> Result<u64, CliError> {
         let group = room.group_id();
         for _ in 0..ATTEMPTS {
-            self.catch_up(session, &room.group).await?;
+            self.catch_up(session, &room.group, None).await?;
             let (make_now, group_now) = (make.clone(), group.clone());
             let commit = self.with_device(move |d| make_now(d, &group_now)).await?;
             let posted = session
@@ -512,9 +517,12 @@ impl Rooms {
             let group_now = group.clone();
             match posted {
                 Ok(posted) => {
+                    // Others' messages that landed between the catch-up and this commit are in
+                    // the old epoch: read them before applying the commit.
+                    let seq = posted.into_inner().seq;
+                    self.catch_up(session, &room.group, Some(seq)).await?;
                     self.with_device(move |d| d.commit_accepted(&group_now))
                         .await?;
-                    let seq = posted.into_inner().seq;
                     self.advance(&room.group, seq)?;
                     return Ok(seq);
                 }
@@ -548,7 +556,7 @@ impl Rooms {
     ) -> Result<u64, CliError> {
         let group = room.group_id();
         for _ in 0..ATTEMPTS {
-            self.catch_up(session, &room.group).await?;
+            self.catch_up(session, &room.group, None).await?;
             if self.index.by_group_mut(&room.group).is_none() {
                 return Err(CliError::Refused(format!(
                     "this device is no longer in room {}",
@@ -745,7 +753,7 @@ impl Rooms {
         self.accept_welcomes(session).await?;
         let groups: Vec<String> = self.index.rooms().iter().map(|r| r.group.clone()).collect();
         for group in groups {
-            self.catch_up(session, &group).await?;
+            self.catch_up(session, &group, None).await?;
             self.refresh_keys_if_due(session, &group).await?;
         }
         Ok(std::mem::take(&mut self.pending))
@@ -848,8 +856,13 @@ impl Rooms {
         Ok(())
     }
 
-    /// Reads a room's new log entries into `pending`.
-    async fn catch_up(&mut self, session: &mut Session, group: &str) -> Result<(), CliError> {
+    /// Reads the room's new entries into `pending`; with `until`, only those before it.
+    async fn catch_up(
+        &mut self,
+        session: &mut Session,
+        group: &str,
+        until: Option<u64>,
+    ) -> Result<(), CliError> {
         loop {
             let Some(room) = self.index.by_group_mut(group).cloned() else {
                 return Ok(());
@@ -887,14 +900,29 @@ impl Rooms {
                     ),
                 });
             }
+            // The directory is not trusted to page honestly: entries at or before the cursor
+            // are not processed again, and a page that moves nothing on ends the round.
+            let mut progressed = false;
             for entry in &page.entries {
+                let cursor = self
+                    .index
+                    .by_group_mut(group)
+                    .map_or(u64::MAX, |r| r.cursor);
+                if entry.seq <= cursor {
+                    continue;
+                }
+                if until.is_some_and(|until| entry.seq >= until) {
+                    self.index.save()?;
+                    return Ok(());
+                }
+                progressed = true;
                 self.handle_entry(session, &room, entry).await?;
                 if self.index.by_group_mut(group).is_none() {
                     return Ok(());
                 }
             }
             self.index.save()?;
-            if !page.more {
+            if !page.more || !progressed {
                 return Ok(());
             }
         }
