@@ -89,4 +89,51 @@ fn main() {
     println!(
         "(each operation includes writing the device's whole state to disk, as svs does after every change)"
     );
+    println!();
+    envelopes();
+}
+
+/// Today's sealed envelope (RSA-3072 identity keys) for the same 100-byte message, to compare
+/// with the MLS message above: bytes on the wire and the sender's and a recipient's CPU.
+fn envelopes() {
+    use prost::Message as _;
+    use svs_common::sealed;
+    let sender = svs_common::identity::generate(3072).unwrap();
+    let keys: Vec<rsa::PrivateKey> = (0..10)
+        .map(|_| svs_common::identity::generate(3072).unwrap())
+        .collect();
+    let publics: Vec<rsa::PublicKey> = keys.iter().map(rsa::PrivateKey::to_public_key).collect();
+    let names: Vec<String> = (0..10).map(|n| format!("peer{n}")).collect();
+    println!("today's envelope (RSA-3072)  recipients  bytes  seal ms  verify+open ms");
+    for count in [1usize, 10] {
+        let recipients: Vec<sealed::SealRecipient<'_>> = (0..count)
+            .map(|n| sealed::SealRecipient {
+                name: &names[n],
+                key: &publics[n],
+            })
+            .collect();
+        let params = sealed::SealParams {
+            sender: "bench",
+            sender_key: &sender,
+            counter: 1,
+            timestamp_ms: svs_common::time::now_ms(),
+            recipients: &recipients,
+        };
+        let mut rng = svs_common::identity::os_rng();
+        let start = Instant::now();
+        let envelope = sealed::seal(&mut rng, &params, &[b'x'; 100]).unwrap();
+        let seal = ms(start);
+        let start = Instant::now();
+        let header = sealed::verify(&envelope, &sender.to_public_key()).unwrap();
+        sealed::open(&mut rng, &envelope, &header, &names[0], &keys[0]).unwrap();
+        let open = ms(start);
+        println!(
+            "{:>28}  {count:>10}  {:>5}  {seal:>7.1}  {open:>14.1}",
+            "",
+            envelope.encoded_len()
+        );
+    }
+    println!(
+        "(an MLS message is the same size for any number of recipients: the group shares its keys)"
+    );
 }
