@@ -95,7 +95,7 @@ pub async fn run(global: &Global, args: DevicesArgs) -> Result<(), CliError> {
                             .into(),
                     ));
                 }
-                caught_up(&rooms.sync(&mut session).await?);
+                crate::commands::room::caught_up(&rooms.sync(&mut session).await?);
                 let who = target.device().to_string();
                 let shared: Vec<String> = rooms
                     .list()
@@ -127,10 +127,4 @@ pub async fn run(global: &Global, args: DevicesArgs) -> Result<(), CliError> {
     .await;
     let _ = session.quit().await;
     result
-}
-
-fn caught_up(events: &[crate::rooms::RoomEvent]) {
-    for event in events {
-        eprintln!("{}", event.line());
-    }
 }

@@ -83,7 +83,7 @@ async fn open(global: &Global, refresh: KeyRefresh) -> Result<(Session, Rooms), 
 
 /// Events read while catching up before another command: to stderr, as what happened meanwhile
 /// (MLS can decrypt each message once, so they are shown now or never).
-fn caught_up(events: &[RoomEvent]) {
+pub fn caught_up(events: &[RoomEvent]) {
     for event in events {
         eprintln!("{}", event.line());
     }
