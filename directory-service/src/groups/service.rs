@@ -104,6 +104,35 @@ impl GroupsService {
     }
 }
 
+/// One-time key packages, and the last-resort one if sent.
+type CheckedKeyPackages = (Vec<Vec<u8>>, Option<Vec<u8>>);
+
+/// The request's key packages once each is checked against the device's certificate: one-time
+/// ones without the last_resort extension, the last-resort one with it.
+fn check_key_packages(
+    certificate: &svs_mls::DeviceCertificate,
+    request: &UploadKeyPackagesRequest,
+) -> Result<CheckedKeyPackages, Status> {
+    let mut packages = Vec::with_capacity(request.key_packages.len());
+    for package in &request.key_packages {
+        if svs_mls::key_package::check(certificate, package).map_err(mls_refusal)? {
+            return Err(Status::invalid_argument(
+                "a last-resort key package goes in last_resort, not key_packages",
+            ));
+        }
+        packages.push(package.to_vec());
+    }
+    if request.last_resort.is_empty() {
+        return Ok((packages, None));
+    }
+    if !svs_mls::key_package::check(certificate, &request.last_resort).map_err(mls_refusal)? {
+        return Err(Status::invalid_argument(
+            "last_resort must carry the last_resort extension",
+        ));
+    }
+    Ok((packages, Some(request.last_resort.to_vec())))
+}
+
 fn decode_certificate(bytes: &[u8]) -> Result<svs_mls::DeviceCertificate, Status> {
     let proto = DeviceCertificate::decode(bytes)
         .map_err(|e| Status::internal(format!("stored certificate: {e}")))?;
@@ -202,27 +231,11 @@ impl GroupsApi for GroupsService {
             )));
         }
         let certificate = self.certificate_of(&name, device).await?;
-        let mut packages = Vec::with_capacity(request.key_packages.len());
-        for package in &request.key_packages {
-            if svs_mls::key_package::check(&certificate, package).map_err(mls_refusal)? {
-                return Err(Status::invalid_argument(
-                    "a last-resort key package goes in last_resort, not key_packages",
-                ));
-            }
-            packages.push(package.to_vec());
-        }
-        let last_resort = if request.last_resort.is_empty() {
-            None
-        } else {
-            if !svs_mls::key_package::check(&certificate, &request.last_resort)
-                .map_err(mls_refusal)?
-            {
-                return Err(Status::invalid_argument(
-                    "last_resort must carry the last_resort extension",
-                ));
-            }
-            Some(request.last_resort.to_vec())
-        };
+        // Up to 100 signature checks: off the async threads.
+        let (packages, last_resort) =
+            tokio::task::spawn_blocking(move || check_key_packages(&certificate, &request))
+                .await
+                .map_err(|e| Status::from(crate::Error::Task(e)))??;
         let held = self
             .store
             .add_key_packages(device, packages, last_resort)
