@@ -5,36 +5,13 @@
 
 mod support;
 
+use support::run::svs;
+
 use std::time::Duration;
 use support::TestDirectory;
 use support::client::Client;
 use svs_cli::inbox::Incoming;
 use svs_cli::session::ReachState;
-
-/// Runs the real `svs` as `name` with `home` (asynchronously: the directory runs on this test's
-/// runtime); returns (exit ok, stdout, stderr).
-async fn svs(
-    dir: &TestDirectory,
-    home: &std::path::Path,
-    name: &str,
-    args: &[&str],
-) -> (bool, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_svs"))
-        .args(args)
-        .env("SVS_DIRECTORY", &dir.url)
-        .env("SVS_CA", &dir.ca)
-        .env("SVS_HOME", home)
-        .env("SVS_NAME", name)
-        .env("SVS_KEY_BITS", "2048")
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// Registers `name` once (claiming it) and quits: someone offline with a mailbox.
 async fn offline(dir: &TestDirectory, name: &str, home: &std::path::Path) {

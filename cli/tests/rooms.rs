@@ -5,32 +5,10 @@
 
 mod support;
 
+use support::run::svs;
+
 use std::path::Path;
 use support::TestDirectory;
-
-/// Runs the real `svs` as `name` with `home`; returns (exit ok, stdout, stderr).
-async fn svs(
-    dir: &TestDirectory,
-    home: &Path,
-    name: &str,
-    args: &[&str],
-) -> (bool, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_svs"))
-        .args(args)
-        .env("SVS_DIRECTORY", &dir.url)
-        .env("SVS_CA", &dir.ca)
-        .env("SVS_HOME", home)
-        .env("SVS_NAME", name)
-        .env("SVS_KEY_BITS", "2048")
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 async fn ok(dir: &TestDirectory, home: &Path, name: &str, args: &[&str]) -> (String, String) {
     let (ok, out, err) = svs(dir, home, name, args).await;

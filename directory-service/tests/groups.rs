@@ -7,29 +7,14 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::path::Path;
+use svs_cli::session::Bearer;
 use svs_common::proto::directory::directory_client::DirectoryClient;
 use svs_common::proto::directory::groups_client::GroupsClient;
 use svs_common::proto::directory::*;
 use svs_mls::{Device, DeviceCertificate, Event};
 use svs_test_support::TestDirectory;
 use tonic::codegen::InterceptedService;
-use tonic::service::Interceptor;
 use tonic::transport::Channel;
-
-#[derive(Clone)]
-struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-
-impl Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
 
 /// One device of one person, with its session and its place in each group's log.
 struct Member {
@@ -88,7 +73,7 @@ impl Member {
         label: &str,
     ) -> Self {
         let (channel, token) = register(dir, name, &identity).await;
-        let bearer = Bearer(format!("Bearer {token}").parse().unwrap());
+        let bearer = Bearer::new(&token).unwrap();
         let groups = GroupsClient::with_interceptor(channel, bearer);
         let device =
             Device::create(&home.join(format!("{label}.mls")), &identity, name, 1).unwrap();

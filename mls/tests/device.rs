@@ -2,6 +2,8 @@
 //! secrecy, removal, crash-safe state on disk, and refusal of key packages that do not match a
 //! certificate.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::path::PathBuf;
 use svs_mls::{Commit, Device, DeviceCertificate, Error, Event};
 
@@ -44,6 +46,18 @@ fn deliver(author: &mut Device, group: &[u8], commit: &Commit, others: &mut [&mu
             event => panic!("expected a commit, got {event:?}"),
         }
     }
+}
+
+/// alice's device made a group and added bob's; both are in it at epoch 1.
+fn alice_and_bob(dir: &tempfile::TempDir) -> (Device, Device, Vec<u8>) {
+    let (alice, bob) = (Person::new("alice"), Person::new("bob"));
+    let mut alices = alice.device(dir, "alice");
+    let mut bobs = bob.device(dir, "bob");
+    let group = alices.create_group().unwrap();
+    let commit = alices.add(&group, &[claim(&mut bobs)]).unwrap();
+    alices.commit_accepted(&group).unwrap();
+    bobs.join(commit.welcome.as_ref().unwrap()).unwrap();
+    (alices, bobs, group)
 }
 
 fn read(device: &mut Device, group: &[u8], message: &[u8]) -> Vec<u8> {
@@ -129,13 +143,7 @@ fn two_people_three_devices_read_everything_and_agree_on_members() {
 #[test]
 fn a_state_copied_before_an_update_reads_nothing_after_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (alice, bob) = (Person::new("alice"), Person::new("bob"));
-    let mut alices = alice.device(&dir, "alice");
-    let mut bobs = bob.device(&dir, "bob");
-    let group = alices.create_group().unwrap();
-    let commit = alices.add(&group, &[claim(&mut bobs)]).unwrap();
-    alices.commit_accepted(&group).unwrap();
-    bobs.join(commit.welcome.as_ref().unwrap()).unwrap();
+    let (mut alices, mut bobs, group) = alice_and_bob(&dir);
 
     // The attacker copies bob's state file now.
     let stolen = state_path(&dir, "stolen");
@@ -200,13 +208,7 @@ fn a_removed_device_reads_nothing_sent_after_its_removal() {
 #[test]
 fn a_losing_commit_is_dropped_and_the_winner_applied() {
     let dir = tempfile::tempdir().unwrap();
-    let (alice, bob) = (Person::new("alice"), Person::new("bob"));
-    let mut alices = alice.device(&dir, "alice");
-    let mut bobs = bob.device(&dir, "bob");
-    let group = alices.create_group().unwrap();
-    let commit = alices.add(&group, &[claim(&mut bobs)]).unwrap();
-    alices.commit_accepted(&group).unwrap();
-    bobs.join(commit.welcome.as_ref().unwrap()).unwrap();
+    let (mut alices, mut bobs, group) = alice_and_bob(&dir);
 
     // Both update at epoch 1; the delivery service takes alice's.
     let winner = alices.update(&group).unwrap();
@@ -325,13 +327,7 @@ fn a_credential_names_only_a_canonical_svs_name() {
 #[test]
 fn a_message_from_the_old_epoch_is_read_while_a_commit_waits() {
     let dir = tempfile::tempdir().unwrap();
-    let (alice, bob) = (Person::new("alice"), Person::new("bob"));
-    let mut alices = alice.device(&dir, "alice");
-    let mut bobs = bob.device(&dir, "bob");
-    let group = alices.create_group().unwrap();
-    let commit = alices.add(&group, &[claim(&mut bobs)]).unwrap();
-    alices.commit_accepted(&group).unwrap();
-    bobs.join(commit.welcome.as_ref().unwrap()).unwrap();
+    let (mut alices, mut bobs, group) = alice_and_bob(&dir);
     // alice's update is accepted by the service, but bob's message landed just before it.
     let update = alices.update(&group).unwrap();
     let late = bobs.encrypt(&group, b"sent in the old epoch").unwrap();

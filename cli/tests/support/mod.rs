@@ -7,3 +7,4 @@
 pub(crate) use svs_test_support as process;
 pub(crate) use svs_test_support::*;
 pub(crate) mod pty;
+pub(crate) mod run;
