@@ -3,7 +3,7 @@
 
 use crate::commands::Global;
 use crate::error::CliError;
-use crate::rooms::{KeyRefresh, RoomEvent, Rooms};
+use crate::rooms::{KeyRefresh, RoomEvent, Rooms, device_list};
 use crate::session::Session;
 use clap::{Args, Subcommand};
 use std::time::Duration;
@@ -240,24 +240,16 @@ async fn run_with(
         RoomCommand::Create { room, with } => {
             caught_up(&rooms.sync(session).await?);
             let devices = rooms.create(session, &room, &with).await?;
-            println!(
-                "created room {room} with {}",
-                devices
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+            println!("created room {room} with {}", device_list(&devices));
         }
         RoomCommand::List => {
             caught_up(&rooms.sync(session).await?);
             for info in rooms.list().await? {
-                let members: Vec<String> = info.members.iter().map(ToString::to_string).collect();
                 println!(
                     "{}  (epoch {})  {}",
                     info.label,
                     info.epoch,
-                    members.join(", ")
+                    device_list(&info.members)
                 );
             }
             if rooms.index().rooms().is_empty() {
@@ -271,26 +263,12 @@ async fn run_with(
         RoomCommand::Add { room, names } => {
             caught_up(&rooms.sync(session).await?);
             let added = rooms.add(session, &room, &names).await?;
-            println!(
-                "added {} to {room}",
-                added
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+            println!("added {} to {room}", device_list(&added));
         }
         RoomCommand::Remove { room, who } => {
             caught_up(&rooms.sync(session).await?);
             let removed = rooms.remove(session, &room, &who).await?;
-            println!(
-                "removed {} from {room}",
-                removed
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+            println!("removed {} from {room}", device_list(&removed));
         }
         RoomCommand::Read { .. } => unreachable!("read is run by `read`"),
     }

@@ -48,10 +48,10 @@ impl RoomEvent {
             } => {
                 let mut parts = Vec::new();
                 if !added.is_empty() {
-                    parts.push(format!("added {}", list(added)));
+                    parts.push(format!("added {}", device_list(added)));
                 }
                 if !removed.is_empty() {
-                    parts.push(format!("removed {}", list(removed)));
+                    parts.push(format!("removed {}", device_list(removed)));
                 }
                 if parts.is_empty() {
                     parts.push("updated their keys".into());
@@ -70,7 +70,8 @@ impl RoomEvent {
     }
 }
 
-fn list(devices: &[MemberDevice]) -> String {
+/// Devices as `name/1a2b3c4d, …`.
+pub fn device_list(devices: &[MemberDevice]) -> String {
     devices
         .iter()
         .map(ToString::to_string)

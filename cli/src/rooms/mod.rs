@@ -14,7 +14,7 @@ mod refresh;
 mod sync;
 
 pub use body::Body;
-pub use event::{RoomEvent, RoomInfo};
+pub use event::{RoomEvent, RoomInfo, device_list};
 pub use index::{MAX_ROOM_NAME_BYTES, Room, RoomIndex, check_room_name};
 pub use refresh::{DEFAULT_UPDATE_AFTER_MESSAGES, DEFAULT_UPDATE_EVERY, KeyRefresh};
 
