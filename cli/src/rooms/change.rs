@@ -47,11 +47,12 @@ impl Rooms {
                 Ok(posted) => {
                     // Others' messages that landed between the catch-up and this commit are in
                     // the old epoch: read them before applying the commit.
-                    let seq = posted.into_inner().seq;
+                    let posted = posted.into_inner();
+                    let seq = posted.seq;
                     self.catch_up(session, &room.group, Some(seq)).await?;
                     self.with_device(move |d| d.commit_accepted(&group_now))
                         .await?;
-                    self.advance(&room.group, seq)?;
+                    self.advance(&room.group, seq, posted.index)?;
                     return Ok(seq);
                 }
                 Err(status) => {
@@ -68,9 +69,10 @@ impl Rooms {
         )))
     }
 
-    pub(super) fn advance(&mut self, group: &str, seq: u64) -> Result<(), CliError> {
+    pub(super) fn advance(&mut self, group: &str, seq: u64, index: u64) -> Result<(), CliError> {
         if let Some(room) = self.index.by_group_mut(group) {
             room.cursor = room.cursor.max(seq);
+            room.last_index = room.last_index.max(index);
         }
         self.index.save()
     }
@@ -139,6 +141,7 @@ impl Rooms {
             name: name.to_string(),
             group: hex::encode(&group),
             cursor: 0,
+            last_index: 0,
             updated_ms: svs_common::time::now_ms(),
             sent_since_update: 0,
         };

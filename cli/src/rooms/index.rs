@@ -15,8 +15,11 @@ pub struct Room {
     pub name: String,
     /// The MLS group id, hex.
     pub group: String,
-    /// The last log entry handled.
+    /// The sequence number of the last log entry handled (where the next fetch starts).
     pub cursor: u64,
+    /// Its index (indexes have no gaps, so a jump shows entries that expired unread).
+    #[serde(default)]
+    pub last_index: u64,
     /// When this device last gave itself fresh keys in the room (Unix ms).
     #[serde(default)]
     pub updated_ms: u64,

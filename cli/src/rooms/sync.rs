@@ -50,6 +50,7 @@ impl Rooms {
                 name: String::new(),
                 group: hex::encode(&group),
                 cursor: 0,
+                last_index: 0,
                 updated_ms: svs_common::time::now_ms(),
                 sent_since_update: 0,
             };
@@ -121,13 +122,14 @@ impl Rooms {
                 }
                 Err(status) => return Err(status.into()),
             };
-            if page.first_seq > room.cursor + 1 && room.cursor > 0 {
+            // Indexes have no gaps (sequence numbers may): a jump past the last one handled means
+            // entries expired unread.
+            if page.first_index > room.last_index + 1 && room.last_index > 0 {
                 self.pending.push(RoomEvent::Warning {
                     room: room.label(),
                     text: format!(
-                        "entries {} to {} expired before this device read them; ask a member to remove and add it again",
-                        room.cursor + 1,
-                        page.first_seq - 1
+                        "{} entries expired before this device read them; ask a member to remove and add it again",
+                        page.first_index - room.last_index - 1
                     ),
                 });
             }
@@ -167,6 +169,7 @@ impl Rooms {
     ) -> Result<(), CliError> {
         if let Some(r) = self.index.by_group_mut(&room.group) {
             r.cursor = r.cursor.max(entry.seq);
+            r.last_index = r.last_index.max(entry.index);
         }
         let group = room.group_id();
         let own = entry.from_device.as_ref() == self.me.device_id.as_slice();

@@ -123,7 +123,8 @@ where
     let mut first = post(0, PostKind::Commit, 1, &[1, 9]);
     first.welcome = Some((b"welcome".to_vec(), vec![[9; 16]]));
     let posted = store.post(first).await.unwrap();
-    assert_eq!((posted.seq, posted.epoch), (1, 1));
+    assert_eq!((posted.index, posted.epoch), (1, 1));
+    let first_seq = posted.seq;
     assert!(matches!(
         refusal(store.post(post(0, PostKind::Commit, 1, &[1, 9])).await),
         Refusal::FailedPrecondition(_)
@@ -142,21 +143,22 @@ where
         refusal(store.post(to_stranger).await),
         Refusal::InvalidArgument(_)
     ));
-    assert_eq!(
-        store
-            .post(post(1, PostKind::Application, 9, &[]))
-            .await
-            .unwrap()
-            .seq,
-        2
-    );
+    let second = store
+        .post(post(1, PostKind::Application, 9, &[]))
+        .await
+        .unwrap();
+    assert_eq!((second.index, second.epoch), (2, 1));
+    assert!(second.seq > first_seq, "sequence numbers increase");
 
-    // Eight members commit in the same epoch at once: exactly one wins.
-    let racers = (0..8).map(|n| {
-        let store = store.clone();
-        let from = if n % 2 == 0 { 1 } else { 9 };
-        tokio::spawn(async move { store.post(post(1, PostKind::Commit, from, &[1, 9])).await })
-    });
+    // Eight members commit in the same epoch at once: exactly one wins. (All are spawned
+    // before any is awaited.)
+    let racers: Vec<_> = (0..8)
+        .map(|n| {
+            let store = store.clone();
+            let from = if n % 2 == 0 { 1 } else { 9 };
+            tokio::spawn(async move { store.post(post(1, PostKind::Commit, from, &[1, 9])).await })
+        })
+        .collect();
     let mut won = 0;
     for racer in racers {
         match racer.await.unwrap() {
@@ -184,12 +186,19 @@ where
     let mut after = 0;
     loop {
         let page = store.read(b"group-one".to_vec(), after).await.unwrap();
-        assert_eq!((page.first_seq, page.epoch), (1, 2));
+        assert_eq!(
+            (page.first_seq, page.first_index, page.epoch),
+            (first_seq, 1, 2)
+        );
         assert!(!page.entries.is_empty() || !page.more);
         seen.extend(
             page.entries
                 .iter()
-                .map(|e| (e.seq, e.epoch, e.commit, e.from_device[0])),
+                .map(|e| (e.index, e.epoch, e.commit, e.from_device[0])),
+        );
+        assert!(
+            page.entries.iter().all(|e| e.seq > after),
+            "in order, after the cursor"
         );
         after = page.entries.last().map_or(after, |e| e.seq);
         if !page.more {
@@ -234,7 +243,8 @@ where
     assert!(store.expire(1_001).await.unwrap() >= LIMITS.max_log_entries_per_group);
     let page = store.read(b"group-one".to_vec(), 0).await.unwrap();
     assert!(page.entries.is_empty());
-    assert_eq!(page.first_seq, LIMITS.max_log_entries_per_group + 1);
+    assert_eq!(page.first_index, LIMITS.max_log_entries_per_group + 1);
+    assert!(page.first_seq > after);
     assert!(
         store
             .post(post(2, PostKind::Application, 1, &[]))

@@ -121,6 +121,8 @@ fn decode_entry(seq: u64, bytes: &[u8]) -> Result<Entry, Error> {
     reader.finish()?;
     Ok(Entry {
         seq,
+        // A group's sequence numbers are its own and have no gaps.
+        index: seq,
         epoch,
         commit,
         from_device,
@@ -283,6 +285,7 @@ fn apply_post(
         .map_err(storage)?;
     Ok(Ok(Posted {
         seq: next_seq,
+        index: next_seq,
         epoch: epoch_after,
     }))
 }
@@ -573,6 +576,7 @@ impl GroupStore for RedbGroups {
                 entries,
                 more,
                 first_seq,
+                first_index: first_seq,
                 epoch,
             }))
         })

@@ -20,6 +20,18 @@ pub(crate) const MAX_NAMES_PER_CALL: usize = 64;
 pub(crate) const MAX_KEY_PACKAGES_PER_UPLOAD: usize = 100;
 /// Member devices one commit may list.
 pub(crate) const MAX_GROUP_DEVICES: usize = 2048;
+/// Longest group id (svs's clients make 16 random bytes; MLS allows more, the service does not
+/// keep arbitrary keys).
+pub(crate) const MAX_GROUP_ID_BYTES: usize = 64;
+
+fn check_group_id(group_id: &[u8]) -> Result<(), Status> {
+    match group_id.len() {
+        1..=MAX_GROUP_ID_BYTES => Ok(()),
+        n => Err(Status::invalid_argument(format!(
+            "a group id is 1 to {MAX_GROUP_ID_BYTES} bytes, not {n}"
+        ))),
+    }
+}
 
 /// Implements `svs.directory.v1.Groups`.
 #[derive(Debug)]
@@ -295,6 +307,7 @@ impl GroupsApi for GroupsService {
                 "message is not an MLSMessage holding a PublicMessage or PrivateMessage",
             )
         })?;
+        check_group_id(&framing.group_id)?;
         let kind = match framing.kind {
             Kind::Commit => PostKind::Commit,
             Kind::Application => PostKind::Application,
@@ -345,6 +358,7 @@ impl GroupsApi for GroupsService {
             .await?;
         Ok(Response::new(PostGroupMessageResponse {
             seq: posted.seq,
+            index: posted.index,
             epoch: posted.epoch,
         }))
     }
@@ -358,6 +372,7 @@ impl GroupsApi for GroupsService {
         let device = device_id(&request.device_id, "device_id")?;
         self.owned(&name, device).await?;
         let group_id = request.group_id.to_vec();
+        check_group_id(&group_id)?;
         match self.store.is_member(group_id.clone(), device).await? {
             Some(true) => {}
             Some(false) => {
@@ -381,6 +396,7 @@ impl GroupsApi for GroupsService {
                 .into_iter()
                 .map(|e| GroupEntry {
                     seq: e.seq,
+                    index: e.index,
                     epoch: e.epoch,
                     commit: e.commit,
                     from_device: e.from_device.to_vec().into(),
@@ -389,6 +405,7 @@ impl GroupsApi for GroupsService {
                 .collect(),
             more: page.more,
             first_seq: page.first_seq,
+            first_index: page.first_index,
             epoch: page.epoch,
         }))
     }

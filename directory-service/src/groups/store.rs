@@ -48,6 +48,8 @@ pub(crate) struct Post {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Posted {
     pub seq: u64,
+    /// Its place in the group's log: 1, 2, … with no gaps.
+    pub index: u64,
     /// The group's epoch after it.
     pub epoch: u64,
 }
@@ -56,6 +58,8 @@ pub(crate) struct Posted {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Entry {
     pub seq: u64,
+    /// Its place in the group's log: 1, 2, … with no gaps (`seq` may have them).
+    pub index: u64,
     pub epoch: u64,
     pub commit: bool,
     pub from_device: DeviceId,
@@ -69,6 +73,8 @@ pub(crate) struct LogPage {
     pub more: bool,
     /// The oldest sequence number still held (the next one to be written if none is).
     pub first_seq: u64,
+    /// The index of the oldest entry still held (of the next one if none is).
+    pub first_index: u64,
     pub epoch: u64,
 }
 
