@@ -1,6 +1,7 @@
 //! `svs room` with the real binary against a real directory over TLS: four devices of three
 //! people (alice on two, each its own MLS member) make a room, read and write in it, and a
-//! removed person reads nothing said after; mistakes get a sentence.
+//! removed person reads nothing said after; mistakes get a sentence. Then a room across two
+//! cluster replicas on a real nats-server, with two members changing it at once.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -362,4 +363,89 @@ async fn a_room_of_four_devices_reads_and_writes_and_a_removed_person_reads_noth
             "{plaintext:?} is readable in the directory's database"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_spans_two_cluster_replicas_and_concurrent_changes_converge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nats = support::NatsServer::start(&tmp.path().join("nats")).await;
+    let mut replicas = TestDirectory::replicas(tmp.path(), &nats, 2).await;
+    let (two, one) = (replicas.pop().unwrap(), replicas.pop().unwrap());
+    let home = |who: &str| tmp.path().join(who);
+    // alice and carol on replica one, bob and dave on replica two.
+    for (dir, who) in [
+        (&one, "alice"),
+        (&two, "bob"),
+        (&one, "carol"),
+        (&two, "dave"),
+    ] {
+        ok(dir, &home(who), who, &["room", "list"]).await;
+    }
+    let (out, _) = ok(
+        &one,
+        &home("alice"),
+        "alice",
+        &["room", "create", "movie", "--with", "bob"],
+    )
+    .await;
+    assert!(out.starts_with("created room movie with "), "{out}");
+    ok(
+        &one,
+        &home("alice"),
+        "alice",
+        &["room", "send", "movie", "across replicas"],
+    )
+    .await;
+    let (out, _) = ok(&two, &home("bob"), "bob", &["room", "read", "--json"]).await;
+    assert!(out.contains("alice added you"), "{out}");
+    assert_eq!(texts(&out), ["alice: across replicas"]);
+
+    // alice (through one) adds carol while bob (through two) adds dave: both commits are for
+    // the same epoch, the directory takes one, the other svs applies it and commits again.
+    let (alice_home, bob_home) = (home("alice"), home("bob"));
+    let (alice_add, bob_add) = tokio::join!(
+        svs(
+            &one,
+            &alice_home,
+            "alice",
+            &["room", "add", "movie", "carol"]
+        ),
+        svs(&two, &bob_home, "bob", &["room", "add", "movie", "dave"]),
+    );
+    assert!(alice_add.0, "{alice_add:?}");
+    assert!(bob_add.0, "{bob_add:?}");
+    ok(
+        &two,
+        &home("dave"),
+        "dave",
+        &["room", "send", "movie", "dave is in"],
+    )
+    .await;
+    let mut epochs = Vec::new();
+    for (dir, who) in [
+        (&one, "alice"),
+        (&two, "bob"),
+        (&one, "carol"),
+        (&two, "dave"),
+    ] {
+        let (out, _) = ok(dir, &home(who), who, &["room", "read", "--json"]).await;
+        if who != "dave" {
+            assert!(
+                texts(&out).contains(&"dave: dave is in".to_string()),
+                "{who} reads dave: {out}"
+            );
+        }
+        let (out, _) = ok(dir, &home(who), who, &["room", "list"]).await;
+        assert!(out.starts_with("movie  (epoch "), "{who}: {out}");
+        assert_eq!(
+            out.matches('/').count(),
+            4,
+            "{who} sees four devices: {out}"
+        );
+        epochs.push(out.lines().next().unwrap().to_string());
+    }
+    assert!(
+        epochs.iter().all(|e| e == &epochs[0]),
+        "one history: {epochs:?}"
+    );
 }

@@ -5,6 +5,7 @@ use crate::Error;
 use crate::bindings::{NameStore, RedbBindings};
 use crate::challenges::Challenges;
 use crate::cluster::Cluster;
+use crate::cluster::groups::JetStreamGroups;
 use crate::cluster::kv_bindings::KvBindings;
 use crate::cluster::mail::JetStreamMailboxes;
 use crate::cluster::presence::Presence;
@@ -30,8 +31,8 @@ pub(crate) struct Directory {
     db: Option<Arc<Db>>,
     /// This replica's part in cluster presence.
     presence: Option<Presence>,
-    /// The MLS delivery service's store (embedded mode only, for now).
-    pub groups: Option<Arc<dyn GroupStore>>,
+    /// The MLS delivery service's store.
+    pub groups: Arc<dyn GroupStore>,
     /// How long group log entries and Welcomes are kept.
     groups_ttl: Duration,
 }
@@ -85,8 +86,8 @@ impl Directory {
     ) -> Result<Self, Error> {
         let names = NameStore::open(Arc::new(RedbBindings::new(db.clone()))).await?;
         let mail: Arc<dyn Mailboxes> = Arc::new(RedbMailboxes::open(db.clone(), quotas(limits))?);
-        let mut directory = Self::assemble(names, mail, tokens, limits)?;
-        directory.groups = Some(Arc::new(RedbGroups::new(db.clone(), group_limits(limits))));
+        let groups = Arc::new(RedbGroups::new(db.clone(), group_limits(limits)));
+        let mut directory = Self::assemble(names, mail, groups, tokens, limits)?;
         directory.db = Some(db);
         Ok(directory)
     }
@@ -100,7 +101,8 @@ impl Directory {
         let names = NameStore::open(Arc::new(KvBindings::open(cluster).await?)).await?;
         let mail: Arc<dyn Mailboxes> =
             Arc::new(JetStreamMailboxes::open(cluster, quotas(limits)).await?);
-        let mut directory = Self::assemble(names, mail, tokens, limits)?;
+        let groups = Arc::new(JetStreamGroups::open(cluster, group_limits(limits)).await?);
+        let mut directory = Self::assemble(names, mail, groups, tokens, limits)?;
         directory.presence = Some(Presence::start(cluster, &directory.registry).await?);
         Ok(directory)
     }
@@ -108,6 +110,7 @@ impl Directory {
     fn assemble(
         names: Arc<NameStore>,
         mail: Arc<dyn Mailboxes>,
+        groups: Arc<dyn GroupStore>,
         tokens: TokenIssuer,
         limits: &Limits,
     ) -> Result<Self, Error> {
@@ -160,7 +163,7 @@ impl Directory {
             mail,
             db: None,
             presence: None,
-            groups: None,
+            groups,
             groups_ttl: limits.mailbox_ttl,
         })
     }
@@ -189,12 +192,10 @@ impl Directory {
         {
             tracing::warn!(error = %e, "could not expire mail this time");
         }
-        if let Some(groups) = &self.groups
-            && self.is_healthy()
-        {
+        if self.is_healthy() {
             let before =
                 svs_common::time::now_ms().saturating_sub(self.groups_ttl.as_millis() as u64);
-            if let Err(e) = groups.expire(before).await {
+            if let Err(e) = self.groups.expire(before).await {
                 tracing::warn!(error = %e, "could not expire group logs this time");
             }
         }

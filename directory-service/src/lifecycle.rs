@@ -84,23 +84,21 @@ pub async fn run(
 
     let stop = CancellationToken::new();
     let sweeper = tokio::spawn(sweep(directory.clone(), health.clone(), stop.clone()));
-    let mut router = router.add_service(
+    let router = router.add_service(
         DirectoryServer::new(DirectoryService::new(directory.clone(), &limits))
             .max_decoding_message_size(limits.max_request_bytes),
     );
-    if let Some(groups) = directory.groups.clone() {
-        let max_request = limits
-            .max_request_bytes
-            .max(2 * limits.max_group_message_bytes + 64 * 1024);
-        router = router.add_service(
-            GroupsServer::new(GroupsService::new(
-                directory.clone(),
-                groups,
-                limits.max_group_message_bytes,
-            ))
-            .max_decoding_message_size(max_request),
-        );
-    }
+    let max_group_request = limits
+        .max_request_bytes
+        .max(2 * limits.max_group_message_bytes + 64 * 1024);
+    let router = router.add_service(
+        GroupsServer::new(GroupsService::new(
+            directory.clone(),
+            directory.groups.clone(),
+            limits.max_group_message_bytes,
+        ))
+        .max_decoding_message_size(max_group_request),
+    );
     let serving = Serving {
         listener,
         tls: tls_config,

@@ -1,18 +1,19 @@
-//! The MLS delivery service end to end: a real directory over TLS, three devices of two people
-//! each keeping its own svs-mls state on disk. Devices are published and checked against their
+//! The MLS delivery service end to end: a real directory over TLS (embedded, and two cluster
+//! replicas on a real nats-server with the devices spread over both), three devices of two
+//! people each keeping its own svs-mls state on disk. Devices are published and checked against their
 //! person's identity key, key packages claimed, a group created through a commit and Welcomes,
 //! messages read by every other device, two concurrent commits of which exactly one wins and
-//! both converge, a removed device shut out, and hostile requests refused. The database holds
-//! no plaintext.
+//! both converge, a removed device shut out, and hostile requests refused. Neither the database
+//! nor NATS's store holds plaintext.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use svs_cli::session::Bearer;
 use svs_common::proto::directory::directory_client::DirectoryClient;
 use svs_common::proto::directory::groups_client::GroupsClient;
 use svs_common::proto::directory::*;
 use svs_mls::{Device, DeviceCertificate, Event};
-use svs_test_support::TestDirectory;
+use svs_test_support::{NatsServer, TestDirectory};
 use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
 
@@ -259,20 +260,77 @@ fn texts(events: &[Event]) -> Vec<String> {
         .collect()
 }
 
+/// What the devices say to each other.
+const SAID: [&str; 3] = ["hello from the phone", "hi alice", "the laptop is gone"];
+
+/// Fails if any of `files` holds a line of `SAID` in the clear.
+fn assert_no_plaintext(files: impl IntoIterator<Item = PathBuf>) {
+    let mut bytes = 0;
+    for file in files {
+        let stored = std::fs::read(&file).unwrap();
+        bytes += stored.len();
+        for plaintext in SAID {
+            assert!(
+                !stored
+                    .windows(plaintext.len())
+                    .any(|w| w == plaintext.as_bytes()),
+                "{plaintext:?} is readable in {}",
+                file.display()
+            );
+        }
+    }
+    assert!(bytes > 4096, "the store holds the group's log");
+}
+
+/// Every file under `dir`.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_of_two_people_share_a_group_through_the_directory() {
     let root = tempfile::tempdir().unwrap();
     let dir = TestDirectory::start(&root.path().join("directory"), &[]).await;
-    let home = root.path().join("homes");
+    share_a_group(root.path(), [&dir, &dir, &dir]).await;
+    dir.stop().await;
+    assert_no_plaintext([root.path().join("directory/directory/names.redb")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_on_two_cluster_replicas_share_a_group_through_nats() {
+    let root = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(&root.path().join("nats")).await;
+    let mut replicas = TestDirectory::replicas(root.path(), &nats, 2).await;
+    let (two, one) = (replicas.pop().unwrap(), replicas.pop().unwrap());
+    // alice's devices on one replica, bob on the other: the laptop's and bob's concurrent
+    // commits race across replicas.
+    share_a_group(root.path(), [&one, &one, &two]).await;
+    one.stop().await;
+    two.stop().await;
+    assert_no_plaintext(files_under(&root.path().join("nats")));
+}
+
+/// alice's phone, alice's laptop and bob, each on the directory given.
+async fn share_a_group(root: &Path, [phone_dir, laptop_dir, bob_dir]: [&TestDirectory; 3]) {
+    let home = root.join("homes");
     let alice_key = svs_common::identity::generate(2048).unwrap();
     let bob_key = svs_common::identity::generate(2048).unwrap();
     let identities = [
         ("alice", alice_key.to_public_key()),
         ("bob", bob_key.to_public_key()),
     ];
-    let mut phone = Member::new(&dir, &home, "alice", alice_key.clone(), "alice-phone").await;
-    let mut laptop = Member::new(&dir, &home, "alice", alice_key, "alice-laptop").await;
-    let mut bob = Member::new(&dir, &home, "bob", bob_key, "bob").await;
+    let mut phone = Member::new(phone_dir, &home, "alice", alice_key.clone(), "alice-phone").await;
+    let mut laptop = Member::new(laptop_dir, &home, "alice", alice_key, "alice-laptop").await;
+    let mut bob = Member::new(bob_dir, &home, "bob", bob_key, "bob").await;
 
     let listed = phone
         .groups
@@ -298,7 +356,7 @@ async fn devices_of_two_people_share_a_group_through_the_directory() {
         "welcomes are gone once acknowledged"
     );
 
-    phone.say(&group, "hello from the phone").await.unwrap();
+    phone.say(&group, SAID[0]).await.unwrap();
     assert_eq!(
         texts(&laptop.sync(&group).await.unwrap()),
         ["hello from the phone"]
@@ -363,19 +421,6 @@ async fn devices_of_two_people_share_a_group_through_the_directory() {
     assert_eq!(shut_out.code(), tonic::Code::PermissionDenied);
     let stale = laptop.say(&group, "still here?").await.unwrap_err();
     assert_eq!(stale.code(), tonic::Code::PermissionDenied);
-
-    // The directory's database holds ciphertext only.
-    dir.stop().await;
-    let stored = std::fs::read(root.path().join("directory/directory/names.redb")).unwrap();
-    assert!(stored.len() > 4096);
-    for plaintext in ["hello from the phone", "hi alice", "the laptop is gone"] {
-        assert!(
-            !stored
-                .windows(plaintext.len())
-                .any(|w| w == plaintext.as_bytes()),
-            "{plaintext:?} is readable in the directory's database"
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -69,6 +69,26 @@ impl TestDirectory {
         }
     }
 
+    /// `count` directory replicas in-process on one `nats`, sharing one token key made under
+    /// `root` (each with its own data dir and TLS CA).
+    pub async fn replicas(root: &Path, nats: &crate::NatsServer, count: usize) -> Vec<Self> {
+        let token_key = root.join("token_key.pem");
+        directory_service::new_token_key(&token_key).await.unwrap();
+        let mut flags = vec![
+            "--nats".to_string(),
+            nats.url(),
+            "--token-key".into(),
+            token_key.display().to_string(),
+        ];
+        flags.extend(nats.credentials());
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let mut replicas = Vec::new();
+        for n in 0..count {
+            replicas.push(Self::start(&root.join(format!("replica-{n}")), &flags).await);
+        }
+        replicas
+    }
+
     pub fn options(&self, name: &str, home: &Path) -> ConnectOptions {
         ConnectOptions {
             directory: self.url.clone(),

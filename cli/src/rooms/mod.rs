@@ -63,7 +63,7 @@ impl Rooms {
             .await
             .map_err(|status| match status.code() {
                 tonic::Code::Unimplemented => CliError::Refused(
-                    "this directory does not serve rooms (MLS groups): a directory in cluster mode does not yet".into(),
+                    "this directory does not serve rooms (MLS groups): it is older than svs's rooms; upgrade it".into(),
                 ),
                 _ => CliError::from(status),
             })?;

@@ -34,6 +34,7 @@ impl KvBindings {
                 NAMES_BUCKET,
                 "svs: canonical name -> SPKI DER of its key",
                 Duration::ZERO,
+                64 * 1024,
             )
             .await?;
         Ok(Self {

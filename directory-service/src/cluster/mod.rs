@@ -1,13 +1,17 @@
 //! Cluster mode: several directory replicas sharing one NATS JetStream. This module owns the
 //! connection and the JetStream objects; `kv_bindings` keeps name bindings in a key-value bucket,
-//! `mail` keeps mailboxes in a stream, `presence` shares who is online on which replica.
+//! `mail` keeps mailboxes in a stream, `presence` shares who is online on which replica, `groups`
+//! is the MLS delivery service's store.
 //!
 //! What NATS holds (docs/protocol.md, Cluster mode, has the byte layout):
 //! - `svs_names` (KV): canonical name → SPKI DER of the key that owns it.
 //! - `svs_presence` (KV): each replica's heartbeat and the names online on it.
 //! - `SVS_MAIL` (stream): sealed envelopes and receipts per recipient, until acknowledged or
 //!   expired. The relay never has plaintext, so neither has NATS.
+//! - `svs_mls` (KV) and the `SVS_MLS_LOG`, `SVS_MLS_WELCOME`, `SVS_MLS_KP` streams: devices,
+//!   group logs (MLS messages, ciphertext to NATS as to the directory), Welcomes, key packages.
 
+pub(crate) mod groups;
 pub(crate) mod kv_bindings;
 pub(crate) mod mail;
 pub(crate) mod presence;
@@ -139,6 +143,7 @@ impl Cluster {
         bucket: &str,
         description: &str,
         max_age: Duration,
+        max_value_bytes: i32,
     ) -> Result<jetstream::kv::Store, Error> {
         if let Ok(store) = self.jetstream.get_key_value(bucket).await {
             return Ok(store);
@@ -149,7 +154,7 @@ impl Cluster {
             subjects: vec![format!("$KV.{bucket}.>")],
             max_messages_per_subject: 1,
             max_age,
-            max_message_size: 64 * 1024,
+            max_message_size: max_value_bytes,
             storage: jetstream::stream::StorageType::File,
             allow_rollup: true,
             deny_delete: true,

@@ -114,6 +114,7 @@ impl Presence {
                 PRESENCE_BUCKET,
                 "svs: directory replicas' heartbeats and who is online on each",
                 MAX_AGE,
+                64 * 1024,
             )
             .await?;
         let (changes, changed) = mpsc::unbounded_channel();
