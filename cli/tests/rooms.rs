@@ -449,3 +449,117 @@ async fn a_room_spans_two_cluster_replicas_and_concurrent_changes_converge() {
         "one history: {epochs:?}"
     );
 }
+
+/// How long a screen may take to show something.
+const LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `svs chat` (full screen, or `--plain`) as `name` in a pseudo-terminal, shared with the
+/// blocking waits that run beside the runtime.
+fn chat_app(dir: &TestDirectory, home: &Path, name: &str, plain: bool) -> SharedApp {
+    let (ca, home) = (dir.ca.display().to_string(), home.display().to_string());
+    let mut args = vec![
+        "--directory",
+        &dir.url,
+        "--ca",
+        &ca,
+        "--name",
+        name,
+        "--home",
+        &home,
+        "--key-bits",
+        "2048",
+        "chat",
+    ];
+    if plain {
+        args.push("--plain");
+    }
+    let app = support::pty::PtyApp::spawn(&args, &[], 30, 120);
+    std::sync::Arc::new(std::sync::Mutex::new(app))
+}
+
+type SharedApp = std::sync::Arc<std::sync::Mutex<support::pty::PtyApp>>;
+
+/// Waits (off the runtime) until the screen shows `text`.
+async fn shows(app: &SharedApp, text: &'static str) {
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || {
+        app.lock().unwrap().wait_for(text, LIMIT);
+    })
+    .await
+    .unwrap();
+}
+
+fn type_keys(app: &SharedApp, keys: &str) {
+    app.lock().unwrap().type_keys(keys);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_line_chat_makes_a_room_writes_in_it_and_shows_what_others_say() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TestDirectory::start(&tmp.path().join("data"), &[]).await;
+    let home = |who: &str| tmp.path().join(who);
+    ok(&dir, &home("bob"), "bob", &["room", "list"]).await;
+    let alice = chat_app(&dir, &home("alice"), "alice", true);
+    shows(&alice, "type /help for commands").await;
+    type_keys(&alice, "/room create movie bob\r");
+    shows(&alice, "* created room movie with bob/").await;
+    type_keys(&alice, "#movie popcorn is ready\r");
+    let (out, _) = ok(&dir, &home("bob"), "bob", &["room", "read", "--json"]).await;
+    assert!(out.contains("alice added you"), "{out}");
+    assert_eq!(texts(&out), ["alice: popcorn is ready"]);
+    ok(
+        &dir,
+        &home("bob"),
+        "bob",
+        &["room", "send", "movie", "on my way"],
+    )
+    .await;
+    shows(&alice, "[movie] bob: on my way").await;
+    type_keys(&alice, "/rooms\r");
+    shows(&alice, "#movie  epoch 1  alice (you), bob (not verified)").await;
+    type_keys(&alice, "#nosuchroom hello\r");
+    shows(&alice, "no room").await;
+    type_keys(&alice, "/quit\r");
+    let exited = {
+        let alice = alice.clone();
+        tokio::task::spawn_blocking(move || alice.lock().unwrap().wait_exit(LIMIT).success())
+            .await
+            .unwrap()
+    };
+    assert!(exited);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_full_screen_chat_has_a_conversation_per_room() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TestDirectory::start(&tmp.path().join("data"), &[]).await;
+    let home = |who: &str| tmp.path().join(who);
+    ok(&dir, &home("bob"), "bob", &["room", "list"]).await;
+    let alice = chat_app(&dir, &home("alice"), "alice", false);
+    shows(&alice, "/help lists commands").await;
+    type_keys(&alice, "/room create movie bob\r");
+    // The room's conversation opens: plain text now goes to the room.
+    shows(&alice, "created room movie with bob/").await;
+    type_keys(&alice, "plain words go to the room\r");
+    shows(&alice, "you: plain words go to the room").await;
+    let (out, _) = ok(&dir, &home("bob"), "bob", &["room", "read", "--json"]).await;
+    assert_eq!(texts(&out), ["alice: plain words go to the room"]);
+    ok(
+        &dir,
+        &home("bob"),
+        "bob",
+        &["room", "send", "movie", "reading you"],
+    )
+    .await;
+    shows(&alice, "bob: reading you").await;
+    let tabs = alice.lock().unwrap().rows()[0].clone();
+    assert!(tabs.contains("#movie"), "the room has its tab: {tabs}");
+    type_keys(&alice, "/quit\r");
+    let exited = {
+        let alice = alice.clone();
+        tokio::task::spawn_blocking(move || alice.lock().unwrap().wait_exit(LIMIT).success())
+            .await
+            .unwrap()
+    };
+    assert!(exited);
+}

@@ -1,5 +1,5 @@
-//! What a typed chat line means: `@NAME TEXT`, `/command …`, or (in a conversation with one
-//! peer) plain text for that peer.
+//! What a typed chat line means: `@NAME TEXT`, `#ROOM TEXT`, `/command …`, or (in a
+//! conversation with one peer or room) plain text for it.
 
 pub const HELP: &str = "\
 commands:
@@ -8,6 +8,11 @@ commands:
   /who                who is online, with key fingerprints
   /fingerprint [NAME] your key's fingerprint, or NAME's pinned one
   /trust NAME         accept NAME's current key after checking it with them (shows both)
+  #ROOM TEXT          write TEXT in a room (end-to-end encrypted with MLS; see /rooms)
+  /room create ROOM NAME[,NAME…]   make a room with those people (all their devices)
+  /rooms              your rooms, their members and how far you trust each
+  /invite ROOM NAME…  add people to a room
+  /remove ROOM NAME[/DEVICE]…   remove people (or one device) from a room
   /play VIDEO         play a video in a window (headless without a display) while chatting
   /stop               stop the playbacks started here
   /quit               leave (Ctrl-D and Ctrl-C work too)
@@ -17,6 +22,7 @@ commands:
 pub const SCREEN_HELP: &str = "\
 full screen:
   /open NAME, Alt-2…9  a conversation with NAME (plain text then goes to NAME)
+  /open #ROOM          a room's conversation (plain text then goes to the room)
   /all, Alt-1          every conversation at once
   PageUp/PageDown, mouse wheel   scroll; End on an empty line: back to the newest
   Up/Down history, Tab completes names and commands, Ctrl-W/Ctrl-U erase a word/the line";
@@ -26,10 +32,14 @@ pub const COMMANDS: &[&str] = &[
     "/all",
     "/fingerprint",
     "/help",
+    "/invite",
     "/msg",
     "/open",
     "/play",
     "/quit",
+    "/remove",
+    "/room",
+    "/rooms",
     "/stop",
     "/trust",
     "/who",
@@ -49,6 +59,7 @@ pub enum Input {
     Who,
     Fingerprint(Option<String>),
     Trust(String),
+    Room(RoomInput),
     Play(String),
     Stop,
     Quit,
@@ -57,8 +68,72 @@ pub enum Input {
     Invalid(String),
 }
 
-/// Parses one typed line. `talking_to` is the peer of the open conversation, if any: plain text
-/// goes to them.
+/// What a room command asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomInput {
+    Send { room: String, text: String },
+    Create { room: String, with: Vec<String> },
+    List,
+    Invite { room: String, names: Vec<String> },
+    Remove { room: String, who: Vec<String> },
+}
+
+/// A room's conversation is named `#ROOM` (names of people cannot start with `#`).
+pub fn room_of(conversation: &str) -> Option<&str> {
+    conversation.strip_prefix('#').filter(|r| !r.is_empty())
+}
+
+/// Names separated by commas or spaces.
+fn name_list(text: &str) -> Vec<String> {
+    text.split([',', ' ', '\t'])
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `/room …`, `/invite …`, `/remove …` after the command word.
+fn room_command(word: &str, rest: &str) -> Input {
+    let (first, others) = rest
+        .split_once(char::is_whitespace)
+        .map_or((rest, ""), |(a, b)| (a, b.trim()));
+    let room = first.trim_start_matches('#').to_string();
+    match word {
+        "room" => match first {
+            "create" | "new" => {
+                let (room, with) = others
+                    .split_once(char::is_whitespace)
+                    .map_or((others, ""), |(a, b)| (a, b.trim()));
+                let with = name_list(with);
+                if room.is_empty() || with.is_empty() {
+                    Input::Invalid("usage: /room create ROOM NAME[,NAME…]".into())
+                } else {
+                    Input::Room(RoomInput::Create {
+                        room: room.trim_start_matches('#').to_string(),
+                        with,
+                    })
+                }
+            }
+            "list" | "" => Input::Room(RoomInput::List),
+            _ => Input::Invalid(
+                "usage: /room create ROOM NAME[,NAME…] (or /rooms, /invite, /remove, #ROOM TEXT)"
+                    .into(),
+            ),
+        },
+        "invite" if !room.is_empty() && !others.is_empty() => Input::Room(RoomInput::Invite {
+            room,
+            names: name_list(others),
+        }),
+        "invite" => Input::Invalid("usage: /invite ROOM NAME…".into()),
+        _ if !room.is_empty() && !others.is_empty() => Input::Room(RoomInput::Remove {
+            room,
+            who: name_list(others),
+        }),
+        _ => Input::Invalid("usage: /remove ROOM NAME[/DEVICE]…".into()),
+    }
+}
+
+/// Parses one typed line. `talking_to` is the peer (or `#ROOM`) of the open conversation, if
+/// any: plain text goes to them.
 pub fn parse(line: &str, talking_to: Option<&str>) -> Input {
     let line = line.trim();
     let split = |rest: &str| {
@@ -75,7 +150,20 @@ pub fn parse(line: &str, talking_to: Option<&str>) -> Input {
         let (to, text) = split(rest);
         return message(to, text);
     }
+    if let Some(rest) = line.strip_prefix('#') {
+        let (room, text) = split(rest);
+        if room.is_empty() || text.is_empty() {
+            return Input::Invalid("usage: #ROOM TEXT".into());
+        }
+        return Input::Room(RoomInput::Send { room, text });
+    }
     let Some(command) = line.strip_prefix('/') else {
+        if let Some(room) = talking_to.and_then(room_of) {
+            return Input::Room(RoomInput::Send {
+                room: room.to_string(),
+                text: line.to_string(),
+            });
+        }
         return match talking_to {
             Some(peer) => message(peer.to_string(), line.to_string()),
             None => {
@@ -97,6 +185,8 @@ pub fn parse(line: &str, talking_to: Option<&str>) -> Input {
         "fingerprint" => Input::Fingerprint((!rest.is_empty()).then_some(rest)),
         "trust" if !rest.is_empty() => Input::Trust(rest),
         "trust" => Input::Invalid("usage: /trust NAME".into()),
+        "rooms" => Input::Room(RoomInput::List),
+        "room" | "invite" | "remove" => room_command(&word, &rest),
         "play" if !rest.is_empty() => Input::Play(rest),
         "play" => Input::Invalid("usage: /play VIDEO".into()),
         "stop" => Input::Stop,
@@ -145,6 +235,51 @@ mod tests {
         assert!(matches!(parse("hello", None), Input::Invalid(_)));
         assert!(matches!(parse("@bob", None), Input::Invalid(_)));
         assert!(matches!(parse("/nope", None), Input::Invalid(_)));
+    }
+
+    #[test]
+    fn parses_room_commands() {
+        let send = |room: &str, text: &str| {
+            Input::Room(RoomInput::Send {
+                room: room.into(),
+                text: text.into(),
+            })
+        };
+        assert_eq!(
+            parse("#movie starting now", None),
+            send("movie", "starting now")
+        );
+        assert_eq!(parse("later", Some("#movie")), send("movie", "later"));
+        assert!(matches!(parse("#movie", None), Input::Invalid(_)));
+        assert_eq!(
+            parse("/room create movie bob, carol", None),
+            Input::Room(RoomInput::Create {
+                room: "movie".into(),
+                with: vec!["bob".into(), "carol".into()]
+            })
+        );
+        assert!(matches!(
+            parse("/room create movie", None),
+            Input::Invalid(_)
+        ));
+        assert_eq!(parse("/rooms", None), Input::Room(RoomInput::List));
+        assert_eq!(parse("/room", None), Input::Room(RoomInput::List));
+        assert_eq!(
+            parse("/invite #movie dave erin", None),
+            Input::Room(RoomInput::Invite {
+                room: "movie".into(),
+                names: vec!["dave".into(), "erin".into()]
+            })
+        );
+        assert_eq!(
+            parse("/remove movie carol/1a2b3c4d", None),
+            Input::Room(RoomInput::Remove {
+                room: "movie".into(),
+                who: vec!["carol/1a2b3c4d".into()]
+            })
+        );
+        assert!(matches!(parse("/remove movie", None), Input::Invalid(_)));
+        assert!(matches!(parse("/room dance", None), Input::Invalid(_)));
     }
 
     #[test]

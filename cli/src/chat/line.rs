@@ -8,6 +8,7 @@ use crate::commands::{Global, display};
 use crate::error::CliError;
 use crate::inbox::Inbox;
 use crate::player::PlayerReport;
+use crate::rooms::{FEED_INTERVAL, RoomFeed, RoomNews};
 use crate::session::{ReachState, Session};
 use svs_common::identity;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -17,6 +18,7 @@ enum Step {
     Event(Option<svs_common::proto::directory::Event>),
     Lost(CliError),
     Playback(String, PlaybackNews),
+    Rooms(Option<RoomNews>),
     Interrupted,
 }
 
@@ -33,6 +35,8 @@ pub async fn run(global: &Global) -> Result<(), CliError> {
     let mut inbox = session.inbox()?;
     let mut playbacks = Playbacks::default();
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    // Rooms are read beside the chat; `None` once the directory turned out to have none.
+    let mut feed = Some(RoomFeed::start(global.connect_options()?, FEED_INTERVAL));
     // One listener for the whole loop: a Ctrl-C that arrives while an iteration is busy is kept
     // for the next select instead of being lost with a listener made anew each pass.
     let ctrl_c = tokio::signal::ctrl_c();
@@ -49,6 +53,7 @@ pub async fn run(global: &Global) -> Result<(), CliError> {
                 },
             },
             (_, video, news) = playbacks.next() => Step::Playback(video, news),
+            news = async { feed.as_mut()?.next().await }, if feed.is_some() => Step::Rooms(news),
             _ = &mut ctrl_c => Step::Interrupted,
         };
         match step {
@@ -69,6 +74,13 @@ pub async fn run(global: &Global) -> Result<(), CliError> {
                 PlaybackNews::Ended(Ok(summary)) => println!("* {summary}"),
                 PlaybackNews::Ended(Err(e)) => println!("! cannot play {video}: {e}"),
             },
+            Step::Rooms(None) => feed = None,
+            Step::Rooms(Some(RoomNews::Events(events))) => {
+                for event in &events {
+                    println!("{}", event.line());
+                }
+            }
+            Step::Rooms(Some(RoomNews::Problem(text))) => println!("! rooms: {text}"),
             Step::Event(None) => {
                 break Err(CliError::Refused("the directory ended the session".into()));
             }
@@ -151,6 +163,15 @@ async fn handle_line(
             }
         }
         Input::Message { to, text } => send(session, inbox, &to, &text).await?,
+        Input::Room(input) => {
+            let outcome = crate::chat::rooms::act(&global.home(), session, input).await?;
+            for event in &outcome.caught_up {
+                println!("{}", event.line());
+            }
+            for line in &outcome.lines {
+                println!("* {line}");
+            }
+        }
     }
     Ok(true)
 }

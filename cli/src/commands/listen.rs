@@ -6,6 +6,7 @@ use crate::commands::Global;
 use crate::commands::display;
 use crate::error::CliError;
 use crate::inbox::Incoming;
+use crate::rooms::{FEED_INTERVAL, RoomFeed, RoomNews};
 use clap::Args;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,48 +30,26 @@ pub struct ListenArgs {
     pub rooms: bool,
 }
 
-/// How often `--rooms` looks for new room entries.
-const ROOMS_INTERVAL: Duration = Duration::from_millis(500);
-
-/// Follows the rooms on a session of its own (so the message stream is never interrupted),
-/// adding room messages to `received` and notifying `done` once `count` is reached.
-async fn follow_rooms(
-    global: Global,
+/// Prints what the room feed says, adding room messages to `received` and notifying `done`
+/// once `count` is reached.
+async fn print_rooms(
+    mut feed: RoomFeed,
     json: bool,
     count: Option<usize>,
     received: Arc<AtomicUsize>,
     done: Arc<Notify>,
 ) {
-    let mut session = None;
-    loop {
-        let round = async {
-            if session.is_none() {
-                let mut fresh = global.register().await?;
-                crate::rooms::Rooms::open(&global.home(), &mut fresh).await?;
-                session = Some(fresh);
-            }
-            let Some(session) = session.as_mut() else {
-                return Ok(Vec::new());
-            };
-            let (mut rooms, _) = crate::rooms::Rooms::load(&global.home(), session).await?;
-            rooms.sync(session).await
-        };
-        match round.await {
-            Ok(events) => {
+    while let Some(news) = feed.next().await {
+        match news {
+            RoomNews::Events(events) => {
                 let messages = crate::commands::room::print_events(&events, json);
                 let total = received.fetch_add(messages, Ordering::SeqCst) + messages;
                 if count.is_some_and(|c| total >= c) {
                     done.notify_one();
                 }
             }
-            Err(e) => {
-                eprintln!("* could not read rooms: {e}");
-                if e.is_lost_connection() {
-                    session = None;
-                }
-            }
+            RoomNews::Problem(text) => eprintln!("* could not read rooms: {text}"),
         }
-        tokio::time::sleep(ROOMS_INTERVAL).await;
     }
 }
 
@@ -83,15 +62,16 @@ pub async fn run(global: &Global, args: ListenArgs) -> Result<(), CliError> {
         .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
     let received = Arc::new(AtomicUsize::new(0));
     let rooms_done = Arc::new(Notify::new());
-    let rooms = args.rooms.then(|| {
-        tokio::spawn(follow_rooms(
-            global.clone(),
+    let rooms = match args.rooms {
+        true => Some(tokio::spawn(print_rooms(
+            RoomFeed::start(global.connect_options()?, FEED_INTERVAL),
             args.json,
             args.count,
             received.clone(),
             rooms_done.clone(),
-        ))
-    });
+        ))),
+        false => None,
+    };
     // One listener for the whole loop, so a Ctrl-C during processing is not lost.
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);

@@ -3,7 +3,7 @@
 
 use crate::commands::Global;
 use crate::error::CliError;
-use crate::rooms::{KeyRefresh, RoomEvent, Rooms, device_list};
+use crate::rooms::{KeyRefresh, REFRESH_KEY_PACKAGES, RoomEvent, Rooms, device_list};
 use crate::session::Session;
 use clap::{Args, Subcommand};
 use std::time::Duration;
@@ -157,9 +157,6 @@ struct Reading {
     interval: Duration,
     json: bool,
 }
-
-/// Key packages are topped up this often while following.
-const REFRESH_KEY_PACKAGES: Duration = Duration::from_secs(30);
 
 /// Prints new events; while following, lets go of the device between rounds so other `svs`
 /// commands of this name can use it.

@@ -33,6 +33,18 @@ pub enum RoomEvent {
 }
 
 impl RoomEvent {
+    /// The room it happened in (its name, or `#` and the group id's start while it has none).
+    pub fn room(&self) -> &str {
+        match self {
+            RoomEvent::Message { room, .. }
+            | RoomEvent::Joined { room, .. }
+            | RoomEvent::Members { room, .. }
+            | RoomEvent::RemovedMe { room, .. }
+            | RoomEvent::Warning { room, .. } => room,
+            RoomEvent::Named { name, .. } => name,
+        }
+    }
+
     /// One line for a person.
     pub fn line(&self) -> String {
         match self {

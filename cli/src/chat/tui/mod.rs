@@ -10,13 +10,15 @@ pub mod theme;
 pub mod view;
 
 use crate::chat::actions;
-use crate::chat::command::{COMMANDS, HELP, Input, SCREEN_HELP, parse};
+use crate::chat::command::{COMMANDS, HELP, Input, RoomInput, SCREEN_HELP, parse};
 use crate::chat::playback::{PlaybackNews, Playbacks};
+use crate::chat::rooms;
 use crate::commands::Global;
 use crate::error::CliError;
 use crate::inbox::Inbox;
 use crate::player::PlayerReport;
 use crate::reconnect::Connected;
+use crate::rooms::{FEED_INTERVAL, RoomFeed, RoomNews};
 use crate::session::Session;
 use crossterm::event::{
     Event as TermEvent, EventStream, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEventKind,
@@ -49,6 +51,7 @@ enum Step {
     Directory(Result<Option<Event>, tonic::Status>),
     Playback(u64, PlaybackNews),
     Link(LinkNews),
+    Rooms(Option<RoomNews>),
     Signal,
 }
 
@@ -68,6 +71,8 @@ struct Chat<'g> {
     playbacks: Playbacks,
     link_tx: mpsc::UnboundedSender<LinkNews>,
     page: usize,
+    /// Rooms read beside the chat; `None` once the directory turned out to have none.
+    feed: Option<RoomFeed>,
 }
 
 /// The next directory event; pending forever while there is no stream (reconnecting).
@@ -101,6 +106,7 @@ pub async fn run(global: &Global, scrollback: usize) -> Result<(), CliError> {
         playbacks: Playbacks::default(),
         link_tx,
         page: 10,
+        feed: Some(RoomFeed::start(global.connect_options()?, FEED_INTERVAL)),
     };
     chat.model.event(
         format!(
@@ -143,8 +149,10 @@ impl Chat<'_> {
             self.page = drawn.page;
             self.model.clamp_scroll(drawn.max_scroll);
             // Only cancel-safe futures race here; the work happens after the select.
+            let feed = &mut self.feed;
             let step = tokio::select! {
                 event = terminal_events.next() => Step::Terminal(event),
+                news = async { feed.as_mut()?.next().await }, if feed.is_some() => Step::Rooms(news),
                 event = next_event(&mut self.stream) => Step::Directory(event),
                 (id, _, news) = self.playbacks.next() => Step::Playback(id, news),
                 Some(news) = link_rx.recv() => Step::Link(news),
@@ -163,6 +171,20 @@ impl Chat<'_> {
                 }
                 Step::Link(news) => {
                     self.link_news(news);
+                    Flow::Stay
+                }
+                Step::Rooms(news) => {
+                    match news {
+                        None => self.feed = None,
+                        Some(RoomNews::Events(events)) => {
+                            for event in &events {
+                                self.model.room_event(event);
+                            }
+                        }
+                        Some(RoomNews::Problem(text)) => {
+                            self.model.problem(format!("rooms: {text}"))
+                        }
+                    }
                     Flow::Stay
                 }
             };
@@ -310,6 +332,7 @@ impl Chat<'_> {
                     self.send(&others, &text, line).await;
                 }
             }
+            Input::Room(input) => self.room(input, line).await,
             Input::ShowAll => self.model.show(0),
             Input::Open(name) => self.model.open(&name),
             Input::Who => self
@@ -365,6 +388,40 @@ impl Chat<'_> {
             }
         }
         Flow::Stay
+    }
+
+    /// A room command; the line comes back to the input line if it failed.
+    async fn room(&mut self, input: RoomInput, line: String) {
+        let said = match &input {
+            RoomInput::Send { room, text } => Some((room.clone(), text.clone())),
+            _ => None,
+        };
+        let opens = matches!(input, RoomInput::Create { .. });
+        match rooms::act(&self.global.home(), &mut self.session, input).await {
+            Ok(outcome) => {
+                for event in &outcome.caught_up {
+                    self.model.room_event(event);
+                }
+                if let Some((room, text)) = said {
+                    self.model.said_in_room(&room, &text);
+                }
+                match &outcome.room {
+                    Some(room) => {
+                        for text in &outcome.lines {
+                            self.model.room_note(room, text.clone());
+                        }
+                        if opens {
+                            self.model.open(&model::room_conversation(room));
+                        }
+                    }
+                    None => self.model.info(outcome.lines),
+                }
+            }
+            Err(e) => {
+                self.model.problem(e.to_string());
+                self.editor.restore(&line);
+            }
+        }
     }
 
     async fn send(&mut self, to: &[String], text: &str, line: String) {

@@ -5,6 +5,7 @@
 use crate::chat::actions::{SendReport, TrustCandidate};
 use crate::inbox::{Incoming, Message};
 use crate::known_peers::{KnownPeers, PinCheck, Trust};
+use crate::rooms::RoomEvent;
 use crate::session::ReachState;
 use std::collections::BTreeMap;
 use svs_common::names::canonical;
@@ -42,6 +43,12 @@ pub enum Body {
     Event {
         text: String,
         alarm: bool,
+    },
+    /// A line written in a room (`from` is the person; `you` for this device's own).
+    Room {
+        room: String,
+        from: String,
+        text: String,
     },
     /// Several lines (help, /who, fingerprints).
     Info(Vec<String>),
@@ -218,6 +225,10 @@ impl Model {
             self.view_of(&m.from);
             entry.unread = !self.visible_in(self.active, &entry);
         }
+        if let Body::Room { room, from, .. } = &entry.body {
+            self.view_of(&room_conversation(room));
+            entry.unread = from != "you" && !self.visible_in(self.active, &entry);
+        }
         // A view scrolled up stays on what it shows.
         let lines = entry_height_hint(&entry);
         for n in 0..self.views.len() {
@@ -233,6 +244,47 @@ impl Model {
                 view.marker = view.marker.and_then(|m| m.checked_sub(extra));
             }
         }
+    }
+
+    /// What happened in a room: in its conversation (`#ROOM`, made if new) and in "all".
+    pub fn room_event(&mut self, event: &RoomEvent) {
+        let peers = vec![canonical(&room_conversation(event.room()))];
+        match event {
+            RoomEvent::Message { room, from, text } => self.push(
+                Body::Room {
+                    room: room.clone(),
+                    from: from.name.clone(),
+                    text: text.clone(),
+                },
+                peers,
+            ),
+            RoomEvent::Warning { .. } => {
+                self.alarm(event.line().trim_start_matches("! ").to_string(), peers)
+            }
+            _ => {
+                self.view_of(&room_conversation(event.room()));
+                self.event(event.line().trim_start_matches("* ").to_string(), peers)
+            }
+        }
+    }
+
+    /// This device's own line in a room.
+    pub fn said_in_room(&mut self, room: &str, text: &str) {
+        let peers = vec![canonical(&room_conversation(room))];
+        self.push(
+            Body::Room {
+                room: room.to_string(),
+                from: "you".into(),
+                text: text.to_string(),
+            },
+            peers,
+        );
+    }
+
+    /// A note about a room, in its conversation.
+    pub fn room_note(&mut self, room: &str, text: impl Into<String>) {
+        let peers = vec![canonical(&room_conversation(room))];
+        self.event(text, peers);
     }
 
     pub fn event(&mut self, text: impl Into<String>, peers: Vec<String>) {
@@ -536,6 +588,11 @@ fn key_state(pins: &KnownPeers, name: &str, fingerprint: Option<&str>) -> KeySta
             _ => KeyState::Pinned,
         },
     }
+}
+
+/// A room's conversation name: `#` and the room's (people's names cannot start with `#`).
+pub fn room_conversation(room: &str) -> String {
+    format!("#{}", room.trim_start_matches('#'))
 }
 
 /// The first eight hex digits in two groups (`66cc a1ab`).

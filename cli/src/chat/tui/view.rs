@@ -157,6 +157,23 @@ fn entry_lines(entry: &Entry, model: &Model, theme: &Theme) -> Vec<Line<'static>
                 Span::styled(format!("{mark}{}", theme.printable(text)), style),
             ])]
         }
+        Body::Room { room, from, text } => {
+            let style = if from == "you" {
+                theme.me()
+            } else {
+                theme.peer()
+            };
+            let mut text = text.split('\n');
+            let mut lines = vec![Line::from(vec![
+                time,
+                Span::styled(format!("#{} ", room.trim_start_matches('#')), theme.dim()),
+                Span::styled(theme.printable(from), style),
+                Span::raw(": "),
+                Span::raw(theme.printable(text.next().unwrap_or_default())),
+            ])];
+            lines.extend(text.map(|more| Line::from(format!("      {}", theme.printable(more)))));
+            lines
+        }
         Body::Info(lines) => lines
             .iter()
             .map(|l| Line::from(theme.printable(l)))

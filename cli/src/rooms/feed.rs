@@ -1,0 +1,108 @@
+//! Rooms read as they change, on a session of their own (so the message stream of a chat or of
+//! `svs listen` is never interrupted): every interval, the new events, or a sentence when
+//! reading failed. The device's lock is held only during each round, so other `svs` commands of
+//! this name can use the device between rounds.
+
+use super::{RoomEvent, Rooms};
+use crate::error::CliError;
+use crate::session::{ConnectOptions, Session};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// How often the feed looks for new room entries by default.
+pub const FEED_INTERVAL: Duration = Duration::from_millis(500);
+/// Key packages are topped up this often while following.
+pub const REFRESH_KEY_PACKAGES: Duration = Duration::from_secs(30);
+
+/// What the feed has to say.
+#[derive(Debug)]
+pub enum RoomNews {
+    Events(Vec<RoomEvent>),
+    /// Reading failed this round (it goes on trying); the sentence is said once until it
+    /// changes or reading works again.
+    Problem(String),
+}
+
+/// A task following this device's rooms; stops when dropped.
+#[derive(Debug)]
+pub struct RoomFeed {
+    news: mpsc::Receiver<RoomNews>,
+    task: JoinHandle<()>,
+}
+
+impl RoomFeed {
+    /// Starts following as `options` says (registering a session of its own).
+    pub fn start(options: ConnectOptions, interval: Duration) -> Self {
+        let (sender, news) = mpsc::channel(16);
+        let task = tokio::spawn(follow(options, interval, sender));
+        Self { news, task }
+    }
+
+    /// The next news; `None` once the feed stopped for good (the directory serves no rooms).
+    /// Cancel-safe.
+    pub async fn next(&mut self) -> Option<RoomNews> {
+        self.news.recv().await
+    }
+}
+
+impl Drop for RoomFeed {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Whether `e` says the directory has no rooms at all (then trying again is pointless).
+fn no_rooms_here(e: &CliError) -> bool {
+    matches!(e, CliError::Refused(text) if text.contains("does not serve rooms"))
+}
+
+async fn follow(options: ConnectOptions, interval: Duration, news: mpsc::Sender<RoomNews>) {
+    let home = options.home.clone();
+    let mut session: Option<Session> = None;
+    let mut said: Option<String> = None;
+    let mut refreshed = tokio::time::Instant::now();
+    loop {
+        let round = async {
+            if session.is_none() {
+                let mut fresh = Session::register(&options).await?;
+                Rooms::open(&home, &mut fresh).await?;
+                session = Some(fresh);
+            }
+            let Some(session) = session.as_mut() else {
+                return Ok(Vec::new());
+            };
+            let (mut rooms, _) = Rooms::load(&home, session).await?;
+            let events = rooms.sync(session).await?;
+            if refreshed.elapsed() >= REFRESH_KEY_PACKAGES {
+                rooms.refresh_key_packages(session).await?;
+                refreshed = tokio::time::Instant::now();
+            }
+            Ok::<_, CliError>(events)
+        };
+        let told = match round.await {
+            Ok(events) => {
+                said = None;
+                events.is_empty() || news.send(RoomNews::Events(events)).await.is_ok()
+            }
+            Err(e) => {
+                if e.is_lost_connection() {
+                    session = None;
+                }
+                let text = e.to_string();
+                let stop = no_rooms_here(&e);
+                let told = said.as_deref() == Some(text.as_str())
+                    || news.send(RoomNews::Problem(text.clone())).await.is_ok();
+                said = Some(text);
+                if stop {
+                    return;
+                }
+                told
+            }
+        };
+        if !told {
+            return;
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
