@@ -32,7 +32,9 @@ enum Command {
     Send(send::SendArgs),
     /// Print received messages, one per line.
     Listen(listen::ListenArgs),
-    /// Show your key's fingerprint, or the pinned one of a peer.
+    /// Show your key's fingerprint, or a peer's with the safety number you compare (also
+    /// `svs verify NAME [--qr]`).
+    #[command(visible_alias = "verify")]
     Fingerprint(peers::FingerprintArgs),
     /// Trust a peer's current key (after a key change you verified).
     Trust(peers::TrustArgs),

@@ -480,10 +480,10 @@ fn chat_app(dir: &TestDirectory, home: &Path, name: &str, plain: bool) -> Shared
 type SharedApp = std::sync::Arc<std::sync::Mutex<support::pty::PtyApp>>;
 
 /// Waits (off the runtime) until the screen shows `text`.
-async fn shows(app: &SharedApp, text: &'static str) {
-    let app = app.clone();
+async fn shows(app: &SharedApp, text: impl Into<String>) {
+    let (app, text) = (app.clone(), text.into());
     tokio::task::spawn_blocking(move || {
-        app.lock().unwrap().wait_for(text, LIMIT);
+        app.lock().unwrap().wait_for(&text, LIMIT);
     })
     .await
     .unwrap();
@@ -517,6 +517,25 @@ async fn the_line_chat_makes_a_room_writes_in_it_and_shows_what_others_say() {
     shows(&alice, "[movie] bob: on my way").await;
     type_keys(&alice, "/rooms\r");
     shows(&alice, "#movie  epoch 1  alice (you), bob (not verified)").await;
+    // The room code and the safety number are the same on both sides.
+    let (out, _) = ok(&dir, &home("bob"), "bob", &["room", "list"]).await;
+    let code = out.split("· code ").nth(1).unwrap().trim().to_string();
+    assert_eq!(code.len(), 11, "{out}");
+    shows(&alice, format!("· code {code}")).await;
+    type_keys(&alice, "/verify bob\r");
+    shows(&alice, "safety number with bob").await;
+    let (out, _) = ok(&dir, &home("bob"), "bob", &["verify", "alice"]).await;
+    let digits: Vec<&str> = out
+        .lines()
+        .filter(|l| {
+            l.split(' ')
+                .all(|g| g.len() == 5 && g.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect();
+    assert_eq!(digits.len(), 3, "twelve groups of five: {out}");
+    for line in digits {
+        shows(&alice, line.to_string()).await;
+    }
     type_keys(&alice, "#nosuchroom hello\r");
     shows(&alice, "no room").await;
     type_keys(&alice, "/quit\r");

@@ -34,6 +34,21 @@ pub fn half(name: &str, spki: &[u8]) -> String {
         .collect()
 }
 
+/// Ten digits for a room's members to compare: the first 10 bytes of the group's epoch
+/// authenticator (MLS, RFC 9420 §8.7: equal only for members with the same group state) as two
+/// 5-byte big-endian numbers, each mod 100000, written `12345 67890`.
+pub fn room_code(epoch_authenticator: &[u8]) -> String {
+    epoch_authenticator
+        .chunks(5)
+        .take(2)
+        .map(|chunk| {
+            let value = chunk.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+            format!("{:05}", value % 100_000)
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The safety number of two people: both halves, the smaller first, so both compute the same
 /// 60 digits.
 pub fn safety_number(a_name: &str, a_spki: &[u8], b_name: &str, b_spki: &[u8]) -> String {
@@ -57,6 +72,14 @@ pub fn display(number: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_room_code_is_ten_digits_of_the_authenticator() {
+        // 0x0000000001 = 1; 0xffffffffff = 1099511627775 → 27775.
+        let mut authenticator = vec![0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0xff];
+        authenticator.extend([7; 22]);
+        assert_eq!(room_code(&authenticator), "00001 27775");
+    }
 
     #[test]
     fn both_sides_compute_the_same_number_and_it_changes_with_either_key() {

@@ -82,16 +82,22 @@ fn member_of(credential: &Credential) -> Result<MemberDevice, Error> {
     MemberDevice::from_credential_identity(credential.serialized_content())
 }
 
+/// Application messages are padded to a multiple of this many bytes (RFC 9420 §6.3.1), so the
+/// service and NATS see a message's size only to the nearest bucket.
+pub const PADDING_BYTES: usize = 256;
+
 fn create_config() -> MlsGroupCreateConfig {
     MlsGroupCreateConfig::builder()
         .ciphersuite(CIPHERSUITE)
         .use_ratchet_tree_extension(true)
+        .padding_size(PADDING_BYTES)
         .build()
 }
 
 fn join_config() -> MlsGroupJoinConfig {
     MlsGroupJoinConfig::builder()
         .use_ratchet_tree_extension(true)
+        .padding_size(PADDING_BYTES)
         .build()
 }
 

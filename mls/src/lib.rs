@@ -17,7 +17,7 @@ mod state;
 pub use certificate::{
     CERTIFICATE_CONTEXT, DEVICE_ID_LEN, DeviceCertificate, DeviceId, MemberDevice, device_id_hex,
 };
-pub use device::{Commit, Device, Event, MAX_KEY_PACKAGES_PER_CALL};
+pub use device::{Commit, Device, Event, MAX_KEY_PACKAGES_PER_CALL, PADDING_BYTES};
 pub use error::Error;
 
 /// The one ciphersuite svs uses: X25519, AES-128-GCM, SHA-256, Ed25519 (MLS's mandatory one).

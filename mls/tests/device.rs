@@ -336,3 +336,32 @@ fn a_message_from_the_old_epoch_is_read_while_a_commit_waits() {
     let next = alices.encrypt(&group, b"new epoch").unwrap();
     assert_eq!(read(&mut bobs, &group, &next), b"new epoch");
 }
+
+#[test]
+fn messages_are_padded_to_buckets_and_read_back_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut alice, mut bob, group) = alice_and_bob(&dir);
+    let short = alice.encrypt(&group, b"hi").unwrap();
+    let longer = alice
+        .encrypt(&group, "x".repeat(svs_mls::PADDING_BYTES / 2).as_bytes())
+        .unwrap();
+    let longest = alice
+        .encrypt(&group, "y".repeat(svs_mls::PADDING_BYTES + 1).as_bytes())
+        .unwrap();
+    assert_eq!(
+        short.len(),
+        longer.len(),
+        "one bucket: the size does not tell"
+    );
+    assert!(longest.len() >= short.len() + svs_mls::PADDING_BYTES);
+    assert_eq!(read(&mut bob, &group, &short), b"hi");
+    assert_eq!(
+        read(&mut bob, &group, &longer).len(),
+        svs_mls::PADDING_BYTES / 2
+    );
+    // Both ends agree on the group's state: the same room code.
+    assert_eq!(
+        alice.epoch_authenticator(&group).unwrap(),
+        bob.epoch_authenticator(&group).unwrap()
+    );
+}

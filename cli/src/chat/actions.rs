@@ -129,6 +129,28 @@ pub fn who_lines(inbox: &Inbox, me: &str) -> Vec<String> {
     lines
 }
 
+/// `/verify NAME`: the safety number of you and NAME's pinned key, as both of you see it.
+pub fn safety_lines(session: &Session, name: &str) -> Result<Vec<String>, CliError> {
+    let theirs = session
+        .pins
+        .key(name)
+        .ok_or_else(|| CliError::Usage(format!("no key is pinned for {name} yet")))?;
+    let mine = identity::public_key_der(&session.identity_key().to_public_key());
+    let number = svs_common::safety::safety_number(&session.name, &mine, name, theirs);
+    let mut lines = vec![format!(
+        "safety number with {name} (the same on both sides; compare it with them):"
+    )];
+    lines.extend(
+        svs_common::safety::display(&number)
+            .lines()
+            .map(|l| format!("  {l}")),
+    );
+    lines.push(format!(
+        "if it matches, /trust {name} marks the key verified; svs verify {name} --qr draws it as a QR code"
+    ));
+    Ok(lines)
+}
+
 /// `/fingerprint [NAME]`.
 pub fn fingerprint_line(session: &Session, name: Option<&str>) -> Result<String, CliError> {
     match name {

@@ -7,6 +7,7 @@ commands:
   /all TEXT           send TEXT to everyone online
   /who                who is online, with key fingerprints
   /fingerprint [NAME] your key's fingerprint, or NAME's pinned one
+  /verify NAME        the safety number you and NAME compare (svs verify NAME --qr draws it)
   /trust NAME         accept NAME's current key after checking it with them (shows both)
   #ROOM TEXT          write TEXT in a room (end-to-end encrypted with MLS; see /rooms)
   /room create ROOM NAME[,NAME…]   make a room with those people (all their devices)
@@ -42,6 +43,7 @@ pub const COMMANDS: &[&str] = &[
     "/rooms",
     "/stop",
     "/trust",
+    "/verify",
     "/who",
 ];
 
@@ -59,6 +61,7 @@ pub enum Input {
     Who,
     Fingerprint(Option<String>),
     Trust(String),
+    Verify(String),
     Room(RoomInput),
     Play(String),
     Stop,
@@ -185,6 +188,8 @@ pub fn parse(line: &str, talking_to: Option<&str>) -> Input {
         "fingerprint" => Input::Fingerprint((!rest.is_empty()).then_some(rest)),
         "trust" if !rest.is_empty() => Input::Trust(rest),
         "trust" => Input::Invalid("usage: /trust NAME".into()),
+        "verify" if !rest.is_empty() => Input::Verify(rest),
+        "verify" => Input::Invalid("usage: /verify NAME".into()),
         "rooms" => Input::Room(RoomInput::List),
         "room" | "invite" | "remove" => room_command(&word, &rest),
         "play" if !rest.is_empty() => Input::Play(rest),

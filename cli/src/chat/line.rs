@@ -147,6 +147,11 @@ async fn handle_line(
         Input::Fingerprint(name) => {
             println!("{}", actions::fingerprint_line(session, name.as_deref())?)
         }
+        Input::Verify(name) => {
+            for line in actions::safety_lines(session, &name)? {
+                println!("{line}");
+            }
+        }
         Input::Trust(name) => {
             let candidate = actions::trust_candidate(session, inbox, &name).await?;
             for line in candidate.side_by_side() {

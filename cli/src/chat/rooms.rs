@@ -105,10 +105,11 @@ fn room_lines(session: &Session, rooms: &[RoomInfo], me: &str) -> Vec<String> {
             })
             .collect();
         lines.push(format!(
-            "  #{}  epoch {}  {}",
+            "  #{}  epoch {}  {}  · code {}",
             room.label,
             room.epoch,
-            people.join(", ")
+            people.join(", "),
+            room.code
         ));
     }
     lines

@@ -243,10 +243,11 @@ async fn run_with(
             caught_up(&rooms.sync(session).await?);
             for info in rooms.list().await? {
                 println!(
-                    "{}  (epoch {})  {}",
+                    "{}  (epoch {})  {}  · code {}",
                     info.label,
                     info.epoch,
-                    device_list(&info.members)
+                    device_list(&info.members),
+                    info.code
                 );
             }
             if rooms.index().rooms().is_empty() {

@@ -97,4 +97,7 @@ pub struct RoomInfo {
     pub label: String,
     pub members: Vec<MemberDevice>,
     pub epoch: u64,
+    /// Ten digits members compare (`svs_common::safety::room_code`): equal for everyone in the
+    /// same epoch with the same group state.
+    pub code: String,
 }

@@ -203,13 +203,20 @@ impl Rooms {
         let mut out = Vec::new();
         for room in self.index.rooms() {
             let group = room.group_id();
-            let (members, epoch) = self
-                .with_device(move |d| Ok((d.members(&group)?, d.epoch(&group)?)))
+            let (members, epoch, authenticator) = self
+                .with_device(move |d| {
+                    Ok((
+                        d.members(&group)?,
+                        d.epoch(&group)?,
+                        d.epoch_authenticator(&group)?,
+                    ))
+                })
                 .await?;
             out.push(RoomInfo {
                 label: room.label(),
                 members: members.into_iter().map(|(m, _)| m).collect(),
                 epoch,
+                code: svs_common::safety::room_code(&authenticator),
             });
         }
         Ok(out)

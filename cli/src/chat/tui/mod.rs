@@ -344,6 +344,10 @@ impl Chat<'_> {
                     Err(e) => self.model.problem(e.to_string()),
                 }
             }
+            Input::Verify(name) => match actions::safety_lines(&self.session, &name) {
+                Ok(lines) => self.model.info(lines),
+                Err(e) => self.model.problem(e.to_string()),
+            },
             Input::Trust(name) => {
                 match actions::trust_candidate(&mut self.session, &self.inbox, &name).await {
                     Ok(candidate) => self.model.prompt = Some(Prompt::Trust { candidate }),
