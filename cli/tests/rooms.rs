@@ -538,6 +538,13 @@ async fn the_line_chat_makes_a_room_writes_in_it_and_shows_what_others_say() {
     }
     type_keys(&alice, "#nosuchroom hello\r");
     shows(&alice, "no room").await;
+    type_keys(&alice, "/leave movie\r");
+    shows(&alice, "* left movie: this device reads nothing more there").await;
+    let (_, err) = ok(&dir, &home("bob"), "bob", &["room", "list"]).await;
+    assert!(
+        err.contains("[movie] alice/") && err.contains(" left"),
+        "{err}"
+    );
     type_keys(&alice, "/quit\r");
     let exited = {
         let alice = alice.clone();
@@ -581,4 +588,54 @@ async fn the_full_screen_chat_has_a_conversation_per_room() {
             .unwrap()
     };
     assert!(exited);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_who_leaves_is_removed_by_the_others_and_reads_nothing_after() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TestDirectory::start(&tmp.path().join("data"), &[]).await;
+    let home = |who: &str| tmp.path().join(who);
+    for who in ["alice", "bob", "carol"] {
+        ok(&dir, &home(who), who, &["room", "list"]).await;
+    }
+    ok(
+        &dir,
+        &home("alice"),
+        "alice",
+        &["room", "create", "movie", "--with", "bob,carol"],
+    )
+    .await;
+    ok(&dir, &home("carol"), "carol", &["room", "read"]).await;
+    let (out, _) = ok(&dir, &home("carol"), "carol", &["room", "leave", "movie"]).await;
+    assert!(out.contains("left movie"), "{out}");
+    let (_, err) = ok(&dir, &home("carol"), "carol", &["room", "list"]).await;
+    assert!(
+        err.contains("in no room yet"),
+        "carol forgot the room: {err}"
+    );
+    // bob reads the request and commits carol's removal; alice sees it.
+    let (out, _) = ok(&dir, &home("bob"), "bob", &["room", "read", "--json"]).await;
+    assert!(out.contains(" left"), "{out}");
+    let (_, err) = ok(&dir, &home("alice"), "alice", &["room", "read"]).await;
+    assert!(err.contains("removed carol/"), "{err}");
+    for who in ["alice", "bob"] {
+        let (out, _) = ok(&dir, &home(who), who, &["room", "list"]).await;
+        assert_eq!(out.matches('/').count(), 2, "{who}: carol is gone: {out}");
+    }
+    ok(
+        &dir,
+        &home("alice"),
+        "alice",
+        &["room", "send", "movie", "after carol"],
+    )
+    .await;
+    let (out, _) = ok(&dir, &home("bob"), "bob", &["room", "read", "--json"]).await;
+    assert_eq!(texts(&out), ["alice: after carol"]);
+    let (out, _) = ok(&dir, &home("carol"), "carol", &["room", "read", "--json"]).await;
+    assert!(
+        texts(&out).is_empty(),
+        "carol reads nothing after leaving: {out}"
+    );
+    let (okay, _, err) = svs(&dir, &home("carol"), "carol", &["room", "leave", "movie"]).await;
+    assert!(!okay && err.contains("movie"), "{err}");
 }

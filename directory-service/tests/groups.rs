@@ -255,7 +255,7 @@ fn texts(events: &[Event]) -> Vec<String> {
         .iter()
         .filter_map(|e| match e {
             Event::Message { body, .. } => Some(String::from_utf8_lossy(body).into_owned()),
-            Event::Commit { .. } => None,
+            _ => None,
         })
         .collect()
 }

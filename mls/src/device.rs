@@ -51,6 +51,12 @@ pub struct Commit {
 /// What a message from a group's log did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// A member asks to leave: a Remove proposal for its own leaf (MLS lets no member commit its
+    /// own removal). Kept until a commit removes it; `commit_leaves` makes that commit.
+    Leaving {
+        /// The device leaving.
+        who: MemberDevice,
+    },
     /// An application message.
     Message {
         /// The device that sent it (authenticated by MLS).
@@ -343,6 +349,65 @@ impl Device {
         })
     }
 
+    /// Asks the group to remove this device: a Remove proposal for its own leaf, to post like an
+    /// application message. Once the service took it, `forget` the group: another member
+    /// commits the removal.
+    pub fn leave(&mut self, group_id: &[u8]) -> Result<Vec<u8>, Error> {
+        let mut group = self.group(group_id)?;
+        let message = group
+            .leave_group(&self.provider, &self.signer)
+            .map_err(mls("asking to leave"))?;
+        self.save()?;
+        message.to_bytes().map_err(mls("encoding a leave request"))
+    }
+
+    /// Deletes a group and its secrets from this device.
+    pub fn forget(&mut self, group_id: &[u8]) -> Result<(), Error> {
+        let mut group = self.group(group_id)?;
+        group
+            .delete(self.provider.storage())
+            .map_err(mls("deleting a group"))?;
+        self.save()
+    }
+
+    /// Whether members asked to leave and no commit has removed them yet.
+    pub fn has_pending_leaves(&self, group_id: &[u8]) -> Result<bool, Error> {
+        Ok(self.group(group_id)?.pending_proposals().next().is_some())
+    }
+
+    /// Commits the removal of the members who asked to leave.
+    pub fn commit_leaves(&mut self, group_id: &[u8]) -> Result<Commit, Error> {
+        let mut group = self.group(group_id)?;
+        if group.pending_proposals().next().is_none() {
+            return Err(Error::NothingPending(group_id_hex(group_id)));
+        }
+        let leaving: Vec<LeafNodeIndex> = group
+            .pending_proposals()
+            .filter_map(|p| match p.proposal() {
+                Proposal::Remove(remove) => Some(remove.removed()),
+                _ => None,
+            })
+            .collect();
+        let mut members_after = Vec::new();
+        for member in group.members() {
+            if !leaving.contains(&member.index) {
+                members_after.push(member_of(&member.credential)?);
+            }
+        }
+        let epoch = group.epoch().as_u64();
+        let (commit, _, _) = group
+            .commit_to_pending_proposals(&self.provider, &self.signer)
+            .map_err(mls("removing the devices that left"))?;
+        self.save()?;
+        Ok(Commit {
+            message: commit.to_bytes().map_err(mls("encoding a commit"))?,
+            welcome: None,
+            welcome_devices: Vec::new(),
+            members_after,
+            epoch,
+        })
+    }
+
     /// Commits a fresh leaf key for this device (forward secrecy and healing after a
     /// compromise: state copied before the update reads nothing sent after it).
     pub fn update(&mut self, group_id: &[u8]) -> Result<Commit, Error> {
@@ -485,11 +550,31 @@ impl Device {
                         .into(),
                 });
             }
-            ProcessedMessageContent::ProposalMessage(_)
-            | ProcessedMessageContent::ExternalJoinProposalMessage(_) => {
+            ProcessedMessageContent::ProposalMessage(queued) => {
+                let own_leaf = match queued.sender() {
+                    Sender::Member(leaf) => Some(*leaf),
+                    _ => None,
+                };
+                match queued.proposal() {
+                    Proposal::Remove(remove) if Some(remove.removed()) == own_leaf => {
+                        group
+                            .store_pending_proposal(self.provider.storage(), *queued)
+                            .map_err(mls("keeping a leave request"))?;
+                        Event::Leaving { who: from }
+                    }
+                    _ => {
+                        return Err(Error::Untrusted {
+                            who: format!("{from}"),
+                            why: "sent a standalone proposal other than leaving, which svs does not use"
+                                .into(),
+                        });
+                    }
+                }
+            }
+            ProcessedMessageContent::ExternalJoinProposalMessage(_) => {
                 return Err(Error::Untrusted {
                     who: format!("{from}"),
-                    why: "sent a standalone proposal, which svs does not use".into(),
+                    why: "sent an external join proposal, which svs does not use".into(),
                 });
             }
         };

@@ -15,6 +15,10 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A commit of pending proposals was asked for, but none is pending (another member's commit
+    /// already took them).
+    #[error("nothing is pending in group {0}")]
+    NothingPending(String),
     /// The device is not in this group (never joined, left, or removed).
     #[error("this device is not in group {0}")]
     UnknownGroup(String),

@@ -365,3 +365,26 @@ fn messages_are_padded_to_buckets_and_read_back_exactly() {
         bob.epoch_authenticator(&group).unwrap()
     );
 }
+
+#[test]
+fn a_member_leaves_by_asking_and_another_commits_its_removal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut alice, mut bob, group) = alice_and_bob(&dir);
+    let request = bob.leave(&group).unwrap();
+    match alice.process(&group, &request).unwrap() {
+        Event::Leaving { who } => assert_eq!(who, bob.me()),
+        event => panic!("expected a leave request, got {event:?}"),
+    }
+    assert!(alice.has_pending_leaves(&group).unwrap());
+    let commit = alice.commit_leaves(&group).unwrap();
+    assert_eq!(commit.members_after, vec![alice.me()]);
+    alice.commit_accepted(&group).unwrap();
+    assert!(!alice.has_pending_leaves(&group).unwrap());
+    assert_eq!(alice.members(&group).unwrap().len(), 1);
+    bob.forget(&group).unwrap();
+    assert!(bob.epoch(&group).is_err(), "bob keeps nothing of the group");
+    // A leave request belongs to its group: another group's member cannot be made to take it.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (mut carol, _dave, other) = alice_and_bob(&elsewhere);
+    assert!(carol.process(&other, &request).is_err());
+}

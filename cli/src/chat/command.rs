@@ -14,6 +14,7 @@ commands:
   /rooms              your rooms, their members and how far you trust each
   /invite ROOM NAME…  add people to a room
   /remove ROOM NAME[/DEVICE]…   remove people (or one device) from a room
+  /leave [ROOM]       leave a room (the open one without ROOM): this device reads nothing more
   /play VIDEO         play a video in a window (headless without a display) while chatting
   /stop               stop the playbacks started here
   /quit               leave (Ctrl-D and Ctrl-C work too)
@@ -34,6 +35,7 @@ pub const COMMANDS: &[&str] = &[
     "/fingerprint",
     "/help",
     "/invite",
+    "/leave",
     "/msg",
     "/open",
     "/play",
@@ -79,6 +81,7 @@ pub enum RoomInput {
     List,
     Invite { room: String, names: Vec<String> },
     Remove { room: String, who: Vec<String> },
+    Leave { room: String },
 }
 
 /// A room's conversation is named `#ROOM` (names of people cannot start with `#`).
@@ -192,6 +195,15 @@ pub fn parse(line: &str, talking_to: Option<&str>) -> Input {
         "verify" => Input::Invalid("usage: /verify NAME".into()),
         "rooms" => Input::Room(RoomInput::List),
         "room" | "invite" | "remove" => room_command(&word, &rest),
+        "leave" => match (rest.trim_start_matches('#'), talking_to.and_then(room_of)) {
+            ("", Some(room)) => Input::Room(RoomInput::Leave {
+                room: room.to_string(),
+            }),
+            ("", None) => Input::Invalid("usage: /leave ROOM".into()),
+            (room, _) => Input::Room(RoomInput::Leave {
+                room: room.to_string(),
+            }),
+        },
         "play" if !rest.is_empty() => Input::Play(rest),
         "play" => Input::Invalid("usage: /play VIDEO".into()),
         "stop" => Input::Stop,
@@ -284,6 +296,12 @@ mod tests {
             })
         );
         assert!(matches!(parse("/remove movie", None), Input::Invalid(_)));
+        let leave = Input::Room(RoomInput::Leave {
+            room: "movie".into(),
+        });
+        assert_eq!(parse("/leave #movie", None), leave);
+        assert_eq!(parse("/leave", Some("#movie")), leave);
+        assert!(matches!(parse("/leave", Some("bob")), Input::Invalid(_)));
         assert!(matches!(parse("/room dance", None), Input::Invalid(_)));
     }
 

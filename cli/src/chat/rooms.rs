@@ -1,5 +1,5 @@
 //! The room commands of the chat (`#ROOM TEXT`, `/room create`, `/rooms`, `/invite`,
-//! `/remove`), shared by the line and full-screen front ends. Each takes the device, reads what
+//! `/remove`, `/leave`), shared by the line and full-screen front ends. Each takes the device, reads what
 //! arrived meanwhile (MLS decrypts each message once: it is returned to be shown, not lost), acts,
 //! and lets the device go; the room feed (`rooms::RoomFeed`) shows what others say.
 
@@ -58,6 +58,11 @@ pub async fn act(
                 lines.push(format!("removed {} from {room}", device_list(&removed)));
             }
             (lines, Some(room))
+        }
+        RoomInput::Leave { room } => {
+            let label = rooms.leave(session, &room).await?;
+            let line = format!("left {label}: this device reads nothing more there");
+            (vec![line], Some(room))
         }
         RoomInput::List => (
             room_lines(session, &rooms.list().await?, &session.name),

@@ -44,6 +44,9 @@ pub enum RoomCommand {
         /// The message. Read from standard input when absent.
         text: Vec<String>,
     },
+    /// Leave a room: this device asks the others to remove it, and forgets the room at once
+    /// (your other devices stay until they leave too).
+    Leave { room: String },
     /// Print what was said and done in your rooms since you last read them.
     Read {
         /// Keep reading (every --interval) until Ctrl-C, --count or --timeout.
@@ -267,6 +270,11 @@ async fn run_with(
             caught_up(&rooms.sync(session).await?);
             let removed = rooms.remove(session, &room, &who).await?;
             println!("removed {} from {room}", device_list(&removed));
+        }
+        RoomCommand::Leave { room } => {
+            caught_up(&rooms.sync(session).await?);
+            let label = rooms.leave(session, &room).await?;
+            println!("left {label}: this device reads nothing more there");
         }
         RoomCommand::Read { .. } => unreachable!("read is run by `read`"),
     }

@@ -239,6 +239,70 @@ impl Rooms {
         Ok(gone)
     }
 
+    /// Leaves a room: asks the others to remove this device (MLS lets no member commit its own
+    /// removal), then deletes the room and its keys here. Returns the room's label.
+    pub async fn leave(&mut self, session: &mut Session, room: &str) -> Result<String, CliError> {
+        let room = self.room(room)?;
+        let group = room.group_id();
+        for _ in 0..ATTEMPTS {
+            self.catch_up(session, &room.group, None).await?;
+            if self.index.by_group_mut(&room.group).is_none() {
+                return Ok(room.label());
+            }
+            let group_now = group.clone();
+            let request = self.with_device(move |d| d.leave(&group_now)).await?;
+            let posted = session
+                .groups()
+                .post_group_message(PostGroupMessageRequest {
+                    device_id: self.device_id().into(),
+                    message: request.into(),
+                    ..Default::default()
+                })
+                .await;
+            match posted {
+                Ok(_) => {
+                    let group_now = group.clone();
+                    self.with_device(move |d| d.forget(&group_now)).await?;
+                    self.index.remove(&room.group);
+                    self.index.save()?;
+                    return Ok(room.label());
+                }
+                Err(status) if status.code() == tonic::Code::FailedPrecondition => continue,
+                Err(status) => return Err(status.into()),
+            }
+        }
+        Err(CliError::Refused(format!(
+            "others kept changing room {} ({ATTEMPTS} attempts); try again",
+            room.label()
+        )))
+    }
+
+    /// Commits the removal of members who asked to leave the room, if any still wait.
+    pub(super) async fn commit_leaves(
+        &mut self,
+        session: &mut Session,
+        group: &str,
+    ) -> Result<(), CliError> {
+        let Some(room) = self.index.by_group_mut(group).cloned() else {
+            return Ok(());
+        };
+        let group_id = room.group_id();
+        if !self
+            .with_device(move |d| d.has_pending_leaves(&group_id))
+            .await?
+        {
+            return Ok(());
+        }
+        match self
+            .commit(session, &room, |d, group| d.commit_leaves(group))
+            .await
+        {
+            // Another member's commit removed them first.
+            Err(CliError::Mls(svs_mls::Error::NothingPending(_))) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
     /// Writes a line in a room.
     pub async fn send(
         &mut self,

@@ -20,6 +20,8 @@ pub enum RoomEvent {
         added: Vec<MemberDevice>,
         removed: Vec<MemberDevice>,
     },
+    /// A member's device asked to leave (a member's device removes it next).
+    Leaving { room: String, who: MemberDevice },
     /// A room got its name.
     Named { label: String, name: String },
     /// This device was removed: it reads nothing more there.
@@ -39,6 +41,7 @@ impl RoomEvent {
             RoomEvent::Message { room, .. }
             | RoomEvent::Joined { room, .. }
             | RoomEvent::Members { room, .. }
+            | RoomEvent::Leaving { room, .. }
             | RoomEvent::RemovedMe { room, .. }
             | RoomEvent::Warning { room, .. } => room,
             RoomEvent::Named { name, .. } => name,
@@ -71,6 +74,7 @@ impl RoomEvent {
                 format!("* [{room}] {} {}", by, parts.join(" and "))
             }
             RoomEvent::Named { label, name } => format!("* [{label}] is called {name}"),
+            RoomEvent::Leaving { room, who } => format!("* [{room}] {who} left"),
             RoomEvent::RemovedMe { room, by } => match by {
                 Some(by) => format!("* [{room}] {} removed this device", by.name),
                 None => format!("* [{room}] this device is no longer a member"),

@@ -9,6 +9,7 @@ impl Rooms {
         let groups: Vec<String> = self.index.rooms().iter().map(|r| r.group.clone()).collect();
         for group in groups {
             self.catch_up(session, &group, None).await?;
+            self.commit_leaves(session, &group).await?;
             self.refresh_keys_if_due(session, &group).await?;
         }
         Ok(std::mem::take(&mut self.pending))
@@ -188,6 +189,9 @@ impl Rooms {
             .map(|r| r.label())
             .unwrap_or_else(|| room.label());
         match processed {
+            Ok(Event::Leaving { who }) => {
+                self.pending.push(RoomEvent::Leaving { room: label, who })
+            }
             Ok(Event::Message { from, body }) => match Body::decode(&body) {
                 Some(Body::Text { text }) => self.pending.push(RoomEvent::Message {
                     room: label,

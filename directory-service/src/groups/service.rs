@@ -311,11 +311,9 @@ impl GroupsApi for GroupsService {
         let kind = match framing.kind {
             Kind::Commit => PostKind::Commit,
             Kind::Application => PostKind::Application,
-            Kind::Proposal => {
-                return Err(Status::invalid_argument(
-                    "svs groups take commits and application messages, not standalone proposals",
-                ));
-            }
+            // A standalone proposal (svs clients send one to leave a group) is kept like an
+            // application message: in the current epoch, from a member; members commit it.
+            Kind::Proposal => PostKind::Application,
         };
         let members_after = request
             .member_devices
