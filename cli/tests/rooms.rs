@@ -580,6 +580,31 @@ async fn the_full_screen_chat_has_a_conversation_per_room() {
     shows(&alice, "bob: reading you").await;
     let tabs = alice.lock().unwrap().rows()[0].clone();
     assert!(tabs.contains("#movie"), "the room has its tab: {tabs}");
+    // With the room's conversation open, the side pane shows the room: its code (the same as
+    // bob's) and its members with their trust.
+    let (out, _) = ok(&dir, &home("bob"), "bob", &["room", "list"]).await;
+    let code = out.split("· code ").nth(1).unwrap().trim().to_string();
+    shows(&alice, format!("code {code}")).await;
+    shows(&alice, "members (2)").await;
+    let pane: Vec<String> = {
+        let app = alice.lock().unwrap();
+        let cols = app.cols as usize;
+        app.rows()
+            .iter()
+            .map(|r| {
+                r.chars()
+                    .skip(cols * 3 / 4)
+                    .collect::<String>()
+                    .trim()
+                    .to_string()
+            })
+            .filter(|r| !r.is_empty())
+            .collect()
+    };
+    let at = pane.iter().position(|r| r.contains("alice")).unwrap();
+    assert!(pane[at + 1].contains("you"), "{pane:#?}");
+    let at = pane.iter().position(|r| r.contains("bob")).unwrap();
+    assert!(pane[at + 1].contains("pinned"), "{pane:#?}");
     type_keys(&alice, "/quit\r");
     let exited = {
         let alice = alice.clone();

@@ -81,6 +81,8 @@ pub async fn run(global: &Global) -> Result<(), CliError> {
                 }
             }
             Step::Rooms(Some(RoomNews::Problem(text))) => println!("! rooms: {text}"),
+            // `/rooms` lists them on demand.
+            Step::Rooms(Some(RoomNews::Rooms(_))) => {}
             Step::Event(None) => {
                 break Err(CliError::Refused("the directory ended the session".into()));
             }

@@ -49,6 +49,7 @@ async fn print_rooms(
                 }
             }
             RoomNews::Problem(text) => eprintln!("* could not read rooms: {text}"),
+            RoomNews::Rooms(_) => {}
         }
     }
 }

@@ -96,7 +96,7 @@ pub fn device_list(devices: &[MemberDevice]) -> String {
 }
 
 /// A room's members for `svs room list`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomInfo {
     pub label: String,
     pub members: Vec<MemberDevice>,

@@ -3,7 +3,7 @@
 //! reading failed. The device's lock is held only during each round, so other `svs` commands of
 //! this name can use the device between rounds.
 
-use super::{RoomEvent, Rooms};
+use super::{RoomEvent, RoomInfo, Rooms};
 use crate::error::CliError;
 use crate::session::{ConnectOptions, Session};
 use std::time::Duration;
@@ -19,6 +19,8 @@ pub const REFRESH_KEY_PACKAGES: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub enum RoomNews {
     Events(Vec<RoomEvent>),
+    /// The rooms and their members, whenever they changed (and once at the start).
+    Rooms(Vec<RoomInfo>),
     /// Reading failed this round (it goes on trying); the sentence is said once until it
     /// changes or reading works again.
     Problem(String),
@@ -61,6 +63,7 @@ async fn follow(options: ConnectOptions, interval: Duration, news: mpsc::Sender<
     let home = options.home.clone();
     let mut session: Option<Session> = None;
     let mut said: Option<String> = None;
+    let mut listed: Option<Vec<RoomInfo>> = None;
     let mut refreshed = tokio::time::Instant::now();
     loop {
         let round = async {
@@ -70,7 +73,7 @@ async fn follow(options: ConnectOptions, interval: Duration, news: mpsc::Sender<
                 session = Some(fresh);
             }
             let Some(session) = session.as_mut() else {
-                return Ok(Vec::new());
+                return Ok((Vec::new(), Vec::new()));
             };
             let (mut rooms, _) = Rooms::load(&home, session).await?;
             let events = rooms.sync(session).await?;
@@ -78,12 +81,17 @@ async fn follow(options: ConnectOptions, interval: Duration, news: mpsc::Sender<
                 rooms.refresh_key_packages(session).await?;
                 refreshed = tokio::time::Instant::now();
             }
-            Ok::<_, CliError>(events)
+            Ok::<_, CliError>((events, rooms.list().await?))
         };
         let told = match round.await {
-            Ok(events) => {
+            Ok((events, list)) => {
                 said = None;
-                events.is_empty() || news.send(RoomNews::Events(events)).await.is_ok()
+                let events_told =
+                    events.is_empty() || news.send(RoomNews::Events(events)).await.is_ok();
+                let list_told = listed.as_ref() == Some(&list)
+                    || news.send(RoomNews::Rooms(list.clone())).await.is_ok();
+                listed = Some(list);
+                events_told && list_told
             }
             Err(e) => {
                 if e.is_lost_connection() {

@@ -184,6 +184,7 @@ impl Chat<'_> {
                         Some(RoomNews::Problem(text)) => {
                             self.model.problem(format!("rooms: {text}"))
                         }
+                        Some(RoomNews::Rooms(rooms)) => self.model.set_rooms(&rooms),
                     }
                     Flow::Stay
                 }

@@ -5,7 +5,7 @@
 use crate::chat::actions::{SendReport, TrustCandidate};
 use crate::inbox::{Incoming, Message};
 use crate::known_peers::{KnownPeers, PinCheck, Trust};
-use crate::rooms::RoomEvent;
+use crate::rooms::{RoomEvent, RoomInfo};
 use crate::session::ReachState;
 use std::collections::BTreeMap;
 use svs_common::names::canonical;
@@ -123,6 +123,18 @@ pub enum Prompt {
     Trust { candidate: TrustCandidate },
 }
 
+/// A room as the people pane shows it while its conversation is open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomPane {
+    /// The room's name as shown.
+    pub label: String,
+    pub epoch: u64,
+    /// The code members compare (`svs_common::safety::room_code`).
+    pub code: String,
+    /// Each person in it with how many of their devices are members, by name.
+    pub people: Vec<(String, usize)>,
+}
+
 #[derive(Debug)]
 pub struct Model {
     pub me: String,
@@ -136,6 +148,8 @@ pub struct Model {
     pub prompt: Option<Prompt>,
     /// Entries kept at most.
     pub scrollback: usize,
+    /// This device's rooms by conversation (`#ROOM`, canonical).
+    pub rooms: BTreeMap<String, RoomPane>,
 }
 
 /// Entries kept by default (`svs chat --scrollback`); older ones are dropped: the pane is a
@@ -166,6 +180,7 @@ impl Model {
             playbacks: BTreeMap::new(),
             prompt: None,
             scrollback: DEFAULT_SCROLLBACK,
+            rooms: BTreeMap::new(),
         };
         // People talked to before: offline until the roster says otherwise.
         for name in pins.names() {
@@ -266,6 +281,35 @@ impl Model {
                 self.event(event.line().trim_start_matches("* ").to_string(), peers)
             }
         }
+    }
+
+    /// This device's rooms as the feed last listed them.
+    pub fn set_rooms(&mut self, rooms: &[RoomInfo]) {
+        self.rooms = rooms
+            .iter()
+            .map(|room| {
+                let mut people: BTreeMap<String, (String, usize)> = BTreeMap::new();
+                for member in &room.members {
+                    people
+                        .entry(canonical(&member.name))
+                        .or_insert_with(|| (member.name.clone(), 0))
+                        .1 += 1;
+                }
+                let pane = RoomPane {
+                    label: room.label.clone(),
+                    epoch: room.epoch,
+                    code: room.code.clone(),
+                    people: people.into_values().collect(),
+                };
+                (canonical(&room_conversation(&room.label)), pane)
+            })
+            .collect();
+    }
+
+    /// The room whose conversation is open, if one is.
+    pub fn active_room(&self) -> Option<&RoomPane> {
+        let conversation = self.talking_to()?;
+        self.rooms.get(&canonical(conversation))
     }
 
     /// This device's own line in a room.

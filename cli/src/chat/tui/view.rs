@@ -2,7 +2,7 @@
 //! the status bar, the input line, and a prompt over them when one is open.
 
 use super::editor::Editor;
-use super::model::{Body, Delivery, Entry, KeyState, Link, Model, Prompt, short};
+use super::model::{Body, Delivery, Entry, KeyState, Link, Model, Prompt, RoomPane, short};
 use super::theme::Theme;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -324,6 +324,10 @@ fn draw_people(frame: &mut Frame, area: Rect, model: &Model, theme: &Theme) {
         .border_style(theme.dim());
     let inner = block.inner(area);
     frame.render_widget(block, area);
+    if let Some(room) = model.active_room() {
+        frame.render_widget(Paragraph::new(room_lines(room, model, theme)), inner);
+        return;
+    }
     let narrow = inner.width < 20;
     let mut lines = Vec::new();
     let online: Vec<_> = model.people.values().filter(|p| p.online).collect();
@@ -368,6 +372,56 @@ fn draw_people(frame: &mut Frame, area: Rect, model: &Model, theme: &Theme) {
         }
     }
     frame.render_widget(Paragraph::new(lines), inner);
+}
+
+/// The people pane while a room's conversation is open: the room, its code, and each member
+/// person with how far their key is trusted and how many devices they have in it.
+fn room_lines(room: &RoomPane, model: &Model, theme: &Theme) -> Vec<Line<'static>> {
+    let mut lines = vec![
+        Line::from(Span::styled(
+            format!("#{}", theme.printable(room.label.trim_start_matches('#'))),
+            theme.peer(),
+        )),
+        Line::from(Span::styled(format!("code {}", room.code), theme.dim())),
+        Line::from(Span::styled(
+            format!("members ({})", room.people.len()),
+            theme.dim(),
+        )),
+    ];
+    for (name, devices) in &room.people {
+        let person = model.people.get(&svs_common::names::canonical(name));
+        let me = svs_common::names::canonical(name) == svs_common::names::canonical(&model.me);
+        let (word, style) = if me {
+            ("you", theme.me())
+        } else {
+            match person.map(|p| p.key) {
+                Some(KeyState::Verified) => (theme.symbol("✓ verified", "verified"), theme.good()),
+                Some(KeyState::Pinned) => ("pinned", theme.dim()),
+                Some(KeyState::Changed) => ("KEY CHANGED", theme.alarm()),
+                None => ("not seen yet", theme.dim()),
+            }
+        };
+        let online = me || person.is_some_and(|p| p.online);
+        let mark = if online {
+            theme.symbol("●", "*")
+        } else {
+            theme.symbol("○", "-")
+        };
+        lines.push(Line::from(vec![
+            Span::styled(format!("{mark} "), theme.peer()),
+            Span::styled(theme.printable(name), theme.peer()),
+        ]));
+        let devices = match devices {
+            1 => String::new(),
+            n => format!(" · {n} devices"),
+        };
+        lines.push(Line::from(vec![
+            Span::styled("  ", theme.dim()),
+            Span::styled(word, style),
+            Span::styled(devices, theme.dim()),
+        ]));
+    }
+    lines
 }
 
 fn draw_status(frame: &mut Frame, area: Rect, model: &Model, theme: &Theme) {
