@@ -400,6 +400,35 @@ async fn a_room_spans_two_cluster_replicas_and_concurrent_changes_converge() {
     assert!(out.contains("alice added you"), "{out}");
     assert_eq!(texts(&out), ["alice: across replicas"]);
 
+    // bob follows the room through replica two, reading it only when told something changed:
+    // alice's line through replica one reaches him by the hint crossing replicas.
+    let mut listen = tokio::process::Command::new(env!("CARGO_BIN_EXE_svs"))
+        .args(["listen", "--rooms", "--count", "2", "--timeout", "60"])
+        .env("SVS_DIRECTORY", &two.url)
+        .env("SVS_CA", &two.ca)
+        .env("SVS_HOME", home("bob"))
+        .env("SVS_NAME", "bob")
+        .env("SVS_ROOMS_POLL_SECS", "600")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut heard = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+        listen.stdout.take().unwrap(),
+    ));
+    ok(&one, &home("alice"), "alice", &["room", "send", "movie", "first"]).await;
+    assert_eq!(
+        heard.next_line().await.unwrap().as_deref(),
+        Some("[movie] alice: first")
+    );
+    ok(&one, &home("alice"), "alice", &["room", "send", "movie", "second"]).await;
+    assert_eq!(
+        heard.next_line().await.unwrap().as_deref(),
+        Some("[movie] alice: second"),
+        "the hint crossed replicas"
+    );
+    assert!(listen.wait().await.unwrap().success());
+
     // alice (through one) adds carol while bob (through two) adds dave: both commits are for
     // the same epoch, the directory takes one, the other svs applies it and commits again.
     let (alice_home, bob_home) = (home("alice"), home("bob"));
@@ -454,7 +483,7 @@ async fn a_room_spans_two_cluster_replicas_and_concurrent_changes_converge() {
 const LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `svs chat` (full screen, or `--plain`) as `name` in a pseudo-terminal, shared with the
-/// blocking waits that run beside the runtime.
+/// blocking waits that run beside the runtime. It reads rooms on the directory's hints only.
 fn chat_app(dir: &TestDirectory, home: &Path, name: &str, plain: bool) -> SharedApp {
     let (ca, home) = (dir.ca.display().to_string(), home.display().to_string());
     let mut args = vec![
@@ -473,7 +502,9 @@ fn chat_app(dir: &TestDirectory, home: &Path, name: &str, plain: bool) -> Shared
     if plain {
         args.push("--plain");
     }
-    let app = support::pty::PtyApp::spawn(&args, &[], 30, 120);
+    // Rooms are read only when the directory hints that something changed (or after ten
+    // minutes): what others say can arrive in time only through the hints.
+    let app = support::pty::PtyApp::spawn(&args, &[("SVS_ROOMS_POLL_SECS", "600")], 30, 120);
     std::sync::Arc::new(std::sync::Mutex::new(app))
 }
 

@@ -5,6 +5,7 @@ use crate::Error;
 use crate::bindings::{NameStore, RedbBindings};
 use crate::challenges::Challenges;
 use crate::cluster::Cluster;
+use crate::cluster::activity::Activity;
 use crate::cluster::groups::JetStreamGroups;
 use crate::cluster::kv_bindings::KvBindings;
 use crate::cluster::mail::JetStreamMailboxes;
@@ -33,6 +34,8 @@ pub(crate) struct Directory {
     presence: Option<Presence>,
     /// The MLS delivery service's store.
     pub groups: Arc<dyn GroupStore>,
+    /// In cluster mode, group activity hints through NATS (embedded: straight to the registry).
+    activity: Option<Activity>,
     /// How long group log entries and Welcomes are kept.
     groups_ttl: Duration,
 }
@@ -104,6 +107,7 @@ impl Directory {
         let groups = Arc::new(JetStreamGroups::open(cluster, group_limits(limits)).await?);
         let mut directory = Self::assemble(names, mail, groups, tokens, limits)?;
         directory.presence = Some(Presence::start(cluster, &directory.registry).await?);
+        directory.activity = Some(Activity::start(cluster, &directory.registry).await?);
         Ok(directory)
     }
 
@@ -164,8 +168,18 @@ impl Directory {
             db: None,
             presence: None,
             groups,
+            activity: None,
             groups_ttl: limits.mailbox_ttl,
         })
+    }
+
+    /// Tells the live streams of `names` (canonical), on every replica, that the group has new
+    /// entries.
+    pub(crate) async fn announce_group_activity(&self, names: &[String], group_id: &[u8]) {
+        match &self.activity {
+            Some(activity) => activity.announce(names, group_id).await,
+            None => self.registry.push_group_activity(names, group_id),
+        }
     }
 
     /// Whether the store answers (the embedded database, or NATS in cluster mode).

@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use svs_common::identity::{self, Fingerprint};
 use svs_common::names;
-use svs_common::proto::directory::{Event, ListPeersResponse, Peer, PeerJoined, PeerLeft, event};
+use svs_common::proto::directory::{
+    Event, GroupActivity, ListPeersResponse, Peer, PeerJoined, PeerLeft, event,
+};
 use svs_common::time::now_ms;
 use svs_common::token::Claims;
 use svs_server::rate::TokenBucket;
@@ -464,6 +466,22 @@ impl Registry {
             any |= sub.push_control(event(kind.clone()));
         }
         any
+    }
+
+    /// Tells every live stream of each of `names` (canonical) that a group they have a device in
+    /// has new entries. A hint: dropped for a stream whose queue is full.
+    pub(crate) fn push_group_activity(&self, names: &[String], group_id: &[u8]) {
+        let state = self.state();
+        let event = event(event::Kind::GroupActivity(GroupActivity {
+            group_id: group_id.to_vec().into(),
+        }));
+        for name in names {
+            if let Some(online) = state.names.get(name) {
+                for sub in online.listeners() {
+                    sub.push_hint(event.clone());
+                }
+            }
+        }
     }
 
     /// Called when a session's event stream ends for any reason.

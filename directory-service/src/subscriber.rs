@@ -212,6 +212,19 @@ impl Subscriber {
         self.tx.send(queued).is_ok()
     }
 
+    /// Queues a hint (group activity) if there is room; a hint that does not fit is dropped,
+    /// not held against the client: clients also poll, and the next hint says the same.
+    pub(crate) fn push_hint(&self, event: Event) {
+        let Ok(permit) = self.events.clone().try_acquire_owned() else {
+            return;
+        };
+        let _ = self.tx.send(Queued {
+            event: Box::new(event),
+            is_presence: false,
+            _permits: (permit, None),
+        });
+    }
+
     /// Ends the stream; `status` is the last thing the client sees (OK ends it cleanly).
     pub(crate) fn close(&self, status: Status) {
         let mut slot = lock(&self.final_status);

@@ -148,6 +148,7 @@ async fn listen_reconnects_by_itself_across_a_restart_and_gets_both_messages() {
         name: Some("bob".into()),
         home: Some(tmp.path().join("bob")),
         key_bits: 2048,
+        rooms_poll_secs: svs_cli::rooms::DEFAULT_ROOMS_POLL_SECS,
     };
     let listen = tokio::spawn(async move {
         svs_cli::commands::listen::run(

@@ -8,7 +8,7 @@ use crate::commands::{Global, display};
 use crate::error::CliError;
 use crate::inbox::Inbox;
 use crate::player::PlayerReport;
-use crate::rooms::{FEED_INTERVAL, RoomFeed, RoomNews};
+use crate::rooms::RoomNews;
 use crate::session::{ReachState, Session};
 use svs_common::identity;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -36,7 +36,7 @@ pub async fn run(global: &Global) -> Result<(), CliError> {
     let mut playbacks = Playbacks::default();
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     // Rooms are read beside the chat; `None` once the directory turned out to have none.
-    let mut feed = Some(RoomFeed::start(global.connect_options()?, FEED_INTERVAL));
+    let mut feed = Some(global.room_feed(&inbox)?);
     // One listener for the whole loop: a Ctrl-C that arrives while an iteration is busy is kept
     // for the next select instead of being lost with a listener made anew each pass.
     let ctrl_c = tokio::signal::ctrl_c();

@@ -6,7 +6,7 @@ use crate::commands::Global;
 use crate::commands::display;
 use crate::error::CliError;
 use crate::inbox::Incoming;
-use crate::rooms::{FEED_INTERVAL, RoomFeed, RoomNews};
+use crate::rooms::{RoomFeed, RoomNews};
 use clap::Args;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -65,7 +65,7 @@ pub async fn run(global: &Global, args: ListenArgs) -> Result<(), CliError> {
     let rooms_done = Arc::new(Notify::new());
     let rooms = match args.rooms {
         true => Some(tokio::spawn(print_rooms(
-            RoomFeed::start(global.connect_options()?, FEED_INTERVAL),
+            global.room_feed(&inbox)?,
             args.json,
             args.count,
             received.clone(),

@@ -48,6 +48,10 @@ pub struct Global {
     /// Size of a newly generated identity key in bits (2048 to 4096).
     #[arg(long, env = "SVS_KEY_BITS", default_value_t = svs_common::identity::DEFAULT_KEY_BITS, global = true)]
     pub key_bits: usize,
+    /// How often `chat` and `listen --rooms` read your rooms when the directory has not said
+    /// anything changed (it says so at once when something does), in seconds.
+    #[arg(long, env = "SVS_ROOMS_POLL_SECS", default_value_t = crate::rooms::DEFAULT_ROOMS_POLL_SECS, global = true)]
+    pub rooms_poll_secs: u64,
 }
 
 impl Global {
@@ -76,6 +80,18 @@ impl Global {
             home: self.home(),
             key_bits: self.key_bits,
         })
+    }
+
+    /// A feed of this name's rooms, woken by the group activity hints `inbox` receives.
+    pub fn room_feed(
+        &self,
+        inbox: &crate::inbox::Inbox,
+    ) -> Result<crate::rooms::RoomFeed, CliError> {
+        Ok(crate::rooms::RoomFeed::start(
+            self.connect_options()?,
+            std::time::Duration::from_secs(self.rooms_poll_secs.max(1)),
+            Some(inbox.room_activity()),
+        ))
     }
 
     /// Registers, telling the user on stderr when a new key was made.

@@ -75,6 +75,8 @@ pub struct Inbox {
     roster: BTreeMap<String, Peer>,
     /// Pages of a snapshot still being received.
     snapshot_pages: Vec<Peer>,
+    /// Woken by the directory's group activity hints (a room feed waits on it).
+    room_activity: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Inbox {
@@ -93,7 +95,13 @@ impl Inbox {
             version: 0,
             roster: BTreeMap::new(),
             snapshot_pages: Vec::new(),
+            room_activity: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// What the directory's group activity hints wake (`rooms::RoomFeed` reads rooms then).
+    pub fn room_activity(&self) -> Arc<tokio::sync::Notify> {
+        self.room_activity.clone()
     }
 
     /// An inbox that loads and keeps its replay window in `path` (see `ReplayWindow::load`).
@@ -210,6 +218,11 @@ impl Inbox {
                 to: u.recipient,
                 reason: u.reason,
             }],
+            // Nothing to show: a room feed reads the group now.
+            event::Kind::GroupActivity(_) => {
+                self.room_activity.notify_one();
+                vec![]
+            }
         }
     }
 

@@ -6,12 +6,14 @@
 use super::{RoomEvent, RoomInfo, Rooms};
 use crate::error::CliError;
 use crate::session::{ConnectOptions, Session};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
-/// How often the feed looks for new room entries by default.
-pub const FEED_INTERVAL: Duration = Duration::from_millis(500);
+/// How often a feed woken by the directory's hints (`svs chat`, `svs listen --rooms`) also looks,
+/// should a hint be lost (`--rooms-poll-secs`).
+pub const DEFAULT_ROOMS_POLL_SECS: u64 = 5;
 /// Key packages are topped up this often while following.
 pub const REFRESH_KEY_PACKAGES: Duration = Duration::from_secs(30);
 
@@ -34,10 +36,12 @@ pub struct RoomFeed {
 }
 
 impl RoomFeed {
-    /// Starts following as `options` says (registering a session of its own).
-    pub fn start(options: ConnectOptions, interval: Duration) -> Self {
+    /// Starts following as `options` says (registering a session of its own), reading every
+    /// `interval` and whenever `wake` is notified (the directory's group activity hints, as
+    /// `Inbox::room_activity` receives them).
+    pub fn start(options: ConnectOptions, interval: Duration, wake: Option<Arc<Notify>>) -> Self {
         let (sender, news) = mpsc::channel(16);
-        let task = tokio::spawn(follow(options, interval, sender));
+        let task = tokio::spawn(follow(options, interval, wake, sender));
         Self { news, task }
     }
 
@@ -59,7 +63,12 @@ fn no_rooms_here(e: &CliError) -> bool {
     matches!(e, CliError::Refused(text) if text.contains("does not serve rooms"))
 }
 
-async fn follow(options: ConnectOptions, interval: Duration, news: mpsc::Sender<RoomNews>) {
+async fn follow(
+    options: ConnectOptions,
+    interval: Duration,
+    wake: Option<Arc<Notify>>,
+    news: mpsc::Sender<RoomNews>,
+) {
     let home = options.home.clone();
     let mut session: Option<Session> = None;
     let mut said: Option<String> = None;
@@ -111,6 +120,14 @@ async fn follow(options: ConnectOptions, interval: Duration, news: mpsc::Sender<
         if !told {
             return;
         }
-        tokio::time::sleep(interval).await;
+        match &wake {
+            Some(wake) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = wake.notified() => {}
+                }
+            }
+            None => tokio::time::sleep(interval).await,
+        }
     }
 }

@@ -16,7 +16,7 @@ mod sync;
 
 pub use body::Body;
 pub use event::{RoomEvent, RoomInfo, device_list};
-pub use feed::{FEED_INTERVAL, REFRESH_KEY_PACKAGES, RoomFeed, RoomNews};
+pub use feed::{DEFAULT_ROOMS_POLL_SECS, REFRESH_KEY_PACKAGES, RoomFeed, RoomNews};
 pub use index::{MAX_ROOM_NAME_BYTES, Room, RoomIndex, check_room_name};
 pub use refresh::{DEFAULT_UPDATE_AFTER_MESSAGES, DEFAULT_UPDATE_EVERY, KeyRefresh};
 

@@ -28,7 +28,8 @@ use super::{Cluster, name_token, nats, timed};
 use crate::Error;
 use crate::error::Refusal;
 use crate::groups::{
-    Entry, GroupLimits, GroupStore, LogPage, Post, PostKind, Posted, PublishedDevice, StoredWelcome,
+    Entry, GroupLimits, GroupStore, LogPage, Post, PostKind, Posted, PublishedDevice,
+    StoredWelcome, devices_of_both,
 };
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
@@ -1001,6 +1002,7 @@ impl GroupStore for JetStreamGroups {
             // more) to the summary.
             self.write_over(&key, after.encode()?, revision).await?;
             return Ok(Posted {
+                devices: devices_of_both(state.map_or(&[][..], |s| &s.members), &after.members),
                 seq,
                 index: after.count,
                 epoch: after.epoch,

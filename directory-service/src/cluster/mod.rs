@@ -11,6 +11,7 @@
 //! - `svs_mls` (KV) and the `SVS_MLS_LOG`, `SVS_MLS_WELCOME`, `SVS_MLS_KP` streams: devices,
 //!   group logs (MLS messages, ciphertext to NATS as to the directory), Welcomes, key packages.
 
+pub(crate) mod activity;
 pub(crate) mod groups;
 pub(crate) mod kv_bindings;
 pub(crate) mod mail;

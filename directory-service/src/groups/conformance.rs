@@ -124,6 +124,7 @@ where
     first.welcome = Some((b"welcome".to_vec(), vec![[9; 16]]));
     let posted = store.post(first).await.unwrap();
     assert_eq!((posted.index, posted.epoch), (1, 1));
+    assert_eq!(posted.devices, vec![[1; 16], [9; 16]], "whom to tell");
     let first_seq = posted.seq;
     assert!(matches!(
         refusal(store.post(post(0, PostKind::Commit, 1, &[1, 9])).await),

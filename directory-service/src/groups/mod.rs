@@ -12,5 +12,6 @@ mod store;
 pub(crate) use redb_groups::{RedbGroups, create_tables};
 pub(crate) use service::GroupsService;
 pub(crate) use store::{
-    Entry, GroupLimits, GroupStore, LogPage, Post, PostKind, Posted, PublishedDevice, StoredWelcome,
+    Entry, GroupLimits, GroupStore, LogPage, Post, PostKind, Posted, PublishedDevice,
+    StoredWelcome, devices_of_both,
 };

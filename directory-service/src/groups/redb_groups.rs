@@ -2,7 +2,8 @@
 //! the epoch compare-and-set, membership and bounds are checked against what is committed.
 
 use super::store::{
-    Entry, GroupLimits, GroupStore, LogPage, Post, PostKind, Posted, PublishedDevice, StoredWelcome,
+    Entry, GroupLimits, GroupStore, LogPage, Post, PostKind, Posted, PublishedDevice,
+    StoredWelcome, devices_of_both,
 };
 use crate::Error;
 use crate::db::{Db, storage};
@@ -209,6 +210,7 @@ fn apply_post(
             limits.max_log_entries_per_group
         ))));
     }
+    let members_before = members_now.clone();
     let (epoch_after, members_after) = match post.kind {
         PostKind::Application => (epoch_now, members_now),
         PostKind::Commit => {
@@ -284,6 +286,7 @@ fn apply_post(
         )
         .map_err(storage)?;
     Ok(Ok(Posted {
+        devices: devices_of_both(&members_before, &members_after),
         seq: next_seq,
         index: next_seq,
         epoch: epoch_after,

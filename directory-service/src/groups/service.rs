@@ -38,6 +38,8 @@ fn check_group_id(group_id: &[u8]) -> Result<(), Status> {
 pub(crate) struct GroupsService {
     directory: Arc<Directory>,
     store: Arc<dyn GroupStore>,
+    /// Device → owner name, for group activity hints (a device id never changes owner).
+    owners: std::sync::Mutex<std::collections::HashMap<DeviceId, String>>,
     /// `--max-group-message-bytes`: longest commit, Welcome or application message.
     max_message_bytes: usize,
 }
@@ -55,7 +57,44 @@ fn mls_refusal(e: svs_mls::Error) -> Status {
     }
 }
 
+/// Owners remembered at most (then the memory starts again).
+const MAX_OWNERS_REMEMBERED: usize = 65_536;
+
 impl GroupsService {
+    /// The names owning `devices` (canonical, each once): whom a group's activity concerns.
+    async fn owners_of(&self, devices: &[DeviceId]) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for device in devices {
+            let known = self
+                .owners
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(device)
+                .cloned();
+            let owner = match known {
+                Some(owner) => Some(owner),
+                None => match self.store.device_owner(*device).await {
+                    Ok(Some(owner)) => {
+                        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+                        if owners.len() >= MAX_OWNERS_REMEMBERED {
+                            owners.clear();
+                        }
+                        owners.insert(*device, owner.clone());
+                        Some(owner)
+                    }
+                    // A removed device or a failed lookup: no hint (clients poll as well).
+                    _ => None,
+                },
+            };
+            if let Some(owner) = owner
+                && !names.contains(&owner)
+            {
+                names.push(owner);
+            }
+        }
+        names
+    }
+
     pub(crate) fn new(
         directory: Arc<Directory>,
         store: Arc<dyn GroupStore>,
@@ -64,6 +103,7 @@ impl GroupsService {
         Self {
             directory,
             store,
+            owners: std::sync::Mutex::new(std::collections::HashMap::new()),
             max_message_bytes,
         }
     }
@@ -341,6 +381,7 @@ impl GroupsApi for GroupsService {
             ));
         }
         self.owned(&name, from_device).await?;
+        let group_id = framing.group_id.clone();
         let posted = self
             .store
             .post(Post {
@@ -354,6 +395,10 @@ impl GroupsApi for GroupsService {
                 now_ms: svs_common::time::now_ms(),
             })
             .await?;
+        let names = self.owners_of(&posted.devices).await;
+        self.directory
+            .announce_group_activity(&names, &group_id)
+            .await;
         Ok(Response::new(PostGroupMessageResponse {
             seq: posted.seq,
             index: posted.index,

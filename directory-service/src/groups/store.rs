@@ -45,8 +45,11 @@ pub(crate) struct Post {
 }
 
 /// Where a posted message landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Posted {
+    /// The group's devices before and after it, each once (whom to tell: a removed device
+    /// learns it is out by fetching).
+    pub devices: Vec<DeviceId>,
     pub seq: u64,
     /// Its place in the group's log: 1, 2, … with no gaps.
     pub index: u64,
@@ -84,6 +87,22 @@ pub(crate) struct StoredWelcome {
     pub seq: u64,
     pub welcome: Vec<u8>,
     pub from_device: DeviceId,
+}
+
+/// Devices in `before` and then those of `after` not in it (16-byte ids concatenated).
+pub(crate) fn devices_of_both(before: &[u8], after: &[u8]) -> Vec<DeviceId> {
+    let mut devices: Vec<DeviceId> = Vec::new();
+    for chunk in before
+        .chunks_exact(svs_mls::DEVICE_ID_LEN)
+        .chain(after.chunks_exact(svs_mls::DEVICE_ID_LEN))
+    {
+        if let Ok(device) = DeviceId::try_from(chunk)
+            && !devices.contains(&device)
+        {
+            devices.push(device);
+        }
+    }
+    devices
 }
 
 /// A published device.

@@ -18,7 +18,7 @@ use crate::error::CliError;
 use crate::inbox::Inbox;
 use crate::player::PlayerReport;
 use crate::reconnect::Connected;
-use crate::rooms::{FEED_INTERVAL, RoomFeed, RoomNews};
+use crate::rooms::{RoomFeed, RoomNews};
 use crate::session::Session;
 use crossterm::event::{
     Event as TermEvent, EventStream, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEventKind,
@@ -106,8 +106,9 @@ pub async fn run(global: &Global, scrollback: usize) -> Result<(), CliError> {
         playbacks: Playbacks::default(),
         link_tx,
         page: 10,
-        feed: Some(RoomFeed::start(global.connect_options()?, FEED_INTERVAL)),
+        feed: None,
     };
+    chat.feed = Some(global.room_feed(&chat.inbox)?);
     chat.model.event(
         format!(
             "connected to {} as {}; /help lists commands",
