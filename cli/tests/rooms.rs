@@ -413,15 +413,26 @@ async fn a_room_spans_two_cluster_replicas_and_concurrent_changes_converge() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut heard = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
-        listen.stdout.take().unwrap(),
-    ));
-    ok(&one, &home("alice"), "alice", &["room", "send", "movie", "first"]).await;
+    let mut heard =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(listen.stdout.take().unwrap()));
+    ok(
+        &one,
+        &home("alice"),
+        "alice",
+        &["room", "send", "movie", "first"],
+    )
+    .await;
     assert_eq!(
         heard.next_line().await.unwrap().as_deref(),
         Some("[movie] alice: first")
     );
-    ok(&one, &home("alice"), "alice", &["room", "send", "movie", "second"]).await;
+    ok(
+        &one,
+        &home("alice"),
+        "alice",
+        &["room", "send", "movie", "second"],
+    )
+    .await;
     assert_eq!(
         heard.next_line().await.unwrap().as_deref(),
         Some("[movie] alice: second"),
