@@ -80,6 +80,21 @@ pub enum Event {
     },
 }
 
+/// A commit that adds no device, as posted.
+fn without_welcome(
+    commit: &MlsMessageOut,
+    members_after: Vec<MemberDevice>,
+    epoch: u64,
+) -> Result<Commit, Error> {
+    Ok(Commit {
+        message: commit.to_bytes().map_err(mls("encoding a commit"))?,
+        welcome: None,
+        welcome_devices: Vec::new(),
+        members_after,
+        epoch,
+    })
+}
+
 fn group_id_hex(group_id: &[u8]) -> String {
     hex::encode(group_id)
 }
@@ -340,13 +355,7 @@ impl Device {
             .remove_members(&self.provider, &self.signer, &leaves)
             .map_err(mls("removing devices"))?;
         self.save()?;
-        Ok(Commit {
-            message: commit.to_bytes().map_err(mls("encoding a commit"))?,
-            welcome: None,
-            welcome_devices: Vec::new(),
-            members_after,
-            epoch,
-        })
+        without_welcome(&commit, members_after, epoch)
     }
 
     /// Asks the group to remove this device: a Remove proposal for its own leaf, to post like an
@@ -399,13 +408,7 @@ impl Device {
             .commit_to_pending_proposals(&self.provider, &self.signer)
             .map_err(mls("removing the devices that left"))?;
         self.save()?;
-        Ok(Commit {
-            message: commit.to_bytes().map_err(mls("encoding a commit"))?,
-            welcome: None,
-            welcome_devices: Vec::new(),
-            members_after,
-            epoch,
-        })
+        without_welcome(&commit, members_after, epoch)
     }
 
     /// Commits a fresh leaf key for this device (forward secrecy and healing after a
@@ -426,16 +429,7 @@ impl Device {
             )
             .map_err(mls("updating this device's leaf"))?;
         self.save()?;
-        Ok(Commit {
-            message: bundle
-                .commit()
-                .to_bytes()
-                .map_err(mls("encoding a commit"))?,
-            welcome: None,
-            welcome_devices: Vec::new(),
-            members_after,
-            epoch,
-        })
+        without_welcome(bundle.commit(), members_after, epoch)
     }
 
     /// The delivery service accepted this device's pending commit: apply it.

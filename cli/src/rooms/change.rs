@@ -84,19 +84,36 @@ impl Rooms {
         room: &Room,
         body: Body,
     ) -> Result<u64, CliError> {
+        let bytes = body.encode();
+        self.post_made(session, room, move |d, group| d.encrypt(group, &bytes))
+            .await?
+            .ok_or_else(|| {
+                CliError::Refused(format!("this device is no longer in room {}", room.label()))
+            })
+    }
+
+    /// Makes a message that does not change the epoch (an application message, a leave
+    /// request) with `make` and posts it; when another commit took the epoch, catches up and
+    /// makes it again. The log sequence number it got, or `None` when catching up showed this
+    /// device is no longer in the room.
+    async fn post_made(
+        &mut self,
+        session: &mut Session,
+        room: &Room,
+        make: impl Fn(&mut Device, &[u8]) -> Result<Vec<u8>, svs_mls::Error>
+        + Send
+        + Sync
+        + Clone
+        + 'static,
+    ) -> Result<Option<u64>, CliError> {
         let group = room.group_id();
         for _ in 0..ATTEMPTS {
             self.catch_up(session, &room.group, None).await?;
             if self.index.by_group_mut(&room.group).is_none() {
-                return Err(CliError::Refused(format!(
-                    "this device is no longer in room {}",
-                    room.label()
-                )));
+                return Ok(None);
             }
-            let (bytes, group_now) = (body.encode(), group.clone());
-            let message = self
-                .with_device(move |d| d.encrypt(&group_now, &bytes))
-                .await?;
+            let (make_now, group_now) = (make.clone(), group.clone());
+            let message = self.with_device(move |d| make_now(d, &group_now)).await?;
             let posted = session
                 .groups()
                 .post_group_message(PostGroupMessageRequest {
@@ -106,10 +123,7 @@ impl Rooms {
                 })
                 .await;
             match posted {
-                Ok(posted) => {
-                    let seq = posted.into_inner().seq;
-                    return Ok(seq);
-                }
+                Ok(posted) => return Ok(Some(posted.into_inner().seq)),
                 Err(status) if status.code() == tonic::Code::FailedPrecondition => continue,
                 Err(status) => return Err(status.into()),
             }
@@ -243,38 +257,16 @@ impl Rooms {
     /// removal), then deletes the room and its keys here. Returns the room's label.
     pub async fn leave(&mut self, session: &mut Session, room: &str) -> Result<String, CliError> {
         let room = self.room(room)?;
-        let group = room.group_id();
-        for _ in 0..ATTEMPTS {
-            self.catch_up(session, &room.group, None).await?;
-            if self.index.by_group_mut(&room.group).is_none() {
-                return Ok(room.label());
-            }
-            let group_now = group.clone();
-            let request = self.with_device(move |d| d.leave(&group_now)).await?;
-            let posted = session
-                .groups()
-                .post_group_message(PostGroupMessageRequest {
-                    device_id: self.device_id().into(),
-                    message: request.into(),
-                    ..Default::default()
-                })
-                .await;
-            match posted {
-                Ok(_) => {
-                    let group_now = group.clone();
-                    self.with_device(move |d| d.forget(&group_now)).await?;
-                    self.index.remove(&room.group);
-                    self.index.save()?;
-                    return Ok(room.label());
-                }
-                Err(status) if status.code() == tonic::Code::FailedPrecondition => continue,
-                Err(status) => return Err(status.into()),
-            }
+        let asked = self
+            .post_made(session, &room, |d, group| d.leave(group))
+            .await?;
+        if asked.is_some() {
+            let group = room.group_id();
+            self.with_device(move |d| d.forget(&group)).await?;
+            self.index.remove(&room.group);
+            self.index.save()?;
         }
-        Err(CliError::Refused(format!(
-            "others kept changing room {} ({ATTEMPTS} attempts); try again",
-            room.label()
-        )))
+        Ok(room.label())
     }
 
     /// Commits the removal of members who asked to leave the room, if any still wait.
