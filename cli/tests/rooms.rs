@@ -595,6 +595,9 @@ async fn the_line_chat_makes_a_room_writes_in_it_and_shows_what_others_say() {
             .unwrap()
     };
     assert!(exited);
+    // The room feed's session ended with the chat: alice is not online any more.
+    let (out, _) = ok(&dir, &home("bob"), "bob", &["who"]).await;
+    assert!(!out.contains("alice"), "alice left with her chat: {out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

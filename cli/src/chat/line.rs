@@ -108,6 +108,9 @@ pub async fn run(global: &Global) -> Result<(), CliError> {
         }
     };
     playbacks.stop_all();
+    if let Some(feed) = feed {
+        feed.stop().await;
+    }
     let _ = session.quit().await;
     println!("left the chat");
     result

@@ -31,15 +31,21 @@ pub struct ListenArgs {
 }
 
 /// Prints what the room feed says, adding room messages to `received` and notifying `done`
-/// once `count` is reached.
+/// once `count` is reached; stops the feed when `stop` fires.
 async fn print_rooms(
     mut feed: RoomFeed,
     json: bool,
     count: Option<usize>,
     received: Arc<AtomicUsize>,
     done: Arc<Notify>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
-    while let Some(news) = feed.next().await {
+    loop {
+        let news = tokio::select! {
+            news = feed.next() => news,
+            _ = &mut stop => break,
+        };
+        let Some(news) = news else { break };
         match news {
             RoomNews::Events(events) => {
                 let messages = crate::commands::room::print_events(&events, json);
@@ -52,6 +58,7 @@ async fn print_rooms(
             RoomNews::Rooms(_) => {}
         }
     }
+    feed.stop().await;
 }
 
 pub async fn run(global: &Global, args: ListenArgs) -> Result<(), CliError> {
@@ -64,13 +71,18 @@ pub async fn run(global: &Global, args: ListenArgs) -> Result<(), CliError> {
     let received = Arc::new(AtomicUsize::new(0));
     let rooms_done = Arc::new(Notify::new());
     let rooms = match args.rooms {
-        true => Some(tokio::spawn(print_rooms(
-            global.room_feed(&inbox)?,
-            args.json,
-            args.count,
-            received.clone(),
-            rooms_done.clone(),
-        ))),
+        true => {
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            let task = tokio::spawn(print_rooms(
+                global.room_feed(&inbox)?,
+                args.json,
+                args.count,
+                received.clone(),
+                rooms_done.clone(),
+                stopped,
+            ));
+            Some((task, stop))
+        }
         false => None,
     };
     // One listener for the whole loop, so a Ctrl-C during processing is not lost.
@@ -139,8 +151,10 @@ pub async fn run(global: &Global, args: ListenArgs) -> Result<(), CliError> {
             }
         }
     };
-    if let Some(rooms) = rooms {
-        rooms.abort();
+    if let Some((task, stop)) = rooms {
+        let _ = stop.send(());
+        // The feed ends its session (at most 3 s); then the task is done.
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     let _ = session.quit().await;
     outcome

@@ -8,7 +8,7 @@ use crate::error::CliError;
 use crate::session::{ConnectOptions, Session};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// How often a feed woken by the directory's hints (`svs chat`, `svs listen --rooms`) also looks,
@@ -28,11 +28,17 @@ pub enum RoomNews {
     Problem(String),
 }
 
-/// A task following this device's rooms; stops when dropped.
+/// How long `RoomFeed::stop` waits for the feed's session to say goodbye.
+const STOP_WAIT: Duration = Duration::from_secs(3);
+
+/// A task following this device's rooms. `stop` ends its session (a session counts as the name
+/// being online, so it must not linger after the program that started it); dropping it only
+/// stops the task.
 #[derive(Debug)]
 pub struct RoomFeed {
     news: mpsc::Receiver<RoomNews>,
     task: JoinHandle<()>,
+    stop: Option<oneshot::Sender<()>>,
 }
 
 impl RoomFeed {
@@ -41,8 +47,22 @@ impl RoomFeed {
     /// `Inbox::room_activity` receives them).
     pub fn start(options: ConnectOptions, interval: Duration, wake: Option<Arc<Notify>>) -> Self {
         let (sender, news) = mpsc::channel(16);
-        let task = tokio::spawn(follow(options, interval, wake, sender));
-        Self { news, task }
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(follow(options, interval, wake, sender, stopped));
+        Self {
+            news,
+            task,
+            stop: Some(stop),
+        }
+    }
+
+    /// Stops following and ends the feed's session (waiting at most 3 s for the directory).
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take()
+            && stop.send(()).is_ok()
+        {
+            let _ = tokio::time::timeout(STOP_WAIT, &mut self.task).await;
+        }
     }
 
     /// The next news; `None` once the feed stopped for good (the directory serves no rooms).
@@ -68,6 +88,7 @@ async fn follow(
     interval: Duration,
     wake: Option<Arc<Notify>>,
     news: mpsc::Sender<RoomNews>,
+    mut stopped: oneshot::Receiver<()>,
 ) {
     let home = options.home.clone();
     let mut session: Option<Session> = None;
@@ -112,22 +133,28 @@ async fn follow(
                     || news.send(RoomNews::Problem(text.clone())).await.is_ok();
                 said = Some(text);
                 if stop {
-                    return;
+                    break;
                 }
                 told
             }
         };
         if !told {
-            return;
+            break;
         }
-        match &wake {
-            Some(wake) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(interval) => {}
-                    _ = wake.notified() => {}
-                }
+        let woken = async {
+            match &wake {
+                Some(wake) => wake.notified().await,
+                None => std::future::pending().await,
             }
-            None => tokio::time::sleep(interval).await,
+        };
+        tokio::select! {
+            _ = &mut stopped => break,
+            _ = tokio::time::sleep(interval) => {}
+            _ = woken => {}
         }
+    }
+    // The session counts as this name being online: it ends with the feed.
+    if let Some(session) = session.as_mut() {
+        let _ = session.quit().await;
     }
 }

@@ -121,6 +121,9 @@ pub async fn run(global: &Global, scrollback: usize) -> Result<(), CliError> {
     let mut screen = Screen::enter(&log)?;
     let result = chat.run(&mut screen, &mut link_rx).await;
     chat.playbacks.stop_all();
+    if let Some(feed) = chat.feed.take() {
+        feed.stop().await;
+    }
     drop(screen);
     // Others see the leave at once; a directory that cannot be reached does not hold us up.
     let _ = tokio::time::timeout(QUIT_WAIT, chat.session.quit()).await;
