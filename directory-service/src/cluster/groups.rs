@@ -29,7 +29,7 @@ use crate::Error;
 use crate::error::Refusal;
 use crate::groups::{
     Entry, GroupLimits, GroupStore, LogPage, Post, PostKind, Posted, PublishedDevice,
-    StoredWelcome, devices_of_both,
+    StoredWelcome, devices_of_both, next_state,
 };
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
@@ -600,56 +600,19 @@ impl JetStreamGroups {
         post: &Post,
         state: Option<&GroupState>,
     ) -> Result<Result<GroupState, Refusal>, Error> {
-        let group_hex = hex::encode(&post.group_id);
-        let (epoch_now, members_now) = match (state, post.kind) {
-            (None, PostKind::Commit) if post.epoch == 0 => (0, Vec::new()),
-            (None, _) => {
-                return Ok(Err(Refusal::NotFound(format!(
-                    "no group {group_hex}: a group starts with a commit made in epoch 0"
-                ))));
-            }
-            (Some(state), _) => {
-                if !state.has(&post.from_device) {
-                    return Ok(Err(Refusal::PermissionDenied(format!(
-                        "device {} is not a member of group {group_hex}",
-                        device_id_hex(&post.from_device)
-                    ))));
-                }
-                (state.epoch, state.members.clone())
-            }
-        };
-        if post.epoch != epoch_now {
-            return Ok(Err(Refusal::FailedPrecondition(format!(
-                "group {group_hex} is at epoch {epoch_now}, the message was made in epoch {}: fetch \
-                 the group's log, process it, and make the message again",
-                post.epoch
-            ))));
-        }
-        let (epoch_after, members_after) = match post.kind {
-            PostKind::Application => (epoch_now, members_now),
-            PostKind::Commit => {
-                if post.members_after.is_empty() {
-                    return Ok(Err(Refusal::InvalidArgument(
-                        "a commit needs member_devices: the group's devices once it applies".into(),
-                    )));
-                }
-                (epoch_now + 1, post.members_after.concat())
-            }
+        let now = state.map(|s| (s.epoch, s.members.as_slice()));
+        let (epoch, members) = match next_state(post, now) {
+            Ok(after) => after,
+            Err(refusal) => return Ok(Err(refusal)),
         };
         let after = GroupState {
-            epoch: epoch_after,
+            epoch,
             last_seq: 0,
             count: state.map_or(0, |s| s.count) + 1,
-            members: members_after,
+            members,
         };
         if let Some((_, devices)) = &post.welcome {
             for device in devices {
-                if !after.has(device) {
-                    return Ok(Err(Refusal::InvalidArgument(format!(
-                        "welcome_devices names {}, which is not in member_devices",
-                        device_id_hex(device)
-                    ))));
-                }
                 if !matches!(
                     self.device_record(device).await?,
                     Some(DeviceRecord::Published { .. })

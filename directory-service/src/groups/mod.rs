@@ -13,5 +13,5 @@ pub(crate) use redb_groups::{RedbGroups, create_tables};
 pub(crate) use service::GroupsService;
 pub(crate) use store::{
     Entry, GroupLimits, GroupStore, LogPage, Post, PostKind, Posted, PublishedDevice,
-    StoredWelcome, devices_of_both,
+    StoredWelcome, devices_of_both, next_state,
 };

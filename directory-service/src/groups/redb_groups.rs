@@ -3,7 +3,7 @@
 
 use super::store::{
     Entry, GroupLimits, GroupStore, LogPage, Post, PostKind, Posted, PublishedDevice,
-    StoredWelcome, devices_of_both,
+    StoredWelcome, devices_of_both, next_state,
 };
 use crate::Error;
 use crate::db::{Db, storage};
@@ -88,10 +88,6 @@ impl RedbGroups {
     }
 }
 
-fn members_bytes(members: &[DeviceId]) -> Vec<u8> {
-    members.concat()
-}
-
 fn contains(members: &[u8], device: &DeviceId) -> bool {
     members.chunks_exact(DEVICE_ID_LEN).any(|m| m == device)
 }
@@ -169,30 +165,16 @@ fn apply_post(
             let (epoch, next_seq, members) = v.value();
             (epoch, next_seq, members.to_vec())
         });
-    let (epoch_now, next_seq, members_now) = match (&current, post.kind) {
-        (None, PostKind::Commit) if post.epoch == 0 => (0, 1, Vec::new()),
-        (None, _) => {
-            return Ok(Err(Refusal::NotFound(format!(
-                "no group {group_hex}: a group starts with a commit made in epoch 0"
-            ))));
-        }
-        (Some((epoch, next_seq, members)), _) => {
-            if !contains(members, &post.from_device) {
-                return Ok(Err(Refusal::PermissionDenied(format!(
-                    "device {} is not a member of group {group_hex}",
-                    device_id_hex(&post.from_device)
-                ))));
-            }
-            (*epoch, *next_seq, members.clone())
-        }
+    let now = current
+        .as_ref()
+        .map(|(epoch, _, members)| (*epoch, members.as_slice()));
+    let (epoch_after, members_after) = match next_state(post, now) {
+        Ok(after) => after,
+        Err(refusal) => return Ok(Err(refusal)),
     };
-    if post.epoch != epoch_now {
-        return Ok(Err(Refusal::FailedPrecondition(format!(
-            "group {group_hex} is at epoch {epoch_now}, the message was made in epoch {}: fetch \
-             the group's log, process it, and make the message again",
-            post.epoch
-        ))));
-    }
+    let (next_seq, members_before) = current
+        .map(|(_, next_seq, members)| (next_seq, members))
+        .unwrap_or((1, Vec::new()));
     let first_seq = {
         let log = txn.open_table(LOG).map_err(storage)?;
         let first = log
@@ -210,28 +192,10 @@ fn apply_post(
             limits.max_log_entries_per_group
         ))));
     }
-    let members_before = members_now.clone();
-    let (epoch_after, members_after) = match post.kind {
-        PostKind::Application => (epoch_now, members_now),
-        PostKind::Commit => {
-            if post.members_after.is_empty() {
-                return Ok(Err(Refusal::InvalidArgument(
-                    "a commit needs member_devices: the group's devices once it applies".into(),
-                )));
-            }
-            (epoch_now + 1, members_bytes(&post.members_after))
-        }
-    };
     if let Some((welcome, devices)) = &post.welcome {
         let mut welcomes = txn.open_table(WELCOMES).map_err(storage)?;
         let published = txn.open_table(DEVICES).map_err(storage)?;
         for device in devices {
-            if !contains(&members_after, device) {
-                return Ok(Err(Refusal::InvalidArgument(format!(
-                    "welcome_devices names {}, which is not in member_devices",
-                    device_id_hex(device)
-                ))));
-            }
             if published.get(device).map_err(storage)?.is_none() {
                 return Ok(Err(Refusal::NotFound(format!(
                     "no published device {}",

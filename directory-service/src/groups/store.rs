@@ -1,6 +1,7 @@
 //! What the delivery service stores, behind one trait so a backend can be swapped.
 
 use crate::Error;
+use crate::error::Refusal;
 use svs_mls::DeviceId;
 
 /// Bounds on what one name, device or group may make the directory hold. Each is a flag.
@@ -87,6 +88,64 @@ pub(crate) struct StoredWelcome {
     pub seq: u64,
     pub welcome: Vec<u8>,
     pub from_device: DeviceId,
+}
+
+/// The rules every store applies to a post, from the group's epoch and member devices now (16
+/// bytes each; `None`: no such group): the epoch and member devices once it applies, or why
+/// not. What needs a store's own data (bounds, published devices, Welcome queues) each store
+/// checks beside it, in the same transaction or conditional write as the append.
+pub(crate) fn next_state(
+    post: &Post,
+    now: Option<(u64, &[u8])>,
+) -> Result<(u64, Vec<u8>), Refusal> {
+    let group_hex = hex::encode(&post.group_id);
+    let has = |members: &[u8], device: &DeviceId| {
+        members
+            .chunks_exact(svs_mls::DEVICE_ID_LEN)
+            .any(|m| m == device)
+    };
+    let (epoch_now, members_now) = match (now, post.kind) {
+        (None, PostKind::Commit) if post.epoch == 0 => (0, &[][..]),
+        (None, _) => {
+            return Err(Refusal::NotFound(format!(
+                "no group {group_hex}: a group starts with a commit made in epoch 0"
+            )));
+        }
+        (Some((epoch, members)), _) => {
+            if !has(members, &post.from_device) {
+                return Err(Refusal::PermissionDenied(format!(
+                    "device {} is not a member of group {group_hex}",
+                    svs_mls::device_id_hex(&post.from_device)
+                )));
+            }
+            (epoch, members)
+        }
+    };
+    if post.epoch != epoch_now {
+        return Err(Refusal::FailedPrecondition(format!(
+            "group {group_hex} is at epoch {epoch_now}, the message was made in epoch {}: fetch \
+             the group's log, process it, and make the message again",
+            post.epoch
+        )));
+    }
+    let after = match post.kind {
+        PostKind::Application => (epoch_now, members_now.to_vec()),
+        PostKind::Commit if post.members_after.is_empty() => {
+            return Err(Refusal::InvalidArgument(
+                "a commit needs member_devices: the group's devices once it applies".into(),
+            ));
+        }
+        PostKind::Commit => (epoch_now + 1, post.members_after.concat()),
+    };
+    if let Some((_, devices)) = &post.welcome
+        && let Some(stranger) = devices.iter().find(|d| !has(&after.1, d))
+    {
+        return Err(Refusal::InvalidArgument(format!(
+            "welcome_devices names {}, which is not in member_devices",
+            svs_mls::device_id_hex(stranger)
+        )));
+    }
+    Ok(after)
 }
 
 /// Devices in `before` and then those of `after` not in it (16-byte ids concatenated).
