@@ -9,7 +9,6 @@ use crate::home::Home;
 use crate::known_peers::Trust;
 use crate::rooms::{RoomEvent, RoomInfo, Rooms, device_list};
 use crate::session::Session;
-use std::collections::BTreeMap;
 use svs_common::names::canonical;
 
 /// What a room command did.
@@ -83,17 +82,11 @@ fn room_lines(session: &Session, rooms: &[RoomInfo], me: &str) -> Vec<String> {
     }
     let mut lines = vec![format!("your rooms ({}):", rooms.len())];
     for room in rooms {
-        let mut people: BTreeMap<String, (String, usize)> = BTreeMap::new();
-        for member in &room.members {
-            people
-                .entry(canonical(&member.name))
-                .or_insert_with(|| (member.name.clone(), 0))
-                .1 += 1;
-        }
-        let people: Vec<String> = people
+        let people: Vec<String> = room
+            .people()
             .into_iter()
-            .map(|(key, (name, devices))| {
-                let trust = if key == canonical(me) {
+            .map(|(name, devices)| {
+                let trust = if canonical(&name) == canonical(me) {
                     "you"
                 } else {
                     match session.pins.trust(&name) {

@@ -105,3 +105,18 @@ pub struct RoomInfo {
     /// same epoch with the same group state.
     pub code: String,
 }
+
+impl RoomInfo {
+    /// Each person in the room, by canonical name, with how many of their devices are members.
+    pub fn people(&self) -> Vec<(String, usize)> {
+        let mut people: std::collections::BTreeMap<String, (String, usize)> =
+            std::collections::BTreeMap::new();
+        for member in &self.members {
+            people
+                .entry(svs_common::names::canonical(&member.name))
+                .or_insert_with(|| (member.name.clone(), 0))
+                .1 += 1;
+        }
+        people.into_values().collect()
+    }
+}

@@ -288,18 +288,11 @@ impl Model {
         self.rooms = rooms
             .iter()
             .map(|room| {
-                let mut people: BTreeMap<String, (String, usize)> = BTreeMap::new();
-                for member in &room.members {
-                    people
-                        .entry(canonical(&member.name))
-                        .or_insert_with(|| (member.name.clone(), 0))
-                        .1 += 1;
-                }
                 let pane = RoomPane {
                     label: room.label.clone(),
                     epoch: room.epoch,
                     code: room.code.clone(),
-                    people: people.into_values().collect(),
+                    people: room.people(),
                 };
                 (canonical(&room_conversation(&room.label)), pane)
             })
