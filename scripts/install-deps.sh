@@ -4,10 +4,14 @@
 # the OpenCV development libraries, nasm (openh264's assembly: the H.264 codec is built from
 # source, about twice as fast with it), python3-venv (grpcurl from PyPI, for the tests) and curl (the
 # compose test scrapes metrics with it), nats-server (cluster mode runs on NATS JetStream; the
-# tests start a real one), and xvfb and xdotool (a test plays in a real window and types keys).
+# tests start a real one), xvfb and xdotool (a test plays in a real window and types keys), cmake
+# (libopus, the Opus codec, is built from source by the opus crate), libasound2-dev (`svs play`
+# plays sound through ALSA with cpal), and for the sound tests ffmpeg (films made the way people's
+# are: x264 with AAC sound) and PulseAudio with its ALSA plugin and tools (a null sink is a real
+# sound device without a loudspeaker; parec records what it played).
 set -euo pipefail
 
-packages=(build-essential pkg-config clang libclang-dev libopencv-dev nasm python3-venv curl nats-server xvfb xdotool)
+packages=(build-essential pkg-config clang libclang-dev libopencv-dev nasm python3-venv curl nats-server xvfb xdotool cmake libasound2-dev ffmpeg pulseaudio pulseaudio-utils libasound2-plugins)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 bin=target/release
 mkdir -p data videos
 
-if ! ls videos/*_*.mp4 >/dev/null 2>&1; then
-  echo "videos/ is empty: making the demo videos (demo and detail, 10 s each in 240p, 720p and 1440p)"
+# Also when the demos predate their sound track (demo.wav).
+if ! ls videos/*_*.mp4 >/dev/null 2>&1 || { [ -e videos/demo_720p.mp4 ] && [ ! -e videos/demo.wav ]; }; then
+  echo "making the demo videos (demo and detail, 10 s each in 240p, 720p and 1440p, with sound)"
   "$bin/stream-service" make-demo --videos videos
 fi
 

@@ -97,6 +97,7 @@ impl Stream for Hostile {
                     frame_count: 30,
                     duration_seconds: 1.0,
                 }],
+                has_audio: false,
             }],
         }))
     }
@@ -118,6 +119,7 @@ impl Stream for Hostile {
                 adaptive: false,
                 codec: Codec::Jpeg as i32,
                 keyframe_interval: 1,
+                audio: None,
             })),
         };
         let mut items = vec![header];

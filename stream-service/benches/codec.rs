@@ -197,6 +197,7 @@ async fn main() {
                     start_seconds: start,
                     pacing: Pacing::AsFastAsPossible as i32,
                     codec: Codec::H264 as i32,
+                    ..Default::default()
                 };
                 firsts.extend(first_frame_ms(&mut client, request).await);
             }

@@ -101,6 +101,14 @@ pub struct Limits {
     /// Largest message sent (a 1440p JPEG frame is typically 0.2-1 MB).
     #[arg(long, env = "SVS_MAX_FRAME_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_frame_bytes: usize,
+    /// Opus bit rate of the sound, in bits per second (6,000-510,000; 96,000 is transparent
+    /// stereo for most film sound).
+    #[arg(long, env = "SVS_AUDIO_BITRATE", default_value_t = crate::audio::DEFAULT_BITRATE, value_parser = clap::value_parser!(u32).range(6_000..=510_000))]
+    pub audio_bitrate: u32,
+    /// Bytes of encoded sound kept in memory (ten seconds are about 120 KB at 96 kbit/s; a
+    /// chunk no one holds is made again in about 10 ms when needed).
+    #[arg(long, env = "SVS_SOUND_CACHE_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub sound_cache_max_bytes: u64,
     /// Seconds between rescans of the videos directory.
     #[arg(long, env = "SVS_RESCAN_SECS", default_value_t = 2)]
     pub rescan_secs: u64,

@@ -5,6 +5,7 @@
 //! private and what other crates need is re-exported here. docs/architecture.md has the map.
 #![warn(missing_docs)]
 
+mod audio;
 mod cache;
 mod config;
 mod encoder;

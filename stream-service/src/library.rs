@@ -1,6 +1,8 @@
 //! The video library: which `<name>_<rendition>.mp4` files exist in the videos directory, what
-//! each holds, and a fingerprint of each file so changed sources are noticed.
+//! each holds, where each video's sound is (`audio::find`), and a fingerprint of each file so
+//! changed sources are noticed.
 
+use crate::audio::{self, SoundProbes, SoundTrack};
 use crate::media::{self, Probe};
 use crate::resolution::Rendition;
 use std::collections::BTreeMap;
@@ -22,6 +24,8 @@ pub struct Source {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Video {
     pub renditions: BTreeMap<Rendition, Source>,
+    /// The sound, if the video has any.
+    pub(crate) audio: Option<SoundTrack>,
 }
 
 impl Video {
@@ -39,6 +43,7 @@ impl Video {
 pub struct Library {
     dir: PathBuf,
     videos: RwLock<BTreeMap<String, Video>>,
+    sound_probes: std::sync::Mutex<SoundProbes>,
 }
 
 /// Size and modification time of a regular file (symlinks followed); `None` for anything else
@@ -67,11 +72,24 @@ pub(crate) fn parse_file_name(file: &str) -> Option<(&str, Rendition)> {
     Some((name, Rendition::from_label(label)?))
 }
 
+/// Splits `demo.wav` into ("demo", its place in `SIDECAR_EXTENSIONS`).
+pub(crate) fn parse_sound_file_name(file: &str) -> Option<(&str, usize)> {
+    let (name, extension) = file.rsplit_once('.')?;
+    if name.is_empty() || name.starts_with('.') {
+        return None;
+    }
+    let preference = audio::SIDECAR_EXTENSIONS
+        .iter()
+        .position(|e| e.eq_ignore_ascii_case(extension))?;
+    Some((name, preference))
+}
+
 impl Library {
     pub fn new(dir: PathBuf) -> Self {
         Self {
             dir,
             videos: RwLock::new(BTreeMap::new()),
+            sound_probes: std::sync::Mutex::new(SoundProbes::default()),
         }
     }
 
@@ -87,8 +105,16 @@ impl Library {
                 return false;
             }
         };
+        // Sound files beside the renditions: (video name, preference) → (path, tag).
+        let mut sidecars: BTreeMap<(String, usize), (PathBuf, String)> = BTreeMap::new();
         for entry in entries.flatten() {
             let file = entry.file_name();
+            if let Some((name, preference)) = file.to_str().and_then(parse_sound_file_name)
+                && let Some(tag) = file_tag(&entry.path())
+            {
+                sidecars.insert((name.to_string(), preference), (entry.path(), tag));
+                continue;
+            }
             let Some((name, rendition)) = file.to_str().and_then(parse_file_name) else {
                 continue;
             };
@@ -117,12 +143,39 @@ impl Library {
                 .renditions
                 .insert(rendition, source);
         }
+        self.find_sound(&mut next, &sidecars);
         let changed = next != previous;
         if changed {
             tracing::info!(videos = next.len(), "video library updated");
             *self.videos.write().expect("library lock") = next;
         }
         changed
+    }
+
+    /// Sets each video's sound: its first sound file with a track, else a rendition's track
+    /// (highest first). Probes only new or changed files.
+    fn find_sound(
+        &self,
+        videos: &mut BTreeMap<String, Video>,
+        sidecars: &BTreeMap<(String, usize), (PathBuf, String)>,
+    ) {
+        let mut probes = self.sound_probes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut present = std::collections::HashSet::new();
+        for (name, video) in videos.iter_mut() {
+            let beside: Vec<_> = sidecars
+                .range((name.clone(), 0)..(name.clone(), usize::MAX))
+                .map(|(_, (path, tag))| (path.as_path(), tag.as_str()))
+                .collect();
+            let inside: Vec<_> = video
+                .renditions
+                .values()
+                .rev()
+                .map(|s| (s.path.as_path(), s.tag.as_str()))
+                .collect();
+            present.extend(beside.iter().chain(&inside).map(|(p, _)| p.to_path_buf()));
+            video.audio = audio::find(&mut probes, beside, inside);
+        }
+        probes.keep_only(&present);
     }
 
     /// Every video (a copy).
@@ -157,6 +210,7 @@ impl Library {
                         duration_seconds: s.probe.frame_count as f64 / s.probe.fps,
                     })
                     .collect(),
+                has_audio: video.audio.is_some(),
             })
             .collect()
     }
@@ -201,5 +255,14 @@ mod tests {
         assert_eq!(parse_file_name("demo_480p.mp4"), None);
         assert_eq!(parse_file_name("demo.mp4"), None);
         assert_eq!(parse_file_name(".demo_240p.tmp.mp4"), None);
+    }
+
+    #[test]
+    fn sound_file_names() {
+        assert_eq!(parse_sound_file_name("demo.wav"), Some(("demo", 0)));
+        assert_eq!(parse_sound_file_name("my.talk.M4A"), Some(("my.talk", 2)));
+        assert_eq!(parse_sound_file_name("demo_720p.mp4"), None);
+        assert_eq!(parse_sound_file_name(".demo.wav"), None);
+        assert_eq!(parse_sound_file_name("demo.txt"), None);
     }
 }

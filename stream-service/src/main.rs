@@ -25,7 +25,8 @@ struct Cli {
 enum Command {
     /// Write two demo videos in all three renditions: a moving test pattern with the frame
     /// number and rendition drawn on it (`demo`), and a flight over a fractal with fine moving
-    /// detail (`detail`), on which compression figures are honest.
+    /// detail (`detail`), on which compression figures are honest. Each gets a sound track
+    /// (`<name>.wav`): a 1 kHz beep at every whole second, when frame number k × fps shows.
     MakeDemo {
         #[arg(long, env = "SVS_VIDEOS", default_value = "./videos")]
         videos: PathBuf,
@@ -42,7 +43,8 @@ enum Command {
         #[arg(long, default_value_t = 30.0)]
         fps: f64,
     },
-    /// Make the three renditions of one source file (same frame rate and frame count).
+    /// Make the three renditions of one source file (same frame rate and frame count), and
+    /// keep its sound (if it has a track svs reads) as `<name>.wav` beside them.
     Ingest {
         /// Any video file OpenCV can read.
         file: PathBuf,
@@ -100,7 +102,7 @@ async fn main() -> ExitCode {
             progress.finish();
             let written = names
                 .iter()
-                .map(|n| format!("{n}_240p.mp4, {n}_720p.mp4, {n}_1440p.mp4"))
+                .map(|n| format!("{n}_240p.mp4, {n}_720p.mp4, {n}_1440p.mp4, {n}.wav"))
                 .collect::<Vec<_>>()
                 .join(", ");
             finish(
@@ -120,7 +122,7 @@ async fn main() -> ExitCode {
                 ingested
                     .map(|n| {
                         format!(
-                            "wrote three renditions of {n} frames as {name}_*.mp4 in {}",
+                            "wrote three renditions of {n} frames as {name}_*.mp4 (and its sound, if any, as {name}.wav) in {}",
                             videos.display()
                         )
                     })

@@ -151,7 +151,7 @@ pub fn rendition_path(dir: &Path, name: &str, rendition: Rendition) -> std::path
 }
 
 /// Writes `<name>_240p/720p/1440p.mp4`: a moving test pattern with the frame number and the
-/// rendition drawn on every frame. Files are written under a temporary name and renamed. Flat
+/// rendition drawn on every frame, and `<name>.wav`, a beep at every whole second. Files are written under a temporary name and renamed. Flat
 /// colour compresses well in any codec: `make_detail_demo` is the harder one.
 pub fn make_demo(
     dir: &Path,
@@ -163,7 +163,12 @@ pub fn make_demo(
     for rendition in Rendition::ALL {
         make_demo_rendition(dir, name, rendition, seconds, fps, progress)?;
     }
-    Ok(())
+    write_demo_sound(dir, name, seconds)
+}
+
+/// Writes `<name>.wav`: the demos' sound, a beep at every whole second (`audio::demo`).
+fn write_demo_sound(dir: &Path, name: &str, seconds: f64) -> Result<(), Error> {
+    crate::audio::demo::write_beeps(&dir.join(format!("{name}.wav")), seconds)
 }
 
 /// The fractal the detail demo flies over: the Mandelbrot set's "seahorse valley" (around
@@ -245,7 +250,8 @@ pub fn make_detail_demo(
         outputs.write(&frame, Some(i as u64))?;
         progress.advance(Rendition::ALL.len() as u64);
     }
-    outputs.finish()
+    outputs.finish()?;
+    write_demo_sound(dir, name, seconds)
 }
 
 /// The three renditions of one video being written: each frame resized to each rendition's
@@ -464,5 +470,7 @@ pub fn ingest(
         progress.advance(1);
     }
     outputs.finish()?;
+    let seconds = count as f64 / info.fps;
+    crate::audio::keep_sound(source, &dir.join(format!("{name}.wav")), seconds)?;
     Ok(count)
 }

@@ -2,8 +2,10 @@
 //! skips frames when the viewer cannot keep up, adapts the rendition in AUTO, and applies
 //! control actions (switch, pause, resume, seek) between frames. In H.264 it bridges from a
 //! switch, seek or start between keyframes to the next keyframe with JPEG frames of the same
-//! rendition, and a viewer that falls behind skips to the next keyframe.
+//! rendition, and a viewer that falls behind skips to the next keyframe. Sound, when asked for,
+//! goes out ahead of the frames (`AUDIO_LEAD`) and is never skipped.
 
+use crate::audio;
 use crate::cache::{FrameCache, Reader};
 use crate::encoder::Codec;
 use crate::library::Source;
@@ -30,6 +32,13 @@ const STEP_DOWN_SKIP_SHARE: f64 = 0.10;
 const STEP_UP_AFTER: Duration = Duration::from_secs(5);
 /// Least time between two AUTO switches.
 const MIN_SWITCH_GAP: Duration = Duration::from_secs(1);
+/// Seconds of sound sent ahead of the frame going out: what a player buffers against jitter.
+pub(crate) const AUDIO_LEAD: f64 = 0.3;
+/// More sound goes out once less than this is ahead (so one message carries about 100 ms).
+const AUDIO_REFILL: f64 = 0.2;
+/// With sound flowing, frames at most this late go out at once (the viewer shows them as soon
+/// as they come and catches up with the sound); later ones are skipped.
+const SOUND_CATCH_UP: Duration = Duration::from_millis(500);
 
 /// What Control can ask of a running playback.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -52,6 +61,8 @@ pub(crate) struct PlaybackStart {
     pub start_index: u64,
     pub pacing: Pacing,
     pub codec: Codec,
+    /// The sound to send, if asked for and the video has some.
+    pub sound: Option<audio::Cursor>,
 }
 
 type Sink = mpsc::Sender<Result<PlayResponse, Status>>;
@@ -78,6 +89,10 @@ pub(crate) struct Playback {
     window: VecDeque<bool>,
     last_switch: Instant,
     last_skip: Instant,
+    sound: Option<audio::Cursor>,
+    /// Sound of the current run (since the start or the last seek) has gone out: the viewer's
+    /// clock is running.
+    sound_running: bool,
 }
 
 fn response(kind: play_response::Kind) -> PlayResponse {
@@ -85,7 +100,8 @@ fn response(kind: play_response::Kind) -> PlayResponse {
 }
 
 impl Playback {
-    pub(crate) fn new(start: PlaybackStart, cache: Arc<FrameCache>, source: &Source) -> Self {
+    pub(crate) fn new(mut start: PlaybackStart, cache: Arc<FrameCache>, source: &Source) -> Self {
+        let sound = start.sound.take();
         let frames = cache.reader(
             &start.video_name,
             start.rendition,
@@ -110,6 +126,8 @@ impl Playback {
             window: VecDeque::with_capacity(WINDOW),
             last_switch: now,
             last_skip: now,
+            sound,
+            sound_running: false,
         }
     }
 
@@ -124,6 +142,22 @@ impl Playback {
     fn due(&self, index: u64) -> Instant {
         self.clock_start
             + Duration::from_secs_f64(index.saturating_sub(self.clock_index) as f64 / self.fps())
+    }
+
+    /// Where the clock is now, in seconds of video.
+    fn clock_pts(&self) -> f64 {
+        self.clock_index as f64 / self.fps() + self.clock_start.elapsed().as_secs_f64()
+    }
+
+    /// When more sound is due on the clock (its lead down to `AUDIO_REFILL`), once sound of this
+    /// run is flowing; `None` without sound or when all of it is out.
+    fn sound_refill_at(&self) -> Option<Instant> {
+        let sound = self.sound.as_ref().filter(|_| self.sound_running)?;
+        if sound.finished() {
+            return None;
+        }
+        let at_pts = sound.sent_until() - AUDIO_REFILL - self.clock_index as f64 / self.fps();
+        Some(self.clock_start + Duration::from_secs_f64(at_pts.max(0.0)))
     }
 
     fn restart_clock(&mut self) {
@@ -221,6 +255,7 @@ impl Playback {
                 Codec::H264 => svs_common::proto::stream::Codec::H264,
             } as i32,
             keyframe_interval: self.frames.encoding().keyframe_interval() as u32,
+            audio: self.sound.as_ref().map(audio::Cursor::header),
         };
         if sink
             .send(Ok(response(play_response::Kind::Header(header))))
@@ -233,9 +268,17 @@ impl Playback {
         self.restart_clock();
         loop {
             if !self.paused && self.next_index >= self.frames.frame_count() {
+                // The sound to the video's end.
+                let end = self.frames.frame_count() as f64 / self.fps();
+                if self.sound.is_some() && !self.send_sound(end, &sink, &stop).await {
+                    return;
+                }
                 break;
             }
             let due = self.due(self.next_index);
+            // Sound runs on the clock, not only when a frame leaves: a frame that waits (or is
+            // skipped) never holds it back.
+            let refill = self.sound_refill_at().filter(|_| realtime && !self.paused);
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => {
@@ -250,6 +293,13 @@ impl Playback {
                     }
                     continue;
                 }
+                _ = tokio::time::sleep_until(refill.unwrap_or(due)), if refill.is_some_and(|at| at < due) => {
+                    let now = self.clock_pts();
+                    if !self.send_sound(now, &sink, &stop).await {
+                        return;
+                    }
+                    continue;
+                }
                 _ = tokio::time::sleep_until(due), if realtime && !self.paused => {}
                 _ = std::future::ready(()), if !realtime && !self.paused => {}
             }
@@ -258,8 +308,16 @@ impl Playback {
                 // frame that is due now instead of drifting.
                 let late = Instant::now().saturating_duration_since(due);
                 let behind = (late.as_secs_f64() / self.interval().as_secs_f64()) as u64;
-                if behind >= 1 {
+                // With sound, frames late because our own encoder was slow go out at once to
+                // catch up with it, rather than be skipped.
+                let catching_up = self.sound_running && late <= SOUND_CATCH_UP;
+                if behind >= 1 && !catching_up {
                     self.skip(behind);
+                    // Sound is never skipped with the frames.
+                    let pts = self.next_index as f64 / self.fps();
+                    if !self.send_sound(pts, &sink, &stop).await {
+                        return;
+                    }
                     continue;
                 }
             }
@@ -276,11 +334,20 @@ impl Playback {
                 }
             };
             // Waiting for our own encoder (a cold rendition) is not the viewer falling behind:
-            // restart the clock here rather than skip what was late because of it.
-            if realtime && asked.elapsed() > self.interval() {
+            // restart the clock here rather than skip what was late because of it. Once sound
+            // of this run is out, its clock is the viewer's: the clock stays and late frames are
+            // skipped, or picture and sound would part.
+            if realtime && asked.elapsed() > self.interval() && !self.sound_running {
                 self.restart_clock();
             }
             let probe = self.frames.probe;
+            // The sound up to a little past this frame, sent only now that its picture is ready.
+            if !self
+                .send_sound(index as f64 / probe.fps, &sink, &stop)
+                .await
+            {
+                return;
+            }
             let frame = Frame {
                 index,
                 pts_seconds: index as f64 / probe.fps,
@@ -322,6 +389,34 @@ impl Playback {
             }
             if self.start.adaptive && !self.adapt(&sink).await {
                 return;
+            }
+        }
+    }
+
+    /// Sends the sound up to `AUDIO_LEAD` past `pts` once less than `AUDIO_REFILL` is ahead,
+    /// waiting for room (sound is never dropped). A sound track that fails stops with a notice
+    /// and the pictures go on. Returns false if the viewer is gone.
+    async fn send_sound(&mut self, pts: f64, sink: &Sink, stop: &CancellationToken) -> bool {
+        let Some(sound) = &mut self.sound else {
+            return true;
+        };
+        if sound.sent_until() >= pts + AUDIO_REFILL {
+            return true;
+        }
+        match sound.until(pts + AUDIO_LEAD).await {
+            Ok(Some(packets)) => {
+                self.sound_running = true;
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => false,
+                    sent = sink.send(Ok(response(play_response::Kind::Audio(packets)))) => sent.is_ok(),
+                }
+            }
+            Ok(None) => true,
+            Err(e) => {
+                tracing::warn!(video = %self.start.video_name, error = %svs_common::error::with_causes(&e), "the sound track failed; pictures go on without it");
+                self.sound = None;
+                self.state_notice(format!("sound stopped: {e}"), sink).await
             }
         }
     }
@@ -431,6 +526,10 @@ impl Playback {
             Action::Seek(seconds) => {
                 let last = self.frames.frame_count().saturating_sub(1);
                 self.next_index = ((seconds.max(0.0) * self.fps()) as u64).min(last);
+                if let Some(sound) = &mut self.sound {
+                    sound.seek(self.next_index as f64 / self.frames.probe.fps);
+                    self.sound_running = false;
+                }
                 self.discontinue();
                 self.restart_clock();
                 let index = self.next_index;

@@ -2,6 +2,7 @@
 //! limits with permits held for the life of each playback, and routes Control to its playback.
 
 use crate::Error;
+use crate::audio::{self, SoundCache};
 use crate::cache::FrameCache;
 use crate::config::Limits;
 use crate::error::Refusal;
@@ -29,6 +30,8 @@ struct Running {
 pub struct Shared {
     pub library: Arc<Library>,
     pub cache: Arc<FrameCache>,
+    /// Encoded sound, in memory.
+    pub(crate) sound: Arc<SoundCache>,
     limits: Limits,
     running: Mutex<HashMap<String, Running>>,
     total: Arc<Semaphore>,
@@ -52,6 +55,11 @@ impl Shared {
         Self {
             library,
             cache,
+            sound: SoundCache::new(
+                limits.audio_bitrate,
+                limits.sound_cache_max_bytes,
+                limits.encoders(),
+            ),
             total: Arc::new(Semaphore::new(limits.max_streams)),
             limits,
             running: Mutex::new(HashMap::new()),
@@ -190,6 +198,19 @@ impl StreamService {
             .into());
         }
         let pacing = Pacing::try_from(request.pacing).unwrap_or(Pacing::Realtime);
+        let sound = match AudioCodec::try_from(request.audio) {
+            Ok(AudioCodec::Unspecified) => None,
+            Ok(AudioCodec::Opus) => video.audio.clone().map(|track| {
+                audio::Cursor::new(track, shared.sound.clone(), request.start_seconds, duration)
+            }),
+            Err(_) => {
+                return Err(Refusal::InvalidArgument(format!(
+                    "unknown audio value {}; 0 is none, 1 is Opus",
+                    request.audio
+                ))
+                .into());
+            }
+        };
         let codec = match Codec::try_from(request.codec) {
             Ok(Codec::Unspecified | Codec::Jpeg) => crate::encoder::Codec::Jpeg,
             Ok(Codec::H264) => crate::encoder::Codec::H264,
@@ -231,7 +252,8 @@ impl StreamService {
 
         let id = hex::encode(svs_common::identity::random::<16>()?);
         let owner_name = owner.clone();
-        let (sink, frames) = mpsc::channel(VIEWER_QUEUE);
+        // Sound gets a slot of its own, so a sound message never takes a frame's.
+        let (sink, frames) = mpsc::channel(VIEWER_QUEUE + usize::from(sound.is_some()));
         let (control, actions) = mpsc::channel(16);
         shared.running.lock().expect("running lock").insert(
             id.clone(),
@@ -250,6 +272,7 @@ impl StreamService {
             adaptive,
             pacing,
             codec,
+            sound,
         };
         let source = start.video.renditions[&rendition].clone();
         let cache = shared.cache.clone();

@@ -2,7 +2,7 @@
 //! with generated TLS and clients of them (`fixtures`, `client`), connections from chosen
 //! loopback addresses (`net`), a viewer that decodes what it receives (`viewer`), free ports,
 //! child logs, child processes that die with the test, a real `nats-server` run with the
-//! configuration compose deploys, and Prometheus scrapes. Test code: failures panic with a
+//! configuration compose deploys, Prometheus scrapes, and the demos' beeps found in sound (`sound`). Test code: failures panic with a
 //! sentence saying what did not happen.
 #![allow(clippy::unwrap_used)]
 
@@ -12,6 +12,7 @@ mod metrics;
 mod nats;
 pub mod net;
 mod process;
+pub mod sound;
 pub mod viewer;
 
 pub use fixtures::*;

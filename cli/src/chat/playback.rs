@@ -72,6 +72,7 @@ impl Playbacks {
             start_seconds: 0.0,
             pacing: Pacing::Realtime as i32,
             codec: Codec::H264 as i32,
+            ..Default::default()
         };
         let options = PlayOptions {
             reports: Some(ReportTo {

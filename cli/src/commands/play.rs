@@ -131,6 +131,7 @@ pub async fn play(global: &Global, args: PlayArgs) -> Result<(), CliError> {
             Pacing::Realtime
         } as i32,
         codec: args.codec as i32,
+        ..Default::default()
     };
     let options = PlayOptions {
         headless: args.headless,

@@ -118,6 +118,7 @@ pub(crate) async fn watch(
         start_seconds,
         pacing: pacing as i32,
         codec: codec as i32,
+        ..Default::default()
     };
     let mut playing = client.play(request).await.unwrap();
     let mut seen = Seen::default();
