@@ -14,8 +14,9 @@ use std::time::Duration;
 use support::TestDirectory;
 use svs_common::proto::stream::stream_server::{Stream, StreamServer};
 use svs_common::proto::stream::{
-    Codec, ControlRequest, ControlResponse, Frame, ListVideosRequest, ListVideosResponse,
-    PlayHeader, PlayRequest, PlayResponse, Rendition, Resolution, Video, frame, play_response,
+    Audio, AudioCodec, AudioTrack, Codec, ControlRequest, ControlResponse, Frame,
+    ListVideosRequest, ListVideosResponse, PlayHeader, PlayRequest, PlayResponse, Rendition,
+    Resolution, Video, frame, play_response,
 };
 use tonic::{Request, Response, Status};
 
@@ -73,6 +74,64 @@ fn frame(index: u64, size: (u32, u32), picture: frame::Picture, keyframe: bool) 
     }
 }
 
+/// Packets of junk sound `loud` sends at once: 300 s of it, far past what a player holds.
+const JUNK_PACKETS: u64 = 15_000;
+
+/// `loud`: a header promising Opus, 300 s of undecodable packets in one message, then a second
+/// of real pictures. `odd-sound`: a header promising sound svs cannot play (8 kHz, 5 channels).
+fn sound_lies(video: &str) -> Vec<Result<PlayResponse, Status>> {
+    let track = if video == "loud" {
+        AudioTrack {
+            codec: AudioCodec::Opus as i32,
+            sample_rate: 48_000,
+            channels: 2,
+            frame_samples: 960,
+            bitrate: 96_000,
+        }
+    } else {
+        AudioTrack {
+            codec: AudioCodec::Opus as i32,
+            sample_rate: 8_000,
+            channels: 5,
+            frame_samples: 7,
+            bitrate: 1,
+        }
+    };
+    let mut items = vec![Ok(PlayResponse {
+        kind: Some(play_response::Kind::Header(PlayHeader {
+            playback_id: "sound".into(),
+            resolution: Resolution::Resolution720p as i32,
+            width: 640,
+            height: 360,
+            fps: 30.0,
+            frame_count: 30,
+            adaptive: false,
+            codec: Codec::Jpeg as i32,
+            keyframe_interval: 1,
+            audio: Some(track),
+        })),
+    })];
+    items.push(Ok(PlayResponse {
+        kind: Some(play_response::Kind::Audio(Audio {
+            first_packet: 0,
+            pts_seconds: 0.0,
+            packets: (0..JUNK_PACKETS)
+                .map(|i| vec![0xFF, (i % 251) as u8, 0x13, 0x37].into())
+                .collect(),
+        })),
+    }));
+    let jpeg: bytes::Bytes = real_jpeg().into();
+    for i in 0..30 {
+        items.push(Ok(frame(
+            i,
+            (640, 360),
+            frame::Picture::Jpeg(jpeg.clone()),
+            true,
+        )));
+    }
+    items
+}
+
 /// Frames of junk after the lies, to pass the player's per-frame record bound.
 const JUNK_FRAMES: u64 = 20_000;
 
@@ -97,7 +156,7 @@ impl Stream for Hostile {
                     frame_count: 30,
                     duration_seconds: 1.0,
                 }],
-                has_audio: false,
+                has_audio: true,
             }],
         }))
     }
@@ -122,6 +181,12 @@ impl Stream for Hostile {
                 audio: None,
             })),
         };
+        let video = request.get_ref().video.clone();
+        if video == "loud" || video == "odd-sound" {
+            return Ok(Response::new(Box::pin(tokio_stream::iter(sound_lies(
+                &video,
+            )))));
+        }
         let mut items = vec![header];
         // Three that claim 30000x30000 and say so; one that claims it under an honest size.
         for i in 0..3 {
@@ -286,6 +351,56 @@ async fn svs_play_stays_small_and_clean_against_a_lying_stream_service() {
         "svs play peaked at {} MiB",
         run.peak_kib / 1024
     );
+
+    // 300 s of undecodable sound in one message: played as silence, held to 5 s, counted.
+    let heard = tmp.path().join("heard.wav");
+    let wav = format!("wav:{}", heard.display());
+    let run = svs(
+        &dir,
+        &hostile,
+        &home,
+        &["play", "loud", "--headless", "--json", "--audio", &wav],
+    )
+    .await;
+    assert!(run.ok, "{}", run.stderr);
+    let summary: serde_json::Value =
+        serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
+    let sound = &summary["sound"];
+    assert_eq!(sound["packets"], JUNK_PACKETS, "{summary}");
+    // libopus takes a few junk packets as packets; the rest are counted and played as silence.
+    assert!(
+        sound["undecodable"].as_u64().unwrap() > JUNK_PACKETS * 9 / 10,
+        "{summary}"
+    );
+    assert!(
+        sound["dropped_seconds"].as_f64().unwrap() > 290.0,
+        "more than the buffer holds is dropped: {summary}"
+    );
+    assert_eq!(summary["frames_decoded"], 30);
+    assert!(
+        run.peak_kib < 400 * 1024,
+        "svs play peaked at {} MiB with a sound flood",
+        run.peak_kib / 1024
+    );
+    // Sound svs cannot play: pictures only, and the summary says why.
+    let run = svs(
+        &dir,
+        &hostile,
+        &home,
+        &["play", "odd-sound", "--headless", "--json", "--audio", &wav],
+    )
+    .await;
+    assert!(run.ok, "{}", run.stderr);
+    let summary: serde_json::Value =
+        serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["frames_decoded"], 30);
+    assert!(
+        summary["sound"]["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("cannot play")),
+        "{summary}"
+    );
+    assert!(run.stderr.contains("no sound"), "{}", run.stderr);
 
     let run = svs(&dir, &hostile, &home, &["play", "rude", "--headless"]).await;
     assert!(!run.ok);

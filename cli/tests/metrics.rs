@@ -109,6 +109,8 @@ async fn counters_move_with_what_the_services_do() {
         live_stats: false,
         reports: None,
         max_pixels: None,
+        sound: svs_cli::player::SoundChoice::None,
+        max_sound_buffer_seconds: None,
     };
     let summary = player::play(&mut client, request, &options).await.unwrap();
     assert_eq!(summary.frames_received, DEMO_FRAMES);

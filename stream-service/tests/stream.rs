@@ -21,6 +21,8 @@ const HEADLESS: PlayOptions = PlayOptions {
     live_stats: false,
     reports: None,
     max_pixels: None,
+    sound: player::SoundChoice::None,
+    max_sound_buffer_seconds: None,
 };
 
 /// Plays `request` to its end through the real player, without a window.

@@ -117,6 +117,23 @@ pub struct PlayArgs {
     /// little above 2560x1440, the largest rendition svs serves.
     #[arg(long, env = "SVS_MAX_PIXELS", default_value_t = crate::picture::DEFAULT_MAX_PIXELS)]
     pub max_pixels: u64,
+    /// Where the sound goes: auto (the system's sound output; without one, none, quietly),
+    /// none (do not even ask for it), or wav:FILE (write what would be heard to a WAV file, in
+    /// real time, silence included). Pictures follow the sound: each frame shows when its sound
+    /// is heard.
+    #[arg(long, env = "SVS_AUDIO", default_value = "auto", value_parser = crate::player::parse_sound_choice)]
+    pub audio: crate::player::SoundChoice,
+    /// Seconds of decoded sound held at most (the service sends 0.3 s ahead; more than this is
+    /// dropped, so no service can grow the player's memory with sound).
+    #[arg(long, env = "SVS_AUDIO_BUFFER_MAX_SECS", default_value_t = crate::player::DEFAULT_MAX_BUFFERED_SECONDS, value_parser = audio_buffer_seconds)]
+    pub audio_buffer_max_secs: f64,
+}
+
+fn audio_buffer_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if (0.5..=60.0).contains(&s) => Ok(s),
+        _ => Err("a number of seconds from 0.5 to 60".into()),
+    }
 }
 
 pub async fn play(global: &Global, args: PlayArgs) -> Result<(), CliError> {
@@ -139,6 +156,8 @@ pub async fn play(global: &Global, args: PlayArgs) -> Result<(), CliError> {
         live_stats: !args.json,
         reports: None,
         max_pixels: Some(args.max_pixels),
+        sound: args.audio.clone(),
+        max_sound_buffer_seconds: Some(args.audio_buffer_max_secs),
     };
     if !args.headless && !player::has_display() && !args.json {
         eprintln!("no display (DISPLAY/WAYLAND_DISPLAY unset): playing headless");
@@ -163,6 +182,21 @@ pub async fn play(global: &Global, args: PlayArgs) -> Result<(), CliError> {
             player::clock(summary.position_seconds),
             player::clock(summary.duration_seconds)
         );
+    }
+    if !args.json
+        && let Some(sound) = &summary.sound
+    {
+        match &sound.note {
+            Some(why) => println!("sound: none ({})", crate::text::sentence(why)),
+            None => println!(
+                "sound: {} to {}, {:.0} kbit/s, sound minus picture {:+.0} ms (median), {:.1} s of silence waiting for sound",
+                sound.codec,
+                sound.output,
+                sound.kbits_per_second,
+                sound.av_offset_p50_ms,
+                sound.underrun_seconds
+            ),
+        }
     }
     if let Some(path) = &args.record {
         eprintln!("recorded to {}", path.display());

@@ -1,16 +1,20 @@
 //! The player: receives frames, has every one decoded on the view thread (`view`) and shown in
 //! a window (only when a display exists: Qt's highgui aborts the process without one) with an
-//! overlay of live figures on `i`, or counted headless; keeps what the playback has seen
-//! (`watching`), turns keys into Control calls, resumes after a lost connection, and sums up.
+//! overlay of live figures on `i`, or counted headless; plays the sound (`sound`), whose clock
+//! says when each frame shows; keeps what the playback has seen (`watching`), turns keys into
+//! Control calls, resumes after a lost connection, and sums up.
 
+mod sound;
 mod view;
 mod watching;
+
+pub use sound::{DEFAULT_MAX_BUFFERED_SECONDS, SoundChoice, SoundSummary, parse_sound_choice};
 
 use crate::error::CliError;
 use crate::stream_client::{Playing, StreamClient};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use svs_common::proto::stream::{PlayRequest, Resolution, play_response};
+use svs_common::proto::stream::{AudioCodec, PlayRequest, Resolution, notice, play_response};
 use tokio::sync::mpsc;
 use view::{ViewItem, Viewer};
 use watching::{KeyAction, Watching};
@@ -29,6 +33,10 @@ pub struct PlayOptions {
     pub reports: Option<ReportTo>,
     /// Refuse pictures of more pixels than this; `None`: `picture::DEFAULT_MAX_PIXELS`.
     pub max_pixels: Option<u64>,
+    /// Where the sound goes (the service is asked for sound unless `SoundChoice::None`).
+    pub sound: SoundChoice,
+    /// Decoded sound held at most, in seconds; `None`: `DEFAULT_MAX_BUFFERED_SECONDS`.
+    pub max_sound_buffer_seconds: Option<f64>,
 }
 
 /// What a playback tells the program that started it.
@@ -91,6 +99,11 @@ pub struct FrameRecord {
     pub keyframe: bool,
     /// Bytes of the picture.
     pub bytes: u64,
+    /// When the frame showed, the audio clock minus its time, in ms (with sound only).
+    pub av_offset_ms: Option<f64>,
+    /// When the frame showed, seconds since the sound output started (its place in a
+    /// `--audio wav:` file).
+    pub sound_output_seconds: Option<f64>,
 }
 
 /// What `svs play --json` prints on its last line.
@@ -121,6 +134,9 @@ pub struct Summary {
     pub position_seconds: f64,
     pub duration_seconds: f64,
     pub p99_lateness_ms: f64,
+    /// The sound, when the service sent some.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sound: Option<SoundSummary>,
     #[serde(skip)]
     pub frames: Vec<FrameRecord>,
 }
@@ -207,12 +223,58 @@ pub async fn play(
     options: &PlayOptions,
 ) -> Result<Summary, CliError> {
     let asked = Instant::now();
+    let max_buffered = options
+        .max_sound_buffer_seconds
+        .unwrap_or(DEFAULT_MAX_BUFFERED_SECONDS);
+    // Without a sound card `auto` goes on quietly (the summary says why); a file asked for and
+    // not written is noted.
+    let no_sound_because = |why: String| {
+        if matches!(options.sound, SoundChoice::Wav(_)) {
+            options.note(format!("! no sound: {why}"));
+        }
+        Some(why)
+    };
+    let (prepared, mut no_sound) = if options.sound.wanted() {
+        match crate::error::blocking({
+            let choice = options.sound.clone();
+            move || sound::PreparedSound::open(&choice, max_buffered)
+        })
+        .await?
+        {
+            Ok(prepared) => (Some(prepared), None),
+            Err(why) => (None, no_sound_because(why)),
+        }
+    } else {
+        (None, None)
+    };
+    let mut request = request;
+    // Sound is asked for only when it can be played.
+    request.audio = if prepared.is_some() {
+        AudioCodec::Opus
+    } else {
+        AudioCodec::Unspecified
+    } as i32;
     let video = request.video.clone();
     let mut resume = request.clone();
     let Playing {
         mut header,
         mut stream,
     } = client.play(request).await?;
+    let sound = match (prepared, &header.audio) {
+        (Some(prepared), Some(track)) => match prepared.start(track) {
+            Ok(sound) => Some(sound),
+            Err(why) => {
+                no_sound = no_sound_because(why);
+                None
+            }
+        },
+        (Some(prepared), None) => {
+            prepared.close();
+            no_sound = Some("the video has no sound".into());
+            None
+        }
+        (None, _) => None,
+    };
     let (view_tx, view_rx) = mpsc::channel::<ViewItem>(4);
     let (key_tx, mut key_rx) = mpsc::unbounded_channel::<i32>();
     // No window thread (the library used outside the `svs` binary): headless.
@@ -224,7 +286,13 @@ pub async fn play(
     let max_pixels = options
         .max_pixels
         .unwrap_or(crate::picture::DEFAULT_MAX_PIXELS);
-    let viewer = Viewer::start(view_rx, window, options.record.clone(), max_pixels);
+    let viewer = Viewer::start(
+        view_rx,
+        window,
+        options.record.clone(),
+        max_pixels,
+        sound.as_ref().map(sound::Sound::clock),
+    );
     let mut watching = Watching::new(asked, video, &header);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     // One listener for the whole loop: a Ctrl-C that arrives while an iteration is busy is kept
@@ -268,7 +336,21 @@ pub async fn play(
                             break Ok(());
                         }
                     }
-                    Some(play_response::Kind::Notice(notice)) => watching.notice(notice, options),
+                    Some(play_response::Kind::Notice(notice)) => {
+                        if let (Some(sound), Some(notice::Kind::State(state))) = (&sound, &notice.kind) {
+                            match state.as_str() {
+                                "paused" => sound.pause(true).await,
+                                "resumed" => sound.pause(false).await,
+                                _ => {}
+                            }
+                        }
+                        watching.notice(notice, options);
+                    }
+                    Some(play_response::Kind::Audio(audio)) => {
+                        if let Some(sound) = &sound {
+                            sound.packets(audio).await;
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -290,6 +372,27 @@ pub async fn play(
     };
     drop(view_tx);
     let decoded = viewer.finish().await?;
-    let summary = watching.finish(decoded, &header, options);
+    let sound_summary = match sound {
+        Some(sound) => Some(sound.finish(asked.elapsed().as_secs_f64()).await?),
+        None => no_sound.map(|why| SoundSummary {
+            output: "none".into(),
+            note: Some(why),
+            ..SoundSummary::default()
+        }),
+    };
+    let mut summary = watching.finish(decoded, &header, options);
+    if let Some(mut sound_summary) = sound_summary {
+        let mut offsets: Vec<f64> = summary
+            .frames
+            .iter()
+            .filter_map(|f| f.av_offset_ms)
+            .collect();
+        sound_summary.av_offset_p50_ms =
+            svs_common::stats::percentile(&mut offsets, 0.5).unwrap_or(0.0);
+        let mut absolute: Vec<f64> = offsets.iter().map(|o| o.abs()).collect();
+        sound_summary.av_offset_p99_abs_ms =
+            svs_common::stats::percentile(&mut absolute, 0.99).unwrap_or(0.0);
+        summary.sound = Some(sound_summary);
+    }
     outcome.map(|()| summary)
 }

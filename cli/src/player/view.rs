@@ -1,19 +1,25 @@
-//! The view thread: decodes every frame (`picture`), records to MJPEG AVI on request, draws
-//! the overlay of live figures and hands pictures to the window. It never touches the window
-//! system itself (the window lives on the window thread, `window`).
+//! The view thread: decodes every frame (`picture`), waits until its sound is heard when the
+//! playback has sound, records to MJPEG AVI on request, draws the overlay of live figures and
+//! hands pictures to the window. It never touches the window system itself (the window lives on
+//! the window thread, `window`).
 
 use super::MAX_FRAME_RECORDS;
+use super::sound::{Position, SoundClock};
 use crate::error::CliError;
 use crate::picture::PictureDecoder;
 use opencv::core::{Mat, Point, Rect, Scalar, Size};
 use opencv::prelude::*;
 use opencv::{imgproc, videoio};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use svs_common::proto::stream::frame::Picture;
 use tokio::sync::mpsc;
 
 /// A frame for the view thread.
 pub(super) struct ViewItem {
+    /// The frame's time in the video, in seconds.
+    pub(super) pts: f64,
     pub(super) picture: Picture,
     pub(super) keyframe: bool,
     /// The size the frame message announced.
@@ -88,14 +94,42 @@ pub(super) struct Decoded {
     /// Pictures refused or failed, and the first reason.
     pub(super) failed: u64,
     pub(super) first_failure: Option<String>,
+    /// Where the sound was when each of the first `MAX_FRAME_RECORDS` frames showed (with
+    /// sound only).
+    pub(super) sound_positions: Vec<Option<Position>>,
 }
 
 impl Decoded {
-    fn push(&mut self, size: (u32, u32)) {
+    fn push(&mut self, size: (u32, u32), sound: Option<Position>) {
         if self.sizes.len() < MAX_FRAME_RECORDS {
             self.sizes.push(size);
+            self.sound_positions.push(sound);
         }
         self.last = size;
+    }
+}
+
+/// Longest a frame waits for its sound (sound that stalls must not freeze the picture).
+const MAX_SYNC_WAIT: Duration = Duration::from_millis(500);
+
+/// Waits until the sound at `pts` is heard (frames ahead of the sound wait; late ones show at
+/// once), and returns where the sound is as the frame shows.
+fn wait_for_sound(clock: &SoundClock, pts: f64) -> Option<Position> {
+    let deadline = Instant::now() + MAX_SYNC_WAIT;
+    loop {
+        let waited_enough = Instant::now() >= deadline;
+        match clock.position() {
+            Some(at) if at.media + 0.001 >= pts || waited_enough => return Some(at),
+            Some(at) => {
+                std::thread::sleep(Duration::from_secs_f64((pts - at.media).clamp(0.001, 0.01)));
+            }
+            // No sound heard yet (it is on its way: the service sends it before the first
+            // frame, and the output starts within one block).
+            None if !waited_enough => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            None => return None,
+        }
     }
 }
 
@@ -106,6 +140,7 @@ fn view_loop(
     window: Option<crate::window::Window>,
     record: Option<PathBuf>,
     max_pixels: u64,
+    clock: Option<Arc<SoundClock>>,
 ) -> Result<Decoded, String> {
     let mut decoded = Decoded::default();
     let mut writer: Option<(videoio::VideoWriter, Size)> = None;
@@ -114,13 +149,14 @@ fn view_loop(
     let mut mat = Mat::default();
     while let Some(item) = frames.blocking_recv() {
         if let Err(e) = decoder.decode(&item.picture, item.keyframe, item.size, &mut mat) {
-            decoded.push((0, 0));
+            decoded.push((0, 0), None);
             decoded.failed += 1;
             decoded.first_failure.get_or_insert(e.0);
             continue;
         }
         decoded.count += 1;
-        decoded.push((mat.cols() as u32, mat.rows() as u32));
+        let sound = clock.as_deref().and_then(|c| wait_for_sound(c, item.pts));
+        decoded.push((mat.cols() as u32, mat.rows() as u32), sound);
         if let Some(path) = &record {
             if writer.is_none() {
                 let size = mat.size().map_err(cv)?;
@@ -171,9 +207,10 @@ impl Viewer {
         window: Option<crate::window::Window>,
         record: Option<PathBuf>,
         max_pixels: u64,
+        clock: Option<Arc<SoundClock>>,
     ) -> Self {
         Self(std::thread::spawn(move || {
-            view_loop(frames, window, record, max_pixels)
+            view_loop(frames, window, record, max_pixels, clock)
         }))
     }
 

@@ -180,6 +180,8 @@ impl Watching {
                 codec,
                 keyframe: frame.keyframe,
                 bytes: size,
+                av_offset_ms: None,
+                sound_output_seconds: None,
             });
         }
         let duration = duration(header);
@@ -210,6 +212,7 @@ impl Watching {
             progress: self.position / duration.max(f64::MIN_POSITIVE),
         });
         Ok(ViewItem {
+            pts: frame.pts_seconds,
             picture,
             keyframe: frame.keyframe,
             size: (frame.width, frame.height),
@@ -298,6 +301,12 @@ impl Watching {
         for (record, (w, h)) in summary.frames.iter_mut().zip(&decoded.sizes) {
             record.decoded_width = *w;
             record.decoded_height = *h;
+        }
+        for (record, shown) in summary.frames.iter_mut().zip(&decoded.sound_positions) {
+            if let Some(position) = shown {
+                record.av_offset_ms = Some((position.media - record.pts_seconds) * 1000.0);
+                record.sound_output_seconds = Some(position.output);
+            }
         }
         summary.frames_decoded = decoded.count;
         (summary.width, summary.height) = decoded.last;
