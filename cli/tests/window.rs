@@ -110,7 +110,17 @@ async fn the_demo_plays_in_a_window_that_takes_keys_and_qt_ends_on_one_thread() 
 
     // In real time: the title names video, rendition and position; `3` switches to 1440p and
     // `q` quits before the end.
-    let mut playing = svs(&["play", "demo", "--resolution", "240p", "--json"]);
+    let heard = tmp.path().join("heard.wav");
+    let wav = format!("wav:{}", heard.display());
+    let mut playing = svs(&[
+        "play",
+        "demo",
+        "--resolution",
+        "240p",
+        "--json",
+        "--audio",
+        &wav,
+    ]);
     // Generous: a loaded machine may take seconds to start a debug build and connect.
     let deadline = Instant::now() + Duration::from_secs(30);
     let window = loop {
@@ -143,6 +153,10 @@ async fn the_demo_plays_in_a_window_that_takes_keys_and_qt_ends_on_one_thread() 
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // `9` softer, `m` mute: the sound is the player's own, keys reach it too.
+    xdotool(&x.display, &["key", "--window", &window, "9"]);
+    xdotool(&x.display, &["key", "--window", &window, "m"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
     xdotool(&x.display, &["key", "--window", &window, "q"]);
     let out = tokio::time::timeout(Duration::from_secs(30), playing.wait_with_output())
         .await
@@ -152,6 +166,12 @@ async fn the_demo_plays_in_a_window_that_takes_keys_and_qt_ends_on_one_thread() 
     assert!(out.status.success(), "{stdout}");
     let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(summary["switches"], 1, "{stdout}");
+    assert_eq!(summary["sound"]["output"], "wav", "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("volume 90 %") && stderr.contains("sound muted"),
+        "the sound keys answered: {stderr}"
+    );
     assert!(
         summary["frames_received"].as_u64().unwrap() < DEMO_FRAMES,
         "stopped before the end: {stdout}"

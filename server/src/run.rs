@@ -116,10 +116,11 @@ pub async fn serve_until_shutdown(
     result
 }
 
-/// Logs to stderr via tracing-subscriber, filtered by RUST_LOG (default `info`).
+/// Logs to stderr via tracing-subscriber, filtered by RUST_LOG (default `info`, with symphonia's
+/// remarks on every mp4 it opens, such as "ignoring stss atom", kept to errors).
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,symphonia=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -166,6 +166,9 @@ enum Key {
     TogglePause,
     SeekBy(f64),
     ToggleOverlay,
+    /// Louder or softer by this many percentage points.
+    Volume(i32),
+    ToggleMute,
     Quit,
 }
 
@@ -177,6 +180,9 @@ fn key_for(code: i32) -> Option<Key> {
         c if c == 'a' as i32 => Some(Key::Switch(Resolution::Auto)),
         c if c == ' ' as i32 => Some(Key::TogglePause),
         c if c == 'i' as i32 => Some(Key::ToggleOverlay),
+        c if c == '9' as i32 => Some(Key::Volume(-10)),
+        c if c == '0' as i32 => Some(Key::Volume(10)),
+        c if c == 'm' as i32 => Some(Key::ToggleMute),
         c if c == 'q' as i32 || c == 27 => Some(Key::Quit),
         81 | 65361 | 2424832 => Some(Key::SeekBy(-5.0)),
         83 | 65363 | 2555904 => Some(Key::SeekBy(5.0)),
@@ -359,6 +365,10 @@ pub async fn play(
                 match watching.key(key, &mut resume) {
                     KeyAction::Quit => break Ok(()),
                     KeyAction::Done => {}
+                    KeyAction::Sound(key) => match &sound {
+                        Some(sound) => options.note(format!("* {}", sound.adjust(key))),
+                        None => options.note("* this playback has no sound".into()),
+                    },
                     KeyAction::Control(action) => {
                         if let Err(e) = client.control(&header.playback_id, action).await {
                             options.note(format!("! {e}"));

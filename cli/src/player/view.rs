@@ -183,7 +183,14 @@ fn view_loop(
             // The decoder writes the next picture into a fresh image; this one goes to the window.
             let mut image = std::mem::take(&mut mat);
             if let Some(overlay) = &item.overlay {
-                draw_overlay(&mut image, overlay)?;
+                let mut overlay = overlay.clone();
+                if let Some(at) = sound {
+                    overlay.lines.push(format!(
+                        "sound Opus  {:+.0} ms vs picture",
+                        (at.media - item.pts) * 1000.0
+                    ));
+                }
+                draw_overlay(&mut image, &overlay)?;
             }
             if !window.show(image, item.title) {
                 break;

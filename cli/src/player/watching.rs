@@ -75,6 +75,8 @@ pub(super) enum KeyAction {
     Quit,
     /// Handled here (the overlay).
     Done,
+    /// Volume or mute, for the sound.
+    Sound(Key),
     Control(control_request::Action),
 }
 
@@ -248,6 +250,7 @@ impl Watching {
     pub(super) fn key(&mut self, key: Key, resume: &mut PlayRequest) -> KeyAction {
         KeyAction::Control(match key {
             Key::Quit => return KeyAction::Quit,
+            Key::Volume(_) | Key::ToggleMute => return KeyAction::Sound(key),
             Key::ToggleOverlay => {
                 self.overlay_on = !self.overlay_on;
                 return KeyAction::Done;

@@ -56,7 +56,7 @@ pub(crate) async fn start(data: &Path, videos: &Path, extra: &[&str]) -> Service
         .args(extra)
         .env(
             "RUST_LOG",
-            std::env::var("SVS_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            std::env::var("SVS_BENCH_LOG").unwrap_or_else(|_| "warn,symphonia=error".into()),
         )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());

@@ -41,6 +41,9 @@ struct State {
     ended: bool,
     /// Frames dropped because more than the buffer cap arrived.
     dropped_frames: u64,
+    /// Loudness in percent (0-150), and whether muted.
+    volume: u32,
+    muted: bool,
 }
 
 /// Where the sound being heard is.
@@ -63,7 +66,10 @@ impl SoundClock {
     /// A clock that holds at most `max_buffered` seconds of decoded sound.
     pub(crate) fn new(max_buffered: f64) -> Self {
         Self {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                volume: 100,
+                ..State::default()
+            }),
             max_pending_frames: (max_buffered * RATE) as usize,
         }
     }
@@ -86,6 +92,21 @@ impl SoundClock {
         state.dropped_frames += ((samples.len() - taken) / CHANNELS) as u64;
     }
 
+    /// Louder or softer by `step` percentage points (0 to 150 %); returns the new loudness.
+    pub(crate) fn change_volume(&self, step: i32) -> u32 {
+        let mut state = self.lock();
+        state.volume = (state.volume as i32 + step).clamp(0, 150) as u32;
+        state.muted = false;
+        state.volume
+    }
+
+    /// Mutes or unmutes (the clock runs on); returns whether muted now.
+    pub(crate) fn toggle_mute(&self) -> bool {
+        let mut state = self.lock();
+        state.muted = !state.muted;
+        state.muted
+    }
+
     /// Stops or restarts taking sound (the output plays silence and the clock stands still).
     pub(crate) fn set_paused(&self, paused: bool) {
         self.lock().paused = paused;
@@ -106,11 +127,16 @@ impl SoundClock {
         } else {
             (state.pending.len() / CHANNELS).min(frames)
         };
+        let gain = if state.muted {
+            0.0
+        } else {
+            state.volume as f32 / 100.0
+        };
         for (slot, sample) in out
             .iter_mut()
             .zip(state.pending.drain(..available * CHANNELS))
         {
-            *slot = sample;
+            *slot = sample * gain;
         }
         out[available * CHANNELS..].fill(0.0);
         let output_before = state.output_frames;
@@ -194,6 +220,25 @@ mod tests {
         clock.pull(&mut out, Duration::ZERO);
         assert!(out.iter().all(|s| *s == 0.2));
         assert!(clock.position().expect("heard").media >= 60.0);
+    }
+
+    #[test]
+    fn volume_scales_and_mute_silences_without_stopping_the_clock() {
+        let clock = SoundClock::new(1.0);
+        clock.push(0.0, &[0.5; 1920 * 2], false);
+        assert_eq!(clock.change_volume(-50), 50);
+        let mut out = [0.0f32; 480 * 2];
+        clock.pull(&mut out, Duration::ZERO);
+        assert!(out.iter().all(|s| (*s - 0.25).abs() < 1e-6));
+        assert!(clock.toggle_mute());
+        clock.pull(&mut out, Duration::ZERO);
+        assert!(out.iter().all(|s| *s == 0.0));
+        // The muted pull took the next 10 ms: the clock is there.
+        assert!(
+            clock.position().expect("heard").media >= 0.0099,
+            "muted sound still runs"
+        );
+        assert_eq!(clock.change_volume(500), 150);
     }
 
     #[test]

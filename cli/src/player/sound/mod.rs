@@ -181,6 +181,17 @@ impl Sound {
         let _ = self.tx.send(Command::Packets(audio)).await;
     }
 
+    /// Applies a volume or mute key; returns a line saying where the sound is now.
+    pub(crate) fn adjust(&self, key: super::Key) -> String {
+        match key {
+            super::Key::ToggleMute if self.clock.toggle_mute() => {
+                "sound muted (m again to hear it)".into()
+            }
+            super::Key::Volume(step) => format!("volume {} %", self.clock.change_volume(step)),
+            _ => "sound on".into(),
+        }
+    }
+
     /// Pauses or resumes what is heard.
     pub(crate) async fn pause(&self, paused: bool) {
         let _ = self.tx.send(Command::Pause(paused)).await;
