@@ -250,6 +250,26 @@ impl Client {
         .await
     }
 
+    /// As `message_from`, but when the subscription is lost (its replica could not read the
+    /// mail from NATS a moment ago) it rejoins, as `svs` does, and the stored message comes
+    /// with the new subscription.
+    async fn message_from_rejoining(&mut self, from: &str) -> String {
+        loop {
+            let found = self
+                .inner
+                .try_until(|i| match i {
+                    Incoming::Message(m) if m.from == from => Some(m.text.clone()),
+                    _ => None,
+                })
+                .await;
+            match found {
+                Ok(text) => return text,
+                Err(e) if e.is_worth_retrying() => self.rejoin().await,
+                Err(e) => panic!("waiting for a message from {from}: {e}"),
+            }
+        }
+    }
+
     async fn left(&mut self, name: &str) -> String {
         self.until(|i| match i {
             Incoming::Left { name: n, reason } if n == name => Some(reason.clone()),
@@ -545,7 +565,10 @@ async fn replicas_report_not_serving_while_nats_is_away_and_recover_without_a_re
         .await
         .unwrap();
     assert_eq!(sent.reaches[0].state, ReachState::Delivering);
-    assert_eq!(bob.message_from("alice").await, "NATS is back");
+    // A replica may fail to read from NATS for a moment after it returns (CI saw "NATS did not
+    // answer" once): bob then reconnects, as every svs client does, and the message, stored,
+    // still reaches him.
+    assert_eq!(bob.message_from_rejoining("alice").await, "NATS is back");
 }
 
 #[tokio::test]

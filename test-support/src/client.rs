@@ -44,7 +44,16 @@ impl Client {
     }
 
     /// Processes events until `pick` finds something among them.
-    pub async fn until<T>(&mut self, mut pick: impl FnMut(&Incoming) -> Option<T>) -> T {
+    pub async fn until<T>(&mut self, pick: impl FnMut(&Incoming) -> Option<T>) -> T {
+        self.try_until(pick).await.unwrap()
+    }
+
+    /// As `until`, but an error of the client (a lost connection: the caller may reconnect, as
+    /// a real client does) is returned instead of failing the test.
+    pub async fn try_until<T>(
+        &mut self,
+        mut pick: impl FnMut(&Incoming) -> Option<T>,
+    ) -> Result<T, svs_cli::CliError> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let items = tokio::time::timeout_at(
@@ -56,13 +65,12 @@ impl Client {
             .unwrap_or_else(|_| {
                 let last = &self.seen[self.seen.len().saturating_sub(8)..];
                 panic!("expected event did not arrive in time; the last seen: {last:#?}")
-            })
-            .unwrap()
+            })?
             .expect("stream ended");
             let found = items.iter().find_map(&mut pick);
             self.seen.extend(items);
             if let Some(found) = found {
-                return found;
+                return Ok(found);
             }
         }
     }
