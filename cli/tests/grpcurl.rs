@@ -149,6 +149,25 @@ async fn grpcurl_lists_describes_checks_health_and_calls_with_a_token() {
         ok && out.contains("CODEC_H264") && bridge.is_some() && h264 > bridge,
         "{out}"
     );
+    // With sound: the header announces Opus and packets come numbered from the start.
+    let (ok, out) = run(args(
+        &ca,
+        &stream.url,
+        &[
+            "-H",
+            &header,
+            "-d",
+            r#"{"video":"demo","resolution":"RESOLUTION_240P","audio":"AUDIO_CODEC_OPUS","pacing":"PACING_AS_FAST_AS_POSSIBLE"}"#,
+            "svs.stream.v1.Stream/Play",
+        ],
+    ))
+    .await;
+    assert!(
+        ok && out.contains("AUDIO_CODEC_OPUS")
+            && out.contains("\"packets\"")
+            && out.contains("\"firstPacket\""),
+        "{out}"
+    );
     let (ok, out) = run(args(
         &ca,
         &dir.url,

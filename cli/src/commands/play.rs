@@ -53,6 +53,7 @@ pub async fn videos(global: &Global, args: VideosArgs) -> Result<(), CliError> {
                         "width": r.width, "height": r.height, "fps": r.fps,
                         "frames": r.frame_count, "seconds": r.duration_seconds,
                     })).collect::<Vec<_>>(),
+                    "has_audio": v.has_audio,
                 })
             })
             .collect();
@@ -74,11 +75,12 @@ pub async fn videos(global: &Global, args: VideosArgs) -> Result<(), CliError> {
             .map(|r| resolution_label(r.resolution))
             .collect();
         println!(
-            "{:<20} {:>7.1} s  {:>5.1} fps  {}",
+            "{:<20} {:>7.1} s  {:>5.1} fps  {}{}",
             crate::text::sentence(&v.name),
             duration,
             fps,
-            renditions.join(" ")
+            renditions.join(" "),
+            if v.has_audio { "  sound" } else { "" }
         );
     }
     Ok(())

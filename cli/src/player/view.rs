@@ -186,7 +186,7 @@ fn view_loop(
                 let mut overlay = overlay.clone();
                 if let Some(at) = sound {
                     overlay.lines.push(format!(
-                        "sound Opus  {:+.0} ms vs picture",
+                        "sound {:+.0} ms from the picture",
                         (at.media - item.pts) * 1000.0
                     ));
                 }

@@ -210,7 +210,15 @@ impl Watching {
                     self.lateness.last_ms()
                 ),
                 format!("{} / {}", clock(self.position), clock(duration)),
-            ],
+            ]
+            .into_iter()
+            .chain(
+                header
+                    .audio
+                    .as_ref()
+                    .map(|track| format!("sound Opus {} kbit/s", track.bitrate / 1000)),
+            )
+            .collect(),
             progress: self.position / duration.max(f64::MIN_POSITIVE),
         });
         Ok(ViewItem {
