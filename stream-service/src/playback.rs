@@ -335,8 +335,9 @@ impl Playback {
             };
             // Waiting for our own encoder (a cold rendition) is not the viewer falling behind:
             // restart the clock here rather than skip what was late because of it. Once sound
-            // of this run is out, its clock is the viewer's: the clock stays and late frames are
-            // skipped, or picture and sound would part.
+            // of this run is out, its clock is the viewer's: the clock stays (or picture and
+            // sound would part) and the late frames go out at once to catch up with it, or are
+            // skipped past `SOUND_CATCH_UP`.
             if realtime && asked.elapsed() > self.interval() && !self.sound_running {
                 self.restart_clock();
             }

@@ -75,7 +75,8 @@ pub struct SoundSummary {
     /// Sound dropped because the service sent more than the player holds, in seconds.
     pub dropped_seconds: f64,
     /// Audio clock minus the shown frame's time (positive: the picture came late), median and
-    /// 99th percentile of absolute values, in ms.
+    /// 99th percentile of absolute values, in ms, over the frames the summary records (the first
+    /// 10,000).
     pub av_offset_p50_ms: f64,
     pub av_offset_p99_abs_ms: f64,
 }
@@ -144,7 +145,7 @@ impl PreparedSound {
     /// closed).
     pub(crate) fn start(self, track: &AudioTrack) -> Result<Sound, String> {
         if let Some(why) = unplayable(track) {
-            let _ = self.output.stop();
+            self.close();
             return Err(why);
         }
         let decoder = opus::Decoder::new(48_000, opus::Channels::Stereo)
@@ -164,9 +165,18 @@ impl PreparedSound {
         })
     }
 
-    /// Closes the output unused (the video has no sound).
+    /// Closes the output unused (the video has no sound), on a thread of its own: stopping
+    /// joins the output's thread and finishes a WAV file, which an async caller must not wait
+    /// for.
     pub(crate) fn close(self) {
-        let _ = self.output.stop();
+        let output = self.output;
+        let _ = std::thread::Builder::new()
+            .name("svs-sound-close".into())
+            .spawn(move || {
+                if let Err(e) = output.stop() {
+                    tracing::debug!(error = %e, "closing the sound output");
+                }
+            });
     }
 }
 
