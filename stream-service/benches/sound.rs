@@ -12,13 +12,12 @@ mod support;
 
 use std::path::Path;
 use std::time::Instant;
-use svs_cli::player::{self, PlayOptions, SoundChoice};
 use svs_cli::stream_client::StreamClient;
 use svs_common::proto::stream::{
     AudioCodec, Codec, Pacing, PlayRequest, Resolution, play_response,
 };
 use svs_common::stats::percentile;
-use svs_test_support::sound::{beep_onsets, read_wav_left};
+use svs_test_support::sound::play_and_listen;
 
 const FILM_SECONDS: f64 = 120.0;
 
@@ -140,33 +139,16 @@ async fn main() {
     );
 
     // The real player in real time, sound written to a WAV file.
-    let heard = tmp.path().join("heard.wav");
-    let options = PlayOptions {
-        headless: true,
-        sound: SoundChoice::Wav(heard.clone()),
-        ..PlayOptions::default()
-    };
-    let summary = player::play(
+    let heard = play_and_listen(
         &mut client,
         request("demo", 0.0, Pacing::Realtime),
-        &options,
+        &tmp.path().join("heard.wav"),
+        30.0,
     )
-    .await
-    .unwrap();
+    .await;
+    let (summary, onsets) = (&heard.summary, &heard.onsets);
     let sound = summary.sound.clone().unwrap();
-    let (left, rate) = read_wav_left(&heard);
-    let onsets = beep_onsets(&left, rate);
-    let mut beep_offsets: Vec<f64> = onsets
-        .iter()
-        .enumerate()
-        .filter_map(|(second, onset)| {
-            let frame = summary
-                .frames
-                .iter()
-                .find(|f| f.index == second as u64 * 30)?;
-            Some((frame.sound_output_seconds? - onset) * 1000.0)
-        })
-        .collect();
+    let mut beep_offsets: Vec<f64> = heard.beep_frames.iter().filter_map(|(_, o)| *o).collect();
     println!(
         "player, demo 720p in real time: sound minus picture median {:+.1} ms, p99 |offset| {:.1} ms over {} frames ({} skipped); beep frames against the beeps heard: {} of {}, median {:+.1} ms, worst {:+.1} ms; {:.2} s of silence waiting for sound",
         sound.av_offset_p50_ms,

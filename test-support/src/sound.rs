@@ -49,3 +49,54 @@ pub fn read_wav_left(path: &Path) -> (Vec<f32>, u32) {
         spec.sample_rate,
     )
 }
+
+/// What the real player heard of a playback (written to a WAV file in real time), and where
+/// each beep's frame showed in it.
+#[derive(Debug)]
+pub struct Heard {
+    pub summary: svs_cli::player::Summary,
+    /// Where each beep starts in what was heard, in seconds.
+    pub onsets: Vec<f64>,
+    /// For each beep whose frame (number k × fps) was shown: the frame's number and, if it
+    /// showed by the sound clock, when it showed minus when its beep was heard, in ms.
+    pub beep_frames: Vec<(u64, Option<f64>)>,
+}
+
+/// Plays `request` headless through the real player with its sound written to `wav`, then
+/// finds the beeps (one at every whole second of a video at `fps`) in what was heard.
+pub async fn play_and_listen(
+    client: &mut svs_cli::stream_client::StreamClient,
+    request: svs_common::proto::stream::PlayRequest,
+    wav: &Path,
+    fps: f64,
+) -> Heard {
+    let options = svs_cli::player::PlayOptions {
+        headless: true,
+        sound: svs_cli::player::SoundChoice::Wav(wav.to_path_buf()),
+        ..svs_cli::player::PlayOptions::default()
+    };
+    let summary = svs_cli::player::play(client, request, &options)
+        .await
+        .unwrap();
+    let (left, rate) = read_wav_left(wav);
+    let onsets = beep_onsets(&left, rate);
+    let beep_frames = onsets
+        .iter()
+        .enumerate()
+        .filter_map(|(second, onset)| {
+            let index = (second as f64 * fps).round() as u64;
+            let frame = summary.frames.iter().find(|f| f.index == index)?;
+            Some((
+                index,
+                frame
+                    .sound_output_seconds
+                    .map(|shown| (shown - onset) * 1000.0),
+            ))
+        })
+        .collect();
+    Heard {
+        summary,
+        onsets,
+        beep_frames,
+    }
+}
