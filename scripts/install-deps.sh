@@ -12,6 +12,14 @@
 set -euo pipefail
 
 packages=(build-essential pkg-config clang libclang-dev libopencv-dev nasm python3-venv curl nats-server xvfb xdotool cmake libasound2-dev ffmpeg pulseaudio pulseaudio-utils libasound2-plugins)
+# A desktop whose sound runs on PipeWire (pipewire-pulse) keeps it: installing PulseAudio would
+# replace it. The device test (cli/tests/sound.rs) needs PulseAudio's own server and fails without it.
+if dpkg-query -W -f='${Status}' pipewire-pulse 2>/dev/null | grep -q "install ok installed"; then
+  echo "pipewire-pulse is installed: leaving the sound server alone (cli/tests/sound.rs needs PulseAudio and will fail here)" >&2
+  kept=()
+  for p in "${packages[@]}"; do [ "$p" = pulseaudio ] || kept+=("$p"); done
+  packages=("${kept[@]}")
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
