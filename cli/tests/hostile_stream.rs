@@ -267,6 +267,14 @@ struct Run {
     peak_kib: u64,
 }
 
+impl Run {
+    /// The JSON summary `--json` prints as the last line.
+    fn summary(&self) -> serde_json::Value {
+        let last = self.stdout.lines().last().expect("svs printed a summary");
+        serde_json::from_str(last).expect("the last line is JSON")
+    }
+}
+
 async fn svs(dir: &TestDirectory, stream_url: &str, home: &Path, args: &[&str]) -> Run {
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_svs"))
         .args(args)
@@ -334,8 +342,7 @@ async fn svs_play_stays_small_and_clean_against_a_lying_stream_service() {
         run.stderr.trim()
     );
     assert!(run.ok, "{}", run.stderr);
-    let summary: serde_json::Value =
-        serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
+    let summary = run.summary();
     assert_eq!(summary["frames_received"], JUNK_FRAMES + 6);
     assert_eq!(summary["frames_decoded"], 1, "only the real JPEG decodes");
     assert!(
@@ -363,8 +370,7 @@ async fn svs_play_stays_small_and_clean_against_a_lying_stream_service() {
     )
     .await;
     assert!(run.ok, "{}", run.stderr);
-    let summary: serde_json::Value =
-        serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
+    let summary = run.summary();
     let sound = &summary["sound"];
     assert_eq!(sound["packets"], JUNK_PACKETS, "{summary}");
     // libopus takes a few junk packets as packets; the rest are counted and played as silence.
@@ -391,8 +397,7 @@ async fn svs_play_stays_small_and_clean_against_a_lying_stream_service() {
     )
     .await;
     assert!(run.ok, "{}", run.stderr);
-    let summary: serde_json::Value =
-        serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
+    let summary = run.summary();
     assert_eq!(summary["frames_decoded"], 30);
     assert!(
         summary["sound"]["note"]
