@@ -6,8 +6,8 @@
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use std::time::Instant;
+use svs_cli::chat::model::Model;
 use svs_cli::chat::tui::editor::Editor;
-use svs_cli::chat::tui::model::Model;
 use svs_cli::chat::tui::theme::Theme;
 use svs_cli::chat::tui::view;
 use svs_cli::inbox::{Incoming, Message};

@@ -13,7 +13,7 @@ pub struct ChatArgs {
     #[arg(long)]
     pub plain: bool,
     /// Full screen: entries (messages, events) kept for scrolling back; older ones are dropped.
-    #[arg(long, env = "SVS_SCROLLBACK", default_value_t = crate::chat::tui::model::DEFAULT_SCROLLBACK)]
+    #[arg(long, env = "SVS_SCROLLBACK", default_value_t = crate::chat::model::DEFAULT_SCROLLBACK)]
     pub scrollback: usize,
 }
 

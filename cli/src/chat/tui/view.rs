@@ -2,8 +2,8 @@
 //! the status bar, the input line, and a prompt over them when one is open.
 
 use super::editor::Editor;
-use super::model::{Body, Delivery, Entry, KeyState, Link, Model, Prompt, RoomPane, short};
 use super::theme::Theme;
+use crate::chat::model::{Body, Delivery, Entry, KeyState, Link, Model, Prompt, RoomPane, short};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
