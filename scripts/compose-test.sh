@@ -2,7 +2,8 @@
 # End-to-end test of the container setup: builds the images (building local base images first
 # where they cannot be pulled), runs `docker compose up -d`, waits for both healthchecks,
 # registers two clients over the compose network, exchanges a message, plays the demo headless,
-# checks that both services' Prometheus metrics counted it, and removes every container and
+# checks that both services' Prometheus metrics counted it, serves `svs web` from the cli
+# container on the host's loopback, and removes every container and
 # volume it made.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,4 +52,24 @@ curl -sf http://127.0.0.1:9101/metrics | grep '^svs_rpc_total{' | grep 'Director
 curl -sf http://127.0.0.1:9102/metrics | grep -q '^svs_stream_frames_sent_total{rendition="240p"} [1-9]' ||
   { echo "stream metrics do not count the frames"; exit 1; }
 echo "metrics counted"
+
+# `svs web` in the cli container: its page reaches the host through a port published on the
+# host's loopback only, with its security headers, and refuses another Host.
+web="$(compose --profile cli run -d --service-ports -e SVS_HOME=/home/svs/carol cli --name carol web | tail -n 1)"
+for _ in $(seq 1 60); do
+  if curl -sf -o /dev/null http://127.0.0.1:8730/; then break; fi
+  sleep 1
+done
+headers="$(curl -sf -D - -o /dev/null http://127.0.0.1:8730/)" ||
+  { echo "svs web did not serve its page on 127.0.0.1:8730"; docker logs "$web" || true; exit 1; }
+echo "$headers" | grep -qi "^content-security-policy: default-src 'none'" ||
+  { echo "svs web's page came without its Content-Security-Policy"; exit 1; }
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: evil.example:8730' http://127.0.0.1:8730/)" = 403 ] ||
+  { echo "svs web answered a request for another host"; exit 1; }
+docker port "$web" 8730 | grep -qv '^127\.0\.0\.1:' &&
+  { echo "svs web's port is published beyond the host's loopback"; exit 1; }
+docker logs "$web" 2>&1 | grep -q "svs web: chat as carol at http://127.0.0.1:8730/#" ||
+  { echo "svs web did not print its address"; docker logs "$web" || true; exit 1; }
+docker rm -f "$web" >/dev/null
+echo "svs web served its page"
 echo "compose test passed"

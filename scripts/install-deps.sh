@@ -8,10 +8,11 @@
 # (libopus, the Opus codec, is built from source by the opus crate), libasound2-dev (`svs play`
 # plays sound through ALSA with cpal), and for the sound tests ffmpeg (films made the way people's
 # are: x264 with AAC sound) and PulseAudio with its ALSA plugin and tools (a null sink is a real
-# sound device without a loudspeaker; parec records what it played).
+# sound device without a loudspeaker; parec records what it played), and chromium with
+# chromium-driver (the `svs web` tests drive the real page in headless Chromium over WebDriver).
 set -euo pipefail
 
-packages=(build-essential pkg-config clang libclang-dev libopencv-dev nasm python3-venv curl nats-server xvfb xdotool cmake libasound2-dev ffmpeg pulseaudio pulseaudio-utils libasound2-plugins)
+packages=(build-essential pkg-config clang libclang-dev libopencv-dev nasm python3-venv curl nats-server xvfb xdotool cmake libasound2-dev ffmpeg pulseaudio pulseaudio-utils libasound2-plugins chromium chromium-driver)
 # A desktop whose sound runs on PipeWire (pipewire-pulse) keeps it: installing PulseAudio would
 # replace it. The device test (cli/tests/sound.rs) needs PulseAudio's own server and fails without it.
 if dpkg-query -W -f='${Status}' pipewire-pulse 2>/dev/null | grep -q "install ok installed"; then

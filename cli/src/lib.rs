@@ -16,6 +16,7 @@ pub mod rooms;
 pub mod session;
 pub mod stream_client;
 mod text;
+mod web;
 pub mod window;
 
 pub use error::CliError;

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
-use svs_cli::commands::{Global, chat, devices, listen, peers, play, room, send};
+use svs_cli::commands::{Global, chat, devices, listen, peers, play, room, send, web};
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +48,9 @@ enum Command {
     Videos(play::VideosArgs),
     /// Play a video in a window (keys: 1 2 3 a to switch, space pause, arrows seek, q quit).
     Play(play::PlayArgs),
+    /// The chat in your browser: serves a page on 127.0.0.1 and prints its address (with a
+    /// secret); keys and crypto stay in this program.
+    Web(web::WebArgs),
 }
 
 /// The main thread serves video windows (Qt wants them all on the thread it exits on); the
@@ -82,6 +85,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Devices(args) => devices::run(global, args).await,
         Command::Videos(args) => play::videos(global, args).await,
         Command::Play(args) => play::play(global, args).await,
+        Command::Web(args) => web::run(global, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,10 +2,11 @@
 //! with generated TLS and clients of them (`fixtures`, `client`), connections from chosen
 //! loopback addresses (`net`), a viewer that decodes what it receives (`viewer`), free ports,
 //! child logs, child processes that die with the test, a real `nats-server` run with the
-//! configuration compose deploys, Prometheus scrapes, and the demos' beeps found in sound (`sound`). Test code: failures panic with a
+//! configuration compose deploys, headless Chromium driven over WebDriver (`browser`), Prometheus scrapes, and the demos' beeps found in sound (`sound`). Test code: failures panic with a
 //! sentence saying what did not happen.
 #![allow(clippy::unwrap_used)]
 
+mod browser;
 pub mod client;
 mod fixtures;
 mod metrics;
@@ -15,6 +16,7 @@ mod process;
 pub mod sound;
 pub mod viewer;
 
+pub use browser::{Browser, Chromedriver};
 pub use fixtures::*;
 pub use metrics::{metric_series, scrape_metrics};
 pub use nats::{NATS_USER, NatsServer};

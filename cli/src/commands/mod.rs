@@ -8,6 +8,7 @@ pub mod peers;
 pub mod play;
 pub mod room;
 pub mod send;
+pub mod web;
 
 use crate::error::CliError;
 use crate::home::Home;

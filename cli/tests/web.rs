@@ -1,0 +1,306 @@
+//! `svs web` for real: the `svs` binary serving its page against a directory over TLS, the page in
+//! headless Chromium (chromedriver over WebDriver), and people on the real client beside it.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use support::client::Client;
+use support::{Browser, Chromedriver, TestDirectory};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A running `svs web` and the address it printed.
+struct WebChat {
+    child: Child,
+    url: String,
+    port: u16,
+}
+
+impl WebChat {
+    fn start(dir: &TestDirectory, name: &str, home: &Path) -> Self {
+        let port = support::free_port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_svs"))
+            .args(["web", "--listen", &format!("127.0.0.1:{port}")])
+            .env("SVS_DIRECTORY", &dir.url)
+            .env("SVS_CA", &dir.ca)
+            .env("SVS_HOME", home)
+            .env("SVS_NAME", name)
+            .env("SVS_KEY_BITS", "2048")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(support::log_file(&format!("web-{name}")))
+            .spawn()
+            .expect("svs web runs");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some((_, url)) = line.split_once(" at http://") {
+                    let _ = tx.send(format!("http://{url}"));
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(LIMIT)
+            .expect("svs web printed the address of its page");
+        Self { child, url, port }
+    }
+
+    /// Opens the page in `browser` and waits until it is connected.
+    async fn open_in(&self, browser: &Browser) {
+        browser.open(&self.url).await;
+        browser.wait_text("#link", "connected", LIMIT).await;
+    }
+
+    /// Sends raw HTTP to the page server; returns what it answered.
+    fn raw(&self, request: &str) -> String {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connects");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        stream.write_all(request.as_bytes()).expect("writes");
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+}
+
+impl Drop for WebChat {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Types `line` into the message box and sends it.
+async fn say(browser: &Browser, line: &str) {
+    browser.type_into("#message", line).await;
+    browser.click("#send").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browsers_chat_and_a_cli_user_gets_replies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TestDirectory::start(&tmp.path().join("data"), &[]).await;
+    let alice = WebChat::start(&dir, "alice", &tmp.path().join("alice"));
+    let bob = WebChat::start(&dir, "bob", &tmp.path().join("bob"));
+    let driver = Chromedriver::start().await;
+    let alice_page = driver.browser().await;
+    let bob_page = driver.browser().await;
+    alice.open_in(&alice_page).await;
+    bob.open_in(&bob_page).await;
+    // The secret left the address bar once the page read it.
+    let address = alice_page.eval("return location.href").await;
+    assert!(!address.to_string().contains('#'), "{address}");
+    alice_page.wait_text("#people", "bob", LIMIT).await;
+
+    say(&alice_page, "@bob hello from <b>alice's</b> browser").await;
+    bob_page
+        .wait_text(
+            "#entries",
+            "alice: hello from <b>alice's</b> browser",
+            LIMIT,
+        )
+        .await;
+    // Text, never markup: what a peer writes cannot add elements to the page.
+    assert_eq!(
+        bob_page
+            .eval("return document.querySelectorAll('#entries b').length")
+            .await,
+        serde_json::json!(0)
+    );
+    alice_page
+        .wait_text("#entries .outgoing .state", "delivered", LIMIT)
+        .await;
+    // The box is empty again: the line went.
+    assert_eq!(
+        alice_page
+            .eval("return document.getElementById('message').value")
+            .await,
+        serde_json::json!("")
+    );
+
+    // bob's conversation is open on alice's page when a person on the CLI writes to her: carol's
+    // conversation counts it unread until alice opens it; her reply reaches the CLI.
+    alice_page.click("#people li[data-name='bob']").await;
+    alice_page.wait_text("#views li.active", "bob", LIMIT).await;
+    let mut carol = Client::join(&dir, "carol", &tmp.path().join("carol")).await;
+    alice_page.wait_text("#people", "carol", LIMIT).await;
+    let alice_peer = carol.peer("alice");
+    carol
+        .session
+        .send_text(std::slice::from_ref(&alice_peer), "hi alice, carol here")
+        .await
+        .unwrap();
+    let carol_unread = "return [...document.querySelectorAll('#views li')].find(li => li.textContent.startsWith('carol'))?.querySelector('.unread')?.textContent ?? null";
+    alice_page
+        .wait_until(
+            "carol's conversation shows one unread",
+            &format!("return (() => {{ {carol_unread} }})() === '1'"),
+            LIMIT,
+        )
+        .await;
+    assert!(!alice_page.text("#entries").await.contains("carol here"));
+    alice_page
+        .eval("[...document.querySelectorAll('#views li')].find(li => li.textContent.startsWith('carol')).click(); return true")
+        .await;
+    alice_page
+        .wait_text("#entries", "carol: hi alice, carol here", LIMIT)
+        .await;
+    assert_eq!(
+        alice_page
+            .eval(&format!("return (() => {{ {carol_unread} }})()"))
+            .await,
+        serde_json::Value::Null,
+        "opened, it is read"
+    );
+    // In an open conversation plain text goes to its person.
+    say(&alice_page, "hi carol, from the browser").await;
+    assert_eq!(carol.message().await.text, "hi carol, from the browser");
+
+    // A line that cannot go comes back to the box, with the reason in the conversation.
+    say(&alice_page, "/open").await;
+    alice_page
+        .wait_text("#entries", "usage: /open NAME", LIMIT)
+        .await;
+    alice_page
+        .wait_until(
+            "the line is back in the box",
+            "return document.getElementById('message').value === '/open'",
+            LIMIT,
+        )
+        .await;
+
+    alice_page.close().await;
+    bob_page.close().await;
+    drop(driver);
+    dir.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_key_blocks_sending_in_the_page_until_trusted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let dir = TestDirectory::start(&data, &[]).await;
+    let port = support::net::port_of(&dir.url);
+    let mut ben = dir.register("ben", &tmp.path().join("ben")).await;
+    let _ben_events = ben.subscribe().await.unwrap();
+    let alice = WebChat::start(&dir, "alice", &tmp.path().join("alice"));
+    let driver = Chromedriver::start().await;
+    let page = driver.browser().await;
+    alice.open_in(&page).await;
+    page.wait_text("#people", "ben", LIMIT).await;
+    page.wait_text("#people li[data-name='ben'] .key", "pinned", LIMIT)
+        .await;
+
+    // An operator frees "ben" while the directory is down and someone takes it with a new key.
+    ben.quit().await.unwrap();
+    dir.stop().await;
+    page.wait_text("#link", "reconnecting", LIMIT).await;
+    assert!(directory_service::release_name(&data, "ben").await.unwrap());
+    let dir = TestDirectory::start_on(port, &data, &[]).await;
+    page.wait_text("#link", "connected", LIMIT).await;
+    let mut new_ben = Client::join(&dir, "ben", &tmp.path().join("new-ben")).await;
+    page.wait_text("#people li[data-name='ben'] .key", "changed", LIMIT)
+        .await;
+
+    // Sending stops at the warning, both fingerprints side by side; the box is locked.
+    say(&page, "@ben are you ben?").await;
+    page.wait_text("#prompt-title", "CHANGED", LIMIT).await;
+    page.wait_until(
+        "the warning covers the page and the box is locked",
+        "return !document.getElementById('prompt').hidden && document.getElementById('message').disabled && document.querySelectorAll('#prompt-keys tr.differs').length > 0",
+        LIMIT,
+    )
+    .await;
+    // "Don't send" gives the text back.
+    page.click("#prompt-no").await;
+    page.wait_until(
+        "the text is back in the box",
+        "return document.getElementById('message').value === '@ben are you ben?' && !document.getElementById('message').disabled",
+        LIMIT,
+    )
+    .await;
+    page.wait_text("#entries", "not sent", LIMIT).await;
+    // Send again, and trust: the new key is pinned and the message goes.
+    page.click("#send").await;
+    page.wait_text("#prompt-title", "CHANGED", LIMIT).await;
+    page.click("#prompt-yes").await;
+    assert_eq!(new_ben.message().await.text, "are you ben?");
+    page.wait_text("#people li[data-name='ben'] .key", "verified", LIMIT)
+        .await;
+
+    page.close().await;
+    drop(driver);
+    dir.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_server_refuses_other_sites_and_pages_without_the_secret() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = TestDirectory::start(&tmp.path().join("data"), &[]).await;
+    let alice = WebChat::start(&dir, "alice", &tmp.path().join("alice"));
+    let port = alice.port;
+
+    // Its own page, with a strict policy: nothing from elsewhere, no inline script.
+    let page = alice.raw(&format!(
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    ));
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let lower = page.to_ascii_lowercase();
+    assert!(
+        lower.contains("content-security-policy: default-src 'none'; script-src 'self';"),
+        "{page}"
+    );
+    assert!(lower.contains("x-content-type-options: nosniff"));
+    assert!(!page.contains("<script>"), "no inline script");
+    // DNS rebinding: a site that points its own name at 127.0.0.1 names itself as the Host.
+    let rebound = alice.raw(&format!(
+        "GET / HTTP/1.1\r\nHost: evil.example:{port}\r\nConnection: close\r\n\r\n"
+    ));
+    assert!(rebound.starts_with("HTTP/1.1 403"), "{rebound}");
+    assert!(rebound.contains("answers only to its own address"));
+    // Another site's page opening the WebSocket.
+    let upgrade = |origin: &str| {
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: {origin}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+    };
+    let foreign = alice.raw(&upgrade("http://evil.example"));
+    assert!(foreign.starts_with("HTTP/1.1 403"), "{foreign}");
+    assert!(foreign.contains("Origin is another site"));
+    // The page's own origin may upgrade (what it then must show is the secret).
+    let mut own = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    own.write_all(upgrade(&format!("http://127.0.0.1:{port}")).as_bytes())
+        .unwrap();
+    let mut head = [0u8; 12];
+    own.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101");
+    drop(own);
+
+    // A page opened without the secret, or with a wrong one, learns nothing.
+    let driver = Chromedriver::start().await;
+    let browser = driver.browser().await;
+    browser.open(&format!("http://127.0.0.1:{port}/")).await;
+    browser
+        .wait_text("#banner", "open the address svs web printed", LIMIT)
+        .await;
+    browser
+        .open(&format!("http://127.0.0.1:{port}/#{}", "0".repeat(64)))
+        .await;
+    browser
+        .wait_text("#banner", "does not hold the secret", LIMIT)
+        .await;
+    assert_eq!(browser.text("#entries").await, "");
+    assert_eq!(browser.text("#people").await, "");
+    // The right address works in the same browser.
+    alice.open_in(&browser).await;
+    browser.wait_text("#me", "alice", LIMIT).await;
+    browser.close().await;
+    drop(driver);
+    dir.stop().await;
+}

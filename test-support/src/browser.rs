@@ -1,0 +1,166 @@
+//! Headless Chromium driven over WebDriver: a `chromedriver` child (Debian's `chromium-driver`,
+//! installed by `scripts/install-deps.sh`) and browser sessions on it, each its own profile, with
+//! the waits a test needs (until an element shows some text, until a script says true).
+
+use fantoccini::{ClientBuilder, Locator};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The chromedriver of this machine, killed with every browser it started when dropped.
+#[derive(Debug)]
+pub struct Chromedriver {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Chromedriver {
+    /// Starts `chromedriver` on a free port and waits until it answers.
+    pub async fn start() -> Self {
+        let port = crate::free_port();
+        let mut command = Command::new("chromedriver");
+        command
+            .arg(format!("--port={port}"))
+            .stdout(crate::log_file("chromedriver"))
+            .stderr(crate::log_file("chromedriver-stderr"));
+        // Its own process group: dropping it takes the browsers with it.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut child = command.spawn().unwrap_or_else(|e| {
+            panic!(
+                "chromedriver does not run ({e}): scripts/install-deps.sh installs chromium-driver"
+            )
+        });
+        assert!(
+            crate::wait_for_port(&mut child, port, Duration::from_secs(30)).await,
+            "chromedriver did not take connections on port {port}"
+        );
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// A new headless browser with a profile of its own.
+    pub async fn browser(&self) -> Browser {
+        let mut options = serde_json::json!({
+            "args": [
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--window-size=1280,800",
+                "--autoplay-policy=no-user-gesture-required",
+            ]
+        });
+        if std::path::Path::new("/usr/bin/chromium").exists() {
+            options["binary"] = "/usr/bin/chromium".into();
+        }
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert("goog:chromeOptions".into(), options);
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("chromedriver did not start a browser: {e}"));
+        Browser { client }
+    }
+}
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One browser session.
+#[derive(Debug)]
+pub struct Browser {
+    pub client: fantoccini::Client,
+}
+
+impl Browser {
+    pub async fn open(&self, url: &str) {
+        self.client
+            .goto(url)
+            .await
+            .unwrap_or_else(|e| panic!("the browser did not open {url}: {e}"));
+    }
+
+    /// The text of the first element matching `css` ("" while there is none).
+    pub async fn text(&self, css: &str) -> String {
+        match self.client.find(Locator::Css(css)).await {
+            Ok(element) => element.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Waits until the element matching `css` shows text containing `wanted`; returns its text.
+    pub async fn wait_text(&self, css: &str, wanted: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let text = self.text(css).await;
+            if text.contains(wanted) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the page never showed {wanted:?} in {css} within {within:?}; it shows {text:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runs `script` (a function body that returns a value) in the page.
+    pub async fn eval(&self, script: &str) -> serde_json::Value {
+        self.client
+            .execute(script, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("the page did not run {script:?}: {e}"))
+    }
+
+    /// Waits until `script` returns true in the page; `what` says what that means.
+    pub async fn wait_until(&self, what: &str, script: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.eval(script).await != serde_json::Value::Bool(true) {
+            assert!(
+                Instant::now() < deadline,
+                "{what} did not happen within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Types `text` into the element matching `css`.
+    pub async fn type_into(&self, css: &str, text: &str) {
+        let element = self
+            .client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css} on the page: {e}"));
+        element
+            .send_keys(text)
+            .await
+            .unwrap_or_else(|e| panic!("cannot type into {css}: {e}"));
+    }
+
+    /// Clicks the element matching `css`.
+    pub async fn click(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css} on the page: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("cannot click {css}: {e}"));
+    }
+
+    /// Ends the session (the browser quits).
+    pub async fn close(self) {
+        let _ = self.client.close().await;
+    }
+}
