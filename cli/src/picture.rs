@@ -71,6 +71,32 @@ fn check_claimed(
     Ok(())
 }
 
+/// Checks the size a picture claims (the JPEG frame header, each H.264 SPS) against the size its
+/// frame message announced and the pixel budget, before anything decodes it (a decoder allocates
+/// what the picture claims). A unit without an SPS decodes with the one before and passes.
+pub fn check_size(
+    picture: &Picture,
+    announced: picture_size::Size,
+    max_pixels: u64,
+) -> Result<(), DecodeError> {
+    match picture {
+        Picture::Jpeg(jpeg) => {
+            let claimed = picture_size::jpeg(jpeg)
+                .ok_or_else(|| DecodeError("the JPEG has no frame header".into()))?;
+            check_claimed("JPEG", claimed, announced, max_pixels)
+        }
+        Picture::H264(unit) => match picture_size::h264(unit) {
+            H264Sizes::NoSps => Ok(()),
+            H264Sizes::Sps(sizes) => sizes
+                .into_iter()
+                .try_for_each(|size| check_claimed("H.264 SPS", size, announced, max_pixels)),
+            H264Sizes::Unreadable(why) => Err(DecodeError(format!(
+                "the H.264 SPS does not parse ({why}); not decoded"
+            ))),
+        },
+    }
+}
+
 impl PictureDecoder {
     /// A decoder refusing pictures of more than `max_pixels`.
     pub fn new(max_pixels: u64) -> Self {
@@ -94,9 +120,7 @@ impl PictureDecoder {
         match picture {
             Picture::Jpeg(jpeg) => {
                 self.h264_continues = false;
-                let claimed = picture_size::jpeg(jpeg)
-                    .ok_or_else(|| DecodeError("the JPEG has no frame header".into()))?;
-                check_claimed("JPEG", claimed, announced, self.max_pixels)?;
+                check_size(picture, announced, self.max_pixels)?;
                 *out =
                     imgcodecs::imdecode(&Vector::<u8>::from_slice(jpeg), imgcodecs::IMREAD_COLOR)
                         .map_err(cv("decoding JPEG"))?;
@@ -117,19 +141,7 @@ impl PictureDecoder {
                     self.h264 = None;
                 }
                 self.h264_continues = false;
-                match picture_size::h264(unit) {
-                    H264Sizes::NoSps => {}
-                    H264Sizes::Sps(sizes) => {
-                        for size in sizes {
-                            check_claimed("H.264 SPS", size, announced, self.max_pixels)?;
-                        }
-                    }
-                    H264Sizes::Unreadable(why) => {
-                        return Err(DecodeError(format!(
-                            "the H.264 SPS does not parse ({why}); not decoded"
-                        )));
-                    }
-                }
+                check_size(picture, announced, self.max_pixels)?;
                 let decoder = match &mut self.h264 {
                     Some(d) => d,
                     empty => empty.insert(

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use support::client::Client;
-use support::{Browser, Chromedriver, TestDirectory};
+use support::{Browser, Chromedriver, TestDirectory, TestStream};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -22,8 +22,21 @@ struct WebChat {
 
 impl WebChat {
     fn start(dir: &TestDirectory, name: &str, home: &Path) -> Self {
+        Self::start_with_stream(dir, None, name, home)
+    }
+
+    fn start_with_stream(
+        dir: &TestDirectory,
+        stream: Option<&TestStream>,
+        name: &str,
+        home: &Path,
+    ) -> Self {
         let port = support::free_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_svs"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_svs"));
+        if let Some(stream) = stream {
+            command.env("SVS_STREAM", &stream.url);
+        }
+        let mut child = command
             .args(["web", "--listen", &format!("127.0.0.1:{port}")])
             .env("SVS_DIRECTORY", &dir.url)
             .env("SVS_CA", &dir.ca)
@@ -302,5 +315,111 @@ async fn the_page_server_refuses_other_sites_and_pages_without_the_secret() {
     browser.wait_text("#me", "alice", LIMIT).await;
     browser.close().await;
     drop(driver);
+    dir.stop().await;
+}
+
+/// The player's figures as the page keeps them.
+async fn player_stats(page: &Browser) -> serde_json::Value {
+    page.eval("return window.svsPlayer.stats").await
+}
+
+async fn wait_for_player(page: &Browser, what: &str, condition: &str) {
+    page.wait_until(
+        what,
+        &format!("const s = window.svsPlayer.stats; return !!({condition})"),
+        LIMIT,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_plays_a_video_with_sound_and_its_controls_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, stream) = support::start_both(tmp.path()).await;
+    let alice = WebChat::start_with_stream(&dir, Some(&stream), "alice", &tmp.path().join("alice"));
+    let driver = Chromedriver::start().await;
+    let page = driver.browser().await;
+    alice.open_in(&page).await;
+
+    // The library, with a poster made from a frame of the video.
+    page.click("#show-library").await;
+    page.wait_until(
+        "the demo's poster decoded",
+        "const img = document.querySelector('.video[data-video=\"demo\"] img'); return !!img && img.complete && img.naturalWidth > 0",
+        LIMIT,
+    )
+    .await;
+    page.wait_text(".video[data-video='demo'] .meta", "sound", LIMIT)
+        .await;
+
+    // It plays: H.264 decoded by WebCodecs onto the canvas, on the clock of its sound.
+    page.click(".video[data-video='demo']").await;
+    wait_for_player(
+        &page,
+        "frames decoded and drawn with their sound",
+        "s.framesDrawn >= 10 && s.h264Frames > 0 && s.soundScheduled > 0 && s.sound && s.sound.codec === 'opus'",
+    )
+    .await;
+    let varied = page
+        .eval(
+            "const c = document.getElementById('screen'); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; \
+             let min = 255, max = 0; for (let i = 0; i < d.length; i += 4 * 97) { min = Math.min(min, d[i + 1]); max = Math.max(max, d[i + 1]); } return max - min",
+        )
+        .await;
+    assert!(
+        varied.as_f64().unwrap() > 30.0,
+        "the canvas shows a picture: {varied}"
+    );
+    page.wait_text("#stats", "kbit/s", LIMIT).await;
+
+    // Pause holds the picture; play goes on from there.
+    page.click("#play-pause").await;
+    wait_for_player(&page, "paused", "s.paused").await;
+    let held = player_stats(&page).await["framesDrawn"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let after = player_stats(&page).await["framesDrawn"].as_u64().unwrap();
+    assert!(
+        after <= held + 2,
+        "paused, yet {} frames were drawn",
+        after - held
+    );
+    page.click("#play-pause").await;
+    wait_for_player(
+        &page,
+        "playing again",
+        &format!("!s.paused && s.framesDrawn > {after} + 3"),
+    )
+    .await;
+
+    // The window player's key 1 switches to 240p.
+    page.eval("document.dispatchEvent(new KeyboardEvent('keydown', { key: '1' })); return true")
+        .await;
+    wait_for_player(
+        &page,
+        "switched to 240p",
+        "s.resolution === '240p' && s.width > 0 && s.width < 500",
+    )
+    .await;
+
+    // The seek bar moves the playback back to the start.
+    let before_seek = player_stats(&page).await["framesDrawn"].as_u64().unwrap();
+    page.eval("const s = document.getElementById('seek'); s.value = '0.2'; s.dispatchEvent(new Event('change')); return true")
+        .await;
+    wait_for_player(
+        &page,
+        "seeked back near the start",
+        &format!("s.notes.some(n => n.startsWith('seeked')) && s.framesDrawn > {before_seek} && s.position < 1.5"),
+    )
+    .await;
+    wait_for_player(&page, "the video ended", "s.ended === 'the video ended'").await;
+    let stats = player_stats(&page).await;
+    assert!(
+        stats["jpegFrames"].as_u64().unwrap() > 0,
+        "a bridge frame after the switch or seek: {stats}"
+    );
+
+    page.close().await;
+    drop(driver);
+    stream.stop().await;
     dir.stop().await;
 }

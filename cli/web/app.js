@@ -2,6 +2,8 @@
 // sessions stay in the svs process; this page only shows. Everything a peer wrote goes into the
 // page as text (textContent), never as markup.
 
+import { Player } from "./player.js";
+
 const $ = (id) => document.getElementById(id);
 
 // The secret arrives in the address's fragment (never sent in a request); kept for reloads of
@@ -49,8 +51,14 @@ function banner(text) {
 
 function connect() {
   socket = new WebSocket(`ws://${location.host}/ws`);
+  socket.binaryType = "arraybuffer";
   socket.addEventListener("open", () => send({ type: "hello", secret }));
   socket.addEventListener("message", (event) => {
+    if (event.data instanceof ArrayBuffer) {
+      const poster = player.binary(event.data);
+      if (poster) showPoster(poster.poster, poster.jpeg);
+      return;
+    }
     let message;
     try {
       message = JSON.parse(event.data);
@@ -73,6 +81,18 @@ function connect() {
         break;
       case "problem":
         banner(message.text);
+        break;
+      case "videos":
+        showLibrary(message);
+        break;
+      case "play_started":
+        player.started(message);
+        break;
+      case "play_notice":
+        player.notice(message);
+        break;
+      case "play_ended":
+        player.ended(message);
         break;
     }
   });
@@ -122,15 +142,89 @@ function totalUnread(s) {
   return s.views.reduce((n, v) => n + v.unread, 0);
 }
 
+// The conversation, or the library and player.
+let watching = false;
+
+function showWatch(on) {
+  watching = on;
+  $("watch").hidden = !on;
+  $("conversation").hidden = on;
+  $("show-library").classList.toggle("active", on);
+  if (state) renderViews(state);
+}
+
+function openLibrary() {
+  showWatch(true);
+  $("player").hidden = true;
+  $("library").hidden = false;
+  player.stop();
+  send({ type: "videos" });
+}
+
+const posters = new Map();
+
+function showLibrary(message) {
+  const library = $("library");
+  if (message.error) {
+    library.replaceChildren(el("p", "problem", `cannot list the videos: ${message.error}`));
+    return;
+  }
+  if (!message.videos.length) {
+    library.replaceChildren(el("p", "event", "no videos yet (the service makes demos with `stream-service make-demo`)"));
+    return;
+  }
+  library.replaceChildren(
+    ...message.videos.map((video) => {
+      const card = el("div", "video");
+      card.dataset.video = video.name;
+      const picture = posters.has(video.name) ? el("img") : el("div", "no-poster");
+      if (posters.has(video.name)) picture.src = posters.get(video.name);
+      picture.alt = "";
+      const caption = el("div", "caption");
+      caption.append(
+        el("span", "name", video.name),
+        el("span", "meta", `${clock(video.duration_seconds)} · ${video.renditions.join(" ")}${video.has_audio ? " · sound" : ""}`),
+      );
+      card.append(picture, caption);
+      card.addEventListener("click", () => watch(video.name));
+      return card;
+    }),
+  );
+}
+
+function showPoster(video, jpeg) {
+  const old = posters.get(video);
+  if (old) URL.revokeObjectURL(old);
+  const url = URL.createObjectURL(new Blob([jpeg], { type: "image/jpeg" }));
+  posters.set(video, url);
+  const card = document.querySelector(`.video[data-video="${CSS.escape(video)}"]`);
+  if (card) {
+    const img = el("img");
+    img.src = url;
+    img.alt = "";
+    card.firstChild.replaceWith(img);
+  }
+}
+
+function watch(video, start = 0) {
+  showWatch(true);
+  $("library").hidden = true;
+  $("player").hidden = false;
+  player.play(video, start);
+}
+
 function renderViews(s) {
   const list = $("views");
   list.replaceChildren(
     ...s.views.map((view, n) => {
-      const item = el("li", n === s.active ? "active" : "");
+      const item = el("li", n === s.active && !watching ? "active" : "");
       item.dataset.view = String(n);
       item.append(el("span", "label", view.label));
       if (view.unread) item.append(el("span", "unread", String(view.unread)));
-      item.addEventListener("click", () => send({ type: "show", view: n }));
+      item.addEventListener("click", () => {
+        showWatch(false);
+        send({ type: "show", view: n });
+      });
       return item;
     }),
   );
@@ -251,15 +345,59 @@ function submit(event) {
   const box = $("message");
   const text = box.value;
   if (!text.trim()) return;
+  // Playing happens in this page: `/play VIDEO [START]` opens the player here, `/stop` closes it.
+  const play = text.trim().match(/^\/play\s+(\S+)(?:\s+(\d+(?:\.\d+)?))?$/);
+  if (play) {
+    box.value = "";
+    watch(play[1], Number(play[2] || 0));
+    return;
+  }
+  if (text.trim() === "/stop") {
+    box.value = "";
+    openLibrary();
+    return;
+  }
   if (send({ type: "line", text })) box.value = "";
   else banner("not sent: svs web is not answering (the text is still in the box)");
 }
 
+let player = null;
+
 document.addEventListener("DOMContentLoaded", () => {
+  player = new Player(
+    {
+      screen: $("screen"), stats: $("stats"), seek: $("seek"), clock: $("clock"),
+      resolution: $("resolution"), playPause: $("play-pause"), note: $("player-note"), mute: $("mute"),
+    },
+    send,
+  );
+  window.svsPlayer = player;
+  $("show-library").addEventListener("click", openLibrary);
+  $("play-pause").addEventListener("click", () => player.togglePause());
+  $("seek").addEventListener("input", () => { player.seekDragging = true; });
+  $("seek").addEventListener("change", (e) => {
+    player.seekDragging = false;
+    player.seekTo(Number(e.target.value));
+  });
+  $("resolution").addEventListener("change", (e) => player.switchTo(e.target.value));
+  $("mute").addEventListener("click", () => player.toggleMute());
+  $("close-player").addEventListener("click", openLibrary);
   $("compose").addEventListener("submit", submit);
   $("prompt-yes").addEventListener("click", (e) => send({ type: "answer", key: e.target.dataset.key }));
   $("prompt-no").addEventListener("click", () => send({ type: "answer", key: "n" }));
   document.addEventListener("keydown", (e) => {
+    const typing = e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement;
+    if (watching && !typing && !$("player").hidden && !e.altKey && !e.ctrlKey && !e.metaKey) {
+      if (e.key === "q" || e.key === "Escape") {
+        openLibrary();
+        e.preventDefault();
+        return;
+      }
+      if (player.key(e)) {
+        e.preventDefault();
+        return;
+      }
+    }
     if (e.altKey && e.key >= "1" && e.key <= "9" && state) {
       send({ type: "show", view: Number(e.key) - 1 });
       e.preventDefault();

@@ -118,6 +118,12 @@ impl<'g> Engine<'g> {
         &self.session.name
     }
 
+    /// The session's current token (it changes when the chat reconnects): what stream-service
+    /// asks for.
+    pub fn token(&self) -> &str {
+        &self.session.token
+    }
+
     /// Waits for the next thing that happens. Cancel-safe: a front end races it with its input.
     pub async fn next(&mut self) -> Happening {
         let feed = &mut self.feed;

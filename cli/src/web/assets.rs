@@ -5,7 +5,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 /// Name, media type, contents.
-const FILES: [(&str, &str, &str); 3] = [
+const FILES: [(&str, &str, &str); 4] = [
     (
         "index.html",
         "text/html; charset=utf-8",
@@ -15,6 +15,11 @@ const FILES: [(&str, &str, &str); 3] = [
         "app.js",
         "text/javascript; charset=utf-8",
         include_str!("../../web/app.js"),
+    ),
+    (
+        "player.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/player.js"),
     ),
     (
         "style.css",

@@ -3,10 +3,12 @@
 //! WebSocket per open page (`socket`), behind the checks that keep other sites and other machines
 //! out (`guard`). One task runs the chat's `Engine` exactly as the full-screen terminal does; the
 //! pages send it what the person does and receive the model as JSON (`snapshot`) after every
-//! change.
+//! change. Each page's library and playbacks run on its own socket (`media`): frames and sound
+//! pass from stream-service to the browser's decoders as they came.
 
 mod assets;
 mod guard;
+mod media;
 mod routes;
 mod snapshot;
 mod socket;
@@ -61,6 +63,9 @@ struct Shared {
     state: watch::Receiver<Arc<str>>,
     guard: Arc<guard::Guard>,
     pages: Arc<tokio::sync::Semaphore>,
+    /// The session's token, for stream-service (it changes when the chat reconnects).
+    token: watch::Receiver<String>,
+    stream: media::StreamAccess,
 }
 
 pub(crate) async fn run(global: &Global, options: WebOptions) -> Result<(), CliError> {
@@ -84,11 +89,17 @@ pub(crate) async fn run(global: &Global, options: WebOptions) -> Result<(), CliE
     let url = guard.page_url();
     let (actions_tx, mut actions) = mpsc::channel(ACTION_QUEUE);
     let (state_tx, state_rx) = watch::channel(snapshot::json(&engine.model));
+    let (token_tx, token_rx) = watch::channel(engine.token().to_string());
     let shared = Shared {
         actions: actions_tx,
         state: state_rx,
         guard,
         pages: Arc::new(tokio::sync::Semaphore::new(options.max_pages.max(1))),
+        token: token_rx,
+        stream: media::StreamAccess {
+            url: global.stream.clone(),
+            ca: global.ca(),
+        },
     };
     let server = tokio::spawn(routes::serve(listener, shared));
     println!("svs web: chat as {} at {url}", engine.name());
@@ -126,6 +137,13 @@ pub(crate) async fn run(global: &Global, options: WebOptions) -> Result<(), CliE
             }
             _ = &mut ctrl_c => break Ok(()),
         }
+        token_tx.send_if_modified(|token| {
+            let changed = token != engine.token();
+            if changed {
+                *token = engine.token().to_string();
+            }
+            changed
+        });
         let now = snapshot::json(&engine.model);
         state_tx.send_if_modified(|shown| {
             let changed = **shown != *now;
