@@ -89,6 +89,14 @@ impl Drop for WebChat {
     }
 }
 
+/// Keeps what the page shows now as `<target>/tmp/web-screens/NAME.png`, for a person to look at.
+async fn keep_screenshot(page: &Browser, name: &str) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-screens");
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = page.client.screenshot().await.unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
 /// Types `line` into the message box and sends it.
 async fn say(browser: &Browser, line: &str) {
     browser.type_into("#message", line).await;
@@ -129,6 +137,7 @@ async fn two_browsers_chat_and_a_cli_user_gets_replies() {
     alice_page
         .wait_text("#entries .outgoing .state", "delivered", LIMIT)
         .await;
+    keep_screenshot(&alice_page, "chat").await;
     // The box is empty again: the line went.
     assert_eq!(
         alice_page
@@ -230,6 +239,7 @@ async fn a_changed_key_blocks_sending_in_the_page_until_trusted() {
         LIMIT,
     )
     .await;
+    keep_screenshot(&page, "key-changed").await;
     // "Don't send" gives the text back.
     page.click("#prompt-no").await;
     page.wait_until(
@@ -310,9 +320,20 @@ async fn the_page_server_refuses_other_sites_and_pages_without_the_secret() {
         .await;
     assert_eq!(browser.text("#entries").await, "");
     assert_eq!(browser.text("#people").await, "");
-    // The right address works in the same browser.
+    // The right address works in the same browser, and loads nothing from anywhere else.
     alice.open_in(&browser).await;
     browser.wait_text("#me", "alice", LIMIT).await;
+    let foreign = browser
+        .eval("return performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith(location.origin + '/'))")
+        .await;
+    assert_eq!(foreign, serde_json::json!([]), "resources from elsewhere");
+    let loaded = browser
+        .eval("return performance.getEntriesByType('resource').length")
+        .await;
+    assert!(
+        loaded.as_u64().unwrap() >= 2,
+        "the page's own script and style were loaded: {loaded}"
+    );
     browser.close().await;
     drop(driver);
     dir.stop().await;
@@ -352,24 +373,30 @@ async fn the_page_plays_a_video_with_sound_and_its_controls_work() {
     page.wait_text(".video[data-video='demo'] .meta", "sound", LIMIT)
         .await;
 
-    // It plays: H.264 decoded by WebCodecs onto the canvas, on the clock of its sound.
+    keep_screenshot(&page, "library").await;
+
+    // It plays at 720p: H.264 decoded by WebCodecs onto the canvas, on the clock of its sound.
+    page.eval("document.getElementById('resolution').value = '720p'; return true")
+        .await;
     page.click(".video[data-video='demo']").await;
     wait_for_player(
         &page,
         "frames decoded and drawn with their sound",
-        "s.framesDrawn >= 10 && s.h264Frames > 0 && s.soundScheduled > 0 && s.sound && s.sound.codec === 'opus'",
+        "s.framesDrawn >= 10 && s.h264Frames > 0 && s.soundScheduled > 0 && s.sound && s.sound.codec === 'opus' && s.width === 1280",
     )
     .await;
-    let varied = page
-        .eval(
-            "const c = document.getElementById('screen'); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; \
-             let min = 255, max = 0; for (let i = 0; i < d.length; i += 4 * 97) { min = Math.min(min, d[i + 1]); max = Math.max(max, d[i + 1]); } return max - min",
-        )
-        .await;
-    assert!(
-        varied.as_f64().unwrap() > 30.0,
-        "the canvas shows a picture: {varied}"
-    );
+    let cold_first_frame = player_stats(&page).await["firstFrameMs"].clone();
+    // The canvas shows the frame the page says it drew: read the demo's frame mark from its pixels.
+    for _ in 0..3 {
+        let (mark, drawn) = canvas_mark(&page).await;
+        assert_eq!(
+            mark,
+            Some(drawn),
+            "the canvas shows frame {mark:?}, the page drew {drawn}"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    keep_screenshot(&page, "player").await;
     page.wait_text("#stats", "kbit/s", LIMIT).await;
 
     // Pause holds the picture; play goes on from there.
@@ -401,16 +428,23 @@ async fn the_page_plays_a_video_with_sound_and_its_controls_work() {
     )
     .await;
 
-    // The seek bar moves the playback back to the start.
-    let before_seek = player_stats(&page).await["framesDrawn"].as_u64().unwrap();
-    page.eval("const s = document.getElementById('seek'); s.value = '0.2'; s.dispatchEvent(new Event('change')); return true")
+    // The seek bar moves the playback back, to exactly the frame of that moment.
+    page.eval("const s = document.getElementById('seek'); s.value = '1'; s.dispatchEvent(new Event('change')); return true")
         .await;
-    wait_for_player(
-        &page,
-        "seeked back near the start",
-        &format!("s.notes.some(n => n.startsWith('seeked')) && s.framesDrawn > {before_seek} && s.position < 1.5"),
-    )
-    .await;
+    wait_for_player(&page, "landed after the seek", "s.seekLanded !== null").await;
+    let landed = player_stats(&page).await["seekLanded"].as_u64().unwrap();
+    assert_eq!(
+        landed,
+        support::DEMO_FPS as u64,
+        "a seek to 0:01 lands on frame {}",
+        support::DEMO_FPS
+    );
+    let (mark, drawn) = canvas_mark(&page).await;
+    assert_eq!(
+        mark,
+        Some(drawn),
+        "after the seek the canvas shows frame {mark:?}, the page drew {drawn}"
+    );
     wait_for_player(&page, "the video ended", "s.ended === 'the video ended'").await;
     let stats = player_stats(&page).await;
     assert!(
@@ -418,8 +452,47 @@ async fn the_page_plays_a_video_with_sound_and_its_controls_work() {
         "a bridge frame after the switch or seek: {stats}"
     );
 
+    // Again, warm: the segments are in the service's cache now.
+    page.click("#close-player").await;
+    page.eval("document.getElementById('resolution').value = '720p'; return true")
+        .await;
+    page.click(".video[data-video='demo']").await;
+    wait_for_player(
+        &page,
+        "the first frame, warm",
+        "s.firstFrameMs !== null && s.width === 1280",
+    )
+    .await;
+    let warm_first_frame = player_stats(&page).await["firstFrameMs"].clone();
+    println!(
+        "figure: svs web first frame after play at 720p: cold {cold_first_frame} ms, warm {warm_first_frame} ms"
+    );
+
     page.close().await;
     drop(driver);
     stream.stop().await;
     dir.stop().await;
+}
+
+/// The frame number read from the canvas's pixels (the demo's mark), and the frame the page says
+/// it drew last, read at the same moment.
+async fn canvas_mark(page: &Browser) -> (Option<u64>, u64) {
+    use base64::Engine as _;
+    use opencv::core::Vector;
+    let both = page
+        .eval("const c = document.getElementById('screen'); return [c.toDataURL('image/png'), window.svsPlayer.stats.lastIndex]")
+        .await;
+    let url = both[0].as_str().unwrap();
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(url.trim_start_matches("data:image/png;base64,"))
+        .unwrap();
+    let image = opencv::imgcodecs::imdecode(
+        &Vector::<u8>::from_slice(&png),
+        opencv::imgcodecs::IMREAD_COLOR,
+    )
+    .unwrap();
+    (
+        stream_service::media::frame_mark(&image),
+        both[1].as_u64().unwrap(),
+    )
 }

@@ -72,6 +72,8 @@ export class Player {
       framesDropped: 0, skippedTotal: 0, lateMs: 0, position: 0, duration: 0, paused: false,
       lastIndex: -1, sound: null, soundPackets: 0, soundDecoded: 0, soundScheduled: 0,
       soundLate: 0, ended: null, notes: [],
+      // Milliseconds from play() to the first frame drawn; the frame first drawn after a seek.
+      firstFrameMs: null, seekLanded: null,
     };
   }
 
@@ -80,6 +82,7 @@ export class Player {
     this.reset();
     this.stats = this.freshStats();
     this.stats.video = video;
+    this.playAskedAt = performance.now();
     this.ensureAudio();
     this.send({ type: "play", video, resolution: this.el.resolution.value, start_seconds: start, sound: true });
   }
@@ -103,6 +106,7 @@ export class Player {
 
   // Forgets everything decoded or scheduled (a new playback, a seek).
   reset() {
+    this.generation = (this.generation || 0) + 1;
     for (const item of this.queue) item.image.close();
     this.queue = [];
     if (this.decoder && this.decoder.state !== "closed") this.decoder.reset();
@@ -143,6 +147,7 @@ export class Player {
     else if (state.startsWith("seeked")) {
       this.reset();
       this.seeking = false;
+      this.landing = true;
     }
   }
 
@@ -186,8 +191,13 @@ export class Player {
       s.jpegFrames++;
       // A bridge frame: the H.264 run before it does not continue.
       this.needKeyframe = true;
+      // A picture decoded after a reset (a seek, a new playback) belongs to what was forgotten.
+      const generation = this.generation;
       createImageBitmap(new Blob([bytes], { type: "image/jpeg" }))
-        .then((image) => this.decoded(header.pts, header.index, image))
+        .then((image) => {
+          if (generation === this.generation) this.decoded(header.pts, header.index, image);
+          else image.close();
+        })
         .catch(() => s.framesDropped++);
       return;
     }
@@ -345,6 +355,11 @@ export class Player {
       this.context.drawImage(image, 0, 0, width, height);
       image.close();
       s.framesDrawn++;
+      if (s.firstFrameMs === null) s.firstFrameMs = Math.round(performance.now() - this.playAskedAt);
+      if (this.landing) {
+        s.seekLanded = shown.index;
+        this.landing = false;
+      }
       this.window.frames++;
       s.lastIndex = shown.index;
       s.width = width;
