@@ -4,90 +4,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use support::client::Client;
-use support::{Browser, Chromedriver, TestDirectory, TestStream};
+use support::{Browser, Chromedriver, SvsWeb, TestDirectory};
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// A running `svs web` and the address it printed.
-struct WebChat {
-    child: Child,
-    url: String,
-    port: u16,
-}
-
-impl WebChat {
-    fn start(dir: &TestDirectory, name: &str, home: &Path) -> Self {
-        Self::start_with_stream(dir, None, name, home)
-    }
-
-    fn start_with_stream(
-        dir: &TestDirectory,
-        stream: Option<&TestStream>,
-        name: &str,
-        home: &Path,
-    ) -> Self {
-        let port = support::free_port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_svs"));
-        if let Some(stream) = stream {
-            command.env("SVS_STREAM", &stream.url);
-        }
-        let mut child = command
-            .args(["web", "--listen", &format!("127.0.0.1:{port}")])
-            .env("SVS_DIRECTORY", &dir.url)
-            .env("SVS_CA", &dir.ca)
-            .env("SVS_HOME", home)
-            .env("SVS_NAME", name)
-            .env("SVS_KEY_BITS", "2048")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(support::log_file(&format!("web-{name}")))
-            .spawn()
-            .expect("svs web runs");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some((_, url)) = line.split_once(" at http://") {
-                    let _ = tx.send(format!("http://{url}"));
-                }
-            }
-        });
-        let url = rx
-            .recv_timeout(LIMIT)
-            .expect("svs web printed the address of its page");
-        Self { child, url, port }
-    }
-
-    /// Opens the page in `browser` and waits until it is connected.
-    async fn open_in(&self, browser: &Browser) {
-        browser.open(&self.url).await;
-        browser.wait_text("#link", "connected", LIMIT).await;
-    }
-
-    /// Sends raw HTTP to the page server; returns what it answered.
-    fn raw(&self, request: &str) -> String {
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connects");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        stream.write_all(request.as_bytes()).expect("writes");
-        let mut answer = Vec::new();
-        let _ = stream.read_to_end(&mut answer);
-        String::from_utf8_lossy(&answer).into_owned()
-    }
-}
-
-impl Drop for WebChat {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Keeps what the page shows now as `<target>/tmp/web-screens/NAME.png`, for a person to look at.
 async fn keep_screenshot(page: &Browser, name: &str) {
@@ -107,8 +30,20 @@ async fn say(browser: &Browser, line: &str) {
 async fn two_browsers_chat_and_a_cli_user_gets_replies() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = TestDirectory::start(&tmp.path().join("data"), &[]).await;
-    let alice = WebChat::start(&dir, "alice", &tmp.path().join("alice"));
-    let bob = WebChat::start(&dir, "bob", &tmp.path().join("bob"));
+    let alice = SvsWeb::start(
+        env!("CARGO_BIN_EXE_svs"),
+        &dir,
+        None,
+        "alice",
+        &tmp.path().join("alice"),
+    );
+    let bob = SvsWeb::start(
+        env!("CARGO_BIN_EXE_svs"),
+        &dir,
+        None,
+        "bob",
+        &tmp.path().join("bob"),
+    );
     let driver = Chromedriver::start().await;
     let alice_page = driver.browser().await;
     let bob_page = driver.browser().await;
@@ -211,7 +146,13 @@ async fn a_changed_key_blocks_sending_in_the_page_until_trusted() {
     let port = support::net::port_of(&dir.url);
     let mut ben = dir.register("ben", &tmp.path().join("ben")).await;
     let _ben_events = ben.subscribe().await.unwrap();
-    let alice = WebChat::start(&dir, "alice", &tmp.path().join("alice"));
+    let alice = SvsWeb::start(
+        env!("CARGO_BIN_EXE_svs"),
+        &dir,
+        None,
+        "alice",
+        &tmp.path().join("alice"),
+    );
     let driver = Chromedriver::start().await;
     let page = driver.browser().await;
     alice.open_in(&page).await;
@@ -266,7 +207,13 @@ async fn a_changed_key_blocks_sending_in_the_page_until_trusted() {
 async fn the_page_server_refuses_other_sites_and_pages_without_the_secret() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = TestDirectory::start(&tmp.path().join("data"), &[]).await;
-    let alice = WebChat::start(&dir, "alice", &tmp.path().join("alice"));
+    let alice = SvsWeb::start(
+        env!("CARGO_BIN_EXE_svs"),
+        &dir,
+        None,
+        "alice",
+        &tmp.path().join("alice"),
+    );
     let port = alice.port;
 
     // Its own page, with a strict policy: nothing from elsewhere, no inline script.
@@ -357,7 +304,13 @@ async fn wait_for_player(page: &Browser, what: &str, condition: &str) {
 async fn the_page_plays_a_video_with_sound_and_its_controls_work() {
     let tmp = tempfile::tempdir().unwrap();
     let (dir, stream) = support::start_both(tmp.path()).await;
-    let alice = WebChat::start_with_stream(&dir, Some(&stream), "alice", &tmp.path().join("alice"));
+    let alice = SvsWeb::start(
+        env!("CARGO_BIN_EXE_svs"),
+        &dir,
+        Some(&stream),
+        "alice",
+        &tmp.path().join("alice"),
+    );
     let driver = Chromedriver::start().await;
     let page = driver.browser().await;
     alice.open_in(&page).await;

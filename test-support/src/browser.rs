@@ -1,9 +1,13 @@
 //! Headless Chromium driven over WebDriver: a `chromedriver` child (Debian's `chromium-driver`,
 //! installed by `scripts/install-deps.sh`) and browser sessions on it, each its own profile, with
-//! the waits a test needs (until an element shows some text, until a script says true).
+//! the waits a test needs (until an element shows some text, until a script says true); and a
+//! running `svs web` (`SvsWeb`) for them to open.
 
+use crate::{TestDirectory, TestStream};
 use fantoccini::{ClientBuilder, Locator};
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -162,5 +166,88 @@ impl Browser {
     /// Ends the session (the browser quits).
     pub async fn close(self) {
         let _ = self.client.close().await;
+    }
+}
+
+/// How long `svs web` may take to print its address, and a page to connect.
+const WEB_LIMIT: Duration = Duration::from_secs(30);
+
+/// A running `svs web` (the binary at `svs`) and the address it printed; killed when dropped.
+#[derive(Debug)]
+pub struct SvsWeb {
+    child: Child,
+    pub url: String,
+    pub port: u16,
+}
+
+impl SvsWeb {
+    /// Starts `svs web` as `name` with `home` against `dir` (and `stream`, if given).
+    pub fn start(
+        svs: &str,
+        dir: &TestDirectory,
+        stream: Option<&TestStream>,
+        name: &str,
+        home: &Path,
+    ) -> Self {
+        let port = crate::free_port();
+        let mut command = Command::new(svs);
+        if let Some(stream) = stream {
+            command.env("SVS_STREAM", &stream.url);
+        }
+        let mut child = command
+            .args(["web", "--listen", &format!("127.0.0.1:{port}")])
+            .env("SVS_DIRECTORY", &dir.url)
+            .env("SVS_CA", &dir.ca)
+            .env("SVS_HOME", home)
+            .env("SVS_NAME", name)
+            .env("SVS_KEY_BITS", "2048")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(crate::log_file(&format!("web-{name}")))
+            .spawn()
+            .expect("svs web runs");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some((_, url)) = line.split_once(" at http://") {
+                    let _ = tx.send(format!("http://{url}"));
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(WEB_LIMIT)
+            .expect("svs web printed the address of its page");
+        Self { child, url, port }
+    }
+
+    /// The process id (for its memory).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Opens the page in `browser` and waits until it is connected.
+    pub async fn open_in(&self, browser: &Browser) {
+        browser.open(&self.url).await;
+        browser.wait_text("#link", "connected", WEB_LIMIT).await;
+    }
+
+    /// Sends raw HTTP to the page server; returns what it answered.
+    pub fn raw(&self, request: &str) -> String {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connects");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        stream.write_all(request.as_bytes()).expect("writes");
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+}
+
+impl Drop for SvsWeb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -16,7 +16,7 @@ mod process;
 pub mod sound;
 pub mod viewer;
 
-pub use browser::{Browser, Chromedriver};
+pub use browser::{Browser, Chromedriver, SvsWeb};
 pub use fixtures::*;
 pub use metrics::{metric_series, scrape_metrics};
 pub use nats::{NATS_USER, NatsServer};
