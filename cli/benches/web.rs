@@ -67,7 +67,7 @@ async fn main() {
     let web = SvsWeb::start(
         env!("CARGO_BIN_EXE_svs"),
         &dir,
-        Some(&stream),
+        Some(&stream.url),
         "alice",
         &tmp.path().join("alice"),
     );

@@ -421,3 +421,65 @@ async fn svs_play_stays_small_and_clean_against_a_lying_stream_service() {
     assert_no_escapes("svs videos --json", &run.stdout);
     dir.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn svs_web_passes_no_lying_picture_to_the_page_and_keeps_chatting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let dir = TestDirectory::start(&data, &[]).await;
+    let hostile = start_hostile(&data).await;
+    let web = support::SvsWeb::start(
+        env!("CARGO_BIN_EXE_svs"),
+        &dir,
+        Some(&hostile),
+        "viewer",
+        &tmp.path().join("viewer"),
+    );
+    let driver = support::Chromedriver::start().await;
+    let page = driver.browser().await;
+    web.open_in(&page).await;
+    let limit = Duration::from_secs(60);
+
+    // The library: the name is text, with no control characters turned into anything; its
+    // "poster" claims 30000x30000 and is not shown.
+    page.click("#show-library").await;
+    page.wait_text("#library .video .name", "evil", limit).await;
+    let name = page.text("#library .video .name").await;
+    assert!(
+        name.starts_with("evil") && name.ends_with("name"),
+        "{name:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        page.eval("return document.querySelectorAll('#library img').length")
+            .await,
+        serde_json::json!(0),
+        "a poster that lies about its size reached the page"
+    );
+
+    // Playing it: the lying pictures are dropped with a note, the real one is drawn, the flood
+    // of junk is counted instead of noted one by one.
+    page.click("#library .video").await;
+    page.wait_until(
+        "the real frame drawn and the lies noted",
+        "const s = window.svsPlayer.stats; return s.framesDrawn >= 1 && s.notes.some(n => n.includes('over the budget')) && s.notes.some(n => n.includes('frames dropped so far'))",
+        limit,
+    )
+    .await;
+    let stats = page.eval("return window.svsPlayer.stats").await;
+    assert!(
+        stats["framesReceived"].as_u64().unwrap() <= 10,
+        "frames that failed the size check reached the page: {stats}"
+    );
+    let peak = support::process::peak_rss_kib(web.pid()).unwrap();
+    assert!(peak < 300 * 1024, "svs web peaked at {peak} KiB");
+
+    // The chat is still there.
+    page.click("#views li[data-view='0']").await;
+    page.type_into("#message", "/who").await;
+    page.click("#send").await;
+    page.wait_text("#entries", "online now", limit).await;
+    page.close().await;
+    drop(driver);
+    dir.stop().await;
+}

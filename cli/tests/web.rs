@@ -307,7 +307,7 @@ async fn the_page_plays_a_video_with_sound_and_its_controls_work() {
     let alice = SvsWeb::start(
         env!("CARGO_BIN_EXE_svs"),
         &dir,
-        Some(&stream),
+        Some(&stream.url),
         "alice",
         &tmp.path().join("alice"),
     );
@@ -371,16 +371,6 @@ async fn the_page_plays_a_video_with_sound_and_its_controls_work() {
     )
     .await;
 
-    // The window player's key 1 switches to 240p.
-    page.eval("document.dispatchEvent(new KeyboardEvent('keydown', { key: '1' })); return true")
-        .await;
-    wait_for_player(
-        &page,
-        "switched to 240p",
-        "s.resolution === '240p' && s.width > 0 && s.width < 500",
-    )
-    .await;
-
     // The seek bar moves the playback back, to exactly the frame of that moment.
     page.eval("const s = document.getElementById('seek'); s.value = '1'; s.dispatchEvent(new Event('change')); return true")
         .await;
@@ -398,6 +388,16 @@ async fn the_page_plays_a_video_with_sound_and_its_controls_work() {
         Some(drawn),
         "after the seek the canvas shows frame {mark:?}, the page drew {drawn}"
     );
+    // The window player's key 1 switches to 240p.
+    page.eval("document.dispatchEvent(new KeyboardEvent('keydown', { key: '1' })); return true")
+        .await;
+    wait_for_player(
+        &page,
+        "switched to 240p",
+        "s.resolution === '240p' && s.width > 0 && s.width < 500",
+    )
+    .await;
+
     wait_for_player(&page, "the video ended", "s.ended === 'the video ended'").await;
     let stats = player_stats(&page).await;
     assert!(

@@ -12,6 +12,7 @@ const MAX_QUEUED_FRAMES = 90;
 // Sound is scheduled this far ahead of when its first packet arrives.
 const SOUND_LEAD_SECONDS = 0.15;
 const SEEK_STEP_SECONDS = 10;
+const MAX_NOTES = 100;
 
 function clock(seconds) {
   const s = Math.max(0, Math.floor(seconds || 0));
@@ -137,7 +138,7 @@ export class Player {
   }
 
   notice(message) {
-    this.stats.notes.push(message.text);
+    this.note(message.text);
     this.el.note.textContent = message.text;
     if (message.switched_to) this.stats.resolution = message.switched_to;
     if (message.text.startsWith("not done")) this.seeking = false;
@@ -149,6 +150,12 @@ export class Player {
       this.seeking = false;
       this.landing = true;
     }
+  }
+
+  // Keeps the newest notes only (a hostile service may send many).
+  note(text) {
+    this.stats.notes.push(text);
+    if (this.stats.notes.length > MAX_NOTES) this.stats.notes.shift();
   }
 
   paused(paused) {
@@ -230,7 +237,7 @@ export class Player {
           this.decoded(frame.timestamp / 1e6, index, frame);
         },
         error: (e) => {
-          this.stats.notes.push(`video decoder: ${e.message}`);
+          this.note(`video decoder: ${e.message}`);
           this.needKeyframe = true;
           this.codec = null;
         },
@@ -258,7 +265,10 @@ export class Player {
       if (!this.audioDecoder || this.audioDecoder.state === "closed") {
         this.audioDecoder = new AudioDecoder({
           output: (data) => this.schedule(data),
-          error: (e) => s.notes.push(`sound decoder: ${e.message}`),
+          error: (e) => {
+            this.note(`sound decoder: ${e.message}`);
+            this.audioConfigured = false;
+          },
         });
       }
       this.audioDecoder.configure({ codec: "opus", sampleRate: 48000, numberOfChannels: 2 });

@@ -3,7 +3,7 @@
 //! the waits a test needs (until an element shows some text, until a script says true); and a
 //! running `svs web` (`SvsWeb`) for them to open.
 
-use crate::{TestDirectory, TestStream};
+use crate::TestDirectory;
 use fantoccini::{ClientBuilder, Locator};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
@@ -181,18 +181,19 @@ pub struct SvsWeb {
 }
 
 impl SvsWeb {
-    /// Starts `svs web` as `name` with `home` against `dir` (and `stream`, if given).
+    /// Starts `svs web` as `name` with `home` against `dir` (and the stream service at
+    /// `stream_url`, if given).
     pub fn start(
         svs: &str,
         dir: &TestDirectory,
-        stream: Option<&TestStream>,
+        stream_url: Option<&str>,
         name: &str,
         home: &Path,
     ) -> Self {
         let port = crate::free_port();
         let mut command = Command::new(svs);
-        if let Some(stream) = stream {
-            command.env("SVS_STREAM", &stream.url);
+        if let Some(url) = stream_url {
+            command.env("SVS_STREAM", url);
         }
         let mut child = command
             .args(["web", "--listen", &format!("127.0.0.1:{port}")])

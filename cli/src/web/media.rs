@@ -27,6 +27,9 @@ const SOUND: u8 = 2;
 const POSTER: u8 = 3;
 /// Posters fetched for one library listing, at most.
 const MAX_POSTERS: usize = 64;
+/// Dropped frames the page hears about one by one; after that, one note per `DROP_NOTE_EVERY`.
+const DROPS_NOTED: u64 = 5;
+const DROP_NOTE_EVERY: u64 = 1_000;
 
 /// Where stream-service is and how to prove who we are to it.
 #[derive(Debug, Clone)]
@@ -212,13 +215,14 @@ async fn playback(
         return Ok("the page went away");
     }
     let playback_id = header.playback_id.clone();
+    let mut dropped = 0u64;
     loop {
         tokio::select! {
             message = playing.stream.message() => {
                 let Some(message) = message.map_err(crate::CliError::stream)? else {
                     return Ok("the video ended");
                 };
-                let Some(out) = to_message(message) else { continue };
+                let Some(out) = to_message(message, &mut dropped) else { continue };
                 if to_page.send(out).await.is_err() {
                     return Ok("the page went away");
                 }
@@ -242,16 +246,20 @@ async fn playback(
     }
 }
 
-/// What the page gets for one message of the playback (nothing for an empty one).
-fn to_message(message: PlayResponse) -> Option<Message> {
+/// What the page gets for one message of the playback (nothing for an empty one, nor for most
+/// of a flood of bad frames: `dropped` counts them).
+fn to_message(message: PlayResponse, dropped: &mut u64) -> Option<Message> {
     match message.kind? {
         play_response::Kind::Frame(frame) => {
             let picture = frame.picture.as_ref()?;
             if let Err(why) = check_size(picture, (frame.width, frame.height), DEFAULT_MAX_PIXELS) {
-                return Some(text(json!({
-                    "type": "play_notice",
-                    "text": format!("frame {} dropped: {why}", frame.index),
-                })));
+                *dropped += 1;
+                let note = match *dropped {
+                    n if n <= DROPS_NOTED => format!("frame {} dropped: {why}", frame.index),
+                    n if n % DROP_NOTE_EVERY == 0 => format!("{n} frames dropped so far"),
+                    _ => return None,
+                };
+                return Some(text(json!({ "type": "play_notice", "text": note })));
             }
             let (codec, bytes) = match picture {
                 Picture::Jpeg(b) => ("jpeg", b),
