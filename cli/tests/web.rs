@@ -73,6 +73,50 @@ async fn two_browsers_chat_and_a_cli_user_gets_replies() {
         .wait_text("#entries .outgoing .state", "delivered", LIMIT)
         .await;
     keep_screenshot(&alice_page, "chat").await;
+
+    // Verify bob: the same safety number `svs verify` prints, with its QR code; "they match"
+    // asks to trust, and bob's key turns verified.
+    alice_page
+        .click("#people li[data-name='bob'] .verify-link")
+        .await;
+    let shown = alice_page
+        .wait_text("#verify-number", " ", LIMIT)
+        .await
+        .split_whitespace()
+        .collect::<String>();
+    let (ok, printed, _) =
+        support::run::svs(&dir, &tmp.path().join("alice"), "alice", &["verify", "bob"]).await;
+    assert!(ok);
+    let digits: String = printed
+        .lines()
+        .filter(|l| {
+            l.trim().chars().all(|c| c.is_ascii_digit() || c == ' ') && !l.trim().is_empty()
+        })
+        .flat_map(|l| l.split_whitespace())
+        .collect();
+    assert_eq!(shown.len(), 60, "{shown:?}");
+    assert_eq!(
+        shown, digits,
+        "the page and svs verify show the same number"
+    );
+    let dark = alice_page
+        .eval("const c = document.getElementById('verify-qr'); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] < 128) n++; return n / (d.length / 4)")
+        .await
+        .as_f64()
+        .unwrap();
+    assert!(
+        (0.2..0.6).contains(&dark),
+        "a QR code is about half dark modules: {dark}"
+    );
+    keep_screenshot(&alice_page, "verify").await;
+    alice_page.click("#verify-trust").await;
+    alice_page
+        .wait_text("#prompt-title", "Trust bob", LIMIT)
+        .await;
+    alice_page.click("#prompt-yes").await;
+    alice_page
+        .wait_text("#people li[data-name='bob'] .key", "verified", LIMIT)
+        .await;
     // The box is empty again: the line went.
     assert_eq!(
         alice_page

@@ -82,6 +82,9 @@ function connect() {
       case "problem":
         banner(message.text);
         break;
+      case "safety":
+        showSafety(message);
+        break;
       case "videos":
         showLibrary(message);
         break;
@@ -237,8 +240,18 @@ function renderPeople(s) {
       const item = el("li", p.online ? "online" : "offline");
       item.dataset.name = p.name;
       item.title = p.fingerprint ? `key ${p.fingerprint}` : "";
-      item.append(el("span", "dot"), el("span", "name", p.name), el("span", `key ${p.key}`, p.key));
-      item.addEventListener("click", () => send({ type: "line", text: `/open ${p.name}` }));
+      const verify = el("button", "verify-link", "verify");
+      verify.type = "button";
+      verify.title = `compare safety numbers with ${p.name}`;
+      verify.addEventListener("click", (e) => {
+        e.stopPropagation();
+        send({ type: "verify", name: p.name });
+      });
+      item.append(el("span", "dot"), el("span", "name", p.name), el("span", `key ${p.key}`, p.key), verify);
+      item.addEventListener("click", () => {
+        showWatch(false);
+        send({ type: "line", text: `/open ${p.name}` });
+      });
       return item;
     }),
   );
@@ -290,6 +303,32 @@ function renderEntries(s) {
   const following = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
   list.replaceChildren(...s.entries.map(entryNode));
   if (following) list.scrollTop = list.scrollHeight;
+}
+
+// The safety number with a person: its digits and its QR code, drawn module by module.
+function showSafety(message) {
+  $("verify").hidden = false;
+  $("verify-title").textContent = `Safety number with ${message.name}`;
+  $("verify-error").textContent = message.error || "";
+  $("verify-number").textContent = message.display || "";
+  $("verify-trust").hidden = !!message.error;
+  $("verify-trust").dataset.name = message.name;
+  const canvas = $("verify-qr");
+  canvas.hidden = !!message.error;
+  if (message.error) return;
+  const width = message.qr_width;
+  const quiet = 4;
+  const scale = Math.floor(240 / (width + 2 * quiet));
+  canvas.width = canvas.height = scale * (width + 2 * quiet);
+  const context = canvas.getContext("2d");
+  context.fillStyle = "white";
+  context.fillRect(0, 0, canvas.width, canvas.height);
+  context.fillStyle = "black";
+  for (let y = 0; y < width; y++) {
+    for (let x = 0; x < width; x++) {
+      if (message.qr_modules[y * width + x] === "1") context.fillRect((x + quiet) * scale, (y + quiet) * scale, scale, scale);
+    }
+  }
 }
 
 // Hex fingerprint as rows of four groups of four digits.
@@ -352,6 +391,12 @@ function submit(event) {
     watch(play[1], Number(play[2] || 0));
     return;
   }
+  const verify = text.trim().match(/^\/verify\s+(\S+)$/);
+  if (verify) {
+    box.value = "";
+    send({ type: "verify", name: verify[1] });
+    return;
+  }
   if (text.trim() === "/stop") {
     box.value = "";
     openLibrary();
@@ -373,6 +418,11 @@ document.addEventListener("DOMContentLoaded", () => {
   );
   window.svsPlayer = player;
   $("show-library").addEventListener("click", openLibrary);
+  $("verify-close").addEventListener("click", () => { $("verify").hidden = true; });
+  $("verify-trust").addEventListener("click", (e) => {
+    $("verify").hidden = true;
+    send({ type: "line", text: `/trust ${e.target.dataset.name}` });
+  });
   $("play-pause").addEventListener("click", () => player.togglePause());
   $("seek").addEventListener("input", () => { player.seekDragging = true; });
   $("seek").addEventListener("change", (e) => {

@@ -129,14 +129,24 @@ pub fn who_lines(inbox: &Inbox, me: &str) -> Vec<String> {
     lines
 }
 
-/// `/verify NAME`: the safety number of you and NAME's pinned key, as both of you see it.
-pub fn safety_lines(session: &Session, name: &str) -> Result<Vec<String>, CliError> {
+/// The safety number of you and NAME's pinned key (60 digits, the same on both sides).
+pub fn safety_number(session: &Session, name: &str) -> Result<String, CliError> {
     let theirs = session
         .pins
         .key(name)
         .ok_or_else(|| CliError::Usage(format!("no key is pinned for {name} yet")))?;
     let mine = identity::public_key_der(&session.identity_key().to_public_key());
-    let number = svs_common::safety::safety_number(&session.name, &mine, name, theirs);
+    Ok(svs_common::safety::safety_number(
+        &session.name,
+        &mine,
+        name,
+        theirs,
+    ))
+}
+
+/// `/verify NAME`: the safety number of you and NAME's pinned key, as both of you see it.
+pub fn safety_lines(session: &Session, name: &str) -> Result<Vec<String>, CliError> {
+    let number = safety_number(session, name)?;
     let mut lines = vec![format!(
         "safety number with {name} (the same on both sides; compare it with them):"
     )];

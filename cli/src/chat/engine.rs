@@ -124,6 +124,11 @@ impl<'g> Engine<'g> {
         &self.session.token
     }
 
+    /// The safety number with `name`'s pinned key.
+    pub fn safety_number(&self, name: &str) -> Result<String, CliError> {
+        actions::safety_number(&self.session, name)
+    }
+
     /// Waits for the next thing that happens. Cancel-safe: a front end races it with its input.
     pub async fn next(&mut self) -> Happening {
         let feed = &mut self.feed;

@@ -46,13 +46,28 @@ enum Action {
     Answer(char),
     /// Show conversation number N (0 is everything).
     Show(usize),
+    /// The safety number with a person, to compare (and scan as a QR code).
+    Verify(String),
 }
 
-/// One action and where to say whether its line must come back to the box.
+/// What the chat answers a page's action.
+#[derive(Debug)]
+enum Reply {
+    Done,
+    /// The line did not go: back to the box.
+    Restore(String),
+    /// The safety number with `name`, or why there is none.
+    Safety {
+        name: String,
+        number: Result<String, String>,
+    },
+}
+
+/// One action and where to answer it.
 #[derive(Debug)]
 struct Request {
     action: Action,
-    reply: oneshot::Sender<Option<String>>,
+    reply: oneshot::Sender<Reply>,
 }
 
 /// What the HTTP side shares with the chat task.
@@ -124,16 +139,21 @@ pub(crate) async fn run(global: &Global, options: WebOptions) -> Result<(), CliE
                         engine.model.show(view);
                         After::Stay
                     }
+                    Action::Verify(name) => {
+                        let number = engine.safety_number(&name).map_err(|e| e.to_string());
+                        let _ = request.reply.send(Reply::Safety { name, number });
+                        continue;
+                    }
                 };
-                let restore = match after {
+                let reply = match after {
                     After::Leave => {
-                        let _ = request.reply.send(None);
+                        let _ = request.reply.send(Reply::Done);
                         break Ok(());
                     }
-                    After::Restore(line) => Some(line),
-                    After::Stay => None,
+                    After::Restore(line) => Reply::Restore(line),
+                    After::Stay => Reply::Done,
                 };
-                let _ = request.reply.send(restore);
+                let _ = request.reply.send(reply);
             }
             _ = &mut ctrl_c => break Ok(()),
         }

@@ -4,7 +4,7 @@
 //! page that never proves itself is dropped.
 
 use super::media::{self, PlayOrder, Steer};
-use super::{Action, Request, Shared};
+use super::{Action, Reply, Request, Shared};
 use axum::extract::ws::{Message, WebSocket};
 use serde::Deserialize;
 use std::time::Duration;
@@ -55,6 +55,10 @@ enum FromPage {
     },
     /// Stop the playback.
     Stop,
+    /// The safety number with a person (and its QR code).
+    Verify {
+        name: String,
+    },
 }
 
 fn auto() -> String {
@@ -159,6 +163,7 @@ pub(super) async fn page(mut ws: WebSocket, mut shared: Shared, _permit: OwnedSe
                             Err(why) => Some(say("problem", &why)),
                         }
                     }
+                    Ok(FromPage::Verify { name }) => act(&shared, Action::Verify(name)).await,
                     Ok(FromPage::Stop) => {
                         playing = None;
                         None
@@ -212,8 +217,35 @@ async fn act(shared: &Shared, action: Action) -> Option<Message> {
         return Some(say("ended", "svs web stopped"));
     }
     match answer.await {
-        Ok(Some(line)) => Some(say("restore", &line)),
-        Ok(None) => None,
+        Ok(Reply::Restore(line)) => Some(say("restore", &line)),
+        Ok(Reply::Done) => None,
+        Ok(Reply::Safety { name, number }) => Some(safety(&name, number)),
         Err(_) => Some(say("ended", "svs web stopped")),
     }
+}
+
+/// The safety number for the page: its digits in groups, and the QR code's modules (one
+/// character a module, `1` dark, row after row) for the page to draw.
+fn safety(name: &str, number: Result<String, String>) -> Message {
+    let value = match number {
+        Ok(number) => match qrcode::QrCode::new(number.as_bytes()) {
+            Ok(code) => serde_json::json!({
+                "type": "safety",
+                "name": name,
+                "number": number,
+                "display": svs_common::safety::display(&number),
+                "qr_width": code.width(),
+                "qr_modules": code
+                    .to_colors()
+                    .iter()
+                    .map(|c| if *c == qrcode::Color::Dark { '1' } else { '0' })
+                    .collect::<String>(),
+            }),
+            Err(e) => {
+                serde_json::json!({"type": "safety", "name": name, "error": format!("making the QR code: {e}")})
+            }
+        },
+        Err(why) => serde_json::json!({"type": "safety", "name": name, "error": why}),
+    };
+    Message::Text(value.to_string().into())
 }
