@@ -260,6 +260,20 @@ async fn the_page_server_refuses_other_sites_and_pages_without_the_secret() {
     );
     let port = alice.port;
 
+    // A second svs web on the same port says so and leaves.
+    let (ok, _, stderr) = support::run::svs(
+        &dir,
+        &tmp.path().join("alice2"),
+        "alice2",
+        &["web", "--listen", &format!("127.0.0.1:{port}")],
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("cannot serve the page on 127.0.0.1:"),
+        "{stderr}"
+    );
+
     // Its own page, with a strict policy: nothing from elsewhere, no inline script.
     let page = alice.raw(&format!(
         "GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"

@@ -95,10 +95,16 @@ pub(crate) async fn run(global: &Global, options: WebOptions) -> Result<(), CliE
             options.listen
         );
     }
-    let mut engine = Engine::start(global, options.scrollback).await?;
+    // The address first: a port in use fails before anything registers.
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
-        .map_err(|e| CliError::Usage(format!("cannot serve on {}: {e}", options.listen)))?;
+        .map_err(|e| {
+            CliError::Usage(format!(
+                "cannot serve the page on {}: {e} (pick another with --listen)",
+                options.listen
+            ))
+        })?;
+    let mut engine = Engine::start(global, options.scrollback).await?;
     let bound = listener.local_addr()?;
     let guard = Arc::new(guard::Guard::new(bound)?);
     let url = guard.page_url();
