@@ -43,6 +43,7 @@ In other terminals, from this directory:
   $bin/svs chat --name bob
   $bin/svs videos --name alice
   $bin/svs play demo --name alice            # a window; --headless without a display
+  $bin/svs web --name carol                  # the chat and the player in your browser
 
 Ctrl-C here stops the services.
 MSG
