@@ -129,6 +129,10 @@ async fn two_browsers_chat_and_a_cli_user_gets_replies() {
     // conversation counts it unread until alice opens it; her reply reaches the CLI.
     alice_page.click("#people li[data-name='bob']").await;
     alice_page.wait_text("#views li.active", "bob", LIMIT).await;
+    // A draft half typed meanwhile stays as it is, whatever arrives.
+    alice_page
+        .type_into("#message", "a draft in progress")
+        .await;
     let mut carol = Client::join(&dir, "carol", &tmp.path().join("carol")).await;
     alice_page.wait_text("#people", "carol", LIMIT).await;
     let alice_peer = carol.peer("alice");
@@ -146,6 +150,15 @@ async fn two_browsers_chat_and_a_cli_user_gets_replies() {
         )
         .await;
     assert!(!alice_page.text("#entries").await.contains("carol here"));
+    assert_eq!(
+        alice_page
+            .eval("return document.getElementById('message').value")
+            .await,
+        serde_json::json!("a draft in progress")
+    );
+    alice_page
+        .eval("document.getElementById('message').value = ''; return true")
+        .await;
     alice_page
         .eval("[...document.querySelectorAll('#views li')].find(li => li.textContent.startsWith('carol')).click(); return true")
         .await;
