@@ -152,15 +152,25 @@ impl Browser {
             .unwrap_or_else(|e| panic!("cannot type into {css}: {e}"));
     }
 
-    /// Clicks the element matching `css`.
+    /// Clicks the element matching `css`. The page redraws lists as news arrives: an element
+    /// replaced between finding and clicking it is found again.
     pub async fn click(&self, css: &str) {
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no {css} on the page: {e}"))
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("cannot click {css}: {e}"));
+        let mut attempts = 0;
+        loop {
+            let element = self
+                .client
+                .find(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("no {css} on the page: {e}"));
+            match element.click().await {
+                Ok(()) => return,
+                Err(e) if e.to_string().contains("stale element") && attempts < 20 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot click {css}: {e}"),
+            }
+        }
     }
 
     /// Ends the session (the browser quits).
@@ -190,6 +200,18 @@ impl SvsWeb {
         name: &str,
         home: &Path,
     ) -> Self {
+        Self::start_with(svs, dir, stream_url, name, home, &[])
+    }
+
+    /// As `start`, with more `svs web` flags.
+    pub fn start_with(
+        svs: &str,
+        dir: &TestDirectory,
+        stream_url: Option<&str>,
+        name: &str,
+        home: &Path,
+        flags: &[&str],
+    ) -> Self {
         let port = crate::free_port();
         let mut command = Command::new(svs);
         if let Some(url) = stream_url {
@@ -197,6 +219,7 @@ impl SvsWeb {
         }
         let mut child = command
             .args(["web", "--listen", &format!("127.0.0.1:{port}")])
+            .args(flags)
             .env("SVS_DIRECTORY", &dir.url)
             .env("SVS_CA", &dir.ca)
             .env("SVS_HOME", home)

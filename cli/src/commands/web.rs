@@ -20,6 +20,13 @@ pub struct WebArgs {
     /// Pages open at once (each browser tab is one).
     #[arg(long, env = "SVS_WEB_MAX_PAGES", default_value_t = crate::web::DEFAULT_MAX_PAGES)]
     pub max_pages: usize,
+    /// HTTP connections open at once; more are closed at once (a page's WebSocket counts only
+    /// until it is open).
+    #[arg(long, env = "SVS_WEB_MAX_CONNECTIONS", default_value_t = crate::web::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Seconds a connection has to send its request and get its answer before it is closed.
+    #[arg(long, env = "SVS_WEB_REQUEST_TIMEOUT_SECS", default_value_t = crate::web::DEFAULT_REQUEST_TIMEOUT_SECS)]
+    pub request_timeout_secs: u64,
 }
 
 pub async fn run(global: &Global, args: WebArgs) -> Result<(), CliError> {
@@ -30,6 +37,10 @@ pub async fn run(global: &Global, args: WebArgs) -> Result<(), CliError> {
             open: args.open,
             scrollback: args.scrollback,
             max_pages: args.max_pages,
+            connections: crate::web::ConnectionLimits {
+                max_connections: args.max_connections,
+                request_timeout: std::time::Duration::from_secs(args.request_timeout_secs.max(1)),
+            },
         },
     )
     .await

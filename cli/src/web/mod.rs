@@ -16,6 +16,7 @@ mod socket;
 use crate::chat::engine::{After, Engine};
 use crate::commands::Global;
 use crate::error::CliError;
+pub(crate) use routes::ConnectionLimits;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -26,6 +27,10 @@ pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8730";
 pub(crate) const DEFAULT_WEB_SCROLLBACK: usize = 2_000;
 /// Pages served at once by default (`--max-pages`): a person's tabs, not a crowd.
 pub(crate) const DEFAULT_MAX_PAGES: usize = 8;
+/// HTTP connections open at once by default (`--max-connections`).
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// Seconds a connection has for its request and answer by default (`--request-timeout-secs`).
+pub(crate) const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 10;
 /// What the person's actions queue up to before a page waits (the engine works one at a time).
 const ACTION_QUEUE: usize = 32;
 
@@ -35,6 +40,7 @@ pub(crate) struct WebOptions {
     pub(crate) open: bool,
     pub(crate) scrollback: usize,
     pub(crate) max_pages: usize,
+    pub(crate) connections: ConnectionLimits,
 }
 
 /// What a page asks the chat to do.
@@ -122,7 +128,7 @@ pub(crate) async fn run(global: &Global, options: WebOptions) -> Result<(), CliE
             ca: global.ca(),
         },
     };
-    let server = tokio::spawn(routes::serve(listener, shared));
+    let server = tokio::spawn(routes::serve(listener, shared, options.connections));
     println!("svs web: chat as {} at {url}", engine.name());
     println!("(the address carries a secret: open it only in your own browser; Ctrl-C stops)");
     if options.open {

@@ -12,7 +12,20 @@ use axum::routing::get;
 /// Largest message a page may send (a chat line is far smaller).
 const MAX_PAGE_MESSAGE: usize = 64 * 1024;
 
-pub(super) async fn serve(listener: tokio::net::TcpListener, shared: Shared) {
+/// What one HTTP connection may hold: connections open at once (a WebSocket counts until it is
+/// upgraded; then `--max-pages` bounds it), and how long one may take to send its request and get
+/// its answer. A local process opening connections and saying nothing holds nothing for long.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnectionLimits {
+    pub(crate) max_connections: usize,
+    pub(crate) request_timeout: std::time::Duration,
+}
+
+pub(super) async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Shared,
+    limits: ConnectionLimits,
+) {
     let router = Router::new()
         .route("/", get(|| async { assets::page("index.html") }))
         .route("/{file}", get(file))
@@ -20,8 +33,30 @@ pub(super) async fn serve(listener: tokio::net::TcpListener, shared: Shared) {
         .fallback(|| async { (StatusCode::NOT_FOUND, "no such page") })
         .layer(middleware::from_fn_with_state(shared.clone(), checked))
         .with_state(shared);
-    if let Err(e) = axum::serve(listener, router).await {
-        eprintln!("svs web: the page server stopped: {e}");
+    let open = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors, say: try again shortly rather than spin.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        // Over the limit the connection is closed at once.
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.request_timeout)
+                // One request per connection: an idle keep-alive holds nothing.
+                .keep_alive(false)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .with_upgrades();
+            // A WebSocket leaves this future once upgraded and lives on in its own task.
+            let _ = tokio::time::timeout(limits.request_timeout, connection).await;
+            drop(permit);
+        });
     }
 }
 
