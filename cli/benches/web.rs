@@ -11,7 +11,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use svs_common::stats::percentile;
 use svs_test_support::client::Client;
-use svs_test_support::{Browser, Chromedriver, SvsWeb, TestDirectory, TestStream, rss_kib};
+use svs_test_support::{Browser, Chromedriver, SvsWeb, rss_kib, start_both_with_film};
 
 const FILM_SECONDS: f64 = 34.0;
 const WATCH: Duration = Duration::from_secs(30);
@@ -53,17 +53,7 @@ async fn play(page: &Browser, resolution: &str) -> serde_json::Value {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let tmp = tempfile::tempdir().unwrap();
-    let (data, videos) = (tmp.path().join("data"), tmp.path().join("videos"));
-    stream_service::media::make_demo(
-        &videos,
-        "film",
-        FILM_SECONDS,
-        30.0,
-        &mut stream_service::Progress::hidden(),
-    )
-    .unwrap();
-    let dir = TestDirectory::start(&data, &[]).await;
-    let stream = TestStream::start(&data, &videos, &[]).await;
+    let (dir, stream) = start_both_with_film(tmp.path(), "film", FILM_SECONDS, 30.0).await;
     let web = SvsWeb::start(
         env!("CARGO_BIN_EXE_svs"),
         &dir,

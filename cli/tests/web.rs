@@ -400,17 +400,8 @@ async fn the_page_plays_a_video_with_sound_and_its_controls_work() {
     let tmp = tempfile::tempdir().unwrap();
     // A film long enough that a loaded machine does not reach its end before the controls are
     // tried (the shared demo lasts 4 s).
-    let (data, videos) = (tmp.path().join("data"), tmp.path().join("videos"));
-    stream_service::media::make_demo(
-        &videos,
-        "film",
-        FILM_SECONDS,
-        support::DEMO_FPS,
-        &mut stream_service::Progress::hidden(),
-    )
-    .unwrap();
-    let dir = TestDirectory::start(&data, &[]).await;
-    let stream = support::TestStream::start(&data, &videos, &[]).await;
+    let (dir, stream) =
+        support::start_both_with_film(tmp.path(), "film", FILM_SECONDS, support::DEMO_FPS).await;
     let alice = SvsWeb::start(
         env!("CARGO_BIN_EXE_svs"),
         &dir,

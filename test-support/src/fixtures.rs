@@ -261,11 +261,33 @@ pub fn demo_videos(dir: &Path) {
 /// A directory and a stream service sharing `<root>/data` (the directory issues the tokens the
 /// stream service verifies), with the demo video in `<root>/videos`.
 pub async fn start_both(root: &Path) -> (TestDirectory, TestStream) {
+    demo_videos(&root.join("videos"));
+    start_both_on_videos(root).await
+}
+
+/// As `start_both`, with a demo film of its own instead of the shared demo: `name`, `seconds`
+/// long at `fps`, with its sound (for what the 4-second demo is too short for).
+pub async fn start_both_with_film(
+    root: &Path,
+    name: &str,
+    seconds: f64,
+    fps: f64,
+) -> (TestDirectory, TestStream) {
+    stream_service::media::make_demo(
+        &root.join("videos"),
+        name,
+        seconds,
+        fps,
+        &mut stream_service::Progress::hidden(),
+    )
+    .unwrap();
+    start_both_on_videos(root).await
+}
+
+async fn start_both_on_videos(root: &Path) -> (TestDirectory, TestStream) {
     let data = root.join("data");
-    let videos = root.join("videos");
-    demo_videos(&videos);
     let dir = TestDirectory::start(&data, &[]).await;
-    let stream = TestStream::start(&data, &videos, &[]).await;
+    let stream = TestStream::start(&data, &root.join("videos"), &[]).await;
     (dir, stream)
 }
 
