@@ -520,6 +520,22 @@ async fn the_page_plays_a_video_with_sound_and_its_controls_work() {
         "figure: svs web first frame after play at 720p: cold {cold_first_frame} ms, warm {warm_first_frame} ms"
     );
 
+    // `/play film 4` while it plays replaces the playback: nothing the one it replaced still
+    // sends (its last frames, its end) reaches the new one. (The box is hidden while the player
+    // shows; the form is submitted as its Enter would.)
+    page.eval("document.getElementById('message').value = '/play film 4'; document.getElementById('compose').requestSubmit(); return true")
+        .await;
+    wait_for_player(
+        &page,
+        "the new playback from 0:04",
+        "s.firstFrameMs !== null && s.lastIndex >= 4 * 15",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let stats = player_stats(&page).await;
+    assert_eq!(stats["ended"], serde_json::Value::Null, "{stats}");
+    assert!(stats["lastIndex"].as_u64().unwrap() >= 60, "{stats}");
+
     page.close().await;
     drop(driver);
     stream.stop().await;

@@ -61,6 +61,8 @@ export class Player {
     this.muted = false;
     this.playing = null;
     this.seeking = false;
+    // The number of the playback this page wants: what an older one still sends is dropped.
+    this.serial = 0;
     this.stats = this.freshStats();
     this.window = { at: performance.now(), frames: 0, bytes: 0 };
     setInterval(() => this.tick(), 8);
@@ -84,11 +86,16 @@ export class Player {
     this.stats = this.freshStats();
     this.stats.video = video;
     this.playAskedAt = performance.now();
+    this.serial += 1;
     this.ensureAudio();
-    this.send({ type: "play", video, resolution: this.el.resolution.value, start_seconds: start, sound: true });
+    this.send({
+      type: "play", video, resolution: this.el.resolution.value, start_seconds: start, sound: true,
+      serial: this.serial,
+    });
   }
 
   stop() {
+    this.serial += 1;
     this.send({ type: "stop" });
     this.reset();
     this.playing = null;
@@ -125,7 +132,13 @@ export class Player {
     this.frozen = null;
   }
 
+  // Whether a message belongs to the playback this page wants now.
+  current(message) {
+    return message.serial === this.serial;
+  }
+
   started(header) {
+    if (!this.current(header)) return;
     this.playing = header;
     Object.assign(this.stats, {
       resolution: header.resolution, width: header.width, height: header.height,
@@ -138,6 +151,7 @@ export class Player {
   }
 
   notice(message) {
+    if (!this.current(message)) return;
     this.note(message.text);
     this.el.note.textContent = message.text;
     if (message.switched_to) this.stats.resolution = message.switched_to;
@@ -175,6 +189,7 @@ export class Player {
   }
 
   ended(message) {
+    if (!this.current(message)) return;
     this.stats.ended = message.error || message.reason;
     this.el.note.textContent = message.error ? `cannot play ${message.video}: ${message.error}` : `${message.video}: ${message.reason}`;
     this.playing = null;
@@ -182,9 +197,10 @@ export class Player {
 
   binary(buffer) {
     const { kind, header, payload } = unpack(buffer);
+    if (kind === POSTER) return { poster: header.video, jpeg: payload };
+    if (!this.current(header)) return null;
     if (kind === FRAME) this.frame(header, payload);
     else if (kind === SOUND) this.sound(header, payload);
-    else if (kind === POSTER) return { poster: header.video, jpeg: payload };
     return null;
   }
 

@@ -54,6 +54,9 @@ pub(super) struct PlayOrder {
     pub(super) resolution: Resolution,
     pub(super) start_seconds: f64,
     pub(super) sound: bool,
+    /// The page's number for this playback, on everything it sends: the page drops what a
+    /// playback it already replaced or stopped still sends.
+    pub(super) serial: u64,
 }
 
 fn binary(kind: u8, header: &Value, payload: &[&[u8]]) -> Message {
@@ -67,6 +70,12 @@ fn binary(kind: u8, header: &Value, payload: &[&[u8]]) -> Message {
         out.extend_from_slice(part);
     }
     Message::Binary(out.into())
+}
+
+/// `value` with the playback's serial.
+fn stamped(mut value: Value, serial: u64) -> Value {
+    value["serial"] = json!(serial);
+    value
 }
 
 fn text(value: Value) -> Message {
@@ -163,7 +172,7 @@ pub(super) async fn play(
         Ok(reason) => json!({"type": "play_ended", "video": order.video, "reason": reason}),
         Err(e) => json!({"type": "play_ended", "video": order.video, "error": e.to_string()}),
     };
-    let _ = to_page.send(text(ended)).await;
+    let _ = to_page.send(text(stamped(ended, order.serial))).await;
 }
 
 async fn playback(
@@ -211,22 +220,19 @@ async fn playback(
         "codec": codec_label(header.codec),
         "sound": sound,
     });
-    if to_page.send(text(started)).await.is_err() {
+    if to_page
+        .send(text(stamped(started, order.serial)))
+        .await
+        .is_err()
+    {
         return Ok("the page went away");
     }
     let playback_id = header.playback_id.clone();
     let mut dropped = 0u64;
     loop {
         tokio::select! {
-            message = playing.stream.message() => {
-                let Some(message) = message.map_err(crate::CliError::stream)? else {
-                    return Ok("the video ended");
-                };
-                let Some(out) = to_message(message, &mut dropped) else { continue };
-                if to_page.send(out).await.is_err() {
-                    return Ok("the page went away");
-                }
-            }
+            // A stop (the steering closed) wins over frames waiting to go.
+            biased;
             steer = steering.recv() => {
                 let Some(steer) = steer else { return Ok("stopped") };
                 let action = match steer {
@@ -237,9 +243,18 @@ async fn playback(
                 };
                 if let Err(e) = client.control(&playback_id, action).await {
                     let note = json!({"type": "play_notice", "text": format!("not done: {e}")});
-                    if to_page.send(text(note)).await.is_err() {
+                    if to_page.send(text(stamped(note, order.serial))).await.is_err() {
                         return Ok("the page went away");
                     }
+                }
+            }
+            message = playing.stream.message() => {
+                let Some(message) = message.map_err(crate::CliError::stream)? else {
+                    return Ok("the video ended");
+                };
+                let Some(out) = to_message(message, &mut dropped, order.serial) else { continue };
+                if to_page.send(out).await.is_err() {
+                    return Ok("the page went away");
                 }
             }
         }
@@ -248,7 +263,7 @@ async fn playback(
 
 /// What the page gets for one message of the playback (nothing for an empty one, nor for most
 /// of a flood of bad frames: `dropped` counts them).
-fn to_message(message: PlayResponse, dropped: &mut u64) -> Option<Message> {
+fn to_message(message: PlayResponse, dropped: &mut u64, serial: u64) -> Option<Message> {
     match message.kind? {
         play_response::Kind::Frame(frame) => {
             let picture = frame.picture.as_ref()?;
@@ -259,7 +274,10 @@ fn to_message(message: PlayResponse, dropped: &mut u64) -> Option<Message> {
                     n if n % DROP_NOTE_EVERY == 0 => format!("{n} frames dropped so far"),
                     _ => return None,
                 };
-                return Some(text(json!({ "type": "play_notice", "text": note })));
+                return Some(text(stamped(
+                    json!({ "type": "play_notice", "text": note }),
+                    serial,
+                )));
             }
             let (codec, bytes) = match picture {
                 Picture::Jpeg(b) => ("jpeg", b),
@@ -275,7 +293,7 @@ fn to_message(message: PlayResponse, dropped: &mut u64) -> Option<Message> {
                 "codec": codec,
                 "skipped_total": frame.skipped_total,
             });
-            Some(binary(FRAME, &header, &[bytes]))
+            Some(binary(FRAME, &stamped(header, serial), &[bytes]))
         }
         play_response::Kind::Audio(audio) => {
             let sizes: Vec<usize> = audio.packets.iter().map(|p| p.len()).collect();
@@ -285,25 +303,28 @@ fn to_message(message: PlayResponse, dropped: &mut u64) -> Option<Message> {
                 "sizes": sizes,
             });
             let parts: Vec<&[u8]> = audio.packets.iter().map(|p| p.as_ref()).collect();
-            Some(binary(SOUND, &header, &parts))
+            Some(binary(SOUND, &stamped(header, serial), &parts))
         }
-        play_response::Kind::Notice(notice) => Some(text(match notice.kind? {
-            notice::Kind::Switched(switched) => json!({
-                "type": "play_notice",
-                "switched_to": resolution_label(switched.to),
-                "text": format!(
-                    "{} → {} ({})",
-                    resolution_label(switched.from),
-                    resolution_label(switched.to),
-                    crate::text::sentence(&switched.reason)
-                ),
-            }),
-            notice::Kind::State(state) => json!({
-                "type": "play_notice",
-                "state": crate::text::sentence(&state),
-                "text": crate::text::sentence(&state),
-            }),
-        })),
+        play_response::Kind::Notice(notice) => Some(text(stamped(
+            match notice.kind? {
+                notice::Kind::Switched(switched) => json!({
+                    "type": "play_notice",
+                    "switched_to": resolution_label(switched.to),
+                    "text": format!(
+                        "{} → {} ({})",
+                        resolution_label(switched.from),
+                        resolution_label(switched.to),
+                        crate::text::sentence(&switched.reason)
+                    ),
+                }),
+                notice::Kind::State(state) => json!({
+                    "type": "play_notice",
+                    "state": crate::text::sentence(&state),
+                    "text": crate::text::sentence(&state),
+                }),
+            },
+            serial,
+        ))),
         play_response::Kind::Header(_) => None,
     }
 }

@@ -45,6 +45,9 @@ enum FromPage {
         start_seconds: f64,
         #[serde(default)]
         sound: bool,
+        /// The page's number for this playback, echoed on everything it sends.
+        #[serde(default)]
+        serial: u64,
     },
     /// Steer the playback: `pause`, `resume`, `seek` (with `seconds`), `switch` (with
     /// `resolution`).
@@ -138,13 +141,13 @@ pub(super) async fn page(mut ws: WebSocket, mut shared: Shared, _permit: OwnedSe
                         }
                         None
                     }
-                    Ok(FromPage::Play { video, resolution, start_seconds, sound }) => {
+                    Ok(FromPage::Play { video, resolution, start_seconds, sound, serial }) => {
                         match crate::stream_client::parse_resolution(&resolution) {
                             Ok(resolution) if start_seconds.is_finite() && start_seconds >= 0.0 => {
                                 let (steer_tx, steering) = mpsc::channel(STEER_QUEUE);
                                 // Replacing the sender ends the playback before (its steering closes).
                                 playing = Some(steer_tx);
-                                let order = PlayOrder { video, resolution, start_seconds, sound };
+                                let order = PlayOrder { video, resolution, start_seconds, sound, serial };
                                 let token = shared.token.borrow().clone();
                                 tokio::spawn(media::play(shared.stream.clone(), token, order, out_tx.clone(), steering));
                                 None
