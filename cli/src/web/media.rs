@@ -84,17 +84,13 @@ fn text(value: Value) -> Message {
 
 /// Lists the videos, then sends a poster for each (a frame from a tenth of the way in, 240p JPEG).
 pub(super) async fn library(access: StreamAccess, token: String, to_page: mpsc::Sender<Message>) {
-    let mut client = match StreamClient::connect(&access.url, access.ca.as_deref(), &token).await {
-        Ok(client) => client,
-        Err(e) => {
-            let _ = to_page
-                .send(text(json!({"type": "videos", "error": e.to_string()})))
-                .await;
-            return;
-        }
+    let listed = async {
+        let mut client = StreamClient::connect(&access.url, access.ca.as_deref(), &token).await?;
+        let videos = client.list_videos().await?;
+        Ok::<_, crate::CliError>((client, videos))
     };
-    let videos = match client.list_videos().await {
-        Ok(videos) => videos,
+    let (mut client, videos) = match listed.await {
+        Ok(listed) => listed,
         Err(e) => {
             let _ = to_page
                 .send(text(json!({"type": "videos", "error": e.to_string()})))
